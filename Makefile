@@ -1,0 +1,29 @@
+# Set-up, demo and tests. `make demo` and `make test` install everything they need on first use.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.stamp-install
+RUNNER := mobilepre/tfjs_runner
+
+.PHONY: install demo test bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml requirements.lock $(RUNNER)/package-lock.json
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(PY) -c "import tensorflow, tensorflowjs, keras, ai_edge_litert"
+	cd $(RUNNER) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/mobilepre build --out demo-out --force
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(PY) -m benchmarks
+
+clean:
+	rm -rf $(VENV) $(RUNNER)/node_modules demo-out
