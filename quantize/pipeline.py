@@ -1,0 +1,44 @@
+"""The one conversion entry point: checks, SavedModel export, then the format's converter."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from quantize.artifact import Artifact
+from quantize.checks import check_weights
+from quantize.export import export_saved_model
+from quantize.settings import Format, QuantizationSettings
+
+
+def convert(
+    model,
+    settings: QuantizationSettings,
+    calibration: np.ndarray | None = None,
+    input_shape: tuple[int, ...] | None = None,
+    saved_model_dir: Path | None = None,
+    sparsity: float = 0.0,
+) -> Artifact:
+    """Convert a float Keras `model` into one artifact.
+
+    `saved_model_dir`, when given, is an export of this same model to reuse (a build converts one model
+    into many artifacts); otherwise the model is exported to a temporary folder.
+    """
+    check_weights(model, settings.mode)
+    if saved_model_dir is not None:
+        return _dispatch(Path(saved_model_dir), settings, calibration, sparsity)
+    with tempfile.TemporaryDirectory(prefix="mobilepre-sm-") as tmp:
+        directory = export_saved_model(model, Path(tmp) / "saved_model", input_shape)
+        return _dispatch(directory, settings, calibration, sparsity)
+
+
+def _dispatch(directory: Path, settings: QuantizationSettings, calibration, sparsity: float) -> Artifact:
+    if settings.format is Format.TFLITE:
+        from quantize.tflite import convert_tflite
+
+        return convert_tflite(directory, settings, calibration, sparsity)
+    from quantize.tfjs import convert_tfjs
+
+    return convert_tfjs(directory, settings, sparsity)

@@ -1,0 +1,212 @@
+"""Magnitude pruning to a target sparsity, with recovery by distillation from the float model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from quantize.settings import QuantizeError
+
+# Layers whose kernels are pruned. Depthwise kernels (the front-end's denoise stage among them), batch
+# norm and biases are left alone unless asked: they are few weights and pruning them hurts most.
+PRUNABLE = ("Conv2D", "Dense", "Conv1D", "Conv3D", "Conv2DTranspose", "SeparableConv2D")
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    """How to prune.
+
+    Attributes:
+        sparsity (float): target fraction of zero weights in the prunable kernels, in [0, 0.99).
+        scope (str): "global" ranks all prunable kernels together (the default: layers that matter
+            keep more), "per_layer" prunes every kernel to the same sparsity.
+        epochs (int): fine-tuning epochs over the calibration images after pruning; 0 is one-shot.
+            Default 30. Sparsity ramps up over the first half of them (gradual pruning).
+        batch_size (int): fine-tuning batch size. Default 32.
+        learning_rate (float): Adam learning rate of the fine-tuning. Default 1e-3.
+        include_depthwise (bool): also prune depthwise kernels. Default False.
+        exclude (tuple[str, ...]): layer names never to prune. Default none.
+        seed (int): shuffling seed. Default 0.
+    """
+
+    sparsity: float
+    scope: str = "global"
+    epochs: int = 30
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    include_depthwise: bool = False
+    exclude: tuple[str, ...] = ()
+    seed: int = 0
+
+    def __post_init__(self):
+        if not (isinstance(self.sparsity, (int, float)) and 0.0 <= self.sparsity < 0.99):
+            raise QuantizeError(f"--sparsity {self.sparsity!r}: expected a fraction in [0, 0.99), e.g. 0.5")
+        if self.scope not in ("global", "per_layer"):
+            raise QuantizeError(f"pruning scope {self.scope!r}: expected global or per_layer")
+        if not isinstance(self.epochs, int) or self.epochs < 0:
+            raise QuantizeError(f"--epochs {self.epochs!r}: expected a whole number >= 0")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise QuantizeError(f"batch size {self.batch_size!r}: expected a whole number >= 1")
+
+
+@dataclass(frozen=True)
+class PruneResult:
+    """A pruned copy of the model and what was reached.
+
+    Attributes:
+        model: the pruned Keras model (zeros held in place).
+        sparsity (float): zero fraction over all prunable kernels.
+        per_layer (dict[str, float]): zero fraction of each pruned kernel, by weight path.
+        fine_tuned (bool): whether distillation ran.
+        distillation_loss (float | None): the last epoch's mean distillation loss.
+    """
+
+    model: object
+    sparsity: float
+    per_layer: dict[str, float] = field(default_factory=dict)
+    fine_tuned: bool = False
+    distillation_loss: float | None = None
+
+
+def prunable_kernels(model, include_depthwise: bool = False, exclude: tuple[str, ...] = ()):
+    """The kernel variables pruning may touch, walking into nested models."""
+    kinds = PRUNABLE + (("DepthwiseConv2D",) if include_depthwise else ())
+    found = []
+
+    def walk(layer):
+        children = getattr(layer, "layers", None)
+        if children:
+            for child in children:
+                walk(child)
+            return
+        if type(layer).__name__ not in kinds or layer.name in exclude:
+            return
+        for variable in layer.trainable_weights:
+            if variable.path.endswith("kernel") and len(variable.shape) >= 2:
+                found.append(variable)
+
+    for layer in model.layers:
+        walk(layer)
+    return found
+
+
+def _masks(kernels, sparsity: float, scope: str) -> list[np.ndarray]:
+    values = [np.abs(np.asarray(k.numpy())) for k in kernels]
+    if sparsity <= 0:
+        return [np.ones_like(v, dtype=bool) for v in values]
+    if scope == "per_layer":
+        return [_keep_largest(v.ravel(), sparsity).reshape(v.shape) for v in values]
+    flat = np.concatenate([v.ravel() for v in values])
+    keep = _keep_largest(flat, sparsity)
+    masks, start = [], 0
+    for v in values:
+        masks.append(keep[start : start + v.size].reshape(v.shape))
+        start += v.size
+    return masks
+
+
+def _keep_largest(values: np.ndarray, sparsity: float) -> np.ndarray:
+    """A mask keeping all but the round(sparsity * n) smallest values; ties broken by position (stable)."""
+    n_zero = int(round(sparsity * values.size))
+    keep = np.ones(values.size, dtype=bool)
+    if n_zero:
+        keep[np.argsort(values, kind="stable")[:n_zero]] = False
+    return keep
+
+
+def _apply(kernels, masks) -> None:
+    for kernel, mask in zip(kernels, masks):
+        kernel.assign(np.asarray(kernel.numpy()) * mask)
+
+
+def measured_sparsity(kernels) -> tuple[float, dict[str, float]]:
+    per_layer, zeros, total = {}, 0, 0
+    for kernel in kernels:
+        value = np.asarray(kernel.numpy())
+        z = int((value == 0).sum())
+        per_layer[kernel.path] = z / value.size
+        zeros += z
+        total += value.size
+    return (zeros / total if total else 0.0), per_layer
+
+
+def _clone(model):
+    from quantize._tf import keras
+
+    k = keras()
+    copy = k.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _is_probability_output(model, sample: np.ndarray) -> bool:
+    y = np.asarray(model(sample[:4], training=False))
+    return y.ndim == 2 and bool(np.all(y >= 0)) and bool(np.allclose(y.sum(axis=-1), 1.0, atol=1e-3))
+
+
+def prune(model, settings: PruneSettings, images: np.ndarray | None = None, labels: np.ndarray | None = None) -> PruneResult:
+    """Prune a copy of `model` to `settings.sparsity`; fine-tune it on `images` by distillation.
+
+    The float `model` is the teacher: the student learns to reproduce its outputs on the user's
+    unlabelled images (KL divergence for probability outputs, mean squared error otherwise), plus
+    cross-entropy on `labels` when given. Masks are re-applied after every step, so pruned weights
+    stay zero. Sparsity ramps up over the first half of the epochs, then holds.
+    """
+    from quantize._tf import keras, quiet_tensorflow
+
+    tf = quiet_tensorflow()
+    k = keras()
+    student = _clone(model)
+    kernels = prunable_kernels(student, settings.include_depthwise, settings.exclude)
+    if not kernels:
+        raise QuantizeError(f"model {model.name!r} has no Conv/Dense kernels to prune")
+    if settings.epochs and (images is None or len(images) == 0):
+        raise QuantizeError("pruning with fine-tuning needs images: give --calibration, or --epochs 0 for one-shot")
+
+    if not settings.epochs or settings.sparsity == 0:
+        _apply(kernels, _masks(kernels, settings.sparsity, settings.scope))
+        total, per_layer = measured_sparsity(kernels)
+        return PruneResult(student, total, per_layer)
+
+    probabilities = _is_probability_output(model, images)
+    teacher_out = np.asarray(model.predict(images, batch_size=256, verbose=0), dtype=np.float32)
+    optimizer = k.optimizers.Adam(settings.learning_rate)
+    rng = np.random.default_rng(settings.seed)
+    ramp = max(1, settings.epochs // 2)
+    loss_value = None
+    trainable = student.trainable_variables
+
+    @tf.function(reduce_retracing=True)
+    def step(x, target, y_true, use_labels):
+        with tf.GradientTape() as tape:
+            out = student(x, training=False)  # batch-norm statistics stay those of the float model
+            if probabilities:
+                loss = tf.reduce_mean(k.losses.kl_divergence(target, out))
+            else:
+                loss = tf.reduce_mean(tf.square(target - out))
+            if use_labels:
+                loss += tf.reduce_mean(k.losses.sparse_categorical_crossentropy(y_true, out))
+        grads = tape.gradient(loss, trainable)
+        optimizer.apply_gradients(zip(grads, trainable))
+        return loss
+
+    masks = None
+    for epoch in range(settings.epochs):
+        progress = min(1.0, (epoch + 1) / ramp)
+        target_sparsity = settings.sparsity * (1.0 - (1.0 - progress) ** 3)
+        if epoch < ramp or masks is None:
+            masks = _masks(kernels, target_sparsity, settings.scope)
+            _apply(kernels, masks)
+        mask_tensors = [tf.constant(m, dtype=kernel.dtype) for m, kernel in zip(masks, kernels)]
+        order = rng.permutation(len(images))
+        losses = []
+        for start in range(0, len(order), settings.batch_size):
+            idx = np.sort(order[start : start + settings.batch_size])
+            y = labels[idx] if labels is not None else np.zeros(len(idx), dtype=np.int64)
+            losses.append(float(step(images[idx], teacher_out[idx], y, labels is not None)))
+            for kernel, mask in zip(kernels, mask_tensors):
+                kernel.assign(kernel * mask)
+        loss_value = float(np.mean(losses))
+    total, per_layer = measured_sparsity(kernels)
+    return PruneResult(student, total, per_layer, fine_tuned=True, distillation_loss=loss_value)

@@ -1,0 +1,118 @@
+"""The compression vocabulary: formats, modes and one settings value, shared by code and CLI strings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+
+
+class QuantizeError(Exception):
+    """The model or the data cannot be compressed as asked; the message says what, where, and what to do."""
+
+
+class Format(str, Enum):
+    TFLITE = "tflite"
+    TFJS = "tfjs"
+
+
+class Mode(str, Enum):
+    """Quantization modes. TFLite: float32, float16, dynamic, int8. TF.js: float32, float16, uint16, uint8."""
+
+    FLOAT32 = "float32"
+    FLOAT16 = "float16"
+    DYNAMIC = "dynamic"  # TFLite dynamic-range: int8 weights, float activations
+    INT8 = "int8"  # TFLite full-integer, calibrated
+    UINT16 = "uint16"  # TF.js weights as uint16 (affine), dequantized at load
+    UINT8 = "uint8"  # TF.js weights as uint8 (affine), dequantized at load
+
+
+class IOType(str, Enum):
+    """Input and output tensor type of a full-integer TFLite model."""
+
+    FLOAT32 = "float32"
+    INT8 = "int8"
+    UINT8 = "uint8"
+
+
+# Highest fidelity first: the order in which a build tries modes.
+MODES_BY_FORMAT: dict[Format, tuple[Mode, ...]] = {
+    Format.TFLITE: (Mode.FLOAT32, Mode.FLOAT16, Mode.DYNAMIC, Mode.INT8),
+    Format.TFJS: (Mode.FLOAT32, Mode.FLOAT16, Mode.UINT16, Mode.UINT8),
+}
+
+# Bytes one weight takes in each mode, for the size floor (parameters x bytes per weight).
+BYTES_PER_WEIGHT: dict[Mode, float] = {
+    Mode.FLOAT32: 4,
+    Mode.FLOAT16: 2,
+    Mode.DYNAMIC: 1,
+    Mode.INT8: 1,
+    Mode.UINT16: 2,
+    Mode.UINT8: 1,
+}
+
+
+@dataclass(frozen=True)
+class QuantizationSettings:
+    """How to turn a float model into one artifact.
+
+    Attributes:
+        format (Format): `tflite` or `tfjs`.
+        mode (Mode): one of `MODES_BY_FORMAT[format]`.
+        io_type (IOType): input/output type of a full-integer (`int8`) TFLite model; float32 keeps
+            float I/O with quantize/dequantize ops inside. Ignored for other modes. Default float32.
+            A model whose input is already uint8 (a front-end taking raw pixels) keeps its uint8 input.
+        float_layers (tuple[str, ...]): Keras layer names to keep in float in `int8` / `dynamic` TFLite
+            models (selective quantization). Default none.
+        shard_size_bytes (int): TF.js weight shard size. Default 4 MiB, the converter's own default.
+        strip_metadata (bool): leave out conversion metadata the runtime does not need (TFLite
+            conversion metadata; TF.js `generatedBy`/`convertedBy`). Default True.
+        allow_select_tf_ops (bool): let TFLite fall back to TensorFlow ops (needs the Flex delegate on
+            the device, which LiteRT's Python interpreter here does not have). Default False.
+    """
+
+    format: Format
+    mode: Mode
+    io_type: IOType = IOType.FLOAT32
+    float_layers: tuple[str, ...] = ()
+    shard_size_bytes: int = 4 * 1024 * 1024
+    strip_metadata: bool = True
+    allow_select_tf_ops: bool = False
+
+    def __post_init__(self):
+        try:
+            object.__setattr__(self, "format", Format(self.format))
+        except ValueError:
+            raise QuantizeError(f"format {self.format!r} is not one of tflite, tfjs") from None
+        try:
+            mode = Mode(self.mode)
+        except ValueError:
+            mode = None
+        if mode not in MODES_BY_FORMAT[self.format]:
+            allowed = ", ".join(m.value for m in MODES_BY_FORMAT[self.format])
+            raise QuantizeError(f"mode {self.mode!r} is not a {self.format.value} mode: use one of {allowed}")
+        object.__setattr__(self, "mode", mode)
+        try:
+            object.__setattr__(self, "io_type", IOType(self.io_type))
+        except ValueError:
+            raise QuantizeError(f"io type {self.io_type!r} is not one of float32, int8, uint8") from None
+        if self.io_type is not IOType.FLOAT32 and mode is not Mode.INT8:
+            raise QuantizeError(f"io type {self.io_type.value} needs the full-integer int8 mode, not {mode.value}")
+        if self.float_layers and mode not in (Mode.INT8, Mode.DYNAMIC):
+            raise QuantizeError("keeping layers in float (float_layers) applies to the int8 and dynamic modes only")
+        if not isinstance(self.shard_size_bytes, int) or self.shard_size_bytes < 1024:
+            raise QuantizeError(f"shard size {self.shard_size_bytes!r} must be a whole number of bytes >= 1024")
+        object.__setattr__(self, "float_layers", tuple(self.float_layers))
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.mode is Mode.INT8
+
+    @property
+    def key(self) -> str:
+        """A short stable name, e.g. `tflite-int8-uint8io`, used for file names and caches."""
+        parts = [self.format.value, self.mode.value]
+        if self.mode is Mode.INT8 and self.io_type is not IOType.FLOAT32:
+            parts.append(f"{self.io_type.value}io")
+        if self.float_layers:
+            parts.append("float-" + "+".join(self.float_layers))
+        return "-".join(parts)

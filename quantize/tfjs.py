@@ -1,0 +1,56 @@
+"""TF.js graph-model conversion with float16 / uint16 / uint8 weight quantization, normalised for determinism."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from quantize.artifact import Artifact
+from quantize.settings import Format, Mode, QuantizationSettings, QuantizeError
+
+_DTYPE_MAP = {Mode.FLOAT16: {"float16": True}, Mode.UINT16: {"uint16": True}, Mode.UINT8: {"uint8": True}}
+# Fields of model.json the runtime does not read.
+_METADATA_KEYS = ("generatedBy", "convertedBy")
+
+
+def normalise_model_json(raw: bytes, strip_metadata: bool) -> bytes:
+    """model.json with sorted keys and no whitespace: the converter's own key order is not stable."""
+    document = json.loads(raw)
+    if strip_metadata:
+        for key in _METADATA_KEYS:
+            document.pop(key, None)
+    return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+def convert_tfjs(saved_model_dir: Path, settings: QuantizationSettings, sparsity: float = 0.0) -> Artifact:
+    """Convert the SavedModel at `saved_model_dir` to a TF.js graph model as `settings` ask."""
+    from quantize._tf import native_stderr_silenced, tensorflowjs_converter
+
+    if settings.format is not Format.TFJS:
+        raise QuantizeError(f"convert_tfjs got {settings.format.value} settings")
+    converter = tensorflowjs_converter()
+
+    with tempfile.TemporaryDirectory(prefix="mobilepre-tfjs-") as out:
+        try:
+            with native_stderr_silenced():
+                converter.convert_tf_saved_model(
+                    str(saved_model_dir),
+                    out,
+                    quantization_dtype_map=_DTYPE_MAP.get(settings.mode),
+                    weight_shard_size_bytes=settings.shard_size_bytes,
+                    strip_debug_ops=True,
+                )
+        except ValueError as error:
+            text = str(error)
+            if "Unsupported Ops" in text:
+                ops = ", ".join(sorted({w.strip(",") for w in text.split("\n", 1)[-1].split() if w.strip(",")}))
+                raise QuantizeError(f"TF.js cannot run these ops: {ops}; change the model for the tfjs format") from error
+            raise QuantizeError(f"TF.js conversion ({settings.key}) failed: {text.splitlines()[0]}") from error
+        files = {}
+        for path in sorted(Path(out).iterdir()):
+            data = path.read_bytes()
+            if path.name == "model.json":
+                data = normalise_model_json(data, settings.strip_metadata)
+            files[path.name] = data
+    return Artifact(settings=settings, files=files, sparsity=sparsity)
