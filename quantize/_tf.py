@@ -1,7 +1,6 @@
 """Quiet, lazy import of TensorFlow and Keras, so that `--help` and profile commands stay fast."""
 
 import contextlib
-import io
 import os
 
 
@@ -10,6 +9,9 @@ def quiet_tensorflow():
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    # tensorflow_decision_forests (a tensorflowjs dependency) otherwise prints an advert on import, and
+    # when stdout is not a terminal tries to show it through IPython, which fails.
+    os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
     import absl.logging
 
     # TensorFlow's C++ start-up prints a few absl warnings that no environment variable turns off.
@@ -43,9 +45,9 @@ def native_stderr_silenced():
 
 
 def tensorflowjs_converter():
-    """The tensorflowjs SavedModel converter module; its import prints an advert on stdout, which we swallow."""
+    """The tensorflowjs SavedModel converter module, imported quietly."""
     quiet_tensorflow()
-    with contextlib.redirect_stdout(io.StringIO()), native_stderr_silenced():
+    with native_stderr_silenced():
         from tensorflowjs.converters import tf_saved_model_conversion_v2
 
     return tf_saved_model_conversion_v2

@@ -1,0 +1,5 @@
+"""`python -m mobilepre` runs the CLI."""
+
+from mobilepre.cli import main
+
+main()

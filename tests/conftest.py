@@ -1,0 +1,84 @@
+"""Shared fixtures: tiny models built in-process, real converters and runtimes."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
+
+REPO = Path(__file__).resolve().parent.parent
+CLI = [sys.executable, "-m", "mobilepre"]
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600):
+    """Run the real `mobilepre` command in a child process; return the CompletedProcess."""
+    return subprocess.run(
+        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+    )
+
+
+@pytest.fixture(scope="session")
+def tf():
+    from mobilepre._tf import quiet_tensorflow
+
+    return quiet_tensorflow()
+
+
+@pytest.fixture(scope="session")
+def keras(tf):
+    import keras as k
+
+    return k
+
+
+def tiny_classifier(keras, input_shape=(16, 16, 32), classes=4, seed=0, name="tiny"):
+    """A few-KB CNN classifier with deterministic weights."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inputs)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    outputs = keras.layers.Dense(classes, activation="softmax", name="head")(x)
+    return keras.Model(inputs, outputs, name=name)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(keras):
+    """Front-end (16x16x1 uint8 in, 32 features) attached to a tiny classifier."""
+    from mobilepre.frontend import FrontendSpec, attach, build_frontend
+
+    keras.utils.set_random_seed(1)
+    frontend = build_frontend(FrontendSpec(input_shape=(16, 16, 1)))
+    return attach(frontend, tiny_classifier(keras))
+
+
+@pytest.fixture(scope="session")
+def tiny_images():
+    return np.random.default_rng(0).integers(0, 256, (48, 16, 16, 1)).astype(np.uint8)
+
+
+def litert_run(content: bytes, x: np.ndarray) -> np.ndarray:
+    """Run a .tflite model in the LiteRT interpreter one image at a time, (de)quantizing I/O."""
+    from quantize.runtime import tflite_interpreter
+
+    interpreter = tflite_interpreter(content)
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    results = []
+    for i in range(len(x)):
+        sample = x[i : i + 1]
+        scale, zero = inp["quantization"]
+        if scale:
+            sample = np.round(sample / scale + zero)
+        interpreter.set_tensor(inp["index"], sample.astype(inp["dtype"]))
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"]).astype(np.float32)
+        scale, zero = out["quantization"]
+        if scale:
+            y = (y - zero) * scale
+        results.append(y)
+    return np.concatenate(results)

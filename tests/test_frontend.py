@@ -1,0 +1,202 @@
+"""The preprocessing front-end: what each stage does to pixels, not just its shapes."""
+
+import sys
+
+import numpy as np
+import pytest
+
+from mobilepre.errors import MobilepreError
+from mobilepre.frontend import (
+    FeatureStage,
+    FrontendSpec,
+    Normalization,
+    attach,
+    build_frontend,
+    gaussian_kernel,
+    parse_features,
+    parse_input_shape,
+)
+from tests.conftest import litert_run, run_cli, tiny_classifier
+
+
+def denoise_only(channels=3, sigma=1.0, size=64):
+    return build_frontend(
+        FrontendSpec(input_shape=(size, size, channels), uint8_input=False, sigma=sigma, features=(), normalize="none")
+    )
+
+
+@pytest.mark.parametrize("sigma", [0.5, 1.0, 2.0])
+def test_gaussian_kernel_sums_to_one_per_channel_and_is_symmetric(keras, sigma):
+    kernel = denoise_only(3, sigma).get_layer("denoise").get_weights()[0]
+    assert kernel.shape == (3, 3, 3, 1)
+    for c in range(3):
+        k = kernel[:, :, c, 0]
+        assert k.sum() == pytest.approx(1.0, abs=1e-6)
+        np.testing.assert_allclose(k, k.T, atol=1e-7)
+        np.testing.assert_allclose(k, k[::-1, ::-1], atol=1e-7)
+        assert k[1, 1] == k.max()
+    np.testing.assert_allclose(kernel[:, :, 0, 0], gaussian_kernel(sigma), atol=1e-7)
+
+
+def test_denoise_lowers_noise_variance_by_the_kernels_factor(keras):
+    model = denoise_only(1, sigma=1.0, size=128)
+    noise = np.random.default_rng(0).normal(0.5, 0.1, (4, 128, 128, 1)).astype(np.float32)
+    out = np.asarray(model(noise))
+    interior = (slice(None), slice(1, -1), slice(1, -1), 0)  # 'same' padding changes the border
+    measured = out[interior].var() / noise[interior].var()
+    predicted = float((gaussian_kernel(1.0) ** 2).sum())  # Var(sum k_i x_i) = sigma^2 sum k_i^2
+    assert measured == pytest.approx(predicted, rel=0.05)
+    assert predicted < 0.25  # the stage really denoises: a 4x lower variance at sigma 1
+
+
+def test_denoise_keeps_channels_apart(keras):
+    model = denoise_only(3)
+    x = np.zeros((1, 64, 64, 3), np.float32)
+    x[..., 1] = np.random.default_rng(1).random((64, 64))
+    out = np.asarray(model(x))
+    assert np.abs(out[..., 0]).max() == 0 and np.abs(out[..., 2]).max() == 0
+    assert np.abs(out[..., 1]).max() > 0
+
+
+def test_denoise_stage_is_trainable_and_regularised(keras):
+    model = denoise_only(1)
+    layer = model.get_layer("denoise")
+    assert layer.trainable and layer.kernel_size == (3, 3) and layer.strides == (1, 1) and layer.padding == "same"
+    assert layer.activation.__name__ == "linear" and not layer.use_bias
+    assert model.losses, "the L2 kernel regulariser adds a loss term"
+    assert float(model.losses[0]) == pytest.approx(0.01 * float((gaussian_kernel(1.0) ** 2).sum()), rel=1e-5)
+
+
+def test_features_flag_produces_the_layers_it_names(keras):
+    spec = FrontendSpec(input_shape=(8, 8, 3), features=parse_features("8:3,4:1,2:5"))
+    model = build_frontend(spec)
+    convs = [model.get_layer(f"features_{i}") for i in (1, 2, 3)]
+    assert [(c.filters, c.kernel_size) for c in convs] == [(8, (3, 3)), (4, (1, 1)), (2, (5, 5))]
+    assert all(c.activation.__name__ == "relu" and c.padding == "same" for c in convs)
+    assert tuple(model.output.shape[1:]) == (8, 8, 2)
+
+
+@pytest.mark.parametrize(
+    "normalize, cls", [("batchnorm", "BatchNormalization"), ("sigmoid", "Conv2D"), ("none", None)]
+)
+def test_normalize_flag_produces_the_layer_it_names(keras, normalize, cls):
+    model = build_frontend(FrontendSpec(input_shape=(8, 8, 1), normalize=normalize))
+    names = {layer.name: type(layer).__name__ for layer in model.layers}
+    assert names.get("normalize") == cls
+    if normalize == "sigmoid":
+        layer = model.get_layer("normalize")
+        assert layer.kernel_size == (1, 1) and layer.activation.__name__ == "sigmoid"
+        x = np.random.default_rng(0).integers(0, 256, (2, 8, 8, 1)).astype(np.uint8)
+        y = np.asarray(model(x))
+        assert y.min() >= 0 and y.max() <= 1
+
+
+def test_uint8_input_rescales_inside_the_model(keras):
+    raw = build_frontend(FrontendSpec(input_shape=(8, 8, 1), features=(), normalize="none"))
+    scaled = build_frontend(FrontendSpec(input_shape=(8, 8, 1), features=(), normalize="none", uint8_input=False))
+    assert raw.input.dtype == "uint8" and scaled.input.dtype == "float32"
+    x = np.random.default_rng(2).integers(0, 256, (2, 8, 8, 1)).astype(np.uint8)
+    np.testing.assert_allclose(np.asarray(raw(x)), np.asarray(scaled(x.astype(np.float32) / 255.0)), atol=1e-6)
+
+
+def test_saved_frontend_round_trips(keras, tmp_path):
+    model = build_frontend(FrontendSpec(input_shape=(8, 8, 3), sigma=1.7))
+    model.save(tmp_path / "f.keras")
+    loaded = keras.models.load_model(tmp_path / "f.keras")
+    x = np.random.default_rng(3).integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)
+    np.testing.assert_allclose(np.asarray(model(x)), np.asarray(loaded(x)), atol=1e-6)
+    assert loaded.get_layer("denoise").get_config()["depthwise_initializer"]["config"] == {"sigma": 1.7}
+
+
+def test_attach_checks_shapes(keras):
+    frontend = build_frontend(FrontendSpec(input_shape=(16, 16, 1)))
+    with pytest.raises(MobilepreError, match=r"front-end outputs \(16, 16, 32\).*expects \(16, 16, 3\)"):
+        attach(frontend, tiny_classifier(keras, input_shape=(16, 16, 3)))
+    flexible = tiny_classifier(keras, input_shape=(None, None, 32))
+    assert tuple(attach(frontend, flexible).output.shape) == (None, 4)
+
+
+@pytest.mark.parametrize("attached", [False, True])
+def test_frontend_runs_in_litert_as_in_keras(keras, tiny_model, tiny_images, attached):
+    import quantize
+
+    model = tiny_model if attached else build_frontend(FrontendSpec(input_shape=(16, 16, 1)))
+    artifact = quantize.convert(model, quantize.QuantizationSettings("tflite", "float32"))
+    got = litert_run(artifact.files["model.tflite"], tiny_images[:8])
+    want = np.asarray(model.predict(tiny_images[:8], verbose=0))
+    np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(input_shape=(0, 5, 3)), "input_shape"),
+        (dict(sigma=0), "sigma"),
+        (dict(sigma=float("nan")), "sigma"),
+        (dict(l2=-1), "l2"),
+        (dict(normalize="layernorm"), "normalize"),
+    ],
+)
+def test_spec_refuses_bad_values(bad, message):
+    with pytest.raises(MobilepreError, match=message):
+        FrontendSpec(**bad)
+    with pytest.raises(MobilepreError, match="filters"):
+        FeatureStage(0, 3)
+
+
+def test_parsers():
+    assert parse_input_shape("32, 32,1") == (32, 32, 1)
+    assert parse_features("16:5,32:3") == (FeatureStage(16, 5), FeatureStage(32, 3))
+    assert parse_features("none") == ()
+    for text in ("16", "16:", "a:3", "16:-1", "16:0,8:3"):
+        with pytest.raises(MobilepreError, match="FILTERS:KERNEL"):
+            parse_features(text)
+    for text in ("0,5", "1,2", "a,b,c", "1,2,3,4", ""):
+        with pytest.raises(MobilepreError, match="H,W,C"):
+            parse_input_shape(text)
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--input-shape", "0,5"], "--input-shape '0,5'"),
+        (["--features", "16:0"], "--features '16:0'"),
+        (["--normalize", "layernorm"], "--normalize 'layernorm'"),
+        (["--sigma", "-1"], "sigma"),
+    ],
+)
+def test_cli_bad_arguments_give_one_line_and_exit_2(tmp_path, args, message):
+    out = tmp_path / "f.keras"
+    result = run_cli("frontend", "--out", out, *args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in result.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_cli_frontend_writes_a_loadable_model(tmp_path, keras):
+    out = tmp_path / "f.keras"
+    result = run_cli("frontend", "--out", out, "--input-shape", "12,12,3", "--features", "4:3", "--normalize", "sigmoid", "--json")
+    assert result.returncode == 0, result.stderr
+    import json
+
+    summary = json.loads(result.stdout)
+    assert summary["output_shape"] == [12, 12, 4] and summary["input_dtype"] == "uint8"
+    assert [layer["name"] for layer in summary["layers"]] == ["rescale", "denoise", "features_1", "normalize"]
+    assert keras.models.load_model(out).count_params() == summary["parameters"]
+
+
+def test_help_and_version_do_not_import_tensorflow():
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from mobilepre.cli import app\n"
+        "r = CliRunner()\n"
+        "for args in (['--help'], ['--version'], ['frontend', '--help']):\n"
+        "    assert r.invoke(app, args).exit_code == 0, args\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
