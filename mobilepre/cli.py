@@ -11,6 +11,7 @@ import typer
 
 from mobilepre import __version__
 from mobilepre.errors import EXIT_BAD_INPUT, MobilepreError
+from quantize.settings import QuantizeError
 
 app = typer.Typer(
     name="mobilepre",
@@ -81,6 +82,124 @@ def frontend(
     _emit(write_frontend(spec, out), as_json)
 
 
+TrustOption = Annotated[
+    bool,
+    typer.Option("--trust-model", help="Load the model even if the scan finds code in it (Lambda layers, unknown modules). Only for models you would run as code."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+ForceOption = Annotated[bool, typer.Option("--force", help="Replace an existing output.")]
+RangeOption = Annotated[str, typer.Option(help="Float models: map decoded pixels 0..255 to LOW:HIGH.")]
+ChannelsOption = Annotated[
+    bool, typer.Option("--convert-channels", help="Convert grey <-> RGB images instead of refusing a channel mismatch.")
+]
+ShapeOption = Annotated[Optional[str], typer.Option(help="H,W,C for models with dynamic input sizes.")]
+
+
+def _data(path, input_range: str, convert_channels: bool, labels=None, limit: int | None = 500):
+    from mobilepre.compress import DataOptions, parse_range
+
+    return DataOptions(path=path, input_range=parse_range(input_range), convert_channels=convert_channels, labels=labels, limit=limit)
+
+
+def _shape(text):
+    from mobilepre.frontend import parse_input_shape
+
+    return parse_input_shape(text) if text else None
+
+
+@app.command()
+def quantize(
+    model: Annotated[Path, typer.Argument(help="A .keras, .h5 or SavedModel folder.")],
+    to: Annotated[str, typer.Option("--to", help="tflite or tfjs.")],
+    mode: Annotated[str, typer.Option(help="tflite: float32, float16, dynamic, int8. tfjs: float32, float16, uint16, uint8.")],
+    out: Annotated[Path, typer.Option(help="A .tflite file, or a folder for TF.js.")],
+    calibration: Annotated[Optional[Path], typer.Option(help="Images for int8 calibration: folder of PNG/JPEG, .npy or .npz.")] = None,
+    input_range: RangeOption = "0:1",
+    io_type: Annotated[str, typer.Option(help="int8 TFLite input/output type: float32, int8 or uint8.")] = "float32",
+    float_layer: Annotated[Optional[list[str]], typer.Option(help="Keep this Keras layer in float (int8 TFLite; repeatable).")] = None,
+    shard_size: Annotated[str, typer.Option(help="TF.js weight shard size, e.g. '4 MiB'.")] = "4 MiB",
+    allow_select_tf_ops: Annotated[bool, typer.Option(help="Let TFLite use TensorFlow ops (needs the Flex delegate).")] = False,
+    convert_channels: ChannelsOption = False,
+    input_shape: ShapeOption = None,
+    trust_model: TrustOption = False,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+):
+    """Convert a model to one TFLite or TF.js artifact."""
+    from mobilepre.compress import quantize_file
+    from mobilepre.profiles import parse_size
+
+    result = quantize_file(
+        model, to, mode, out,
+        data=_data(calibration, input_range, convert_channels),
+        io_type=io_type,
+        float_layers=tuple(float_layer or ()),
+        shard_size_bytes=parse_size(shard_size, "--shard-size"),
+        allow_select_tf_ops=allow_select_tf_ops,
+        input_shape=_shape(input_shape),
+        trust=trust_model,
+        force=force,
+    )
+    _emit(result, as_json)
+
+
+@app.command()
+def prune(
+    model: Annotated[Path, typer.Argument(help="A .keras or .h5 model.")],
+    sparsity: Annotated[float, typer.Option(help="Target fraction of zero weights in Conv/Dense kernels, e.g. 0.5.")],
+    out: Annotated[Path, typer.Option(help="Where to write the pruned model (.keras).")],
+    calibration: Annotated[Optional[Path], typer.Option(help="Unlabelled images to fine-tune on by distillation.")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="Optional labels for the calibration images.")] = None,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs; 0 prunes one-shot.")] = 30,
+    scope: Annotated[str, typer.Option(help="global (rank all kernels together) or per_layer.")] = "global",
+    input_range: RangeOption = "0:1",
+    convert_channels: ChannelsOption = False,
+    trust_model: TrustOption = False,
+    force: ForceOption = False,
+    as_json: JsonOption = False,
+):
+    """Prune a model to a target sparsity and recover accuracy by distillation from the float model."""
+    from mobilepre.compress import prune_file
+
+    result = prune_file(
+        model, sparsity, out,
+        data=_data(calibration, input_range, convert_channels, labels=labels, limit=None),
+        epochs=epochs, scope=scope, trust=trust_model, force=force,
+    )
+    _emit(result, as_json)
+
+
+@app.command()
+def validate(
+    reference: Annotated[Path, typer.Argument(help="The float model: .keras, .h5 or SavedModel folder.")],
+    candidate: Annotated[Path, typer.Argument(help="A .tflite file or a TF.js graph-model folder.")],
+    data: Annotated[Path, typer.Option(help="Images: folder of PNG/JPEG, .npy or .npz (with optional labels).")],
+    labels: Annotated[Optional[Path], typer.Option(help="Labels file (.npy, .npz or one integer per line).")] = None,
+    threads: Annotated[int, typer.Option(min=1, max=64, help="TFLite interpreter threads.")] = 1,
+    latency_runs: Annotated[int, typer.Option(min=0, help="Single-image runs to time (0: no latency).")] = 50,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Compare at most this many images (seeded choice).")] = None,
+    min_top1: Annotated[Optional[float], typer.Option(help="Fail (exit 1) below this top-1 agreement.")] = None,
+    max_abs: Annotated[Optional[float], typer.Option(help="Fail (exit 1) above this max absolute error.")] = None,
+    max_accuracy_drop: Annotated[Optional[float], typer.Option(help="Fail (exit 1) if accuracy drops more (needs labels).")] = None,
+    input_range: RangeOption = "0:1",
+    convert_channels: ChannelsOption = False,
+    trust_model: TrustOption = False,
+    as_json: JsonOption = False,
+):
+    """Measure drift and latency of a compressed candidate against its float reference, in the real runtime."""
+    from mobilepre.validate import validate_files
+
+    result = validate_files(
+        reference, candidate,
+        data=_data(data, input_range, convert_channels, labels=labels, limit=limit),
+        threads=threads, latency_runs=latency_runs,
+        tolerances={"min_top1_agreement": min_top1, "max_abs_error": max_abs, "max_accuracy_drop": max_accuracy_drop},
+        trust=trust_model,
+    )
+    _emit(result, as_json)
+    raise typer.Exit(result.exit_code)
+
+
 def main() -> None:
     """Entry point: one line and a documented exit code for every user mistake."""
     try:
@@ -88,6 +207,9 @@ def main() -> None:
     except MobilepreError as error:
         typer.echo(f"mobilepre: error: {error.message}", err=True)
         sys.exit(error.exit_code)
+    except QuantizeError as error:  # raised by the quantize package below a library call that did not wrap it
+        typer.echo(f"mobilepre: error: {error}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
 
 
 if __name__ == "__main__":

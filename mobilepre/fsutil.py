@@ -11,6 +11,12 @@ from pathlib import Path
 from mobilepre.errors import MobilepreError
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def _fsync_dir(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -31,6 +37,7 @@ def atomic_file(target: Path):
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600; outputs get the usual mode
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp_path, target)
@@ -51,3 +58,80 @@ def fsync_tree(root: Path) -> None:
 
 def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+def check_output(target: Path, force: bool, what: str = "output") -> None:
+    """Refuse to replace an existing output unless `force`; refuse a missing parent folder."""
+    target = Path(target)
+    if target.exists() or target.is_symlink():
+        if not force:
+            raise MobilepreError(f"{what} {target} already exists: pass --force to replace it")
+        if target.is_symlink():
+            raise MobilepreError(f"{what} {target} is a symlink: remove it or choose another path")
+    parent = target.parent if str(target.parent) else Path(".")
+    if not parent.is_dir():
+        raise MobilepreError(f"cannot write {target}: folder {parent} does not exist")
+
+
+def write_files_atomically(files: dict[str, bytes], target: Path, as_folder: bool) -> None:
+    """Write `files` as one file (`as_folder=False`, exactly one entry) or as a folder, replacing `target`.
+
+    Everything is written beside `target` under a temporary name, flushed, then renamed into place;
+    a folder being replaced is first moved aside and removed after the rename, so a crash at any point
+    leaves the old output or the new one.
+    """
+    target = Path(target)
+    parent = target.parent if str(target.parent) else Path(".")
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+    os.chmod(staging, 0o777 & ~_umask())
+    try:
+        if as_folder:
+            for name, data in sorted(files.items()):
+                path = staging / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+            fsync_tree(staging)
+            replace_tree(staging, target)
+        else:
+            (data,) = files.values()
+            path = staging / "file"
+            path.write_bytes(data)
+            fsync_tree(staging)
+            os.replace(path, target)
+            _fsync_dir(parent)
+    finally:
+        remove_tree(staging)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths with Linux renameat2(RENAME_EXCHANGE); False where unavailable."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def replace_tree(staging: Path, target: Path) -> None:
+    """Put the complete folder `staging` at `target`.
+
+    An existing `target` is swapped with `staging` in one atomic step where the kernel can
+    (renameat2), so a reader or a crash sees the old folder or the new one, never neither; elsewhere
+    the old folder is moved aside first. The old content ends in `staging`, for the caller to remove.
+    """
+    parent = target.parent if str(target.parent) else Path(".")
+    if target.exists():
+        if not target.is_dir() or target.is_symlink():
+            raise MobilepreError(f"{target} exists and is not a folder")
+        if not _exchange(staging, target):
+            aside = staging.with_name(staging.name + ".old")
+            os.rename(target, aside)
+            os.rename(staging, target)
+            os.rename(aside, staging)
+    else:
+        os.rename(staging, target)
+    _fsync_dir(parent)

@@ -1,0 +1,31 @@
+"""The demo digit classifier shipped with mobilepre: its model, calibration and validation images, and facts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+
+
+def model_path() -> Path:
+    """The trained Keras model (front-end + CNN), uint8 (32, 32, 1) pixels -> 10 digit probabilities.
+
+    Import `mobilepre.layers` before loading it: the model refers to `mobilepre>GaussianBlur`.
+    """
+    return _HERE / "demo.keras"
+
+
+def calibration_path() -> Path:
+    """128 training images (`images` uint8 (128, 32, 32, 1), `labels` int64) for int8 calibration."""
+    return _HERE / "calibration.npz"
+
+
+def validation_path() -> Path:
+    """The whole held-out test split (`images` uint8 (N, 32, 32, 1), `labels` int64)."""
+    return _HERE / "validation.npz"
+
+
+def info() -> dict:
+    """What `scripts/train_demo.py` recorded: test accuracy, split sizes, epochs, seed, parameters, versions."""
+    return json.loads((_HERE / "demo.json").read_text())

@@ -108,7 +108,7 @@ async function main() {
     for (let start = 0; start < n; start += batch) {
       const size = Math.min(batch, n - start);
       const x = tf.slice(all, [start, ...rest.map(() => 0)], [size, ...rest]);
-      const y = model.execute(x);
+      const y = model.execute(x, req.output_names || undefined);
       const ys = Array.isArray(y) ? y : [y];
       chunks.push(await Promise.all(ys.map(async (t) => ({ shape: t.shape, data: await t.data() }))));
       tf.dispose([x, ...ys]);
@@ -134,7 +134,7 @@ async function main() {
     const shape = [1, ...req.input_shape.slice(1)];
     const x = req.input_dtype === 'float32' ? tf.zeros(shape, 'float32') : tf.zeros(shape, 'int32');
     const once = async () => {
-      const y = model.execute(x);
+      const y = model.execute(x, req.output_names || undefined);
       const ys = Array.isArray(y) ? y : [y];
       await Promise.all(ys.map((t) => t.data()));
       tf.dispose(ys);

@@ -1,0 +1,598 @@
+"""Checking compressed artifacts (TFLite flatbuffers, TF.js graph-model folders) before any runtime parses them.
+
+The TFLite builder documents that it does not validate untrusted input and the Python LiteRT
+interpreter can crash the whole process on a malformed flatbuffer; TF.js fetches whatever
+`weightsManifest` names, `..` and absolute URLs included. So `check` runs these verifiers first and
+only hands an artifact to a runtime once they pass.
+
+`verify_tflite` is a *structural* verifier written here in pure Python, not flatc's generated
+verifier: it bounds-checks every table, vtable, vector and string it follows, and walks the parts of
+the TFLite schema (v3) that the interpreter indexes with numbers taken from the file (tensors,
+buffers, operators, operator codes, subgraph inputs and outputs, signatures, metadata). It does not
+look inside builtin-option tables beyond their headers, nor inside sparsity or custom-quantization
+tables, nor into control-flow ops' subgraph indices; a file that passes can still be refused by the
+runtime, but it no longer reaches the runtime with an index or offset that points outside the file.
+Field slots follow the generated reader in `ai_edge_litert/schema_py_generated.py`; we do not use
+that reader because it does not check bounds (and importing `ai_edge_litert` loads libLiteRt.so).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import stat
+import struct
+from pathlib import Path
+
+from mobilepre.errors import MobilepreError
+
+TFLITE_IDENTIFIER = b"TFL3"
+TFLITE_SCHEMA_VERSION = 3
+# Root offset, file identifier, the root table's soffset and a minimal vtable.
+TFLITE_MIN_BYTES = 16
+# flatc's generated verifiers stop at one million tables by default; so do we, which also bounds the
+# time a hostile file (many offsets pointing at one table) can cost.
+TFLITE_MAX_TABLES = 1_000_000
+
+# TensorType value -> (name, bytes per element; None where the size is not fixed or not whole bytes).
+TFLITE_TENSOR_TYPES: dict[int, tuple[str, int | None]] = {
+    0: ("float32", 4),
+    1: ("float16", 2),
+    2: ("int32", 4),
+    3: ("uint8", 1),
+    4: ("int64", 8),
+    5: ("string", None),
+    6: ("bool", 1),
+    7: ("int16", 2),
+    8: ("complex64", 8),
+    9: ("int8", 1),
+    10: ("float64", 8),
+    11: ("complex128", 16),
+    12: ("uint64", 8),
+    13: ("resource", None),
+    14: ("variant", None),
+    15: ("uint32", 4),
+    16: ("uint16", 2),
+    17: ("int4", None),
+    18: ("bfloat16", 2),
+    19: ("int2", None),
+    20: ("uint4", None),
+    21: ("float8_e4m3fn", 1),
+    22: ("float8_e5m2", 1),
+}
+
+TFJS_MODEL_JSON_MAX_BYTES = 64 * 1024 * 1024
+# Bytes per value as TF.js reads them (tfjs-core io/types.ts DTYPE_VALUE_SIZE_MAP); `string` weights are
+# length-prefixed and measured from the shard bytes instead.
+TFJS_DTYPE_BYTES = {"float32": 4, "float16": 2, "int32": 4, "uint16": 2, "uint8": 1, "bool": 1, "complex64": 8}
+_TFJS_STRING_LENGTH_BYTES = 4
+# A weight path is URL-relative to model.json in TF.js: allow only plain names, so no `..`, `%2e%2e`,
+# scheme (`https:`), query, fragment, backslash or NUL can change what gets fetched.
+_TFJS_PATH_PART = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,254}")
+
+
+class _Malformed(Exception):
+    """A problem in the file; `verify_tflite` prefixes it with the file's name."""
+
+
+class _Reader:
+    """Bounds-checked little-endian reads of a flatbuffer; every position is checked before it is read."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.size = len(data)
+        self.tables_seen = 0
+
+    def need(self, pos: int, length: int, what: str) -> None:
+        if pos < 0 or length < 0 or pos + length > self.size:
+            raise _Malformed(f"{what} at byte {pos} (+{length}) lies outside the file ({self.size} bytes)")
+
+    def scalar(self, fmt: str, pos: int, what: str):
+        self.need(pos, struct.calcsize(fmt), what)
+        return struct.unpack_from("<" + fmt, self.data, pos)[0]
+
+    def table(self, pos: int, what: str) -> _Table:
+        """The table at `pos`; `what` is its path from the root ("" for the root itself)."""
+        self.tables_seen += 1
+        if self.tables_seen > TFLITE_MAX_TABLES:
+            raise _Malformed(f"more than {TFLITE_MAX_TABLES} tables")
+        what = what or "root table"
+        if pos % 4:
+            raise _Malformed(f"{what}: table at byte {pos} is not 4-byte aligned")
+        vtable = pos - self.scalar("i", pos, f"{what} (table)")
+        if vtable % 2:
+            raise _Malformed(f"{what}: vtable at byte {vtable} is not 2-byte aligned")
+        vtable_bytes = self.scalar("H", vtable, f"{what} (vtable)")
+        table_bytes = self.scalar("H", vtable + 2, f"{what} (vtable)")
+        if vtable_bytes < 4 or vtable_bytes % 2:
+            raise _Malformed(f"{what}: vtable at byte {vtable} has a bad size {vtable_bytes}")
+        if table_bytes < 4:
+            raise _Malformed(f"{what}: table at byte {pos} has a bad size {table_bytes}")
+        self.need(vtable, vtable_bytes, f"{what} (vtable)")
+        self.need(pos, table_bytes, f"{what} (table)")
+        return _Table(self, pos, vtable, vtable_bytes, table_bytes, "" if what == "root table" else what)
+
+
+class _Table:
+    """One flatbuffer table; fields are read by vtable slot (slot 0 is the schema's first field).
+
+    `what` is the table's path from the root (`subgraphs[0].tensors[5]`), used in every message.
+    """
+
+    def __init__(self, reader: _Reader, pos: int, vtable: int, vtable_bytes: int, table_bytes: int, what: str):
+        self.r = reader
+        self.pos = pos
+        self.vtable = vtable
+        self.vtable_bytes = vtable_bytes
+        self.table_bytes = table_bytes
+        self.what = what
+
+    def child(self, name: str) -> str:
+        return f"{self.what}.{name}" if self.what else name
+
+    def _field(self, slot: int, size: int, name: str) -> int | None:
+        entry = 4 + 2 * slot
+        if entry >= self.vtable_bytes:
+            return None
+        offset = self.r.scalar("H", self.vtable + entry, f"{self.child(name)} (vtable entry)")
+        if offset == 0:
+            return None
+        if offset + size > self.table_bytes:
+            raise _Malformed(f"{self.child(name)}: field lies outside its table")
+        pos = self.pos + offset
+        if pos % size:
+            raise _Malformed(f"{self.child(name)}: field at byte {pos} is not {size}-byte aligned")
+        return pos
+
+    def scalar(self, slot: int, fmt: str, default, name: str):
+        pos = self._field(slot, struct.calcsize(fmt), name)
+        return default if pos is None else self.r.scalar(fmt, pos, self.child(name))
+
+    def _target(self, slot: int, name: str) -> int | None:
+        pos = self._field(slot, 4, name)
+        return None if pos is None else pos + self.r.scalar("I", pos, self.child(name))
+
+    def table(self, slot: int, name: str) -> _Table | None:
+        pos = self._target(slot, name)
+        return None if pos is None else self.r.table(pos, self.child(name))
+
+    def vector(self, slot: int, elem_bytes: int, name: str) -> tuple[int, int] | None:
+        """(position of the first element, length) of a vector field, or None when the field is absent."""
+        pos = self._target(slot, name)
+        if pos is None:
+            return None
+        if pos % 4:
+            raise _Malformed(f"{self.child(name)}: vector at byte {pos} is not 4-byte aligned")
+        length = self.r.scalar("I", pos, f"{self.child(name)} (vector length)")
+        self.r.need(pos + 4, length * elem_bytes, f"{self.child(name)} (vector of {length})")
+        return pos + 4, length
+
+    def numbers(self, slot: int, fmt: str, name: str) -> list:
+        found = self.vector(slot, struct.calcsize(fmt), name)
+        if found is None:
+            return []
+        start, length = found
+        return list(struct.unpack_from(f"<{length}{fmt}", self.r.data, start))
+
+    def tables(self, slot: int, name: str) -> list[_Table]:
+        found = self.vector(slot, 4, name)
+        if found is None:
+            return []
+        start, length = found
+        out = []
+        for i in range(length):
+            elem = start + 4 * i
+            out.append(self.r.table(elem + self.r.scalar("I", elem, self.child(name)), self.child(f"{name}[{i}]")))
+        return out
+
+    def string(self, slot: int, name: str) -> str | None:
+        found = self.vector(slot, 1, name)
+        if found is None:
+            return None
+        start, length = found
+        if self.r.scalar("B", start + length, f"{self.child(name)} (terminator)") != 0:
+            raise _Malformed(f"{self.child(name)}: string is not NUL-terminated")
+        try:
+            return self.r.data[start : start + length].decode("utf-8")
+        except UnicodeDecodeError:
+            raise _Malformed(f"{self.child(name)}: string is not UTF-8") from None
+
+
+def _check_index(value: int, count: int, what: str, noun: str, allow_optional: bool = False) -> None:
+    if allow_optional and value == -1:
+        return
+    if not 0 <= value < count:
+        raise _Malformed(f"{what} is {value}, out of range (there are {count} {noun})")
+
+
+def _root(data: bytes) -> _Table:
+    if len(data) < TFLITE_MIN_BYTES:
+        raise _Malformed(f"only {len(data)} bytes, too short for a TFLite flatbuffer (at least {TFLITE_MIN_BYTES})")
+    if data[4:8] != TFLITE_IDENTIFIER:
+        raise _Malformed(f"file identifier is {bytes(data[4:8])!r}, expected {TFLITE_IDENTIFIER!r}")
+    reader = _Reader(data)
+    root = reader.scalar("I", 0, "root offset")
+    if not 8 <= root <= len(data) - 4:
+        raise _Malformed(f"root table offset {root} lies outside the file ({len(data)} bytes)")
+    return reader.table(root, "")
+
+
+def _check_buffers(model: _Table, data_size: int) -> list[int | None]:
+    """Check every buffer's bytes lie inside the file; return each buffer's byte count (None: no data)."""
+    sizes: list[int | None] = []
+    for buffer in model.tables(4, "buffers"):
+        found = buffer.vector(0, 1, "data")
+        offset = buffer.scalar(1, "Q", 0, "offset")
+        size = buffer.scalar(2, "Q", 0, "size")
+        # Models over 2 GB keep their data after the flatbuffer; offset and size (from the start of the
+        # file) replace `data`. Offsets 0 and 1 are placeholders the interpreter ignores.
+        if offset > 1:
+            if offset + size > data_size:
+                raise _Malformed(
+                    f"{buffer.what}: data at byte {offset} (+{size}) lies outside the file ({data_size} bytes)"
+                )
+            sizes.append(size)
+        elif found is not None and found[1] > 0:
+            sizes.append(found[1])
+        else:
+            sizes.append(None)
+    return sizes
+
+
+def _check_quantization(tensor: _Table, rank: int) -> None:
+    quantization = tensor.table(4, "quantization")
+    if quantization is None:
+        return
+    quantization.vector(0, 4, "min")
+    quantization.vector(1, 4, "max")
+    scale = quantization.vector(2, 4, "scale")
+    zero_point = quantization.vector(3, 8, "zero_point")
+    quantization.table(5, "details")
+    dimension = quantization.scalar(6, "i", 0, "quantized_dimension")
+    scales = 0 if scale is None else scale[1]
+    zero_points = 0 if zero_point is None else zero_point[1]
+    if scale is not None and zero_point is not None and scales != zero_points:
+        raise _Malformed(f"{quantization.what}: {scales} scales but {zero_points} zero points")
+    if scales > 1 and not 0 <= dimension < rank:
+        raise _Malformed(f"{quantization.what}: quantized_dimension {dimension} is outside the tensor's rank {rank}")
+
+
+def _check_tensor(tensor: _Table, buffer_sizes: list[int | None]) -> None:
+    shape = tensor.numbers(0, "i", "shape")
+    if any(d < 0 for d in shape):
+        raise _Malformed(f"{tensor.child('shape')} {shape} has a negative dimension")
+    type_code = tensor.scalar(1, "b", 0, "type")
+    if type_code not in TFLITE_TENSOR_TYPES:
+        raise _Malformed(f"{tensor.child('type')} is {type_code}, not a known TensorType")
+    buffer = tensor.scalar(2, "I", 0, "buffer")
+    _check_index(buffer, len(buffer_sizes), tensor.child("buffer"), "buffers")
+    tensor.string(3, "name")
+    _check_quantization(tensor, len(shape))
+    sparsity = tensor.table(6, "sparsity")
+    tensor.numbers(7, "i", "shape_signature")
+    tensor.tables(9, "variant_tensors")
+    # The interpreter maps constant data without copying it; the buffer must hold the whole tensor.
+    element_bytes = TFLITE_TENSOR_TYPES[type_code][1]
+    available = buffer_sizes[buffer]
+    if element_bytes is not None and available is not None and sparsity is None:
+        needed = math.prod(shape) * element_bytes
+        if needed > available:
+            raise _Malformed(f"{tensor.what}: needs {needed} bytes of constant data, buffer {buffer} holds {available}")
+
+
+def _check_operator(op: _Table, tensors: int, opcodes: int, data_size: int) -> None:
+    _check_index(op.scalar(0, "I", 0, "opcode_index"), opcodes, op.child("opcode_index"), "operator codes")
+    for j, index in enumerate(op.numbers(1, "i", "inputs")):
+        _check_index(index, tensors, op.child(f"inputs[{j}]"), "tensors", allow_optional=True)
+    for j, index in enumerate(op.numbers(2, "i", "outputs")):
+        _check_index(index, tensors, op.child(f"outputs[{j}]"), "tensors")
+    op.table(4, "builtin_options")
+    op.vector(5, 1, "custom_options")
+    op.vector(7, 1, "mutating_variable_inputs")
+    for j, index in enumerate(op.numbers(8, "i", "intermediates")):
+        _check_index(index, tensors, op.child(f"intermediates[{j}]"), "tensors")
+    offset = op.scalar(9, "Q", 0, "large_custom_options_offset")
+    size = op.scalar(10, "Q", 0, "large_custom_options_size")
+    if offset > 1 and offset + size > data_size:
+        raise _Malformed(f"{op.what}: custom options at byte {offset} (+{size}) lie outside the file ({data_size} bytes)")
+    op.table(12, "builtin_options_2")
+
+
+def _check_subgraph(subgraph: _Table, buffer_sizes: list[int | None], opcodes: int, data_size: int) -> int:
+    """Check one subgraph; return its number of tensors."""
+    tensors = subgraph.tables(0, "tensors")
+    for tensor in tensors:
+        _check_tensor(tensor, buffer_sizes)
+    for name, slot in (("inputs", 1), ("outputs", 2)):
+        for j, index in enumerate(subgraph.numbers(slot, "i", name)):
+            _check_index(index, len(tensors), subgraph.child(f"{name}[{j}]"), "tensors")
+    for op in subgraph.tables(3, "operators"):
+        _check_operator(op, len(tensors), opcodes, data_size)
+    subgraph.string(4, "name")
+    return len(tensors)
+
+
+def _check_signatures(model: _Table, tensor_counts: list[int]) -> None:
+    for signature in model.tables(7, "signature_defs"):
+        signature.string(2, "signature_key")
+        index = signature.scalar(4, "I", 0, "subgraph_index")
+        _check_index(index, len(tensor_counts), signature.child("subgraph_index"), "subgraphs")
+        for name, slot in (("inputs", 0), ("outputs", 1)):
+            for tensor_map in signature.tables(slot, name):
+                tensor_map.string(0, "name")
+                tensor = tensor_map.scalar(1, "I", 0, "tensor_index")
+                _check_index(tensor, tensor_counts[index], tensor_map.child("tensor_index"), "tensors")
+
+
+def _walk_tflite(data: bytes) -> None:
+    model = _root(data)
+    version = model.scalar(0, "I", 0, "version")
+    if version != TFLITE_SCHEMA_VERSION:
+        raise _Malformed(f"schema version {version}, expected {TFLITE_SCHEMA_VERSION}")
+    opcodes = model.tables(1, "operator_codes")
+    for opcode in opcodes:
+        opcode.string(1, "custom_code")
+    model.string(3, "description")
+    buffer_sizes = _check_buffers(model, len(data))
+    subgraphs = model.tables(2, "subgraphs")
+    if not subgraphs:
+        raise _Malformed("the model has no subgraphs")
+    tensor_counts = [_check_subgraph(subgraph, buffer_sizes, len(opcodes), len(data)) for subgraph in subgraphs]
+    for i, index in enumerate(model.numbers(5, "i", "metadata_buffer")):
+        _check_index(index, len(buffer_sizes), f"metadata_buffer[{i}]", "buffers")
+    for metadata in model.tables(6, "metadata"):
+        metadata.string(0, "name")
+        _check_index(metadata.scalar(1, "I", 0, "buffer"), len(buffer_sizes), metadata.child("buffer"), "buffers")
+    _check_signatures(model, tensor_counts)
+    model.tables(8, "external_buffer_groups")
+    model.tables(9, "external_buffers")
+
+
+def _refuse_tflite(where: str, problem: str) -> MobilepreError:
+    return MobilepreError(f"{where}: not a valid TFLite model: {problem}")
+
+
+def verify_tflite(data: bytes, where: str) -> None:
+    """Check the structure of a TFLite flatbuffer before any interpreter parses it.
+
+    Args:
+        data (bytes): the whole .tflite file.
+        where (str): how to name the file in the error (usually its path).
+
+    Raises:
+        MobilepreError: naming `where` and the first problem found. Any failure while reading the bytes
+            becomes this error, so arbitrary input never raises anything else.
+    """
+    try:
+        _walk_tflite(bytes(data))
+    except _Malformed as exc:
+        raise _refuse_tflite(where, str(exc)) from None
+    except Exception as exc:  # a reader bug on hostile bytes must still read as a refusal, not a crash
+        raise _refuse_tflite(where, f"unreadable ({type(exc).__name__}: {exc})") from exc
+
+
+def _tensor_io(tensor: _Table, index: int) -> dict:
+    quantization = tensor.table(4, "quantization")
+    scale, zero_point = 0.0, 0
+    if quantization is not None:
+        scales = quantization.numbers(2, "f", "scale")
+        zero_points = quantization.numbers(3, "q", "zero_point")
+        if len(scales) == 1:
+            scale, zero_point = scales[0], zero_points[0] if zero_points else 0
+    return {
+        "index": index,
+        "name": tensor.string(3, "name") or "",
+        "shape": tensor.numbers(0, "i", "shape"),
+        "dtype": TFLITE_TENSOR_TYPES[tensor.scalar(1, "b", 0, "type")][0],
+        "quantization": (scale, zero_point),
+    }
+
+
+def tflite_io(data: bytes, where: str = "TFLite model") -> dict:
+    """Inputs and outputs of subgraph 0, read from the flatbuffer (no interpreter), after verifying it.
+
+    Returns:
+        dict: `{"inputs": [...], "outputs": [...]}` in the model's order; each entry has `index` (tensor
+        index), `name`, `shape` (list of int), `dtype` (numpy name, e.g. "float32", "int8") and
+        `quantization` (`(scale, zero_point)`, `(0.0, 0)` unless quantized per tensor), as LiteRT's
+        `get_input_details` reports them.
+
+    Raises:
+        MobilepreError: when `verify_tflite` refuses the file.
+    """
+    verify_tflite(data, where)
+    try:
+        subgraph = _root(bytes(data)).tables(2, "subgraphs")[0]
+        tensors = subgraph.tables(0, "tensors")
+        return {
+            label: [_tensor_io(tensors[i], i) for i in subgraph.numbers(slot, "i", label)]
+            for label, slot in (("inputs", 1), ("outputs", 2))
+        }
+    except _Malformed as exc:
+        raise _refuse_tflite(where, str(exc)) from None
+
+
+# ---------------------------------------------------------------------------------------------- TF.js
+
+
+def _refuse_tfjs(where: str, problem: str) -> MobilepreError:
+    return MobilepreError(f"{where}: not a valid TF.js graph model: {problem}")
+
+
+def _regular_file(path: Path, where: str, label: str) -> os.stat_result:
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise _refuse_tfjs(where, f"{label} is missing") from None
+    except OSError as exc:
+        raise _refuse_tfjs(where, f"{label} cannot be read ({exc.strerror})") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise _refuse_tfjs(where, f"{label} is a symbolic link")
+    if not stat.S_ISREG(info.st_mode):
+        raise _refuse_tfjs(where, f"{label} is not a regular file")
+    return info
+
+
+def _read_model_json(folder: Path, where: str) -> dict:
+    path = folder / "model.json"
+    info = _regular_file(path, where, "model.json")
+    if info.st_size > TFJS_MODEL_JSON_MAX_BYTES:
+        raise _refuse_tfjs(where, f"model.json is {info.st_size} bytes, over the {TFJS_MODEL_JSON_MAX_BYTES} limit")
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        with os.fdopen(fd, "rb") as f:
+            raw = f.read(TFJS_MODEL_JSON_MAX_BYTES + 1)
+    except OSError as exc:
+        raise _refuse_tfjs(where, f"model.json cannot be read ({exc.strerror})") from None
+    if len(raw) > TFJS_MODEL_JSON_MAX_BYTES:
+        raise _refuse_tfjs(where, f"model.json is over the {TFJS_MODEL_JSON_MAX_BYTES} byte limit")
+    try:
+        model = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise _refuse_tfjs(where, "model.json is not UTF-8") from None
+    except (ValueError, RecursionError) as exc:
+        raise _refuse_tfjs(where, f"model.json is not JSON ({exc})") from None
+    if not isinstance(model, dict):
+        raise _refuse_tfjs(where, "model.json is not a JSON object")
+    if model.get("format") != "graph-model":
+        raise _refuse_tfjs(where, f"model.json format is {model.get('format')!r}, expected 'graph-model'")
+    if not isinstance(model.get("modelTopology"), dict):
+        raise _refuse_tfjs(where, "model.json has no modelTopology object")
+    if not isinstance(model.get("weightsManifest"), list):
+        raise _refuse_tfjs(where, "model.json has no weightsManifest list")
+    return model
+
+
+def _weight_path(folder: Path, root: Path, name, where: str) -> Path:
+    """Check one `paths` entry is a plain relative name of a regular file inside the folder; return its path."""
+    if not isinstance(name, str) or not name:
+        raise _refuse_tfjs(where, f"weight path {name!r} is not a non-empty string")
+    if "\0" in name:
+        raise _refuse_tfjs(where, f"weight path {name!r} contains NUL")
+    if "\\" in name:
+        raise _refuse_tfjs(where, f"weight path {name!r} contains a backslash")
+    if name.startswith("/") or re.match(r"[A-Za-z]:", name):
+        raise _refuse_tfjs(where, f"weight path {name!r} is absolute")
+    parts = name.split("/")
+    if ".." in parts:
+        raise _refuse_tfjs(where, f"weight path {name!r} has a '..' component")
+    for part in parts:
+        if not _TFJS_PATH_PART.fullmatch(part):
+            raise _refuse_tfjs(
+                where, f"weight path {name!r}: component {part!r} is not a plain file name ([A-Za-z0-9._-])"
+            )
+    path = folder.joinpath(*parts)
+    _regular_file(path, where, f"weight file {name!r}")
+    # The file itself is no symlink; a symlinked folder on the way could still lead outside.
+    try:
+        resolved = path.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise _refuse_tfjs(where, f"weight path {name!r} cannot be resolved") from None
+    if not resolved.is_relative_to(root):
+        raise _refuse_tfjs(where, f"weight path {name!r} resolves outside the folder")
+    return path
+
+
+def _shape_values(weight: dict, where: str) -> int:
+    shape = weight.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape):
+        raise _refuse_tfjs(where, f"weight {weight.get('name')!r} has shape {shape!r}, expected non-negative integers")
+    return math.prod(shape)
+
+
+class _Shards:
+    """A group's shards read as one byte stream, which is how TF.js lays a group's weights out."""
+
+    def __init__(self, paths: list[Path], sizes: list[int]):
+        self.paths = paths
+        self.sizes = sizes
+        self.total = sum(sizes)
+        self._files: dict[int, object] = {}
+
+    def read(self, offset: int, length: int) -> bytes:
+        out = b""
+        for i, size in enumerate(self.sizes):
+            if offset >= size:
+                offset -= size
+                continue
+            if i not in self._files:
+                self._files[i] = open(self.paths[i], "rb")
+            f = self._files[i]
+            f.seek(offset)
+            out += f.read(min(length - len(out), size - offset))
+            offset = 0
+            if len(out) == length:
+                break
+        return out
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+
+
+def _group_bytes(weights: list, shards: _Shards, where: str) -> int:
+    """How many bytes the group's weight specs take, measuring string weights from the shards."""
+    offset = 0
+    for weight in weights:
+        if not isinstance(weight, dict) or not isinstance(weight.get("name"), str):
+            raise _refuse_tfjs(where, f"weight spec {weight!r} has no name")
+        name, dtype = weight["name"], weight.get("dtype")
+        values = _shape_values(weight, where)
+        quantization = weight.get("quantization")
+        if quantization is not None:
+            if not isinstance(quantization, dict) or quantization.get("dtype") not in ("uint8", "uint16", "float16"):
+                raise _refuse_tfjs(where, f"weight {name!r} has an unknown quantization {quantization!r}")
+            offset += values * TFJS_DTYPE_BYTES[quantization["dtype"]]
+        elif dtype == "string":
+            if offset + values * _TFJS_STRING_LENGTH_BYTES > shards.total:
+                raise _refuse_tfjs(where, f"string weight {name!r} runs past the end of its shards")
+            for _ in range(values):
+                prefix = shards.read(offset, _TFJS_STRING_LENGTH_BYTES)
+                if len(prefix) < _TFJS_STRING_LENGTH_BYTES:
+                    raise _refuse_tfjs(where, f"string weight {name!r} runs past the end of its shards")
+                offset += _TFJS_STRING_LENGTH_BYTES + struct.unpack("<I", prefix)[0]
+        elif dtype in TFJS_DTYPE_BYTES:
+            offset += values * TFJS_DTYPE_BYTES[dtype]
+        else:
+            raise _refuse_tfjs(where, f"weight {name!r} has unknown dtype {dtype!r}")
+    return offset
+
+
+def verify_tfjs_folder(folder: Path, where: str) -> dict:
+    """Check a TF.js graph-model folder before TF.js loads it; return the parsed model.json.
+
+    Checks that `model.json` is a regular file (not a symlink) under `TFJS_MODEL_JSON_MAX_BYTES`, UTF-8
+    JSON with `format` "graph-model", a `modelTopology` object and a `weightsManifest` list; that every
+    weight path is a plain relative name (no `..`, absolute path, URL scheme, backslash or NUL) that
+    stays inside `folder` and names a regular file, not a symlink; and that each group's shards hold
+    exactly the bytes its weight specs describe (quantized weights count their quantized dtype).
+
+    Raises:
+        MobilepreError: naming `where` and the first problem found.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise _refuse_tfjs(where, f"{folder} is not a folder")
+    root = folder.resolve()
+    model = _read_model_json(folder, where)
+    for g, group in enumerate(model["weightsManifest"]):
+        if not isinstance(group, dict) or not isinstance(group.get("paths"), list):
+            raise _refuse_tfjs(where, f"weightsManifest[{g}] has no paths list")
+        if not isinstance(group.get("weights"), list):
+            raise _refuse_tfjs(where, f"weightsManifest[{g}] has no weights list")
+        paths = [_weight_path(folder, root, name, where) for name in group["paths"]]
+        sizes = [path.stat().st_size for path in paths]
+        shards = _Shards(paths, sizes)
+        try:
+            expected = _group_bytes(group["weights"], shards, where)
+        except OSError as exc:
+            raise _refuse_tfjs(where, f"weightsManifest[{g}]: a shard cannot be read ({exc.strerror})") from None
+        finally:
+            shards.close()
+        if expected != shards.total:
+            raise _refuse_tfjs(
+                where, f"weightsManifest[{g}]: the weight specs need {expected} bytes, the shards hold {shards.total}"
+            )
+    return model

@@ -1,0 +1,274 @@
+"""`mobilepre quantize` and `mobilepre prune` as library calls: load, compress, write, report."""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mobilepre.errors import MobilepreError
+
+
+def _quantize_error(error) -> MobilepreError:
+    return MobilepreError(str(error))
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Where calibration images come from and how they map to the model's input.
+
+    Attributes:
+        path (Path | None): folder of PNG/JPEG images, `.npy` or `.npz`.
+        input_range (tuple[float, float]): float models' input range for decoded images. Default (0, 1).
+        convert_channels (bool): convert grey <-> RGB instead of refusing a mismatch. Default False.
+        limit (int | None): at most this many images (seeded choice). Default 500.
+        seed (int): sampling seed. Default 0.
+        labels (Path | None): labels file, for accuracy.
+    """
+
+    path: Path | None = None
+    input_range: tuple[float, float] = (0.0, 1.0)
+    convert_channels: bool = False
+    limit: int | None = 500
+    seed: int = 0
+    labels: Path | None = None
+
+    def load(self, source, required_for: str | None = None):
+        from mobilepre.data import ModelInput, load_dataset
+
+        if self.path is None:
+            if required_for:
+                raise MobilepreError(f"{required_for} needs images: pass --calibration DATA (a folder of images, .npy or .npz)")
+            return None
+        return load_dataset(
+            self.path,
+            ModelInput(source.input_shape, source.input_dtype),
+            input_range=self.input_range,
+            convert_channels=self.convert_channels,
+            limit=self.limit,
+            seed=self.seed,
+            labels_path=self.labels,
+        )
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """`"0:1"` or `"-1:1"` -> (low, high) with low < high."""
+    low, sep, high = text.partition(":")
+    try:
+        values = (float(low), float(high))
+    except ValueError:
+        values = None
+    if not sep or values is None or not values[0] < values[1]:
+        raise MobilepreError(f"--input-range {text!r}: expected LOW:HIGH with LOW < HIGH, e.g. 0:1 or -1:1")
+    return values
+
+
+@dataclass(frozen=True)
+class QuantizeResult:
+    """What `quantize_file` wrote."""
+
+    path: str
+    key: str
+    files: dict  # name -> bytes
+    size_bytes: int
+    gzip_bytes: int
+    sparsity: float
+    source_identity: str
+    io: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            "path": self.path,
+            "artifact": self.key,
+            "files": self.files,
+            "bytes": self.size_bytes,
+            "gzip_bytes": self.gzip_bytes,
+            "sparsity": round(self.sparsity, 6),
+            "source_identity": self.source_identity,
+            "io": self.io,
+        }
+
+    def to_text(self) -> str:
+        lines = [
+            f"wrote {self.path} ({self.key})",
+            f"  bytes {self.size_bytes}, gzip {self.gzip_bytes}, sparsity {self.sparsity:.3f}",
+        ]
+        for name, size in sorted(self.files.items()):
+            lines.append(f"  {name:<28} {size:>10} bytes")
+        for kind in ("inputs", "outputs"):
+            for t in self.io.get(kind, []):
+                lines.append(f"  {kind[:-1]:<7} {t['name']} {t['dtype']} {t['shape']}")
+        return "\n".join(lines)
+
+
+def describe_io(artifact) -> dict:
+    """Input and output tensors of an artifact, read from its own bytes."""
+    from mobilepre.artifacts import tflite_io
+
+    if "model.tflite" in artifact.files:
+        io = tflite_io(artifact.files["model.tflite"])
+        return {k: [{"name": t["name"], "dtype": t["dtype"], "shape": t["shape"]} for t in v] for k, v in io.items()}
+    import json
+
+    signature = json.loads(artifact.files["model.json"]).get("signature", {})
+    out = {}
+    for kind in ("inputs", "outputs"):
+        out[kind] = [
+            {
+                "name": key,
+                "dtype": spec.get("dtype", "").replace("DT_", "").lower(),
+                "shape": [int(d.get("size", -1)) for d in spec.get("tensorShape", {}).get("dim", [])],
+            }
+            for key, spec in sorted((signature.get(kind) or {}).items())
+        ]
+    return out
+
+
+def quantize_file(
+    model_path: Path,
+    fmt: str,
+    mode: str,
+    out: Path,
+    data: DataOptions = DataOptions(),
+    io_type: str = "float32",
+    float_layers: tuple[str, ...] = (),
+    shard_size_bytes: int = 4 * 1024 * 1024,
+    allow_select_tf_ops: bool = False,
+    input_shape: tuple | None = None,
+    trust: bool = False,
+    force: bool = False,
+) -> QuantizeResult:
+    """Load the model at `model_path`, convert it as asked, write the artifact to `out` atomically."""
+    import quantize
+    from mobilepre.fsutil import check_output, write_files_atomically
+    from mobilepre.models import load_model
+    from quantize.pruning import measured_sparsity, prunable_kernels
+
+    try:
+        settings = quantize.QuantizationSettings(
+            fmt, mode, io_type=io_type, float_layers=tuple(float_layers),
+            shard_size_bytes=shard_size_bytes, allow_select_tf_ops=allow_select_tf_ops,
+        )
+    except quantize.QuantizeError as error:
+        raise _quantize_error(error) from None
+    out = Path(out)
+    if settings.format is quantize.Format.TFLITE and out.suffix != ".tflite":
+        raise MobilepreError(f"--out {out}: a TFLite artifact is one file, name it *.tflite")
+    check_output(out, force)
+    source = load_model(model_path, trust=trust, input_shape=input_shape)
+    dataset = data.load(source, "int8 quantization" if settings.needs_calibration else None)
+    calibration = dataset.images if dataset is not None else None
+    kernels = prunable_kernels(source.model)
+    sparsity = measured_sparsity(kernels)[0] if kernels else 0.0
+    try:
+        artifact = quantize.convert(source.model, settings, calibration, input_shape=source.input_shape, sparsity=sparsity)
+    except quantize.QuantizeError as error:
+        raise MobilepreError(f"{model_path}: {error}") from None
+    write_files_atomically(artifact.files, out, as_folder=settings.format is quantize.Format.TFJS)
+    return QuantizeResult(
+        path=str(out),
+        key=settings.key,
+        files={name: len(b) for name, b in sorted(artifact.files.items())},
+        size_bytes=artifact.size_bytes,
+        gzip_bytes=artifact.gzip_bytes,
+        sparsity=sparsity,
+        source_identity=source.identity,
+        io=describe_io(artifact),
+    )
+
+
+@dataclass(frozen=True)
+class PruneFileResult:
+    """What `prune_file` wrote."""
+
+    path: str
+    target_sparsity: float
+    sparsity: float
+    per_layer: dict
+    fine_tuned: bool
+    epochs: int
+    size_bytes: int
+    gzip_bytes: int
+    tflite_bytes: int
+    tflite_gzip_bytes: int
+    top1_agreement: float | None
+    images: int
+
+    def to_dict(self) -> dict:
+        d = dict(self.__dict__)
+        d["per_layer"] = {k: round(v, 6) for k, v in sorted(self.per_layer.items())}
+        d["sparsity"] = round(self.sparsity, 6)
+        return d
+
+    def to_text(self) -> str:
+        lines = [
+            f"wrote {self.path}: sparsity {self.sparsity:.4f} (target {self.target_sparsity:.4f}), "
+            + (f"fine-tuned {self.epochs} epochs by distillation" if self.fine_tuned else "one-shot"),
+            f"  .keras {self.size_bytes} bytes (gzip {self.gzip_bytes}); float32 .tflite {self.tflite_bytes} bytes (gzip {self.tflite_gzip_bytes})",
+        ]
+        if self.top1_agreement is not None:
+            lines.append(f"  top-1 agreement with the float model on the {self.images} calibration images: {self.top1_agreement:.4f}")
+        for name, value in sorted(self.per_layer.items()):
+            lines.append(f"  {name:<40} {value:.4f}")
+        return "\n".join(lines)
+
+
+def prune_file(
+    model_path: Path,
+    sparsity: float,
+    out: Path,
+    data: DataOptions = DataOptions(),
+    epochs: int = 30,
+    scope: str = "global",
+    trust: bool = False,
+    force: bool = False,
+) -> PruneFileResult:
+    """Prune the model at `model_path`, fine-tune it by distillation on the calibration images, save it."""
+    import numpy as np
+
+    import quantize
+    from mobilepre.fsutil import atomic_file, check_output
+    from mobilepre.models import load_model
+    from quantize.artifact import gzip_size
+    from quantize.pruning import PruneSettings, prune
+
+    try:
+        settings = PruneSettings(sparsity=sparsity, epochs=epochs, scope=scope)
+    except quantize.QuantizeError as error:
+        raise _quantize_error(error) from None
+    out = Path(out)
+    if out.suffix != ".keras":
+        raise MobilepreError(f"--out {out}: the pruned model is saved as a Keras model, name it *.keras")
+    check_output(out, force)
+    source = load_model(model_path, trust=trust)
+    dataset = data.load(source, "pruning with fine-tuning" if epochs else None)
+    images = dataset.images if dataset is not None else None
+    labels = dataset.labels if dataset is not None else None
+    try:
+        result = prune(source.model, settings, images, labels)
+        tflite = quantize.convert(result.model, quantize.QuantizationSettings("tflite", "float32"), input_shape=source.input_shape)
+    except quantize.QuantizeError as error:
+        raise MobilepreError(f"{model_path}: {error}") from None
+    agreement = None
+    if images is not None:
+        want = np.asarray(source.model.predict(images, verbose=0))
+        got = np.asarray(result.model.predict(images, verbose=0))
+        if want.ndim == 2 and want.shape[1] > 1:
+            agreement = float(np.mean(want.argmax(1) == got.argmax(1)))
+    with atomic_file(out) as tmp:
+        result.model.save(tmp)
+    raw = out.read_bytes()
+    return PruneFileResult(
+        path=str(out),
+        target_sparsity=sparsity,
+        sparsity=result.sparsity,
+        per_layer=result.per_layer,
+        fine_tuned=result.fine_tuned,
+        epochs=epochs,
+        size_bytes=len(raw),
+        gzip_bytes=len(gzip.compress(raw, 9, mtime=0)),
+        tflite_bytes=tflite.size_bytes,
+        tflite_gzip_bytes=tflite.gzip_bytes,
+        top1_agreement=agreement,
+        images=0 if images is None else len(images),
+    )

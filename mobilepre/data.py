@@ -1,0 +1,536 @@
+"""Loading the user's calibration and validation images (and labels) into the model's input units."""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mobilepre.errors import MobilepreError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+ARRAY_SUFFIXES = (".npy", ".npz")
+LABEL_TEXT_SUFFIXES = (".txt", ".csv")
+MAX_IMAGE_PIXELS = 50_000_000  # per image, read from the header before decoding (decompression bombs)
+MODEL_DTYPES = ("uint8", "float32")
+
+# Decoded images are resized in batches (one TF call per group of same-sized images): one eager
+# antialiased resize costs ~0.75 ms whatever the size, a batch of 64 small images ~5 ms in all.
+# A chunk holds at most this many decoded uint8 values, so memory stays bounded for large photos.
+_CHUNK_VALUES = 1 << 26
+_FLOAT32_EXACT_INT = 1 << 24
+
+
+@dataclass(frozen=True)
+class ModelInput:
+    """What the model takes for one image.
+
+    Attributes:
+        shape (tuple[int, int, int]): (height, width, channels) of one image, without the batch axis.
+        dtype (str): `"uint8"` (raw pixels 0..255) or `"float32"` (pixels mapped to `input_range`).
+    """
+
+    shape: tuple[int, int, int]
+    dtype: str
+
+    def __post_init__(self):
+        shape = tuple(self.shape)
+        if len(shape) != 3 or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
+            raise MobilepreError(f"model input shape must be three positive integers (H, W, C), got {self.shape}")
+        if self.dtype not in MODEL_DTYPES:
+            raise MobilepreError(f"model input dtype must be one of {', '.join(MODEL_DTYPES)}, got {self.dtype!r}")
+        object.__setattr__(self, "shape", shape)
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Images ready to feed the model, in a stable order.
+
+    Attributes:
+        images (np.ndarray): (N, H, W, C) in the model's dtype and units, N >= 1.
+        labels (np.ndarray | None): (N,) int64 class indices, or None when no labels were given.
+        source (str): the folder or file the images came from.
+        files (tuple[str, ...]): for a folder, the image file of each row of `images`, in order;
+            empty for a `.npy` / `.npz` file.
+    """
+
+    images: np.ndarray
+    labels: np.ndarray | None
+    source: str
+    files: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+
+def load_dataset(
+    path,
+    model_input: ModelInput,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    convert_channels: bool = False,
+    limit: int | None = None,
+    seed: int = 0,
+    labels_path=None,
+) -> Dataset:
+    """Load images for `model_input` from a folder of PNG/JPEG files, a `.npy` or a `.npz` file.
+
+    A folder: its own `.png`, `.jpg`, `.jpeg` files (any case) in sorted name order; sub-folders,
+    hidden files (`.name`) and other files are ignored. A single PNG/JPEG file is a set of one. Each
+    image is checked from its header first (size within `MAX_IMAGE_PIXELS`, channel count), all of
+    them before any is decoded, then decoded, converted to the model's channels if
+    `convert_channels` (grey <-> RGB, alpha dropped), resized to (H, W) (bilinear, antialiased) and
+    mapped to the model's units: raw 0..255 for a uint8 model, `low + pixel / 255 * (high - low)`
+    for a float32 model with `input_range=(low, high)`.
+
+    A `.npy`, or a `.npz` with an `images` array (or exactly one array) and optional `labels`: a
+    4-D (N, H, W, C) array already in the model's units, cast to its dtype only when that loses
+    nothing. Never unpickled.
+
+    `limit`: if there are more images, `limit` of them are chosen with `seed` (kept in order); the
+    same inputs always give the same choice. `labels_path`: labels for all the images (see
+    `load_labels`), selected along with them.
+    """
+    path = Path(path)
+    low, high = _check_range(input_range)
+    _check_limit(limit)
+    if not path.exists():
+        raise MobilepreError(f"calibration data {path} does not exist: pass a folder of PNG/JPEG images, a .npy or a .npz")
+    suffix = path.suffix.lower()
+    if path.is_dir() or suffix in IMAGE_SUFFIXES:
+        files = _list_images(path)
+        chosen = _choose(len(files), limit, seed)
+        labels = _labels_for(labels_path, len(files), chosen)
+        files = [files[i] for i in chosen]
+        images = _load_images(files, model_input, low, high, convert_channels)
+        return Dataset(images, labels, str(path), tuple(str(f) for f in files))
+    if suffix in ARRAY_SUFFIXES:
+        images, labels = _load_arrays(path, model_input, limit, seed, labels_path)
+        return Dataset(images, labels, str(path), ())
+    raise MobilepreError(
+        f"calibration data {path} is a {suffix or 'suffix-less'} file: pass a folder of PNG/JPEG images, a .npy or a .npz"
+    )
+
+
+def load_labels(path, count: int) -> np.ndarray:
+    """Read `count` integer class labels (>= 0) as an (count,) int64 array.
+
+    From a `.npy`, a `.npz` (its `labels` array, or its only array), or a `.txt` / `.csv` file of one
+    integer per line in the images' order (sorted file names for a folder); blank lines are skipped.
+    `filename,label` lines are not accepted: order is the contract, so a second column is refused.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MobilepreError(f"labels file {path} does not exist: pass a .npy, .npz, or a text file of one integer per line")
+    suffix = path.suffix.lower()
+    if suffix == ".npy":
+        labels = _load_npy(path)
+    elif suffix == ".npz":
+        with _open_npz(path) as archive:
+            key = "labels" if "labels" in archive.files else _only_key(archive, path, "labels")
+            labels = _npz_member(archive, key, path)
+    elif suffix in LABEL_TEXT_SUFFIXES:
+        labels = _labels_from_text(path)
+    else:
+        raise MobilepreError(f"labels file {path} is a {suffix or 'suffix-less'} file: pass a .npy, .npz, .txt or .csv")
+    return _check_labels(labels, count, str(path))
+
+
+# --- folders of images -------------------------------------------------------------------------
+
+
+def _list_images(path: Path) -> list[Path]:
+    if not path.is_dir():
+        return [path]
+    try:
+        entries = sorted(path.iterdir(), key=lambda p: p.name)
+    except OSError as e:
+        raise MobilepreError(f"cannot list calibration folder {path}: {e.strerror or e}") from None
+    files = [
+        p for p in entries
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+    ]
+    if not files:
+        raise MobilepreError(
+            f"calibration folder {path} holds no .png, .jpg or .jpeg images (sub-folders are not searched): add some"
+        )
+    return files
+
+
+def _load_images(files, model_input: ModelInput, low: float, high: float, convert: bool) -> np.ndarray:
+    height, width, channels = model_input.shape
+    if channels not in (1, 3, 4):
+        raise MobilepreError(
+            f"the model takes {channels}-channel images, which PNG/JPEG cannot provide: pass a .npy or .npz instead"
+        )
+    headers = [_read_header(f) for f in files]
+    for f, header in zip(files, headers):  # fail fast: all headers before any decoding
+        _check_channels(f, header.channels, channels, convert)
+
+    from mobilepre._tf import quiet_tensorflow
+
+    tf = quiet_tensorflow()
+    out = np.empty((len(files), height, width, channels), dtype=model_input.dtype)
+    for start, stop in _chunks(headers):
+        decoded = [_decode(tf, files[i], headers[i], channels, convert) for i in range(start, stop)]
+        groups: dict[tuple[int, ...], list[int]] = {}
+        for offset, image in enumerate(decoded):
+            groups.setdefault(image.shape, []).append(offset)
+        for offsets in groups.values():
+            batch = np.stack([decoded[o] for o in offsets])
+            if batch.shape[-1] != channels:
+                batch = _convert_channels(tf, tf.constant(batch.astype(np.float32)), channels).numpy()
+            out[[start + o for o in offsets]] = _to_model_units(tf, batch, model_input, low, high)
+    return out
+
+
+def _chunks(headers):
+    """Yield (start, stop) runs of images holding at most `_CHUNK_VALUES` decoded values (one image at least)."""
+    start = 0
+    while start < len(headers):
+        stop, values = start + 1, headers[start].values
+        while stop < len(headers) and values + headers[stop].values <= _CHUNK_VALUES:
+            values += headers[stop].values
+            stop += 1
+        yield start, stop
+        start = stop
+
+
+@dataclass(frozen=True)
+class _Header:
+    width: int
+    height: int
+    channels: int  # as TensorFlow's decoder will return them
+
+    @property
+    def values(self) -> int:
+        return self.width * self.height * self.channels
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Colour type -> channels TensorFlow decodes (palette: RGB, or RGBA when a tRNS chunk is present).
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 3, 4: 2, 6: 4}
+# SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC), which share the range but are not frame headers.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_CHANNELS = {1: 1, 3: 3, 4: 3}  # TensorFlow converts CMYK / YCCK to RGB
+
+
+def _read_header(path: Path) -> _Header:
+    try:
+        with open(path, "rb") as f:
+            start = f.read(8)
+            if start == _PNG_SIGNATURE:
+                header = _png_header(f, path)
+            elif start[:2] == b"\xff\xd8":
+                f.seek(2)
+                header = _jpeg_header(f, path)
+            else:
+                raise MobilepreError(f"image {path} is neither a PNG nor a JPEG (by its first bytes): remove or convert it")
+    except OSError as e:
+        raise MobilepreError(f"cannot read image {path}: {e.strerror or e}") from None
+    if header.width == 0 or header.height == 0:
+        raise MobilepreError(f"image {path} declares a size of {header.width}x{header.height} pixels: it is corrupt")
+    pixels = header.width * header.height
+    if pixels > MAX_IMAGE_PIXELS:
+        raise MobilepreError(
+            f"image {path} is {header.width}x{header.height} pixels ({pixels / 1e6:.1f} megapixels), over the "
+            f"{MAX_IMAGE_PIXELS / 1e6:g}-megapixel limit: shrink it or remove it"
+        )
+    return header
+
+
+def _png_header(f, path: Path) -> _Header:
+    chunk = f.read(25)
+    if len(chunk) < 25 or chunk[:8] != b"\x00\x00\x00\x0dIHDR":
+        raise MobilepreError(f"image {path} is not a valid PNG (no IHDR header): it is truncated or corrupt")
+    width, height, _depth, colour = struct.unpack(">IIBB", chunk[8:18])
+    if colour not in _PNG_CHANNELS:
+        raise MobilepreError(f"image {path} is not a valid PNG (colour type {colour}): it is corrupt")
+    channels = _PNG_CHANNELS[colour]
+    if colour == 3 and _png_has_chunk_before_data(f, b"tRNS"):
+        channels = 4
+    return _Header(width, height, channels)
+
+
+def _png_has_chunk_before_data(f, name: bytes) -> bool:
+    while True:
+        head = f.read(8)
+        if len(head) < 8 or head[4:] in (b"IDAT", b"IEND"):
+            return False
+        if head[4:] == name:
+            return True
+        f.seek(struct.unpack(">I", head[:4])[0] + 4, 1)  # data and CRC
+
+
+def _jpeg_header(f, path: Path) -> _Header:
+    def corrupt(why: str) -> MobilepreError:
+        return MobilepreError(f"image {path} is not a valid JPEG ({why}): it is truncated or corrupt")
+
+    while True:
+        byte = f.read(1)
+        while byte and byte != b"\xff":  # like libjpeg, skip stray bytes between segments
+            byte = f.read(1)
+        while byte == b"\xff":  # fill bytes
+            byte = f.read(1)
+        if not byte:
+            raise corrupt("it ends before its frame header")
+        marker = byte[0]
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # stand-alone markers, no length
+            continue
+        if marker in (0xD9, 0xDA):
+            raise corrupt("no frame header before its image data")
+        raw = f.read(2)
+        if len(raw) < 2:
+            raise corrupt("it ends inside a segment header")
+        length = struct.unpack(">H", raw)[0]
+        if length < 2:
+            raise corrupt(f"a segment has length {length}")
+        if marker in _JPEG_SOF:
+            body = f.read(6)
+            if len(body) < 6:
+                raise corrupt("it ends inside its frame header")
+            _precision, height, width, components = struct.unpack(">BHHB", body)
+            if components not in _JPEG_CHANNELS:
+                raise corrupt(f"{components} colour components")
+            return _Header(width, height, _JPEG_CHANNELS[components])
+        f.seek(length - 2, 1)
+
+
+def _check_channels(path: Path, image_channels: int, model_channels: int, convert: bool) -> None:
+    if image_channels == model_channels or convert:
+        return
+    raise MobilepreError(
+        f"image {path} has {image_channels} channel{'s' if image_channels != 1 else ''}, the model expects "
+        f"{model_channels}: pass --convert-channels to convert"
+    )
+
+
+def _decode(tf, path: Path, header: _Header, model_channels: int, convert: bool) -> np.ndarray:
+    """Decode one image to uint8 (h, w, c), its channels as stored."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise MobilepreError(f"cannot read image {path}: {e.strerror or e}") from None
+    try:
+        # A tensor, not bytes: bytes send the op down TF's slow eager fallback path (3x the time).
+        image = tf.io.decode_image(tf.constant(data), channels=0, dtype=tf.uint8, expand_animations=False).numpy()
+    except tf.errors.OpError as e:
+        reason = (e.message or type(e).__name__).split("}}")[-1].split("[Op:")[0].strip().rstrip(".")
+        raise MobilepreError(f"image {path} cannot be decoded ({reason}): it is truncated or corrupt") from None
+    height, width, channels = image.shape
+    if (width, height) != (header.width, header.height):
+        raise MobilepreError(
+            f"image {path} declares {header.width}x{header.height} pixels but decodes to {width}x{height}: it is corrupt"
+        )
+    _check_channels(path, channels, model_channels, convert)
+    return image
+
+
+def _convert_channels(tf, images, model_channels: int):
+    """Convert a float32 (N, h, w, c) batch to `model_channels`: drop alpha, grey <-> RGB, add opaque alpha."""
+    channels = int(images.shape[-1])
+    if channels in (2, 4):
+        images, channels = images[..., : channels - 1], channels - 1
+    if model_channels == 1 and channels == 3:
+        return tf.image.rgb_to_grayscale(images)
+    if model_channels in (3, 4) and channels == 1:
+        images = tf.image.grayscale_to_rgb(images)
+    if model_channels == 4:
+        images = tf.concat([images, tf.fill(tf.concat([tf.shape(images)[:-1], [1]], 0), 255.0)], axis=-1)
+    return images
+
+
+def _to_model_units(tf, batch: np.ndarray, model_input: ModelInput, low: float, high: float) -> np.ndarray:
+    height, width, _ = model_input.shape
+    if batch.shape[1:3] != (height, width):
+        batch = tf.image.resize(batch.astype(np.float32), (height, width), method="bilinear", antialias=True).numpy()
+    if model_input.dtype == "uint8":
+        if batch.dtype == np.uint8:
+            return batch
+        return np.clip(np.rint(batch), 0, 255).astype(np.uint8)
+    return (low + batch.astype(np.float32) * np.float32((high - low) / 255.0)).astype(np.float32)
+
+
+# --- arrays --------------------------------------------------------------------------------------
+
+
+def _load_arrays(path: Path, model_input: ModelInput, limit, seed: int, labels_path):
+    if path.suffix.lower() == ".npy":
+        images, labels = _load_npy(path, mmap=True), None
+    else:
+        with _open_npz(path) as archive:
+            key = "images" if "images" in archive.files else _only_key(archive, path, "images")
+            images = _npz_member(archive, key, path)
+            labels = _npz_member(archive, "labels", path) if "labels" in archive.files and key != "labels" else None
+    where = str(path)
+    expected = (model_input.shape[0], model_input.shape[1], model_input.shape[2])
+    if images.ndim != 4 or tuple(images.shape[1:]) != expected:
+        raise MobilepreError(
+            f"images in {where} have shape {tuple(images.shape)}, the model expects (N, {expected[0]}, "
+            f"{expected[1]}, {expected[2]}): reshape or resize them"
+        )
+    count = int(images.shape[0])
+    if count == 0:
+        raise MobilepreError(f"{where} holds zero images: add some")
+    if labels is not None and labels_path is not None:
+        raise MobilepreError(f"{where} already holds labels: do not also pass a labels file")
+    if labels is not None:
+        labels = _check_labels(labels, count, f"{where} (labels)")
+    elif labels_path is not None:
+        labels = load_labels(labels_path, count)
+    chosen = _choose(count, limit, seed)
+    images = np.asarray(images[chosen] if len(chosen) < count else images)
+    return _array_in_model_units(images, model_input.dtype, where), None if labels is None else labels[chosen]
+
+
+def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
+    try:
+        loaded = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    except (ValueError, OSError, EOFError, MemoryError) as e:
+        raise MobilepreError(f"cannot load {path} as a numeric array ({_first_line(e)}): object arrays are refused") from None
+    if not isinstance(loaded, np.ndarray):  # np.load goes by content: this .npy is really a .npz
+        loaded.close()
+        raise MobilepreError(f"{path} is a .npz archive named .npy: rename it to .npz")
+    return loaded
+
+
+def _open_npz(path: Path):
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+        raise MobilepreError(f"cannot open {path} as a .npz archive ({_first_line(e)})") from None
+    if isinstance(loaded, np.ndarray):
+        raise MobilepreError(f"{path} is a single .npy array named .npz: rename it to .npy")
+    return loaded
+
+
+def _only_key(archive, path: Path, wanted: str) -> str:
+    if len(archive.files) == 1:
+        return archive.files[0]
+    raise MobilepreError(
+        f"{path} holds arrays {sorted(archive.files)} and none is named {wanted!r}: name it {wanted!r}"
+    )
+
+
+def _npz_member(archive, key: str, path: Path) -> np.ndarray:
+    try:
+        return archive[key]
+    except (ValueError, OSError, EOFError, MemoryError, KeyError, zipfile.BadZipFile) as e:
+        raise MobilepreError(
+            f"cannot load array {key!r} from {path} as numbers ({_first_line(e)}): object arrays are refused"
+        ) from None
+
+
+def _array_in_model_units(array: np.ndarray, dtype: str, where: str) -> np.ndarray:
+    kind = array.dtype.kind
+    if kind not in "uif":
+        raise MobilepreError(f"images in {where} are {array.dtype}, not numbers: save them as uint8 or float32")
+    if kind == "f":
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        if bad:
+            raise MobilepreError(f"images in {where} hold {bad} NaN or infinite value{'s' if bad != 1 else ''}: fix or drop those images")
+    if dtype == "uint8":
+        low, high = array.min(), array.max()
+        if low < 0 or high > 255:
+            raise MobilepreError(
+                f"images in {where} range from {low} to {high}, a uint8 model takes raw pixels 0..255: rescale them"
+            )
+        if kind == "f" and not np.array_equal(array, np.floor(array)):
+            raise MobilepreError(
+                f"images in {where} hold fractional values, a uint8 model takes whole pixels 0..255: round or rescale them"
+            )
+        return array.astype(np.uint8)
+    if kind in "ui" and max(-int(array.min()), int(array.max())) > _FLOAT32_EXACT_INT:
+        raise MobilepreError(f"images in {where} hold integers beyond 2**24, which float32 cannot hold exactly")
+    converted = array.astype(np.float32)
+    if kind == "f" and not np.all(np.isfinite(converted)):
+        raise MobilepreError(f"images in {where} hold values beyond the float32 range: rescale them")
+    return converted
+
+
+# --- labels --------------------------------------------------------------------------------------
+
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
+def _labels_for(labels_path, count: int, chosen: np.ndarray) -> np.ndarray | None:
+    if labels_path is None:
+        return None
+    return load_labels(labels_path, count)[chosen]
+
+
+def _labels_from_text(path: Path) -> np.ndarray:
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as e:
+        raise MobilepreError(f"cannot read labels file {path}: {e.strerror or e}") from None
+    except UnicodeDecodeError:
+        raise MobilepreError(f"labels file {path} is not UTF-8 text: write one integer per line") from None
+    values = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        if not _INTEGER.fullmatch(line):
+            raise MobilepreError(
+                f"line {number} of labels file {path} is {line[:40]!r}: write one integer label per line, in the images' sorted order"
+            )
+        values.append(int(line))
+    try:
+        return np.array(values, dtype=np.int64)
+    except OverflowError:
+        raise MobilepreError(f"labels file {path} holds an integer too large for a class label") from None
+
+
+def _check_labels(labels: np.ndarray, count: int, where: str) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] == 1:
+        labels = labels[:, 0]
+    if labels.ndim != 1:
+        raise MobilepreError(
+            f"labels in {where} have shape {labels.shape}: expected one integer class index per image, shape ({count},)"
+        )
+    if labels.dtype.kind not in "uif":
+        raise MobilepreError(f"labels in {where} are {labels.dtype}, not integers: save class indices")
+    if labels.dtype.kind == "f" and not (np.all(np.isfinite(labels)) and np.array_equal(labels, np.floor(labels))):
+        raise MobilepreError(f"labels in {where} are not all whole numbers: save integer class indices")
+    if labels.shape[0] != count:
+        raise MobilepreError(f"{where} has {labels.shape[0]} labels but there are {count} images: give one label per image")
+    if count and labels.min() < 0:
+        raise MobilepreError(f"labels in {where} include {labels.min()}: class indices must be 0 or more")
+    if labels.dtype.kind in "uf" and count and labels.max() > np.iinfo(np.int64).max:
+        raise MobilepreError(f"labels in {where} include values too large for a class index")
+    return labels.astype(np.int64)
+
+
+# --- shared --------------------------------------------------------------------------------------
+
+
+def _check_range(input_range) -> tuple[float, float]:
+    try:
+        low, high = (float(v) for v in input_range)
+    except (TypeError, ValueError):
+        raise MobilepreError(f"input range must be two numbers (low, high), got {input_range!r}") from None
+    if not (math.isfinite(low) and math.isfinite(high) and low < high):
+        raise MobilepreError(f"input range must be two finite numbers with low < high, got ({low:g}, {high:g})")
+    return low, high
+
+
+def _check_limit(limit) -> None:
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise MobilepreError(f"limit must be a positive number of images, got {limit!r}")
+
+
+def _choose(count: int, limit: int | None, seed: int) -> np.ndarray:
+    if limit is None or count <= limit:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:160]

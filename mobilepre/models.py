@@ -1,0 +1,161 @@
+"""Loading the user's model (scanned first, trial-loaded in a child process) and naming it by content."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from mobilepre.errors import MobilepreError
+
+
+@dataclass(frozen=True)
+class SourceModel:
+    """A float reference model ready for compression.
+
+    Attributes:
+        model: the Keras model (a SavedModel is wrapped in a Keras model around its serving signature).
+        path (str): where it came from ("<memory>" for a model passed in by a Python caller).
+        format (str): "keras", "h5", "saved_model" or "memory".
+        identity (str): sha256 of the model's config and weights. A `.keras` archive embeds its save
+            date, so the file's bytes are not an identity; this is.
+        input_shape (tuple[int, int, int]): per-image input shape.
+        input_dtype (str): "uint8" or "float32".
+    """
+
+    model: object
+    path: str
+    format: str
+    identity: str
+    input_shape: tuple
+    input_dtype: str
+
+    @property
+    def parameters(self) -> int:
+        return int(self.model.count_params())
+
+    def predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        return np.asarray(self.model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float32)
+
+
+def model_identity(model) -> str:
+    """sha256 over the canonical config and every weight's path, dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    try:
+        config = model.get_config()
+    except Exception:  # a wrapped SavedModel has no serialisable config; its weights still name it
+        config = {"class": type(model).__name__}
+    digest.update(json.dumps(config, sort_keys=True, default=str).encode())
+    for variable in model.weights:
+        value = np.ascontiguousarray(np.asarray(variable.numpy()))
+        digest.update(f"{variable.path}|{value.dtype}|{value.shape}|".encode())
+        digest.update(value.tobytes())
+    return digest.hexdigest()
+
+
+def from_keras(model, input_shape: tuple | None = None, path: str = "<memory>", fmt: str = "memory") -> SourceModel:
+    """Wrap an in-memory Keras model (a Python caller's, or one just loaded) as a SourceModel."""
+    from quantize import QuantizeError
+    from quantize.export import model_input_spec
+
+    try:
+        shape, dtype = model_input_spec(model, input_shape)
+    except QuantizeError as error:
+        raise MobilepreError(f"{path}: {error}") from None
+    if dtype not in ("uint8", "float32"):
+        raise MobilepreError(f"{path}: input dtype {dtype} is not supported; mobilepre handles uint8 or float32 images")
+    if len(shape) != 3:
+        raise MobilepreError(f"{path}: input shape {shape} is not an image (H, W, C)")
+    return SourceModel(model, path, fmt, model_identity(model), shape, dtype)
+
+
+def load_model(path, trust: bool = False, input_shape: tuple | None = None, isolate: bool = True) -> SourceModel:
+    """Load a `.keras`, `.h5` or SavedModel folder as a SourceModel.
+
+    The file is scanned before Keras sees it (`mobilepre.safety`), then, with `isolate`, loaded once in
+    a child process, so that a file that crashes TensorFlow's native loader becomes an error here
+    instead of killing this process.
+    """
+    from mobilepre.safety import scan_model
+
+    path = Path(path)
+    if not path.exists():
+        raise MobilepreError(f"model {path} does not exist")
+    fmt = scan_model(path, trust=trust)
+    if isolate:
+        _trial_load(path, fmt, trust)
+    model = _load(path, fmt, trust)
+    return from_keras(model, input_shape, str(path), fmt)
+
+
+def _load(path: Path, fmt: str, trust: bool):
+    from mobilepre._tf import keras
+
+    import mobilepre.layers  # noqa: F401  registers mobilepre>GaussianBlur
+
+    k = keras()
+    try:
+        if fmt == "saved_model":
+            return _wrap_saved_model(k, path)
+        return k.models.load_model(path, compile=False, safe_mode=not trust)
+    except MobilepreError:
+        raise
+    except Exception as error:
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise MobilepreError(f"model {path} could not be loaded by Keras: {first}") from None
+
+
+def _wrap_saved_model(k, path: Path):
+    from mobilepre._tf import quiet_tensorflow
+
+    tf = quiet_tensorflow()
+    loaded = tf.saved_model.load(str(path))
+    signature = loaded.signatures.get("serving_default")
+    if signature is None:
+        raise MobilepreError(f"SavedModel {path} has no serving_default signature to convert")
+    specs = list(signature.structured_input_signature[1].values())
+    if len(specs) != 1:
+        raise MobilepreError(f"SavedModel {path} has {len(specs)} inputs; mobilepre handles one image input")
+    spec = specs[0]
+    layer = k.layers.TFSMLayer(str(path), call_endpoint="serving_default")
+    inputs = k.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype.name, name="pixels")
+    outputs = layer(inputs)
+    if isinstance(outputs, dict):
+        outputs = [outputs[key] for key in sorted(outputs)]
+        outputs = outputs[0] if len(outputs) == 1 else outputs
+    return k.Model(inputs, outputs, name=path.name or "saved_model")
+
+
+_PROBE = """
+import sys
+from pathlib import Path
+from mobilepre.models import _load
+from mobilepre.errors import MobilepreError
+try:
+    _load(Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "1")
+except MobilepreError as error:
+    print(error.message, file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def _trial_load(path: Path, fmt: str, trust: bool) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(path), fmt, "1" if trust else "0"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if result.returncode == 0:
+        return
+    if result.returncode < 0:
+        name = signal.Signals(-result.returncode).name
+        raise MobilepreError(f"model {path} crashed TensorFlow's native loader ({name}); the file is damaged or hostile")
+    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
+    raise MobilepreError(lines[-1] if lines else f"model {path} could not be loaded (exit code {result.returncode})")

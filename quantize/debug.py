@@ -1,0 +1,78 @@
+"""Per-layer error of a full-integer model against float, from TFLite's QuantizationDebugger."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from quantize.tflite import _converter, _representative
+
+
+@dataclass(frozen=True)
+class LayerError:
+    """Quantization error at one op's output tensor.
+
+    Attributes:
+        tensor (str): the op's output tensor name (holds the Keras layer path).
+        op (str): the TFLite op.
+        rmse_over_scale (float): root-mean-square error divided by the tensor's quantization scale;
+            about 0.29 (1/sqrt(12)) is pure rounding, much larger means the layer loses information.
+        max_abs_error (float), mean_squared_error (float).
+    """
+
+    tensor: str
+    op: str
+    rmse_over_scale: float
+    max_abs_error: float
+    mean_squared_error: float
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in self.__dict__.items()}
+
+
+def int8_layer_errors(saved_model_dir: Path, settings, calibration: np.ndarray, samples: int = 32) -> list[LayerError]:
+    """Run float and int8 side by side on `samples` images; layers sorted by error, worst first."""
+    from quantize._tf import native_stderr_silenced, quiet_tensorflow
+
+    tf = quiet_tensorflow()
+    converter = _converter(tf, saved_model_dir, settings, calibration)
+    with native_stderr_silenced():
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=_representative(calibration[:samples])
+        )
+        debugger.run()
+    errors = []
+    for tensor, stats in debugger.layer_statistics.items():
+        scale = _scale_of(debugger, tensor)
+        mse = float(stats.get("mean_squared_error", 0.0))
+        errors.append(
+            LayerError(
+                tensor=tensor,
+                op=_op_of(debugger, tensor),
+                rmse_over_scale=float(np.sqrt(mse) / scale) if scale else float("nan"),
+                max_abs_error=float(stats.get("max_abs_error", 0.0)),
+                mean_squared_error=mse,
+            )
+        )
+    return sorted(errors, key=lambda e: -np.nan_to_num(e.rmse_over_scale, nan=-1.0))
+
+
+def _details(debugger):
+    return {d["name"]: d for d in debugger._quant_interpreter.get_tensor_details()}
+
+
+def _scale_of(debugger, tensor: str) -> float:
+    detail = _details(debugger).get(tensor)
+    return float(detail["quantization"][0]) if detail else 0.0
+
+
+def _op_of(debugger, tensor: str) -> str:
+    detail = _details(debugger).get(tensor)
+    if not detail:
+        return ""
+    op_index = debugger._defining_op.get(detail["index"])
+    if op_index is None:
+        return ""
+    return debugger._quant_interpreter._get_op_details(op_index)["op_name"]
