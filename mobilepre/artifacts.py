@@ -6,12 +6,16 @@ interpreter can crash the whole process on a malformed flatbuffer; TF.js fetches
 only hands an artifact to a runtime once they pass.
 
 `verify_tflite` is a *structural* verifier written here in pure Python, not flatc's generated
-verifier: it bounds-checks every table, vtable, vector and string it follows, and walks the parts of
-the TFLite schema (v3) that the interpreter indexes with numbers taken from the file (tensors,
-buffers, operators, operator codes, subgraph inputs and outputs, signatures, metadata). It does not
-look inside builtin-option tables beyond their headers, nor inside sparsity or custom-quantization
-tables, nor into control-flow ops' subgraph indices; a file that passes can still be refused by the
-runtime, but it no longer reaches the runtime with an index or offset that points outside the file.
+verifier and not a guarantee that the runtime will not crash. It bounds-checks every table, vtable,
+vector and string it follows (and their alignment), and walks the parts of the TFLite schema (v3)
+that the interpreter indexes with numbers taken from the file: buffers (inline data, or offset and
+size for models over 2 GB), tensors (buffer index, shape, type, quantization, constant data long
+enough), operators (opcode index, input, output and intermediate tensor indices), subgraph inputs
+and outputs, signatures and metadata. It also checks the dataflow rules whose breach crashed LiteRT
+in our fuzzing: every tensor is written by at most one operator, and never a subgraph input or a
+constant. It does not look inside builtin-option tables beyond their headers (so a bad offset in,
+say, a RESHAPE's `new_shape` is not caught), nor inside sparsity or custom-quantization tables, nor
+at control-flow ops' subgraph indices, nor at how much memory the activations need.
 Field slots follow the generated reader in `ai_edge_litert/schema_py_generated.py`; we do not use
 that reader because it does not check bounds (and importing `ai_edge_litert` loads libLiteRt.so).
 """
@@ -259,7 +263,8 @@ def _check_quantization(tensor: _Table, rank: int) -> None:
         raise _Malformed(f"{quantization.what}: quantized_dimension {dimension} is outside the tensor's rank {rank}")
 
 
-def _check_tensor(tensor: _Table, buffer_sizes: list[int | None]) -> None:
+def _check_tensor(tensor: _Table, buffer_sizes: list[int | None]) -> bool:
+    """Check one tensor; return whether it holds constant data."""
     shape = tensor.numbers(0, "i", "shape")
     if any(d < 0 for d in shape):
         raise _Malformed(f"{tensor.child('shape')} {shape} has a negative dimension")
@@ -280,13 +285,16 @@ def _check_tensor(tensor: _Table, buffer_sizes: list[int | None]) -> None:
         needed = math.prod(shape) * element_bytes
         if needed > available:
             raise _Malformed(f"{tensor.what}: needs {needed} bytes of constant data, buffer {buffer} holds {available}")
+    return available is not None
 
 
-def _check_operator(op: _Table, tensors: int, opcodes: int, data_size: int) -> None:
+def _check_operator(op: _Table, tensors: int, opcodes: int, data_size: int) -> list[int]:
+    """Check one operator; return the tensors it writes."""
     _check_index(op.scalar(0, "I", 0, "opcode_index"), opcodes, op.child("opcode_index"), "operator codes")
     for j, index in enumerate(op.numbers(1, "i", "inputs")):
         _check_index(index, tensors, op.child(f"inputs[{j}]"), "tensors", allow_optional=True)
-    for j, index in enumerate(op.numbers(2, "i", "outputs")):
+    outputs = op.numbers(2, "i", "outputs")
+    for j, index in enumerate(outputs):
         _check_index(index, tensors, op.child(f"outputs[{j}]"), "tensors")
     op.table(4, "builtin_options")
     op.vector(5, 1, "custom_options")
@@ -298,18 +306,29 @@ def _check_operator(op: _Table, tensors: int, opcodes: int, data_size: int) -> N
     if offset > 1 and offset + size > data_size:
         raise _Malformed(f"{op.what}: custom options at byte {offset} (+{size}) lie outside the file ({data_size} bytes)")
     op.table(12, "builtin_options_2")
+    return outputs
 
 
 def _check_subgraph(subgraph: _Table, buffer_sizes: list[int | None], opcodes: int, data_size: int) -> int:
     """Check one subgraph; return its number of tensors."""
     tensors = subgraph.tables(0, "tensors")
-    for tensor in tensors:
-        _check_tensor(tensor, buffer_sizes)
-    for name, slot in (("inputs", 1), ("outputs", 2)):
-        for j, index in enumerate(subgraph.numbers(slot, "i", name)):
+    constant = [_check_tensor(tensor, buffer_sizes) for tensor in tensors]
+    inputs = subgraph.numbers(1, "i", "inputs")
+    for name, indices in (("inputs", inputs), ("outputs", subgraph.numbers(2, "i", "outputs"))):
+        for j, index in enumerate(indices):
             _check_index(index, len(tensors), subgraph.child(f"{name}[{j}]"), "tensors")
+    # Tensors are written once. LiteRT 2.x segfaults in invoke() when an operator writes a subgraph
+    # input, and constant data is mapped read-only.
+    written_by: dict[int, str] = {}
     for op in subgraph.tables(3, "operators"):
-        _check_operator(op, len(tensors), opcodes, data_size)
+        for index in _check_operator(op, len(tensors), opcodes, data_size):
+            if index in written_by:
+                raise _Malformed(f"{op.what} writes tensor {index}, already written by {written_by[index]}")
+            if index in inputs:
+                raise _Malformed(f"{op.what} writes tensor {index}, an input of the subgraph")
+            if constant[index]:
+                raise _Malformed(f"{op.what} writes tensor {index}, which holds constant data")
+            written_by[index] = op.what
     subgraph.string(4, "name")
     return len(tensors)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -75,13 +76,20 @@ def from_keras(model, input_shape: tuple | None = None, path: str = "<memory>", 
     return SourceModel(model, path, fmt, model_identity(model), shape, dtype)
 
 
-def load_model(path, trust: bool = False, input_shape: tuple | None = None, isolate: bool = True) -> SourceModel:
+def _isolate_default() -> bool:
+    return os.environ.get("MOBILEPRE_ISOLATE_LOADS", "1") != "0"
+
+
+def load_model(path, trust: bool = False, input_shape: tuple | None = None, isolate: bool | None = None) -> SourceModel:
     """Load a `.keras`, `.h5` or SavedModel folder as a SourceModel.
 
-    The file is scanned before Keras sees it (`mobilepre.safety`), then, with `isolate`, loaded once in
-    a child process, so that a file that crashes TensorFlow's native loader becomes an error here
-    instead of killing this process.
+    The file is scanned before Keras sees it (`mobilepre.safety`), then, with `isolate` (default: on,
+    unless the environment sets MOBILEPRE_ISOLATE_LOADS=0), loaded once in a child process, so that a
+    file that crashes TensorFlow's native loader becomes an error here instead of killing this process.
+    The trial costs one TensorFlow start-up (a few seconds).
     """
+    if isolate is None:
+        isolate = _isolate_default()
     from mobilepre.safety import scan_model
 
     path = Path(path)

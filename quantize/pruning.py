@@ -24,7 +24,8 @@ class PruneSettings:
         epochs (int): fine-tuning epochs over the calibration images after pruning; 0 is one-shot.
             Default 30. Sparsity ramps up over the first half of them (gradual pruning).
         batch_size (int): fine-tuning batch size. Default 32.
-        learning_rate (float): Adam learning rate of the fine-tuning. Default 1e-3.
+        learning_rate (float): Adam learning rate of the fine-tuning. Default 3e-4 (measured on the demo
+            model: 1e-3 overshoots at low sparsity, 30% pruned fell to 0.98 agreement against 1.0).
         include_depthwise (bool): also prune depthwise kernels. Default False.
         exclude (tuple[str, ...]): layer names never to prune. Default none.
         seed (int): shuffling seed. Default 0.
@@ -34,7 +35,7 @@ class PruneSettings:
     scope: str = "global"
     epochs: int = 30
     batch_size: int = 32
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-4
     include_depthwise: bool = False
     exclude: tuple[str, ...] = ()
     seed: int = 0

@@ -82,3 +82,29 @@ def litert_run(content: bytes, x: np.ndarray) -> np.ndarray:
             y = (y - zero) * scale
         results.append(y)
     return np.concatenate(results)
+
+
+@pytest.fixture(scope="session")
+def demo_source():
+    from mobilepre import demo
+    from mobilepre.models import load_model
+
+    return load_model(demo.model_path(), isolate=False)
+
+
+@pytest.fixture(scope="session")
+def demo_data(demo_source):
+    """(calibration Dataset, validation Dataset with labels) of the shipped demo."""
+    from mobilepre import demo
+    from mobilepre.data import ModelInput, load_dataset
+
+    model_input = ModelInput(demo_source.input_shape, demo_source.input_dtype)
+    return load_dataset(demo.calibration_path(), model_input), load_dataset(demo.validation_path(), model_input)
+
+
+def write_artifact(artifact, folder: Path) -> Path:
+    """Write an in-memory artifact; return the .tflite file or the TF.js folder."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, data in artifact.files.items():
+        (folder / name).write_bytes(data)
+    return folder / "model.tflite" if "model.tflite" in artifact.files else folder
