@@ -121,6 +121,7 @@ def quantize(
     allow_select_tf_ops: Annotated[bool, typer.Option(help="Let TFLite use TensorFlow ops (needs the Flex delegate).")] = False,
     convert_channels: ChannelsOption = False,
     input_shape: ShapeOption = None,
+    layer_report: Annotated[int, typer.Option(min=0, help="int8: list the N layers that lose most to quantization.")] = 0,
     trust_model: TrustOption = False,
     force: ForceOption = False,
     as_json: JsonOption = False,
@@ -139,6 +140,7 @@ def quantize(
         input_shape=_shape(input_shape),
         trust=trust_model,
         force=force,
+        layer_report=layer_report,
     )
     _emit(result, as_json)
 

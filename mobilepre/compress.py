@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -75,9 +76,11 @@ class QuantizeResult:
     sparsity: float
     source_identity: str
     io: dict = field(default_factory=dict)
+    layer_errors: tuple = ()  # quantize.debug.LayerError, worst first, when asked for
 
     def to_dict(self) -> dict:
         return {
+            "layer_errors": [e.to_dict() for e in self.layer_errors],
             "path": self.path,
             "artifact": self.key,
             "files": self.files,
@@ -98,6 +101,10 @@ class QuantizeResult:
         for kind in ("inputs", "outputs"):
             for t in self.io.get(kind, []):
                 lines.append(f"  {kind[:-1]:<7} {t['name']} {t['dtype']} {t['shape']}")
+        if self.layer_errors:
+            lines.append("  int8 error by layer, worst first (RMSE / scale; ~0.29 is rounding alone):")
+            for e in self.layer_errors:
+                lines.append(f"    {e.rmse_over_scale:8.3f}  {e.layer:<32} {e.tensor}")
         return "\n".join(lines)
 
 
@@ -137,11 +144,14 @@ def quantize_file(
     input_shape: tuple | None = None,
     trust: bool = False,
     force: bool = False,
+    layer_report: int = 0,
 ) -> QuantizeResult:
     """Load the model at `model_path`, convert it as asked, write the artifact to `out` atomically."""
     import quantize
     from mobilepre.fsutil import check_output, write_files_atomically
     from mobilepre.models import load_model
+    from quantize.debug import int8_layer_errors
+    from quantize.export import export_saved_model
     from quantize.pruning import measured_sparsity, prunable_kernels
 
     try:
@@ -160,8 +170,15 @@ def quantize_file(
     calibration = dataset.images if dataset is not None else None
     kernels = prunable_kernels(source.model)
     sparsity = measured_sparsity(kernels)[0] if kernels else 0.0
+    if layer_report and settings.mode is not quantize.Mode.INT8:
+        raise MobilepreError("--layer-report explains int8 error: use it with --mode int8")
     try:
-        artifact = quantize.convert(source.model, settings, calibration, input_shape=source.input_shape, sparsity=sparsity)
+        with tempfile.TemporaryDirectory(prefix="mobilepre-sm-") as tmp:
+            exported = export_saved_model(source.model, Path(tmp) / "saved_model", source.input_shape)
+            artifact = quantize.convert(
+                source.model, settings, calibration, saved_model_dir=exported, sparsity=sparsity
+            )
+            layer_errors = tuple(int8_layer_errors(exported, settings, calibration)[:layer_report]) if layer_report else ()
     except quantize.QuantizeError as error:
         raise MobilepreError(f"{model_path}: {error}") from None
     write_files_atomically(artifact.files, out, as_folder=settings.format is quantize.Format.TFJS)
@@ -174,6 +191,7 @@ def quantize_file(
         sparsity=sparsity,
         source_identity=source.identity,
         io=describe_io(artifact),
+        layer_errors=layer_errors,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +17,14 @@ class LayerError:
 
     Attributes:
         tensor (str): the op's output tensor name (holds the Keras layer path).
-        op (str): the TFLite op.
+        layer (str): the Keras layer path read from the tensor name, e.g. "digits_cnn/digit".
         rmse_over_scale (float): root-mean-square error divided by the tensor's quantization scale;
             about 0.29 (1/sqrt(12)) is pure rounding, much larger means the layer loses information.
         max_abs_error (float), mean_squared_error (float).
     """
 
     tensor: str
-    op: str
+    layer: str
     rmse_over_scale: float
     max_abs_error: float
     mean_squared_error: float
@@ -47,10 +48,11 @@ def int8_layer_errors(saved_model_dir: Path, settings, calibration: np.ndarray, 
     for tensor, stats in debugger.layer_statistics.items():
         scale = _scale_of(debugger, tensor)
         mse = float(stats.get("mean_squared_error", 0.0))
+        name = _clean(tensor)
         errors.append(
             LayerError(
-                tensor=tensor,
-                op=_op_of(debugger, tensor),
+                tensor=name,
+                layer=_layer_of(name),
                 rmse_over_scale=float(np.sqrt(mse) / scale) if scale else float("nan"),
                 max_abs_error=float(stats.get("max_abs_error", 0.0)),
                 mean_squared_error=mse,
@@ -68,11 +70,16 @@ def _scale_of(debugger, tensor: str) -> float:
     return float(detail["quantization"][0]) if detail else 0.0
 
 
-def _op_of(debugger, tensor: str) -> str:
-    detail = _details(debugger).get(tensor)
-    if not detail:
-        return ""
-    op_index = debugger._defining_op.get(detail["index"])
-    if op_index is None:
-        return ""
-    return debugger._quant_interpreter._get_op_details(op_index)["op_name"]
+def _clean(tensor: str) -> str:
+    """'NumericVerify/model_1/conv_1/Relu;model_1/conv_1/BiasAdd1:43' -> 'model_1/conv_1/Relu'."""
+    name = tensor.split(";")[0]
+    name = re.sub(r"^NumericVerify/", "", name)
+    return re.sub(r"\d:\d+$", "", name)  # the debugger appends "<output index>:<op index>"
+
+
+def _layer_of(name: str) -> str:
+    """Keras layer path: the name's folders without the model's own prefix and Keras's call suffix."""
+    parts = [re.sub(r"_\d+$", "", p) for p in name.split("/")[:-1]]
+    if not parts:
+        return "(model output)"
+    return "/".join(parts[1:]) if len(parts) > 1 else parts[0]

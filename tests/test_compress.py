@@ -1,0 +1,127 @@
+"""`mobilepre quantize` and `mobilepre prune` end to end: what they write, and one line for every bad input."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from mobilepre import demo
+from tests.conftest import run_cli
+
+FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
+
+
+def _one_line_error(result, *fragments):
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("mobilepre: error: "), result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_quantize_int8_tflite_reports_what_it_wrote(tmp_path):
+    out = tmp_path / "m.tflite"
+    result = run_cli(
+        "quantize", demo.model_path(), "--to", "tflite", "--mode", "int8", "--io-type", "uint8",
+        "--calibration", demo.calibration_path(), "--out", out, "--json", env=FAST,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["bytes"] == out.stat().st_size and 0 < report["gzip_bytes"] < report["bytes"]
+    assert report["io"]["inputs"][0]["dtype"] == "uint8" and report["io"]["outputs"][0]["dtype"] == "uint8"
+    assert report["sparsity"] == 0 and len(report["source_identity"]) == 64
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite"]  # no temporary files left
+
+
+def test_quantize_tfjs_writes_a_folder(tmp_path):
+    out = tmp_path / "web"
+    result = run_cli("quantize", demo.model_path(), "--to", "tfjs", "--mode", "uint16", "--out", out, "--json", env=FAST)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert sorted(report["files"]) == sorted(p.name for p in out.iterdir())
+    assert sum(report["files"].values()) == report["bytes"]
+    assert "generatedBy" not in json.loads((out / "model.json").read_text())
+
+
+def test_prune_cli_reaches_the_target(tmp_path):
+    out = tmp_path / "p.keras"
+    result = run_cli(
+        "prune", demo.model_path(), "--sparsity", "0.5", "--epochs", "2", "--calibration", demo.calibration_path(),
+        "--out", out, "--json", env=FAST,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert abs(report["sparsity"] - 0.5) <= 0.01 and report["fine_tuned"]
+    assert report["tflite_gzip_bytes"] < report["tflite_bytes"] and report["top1_agreement"] > 0.9
+    assert out.is_file() and set(report["per_layer"]) >= {"conv_1/kernel", "digit/kernel"}
+
+
+@pytest.fixture(scope="module")
+def rgb_pngs(tmp_path_factory):
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("rgb")
+    for i in range(3):
+        Image.new("RGB", (32, 32), (i * 40, 0, 0)).save(folder / f"img{i}.png")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bad_arrays(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("arrays")
+    np.save(folder / "objects.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    nan = np.zeros((2, 32, 32, 1), np.float32)
+    nan[0, 0, 0, 0] = np.nan
+    np.save(folder / "nan.npy", nan)
+    (folder / "empty").mkdir()
+    return folder
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["no-calibration", "wrong-mode", "io-type", "suffix", "missing-model", "grey-vs-rgb", "objects", "nan", "empty", "range"],
+)
+def test_bad_inputs_end_with_one_line_and_exit_2(tmp_path, rgb_pngs, bad_arrays, case):
+    model = demo.model_path()
+    out = tmp_path / "out.tflite"
+    base = ["quantize", model, "--to", "tflite", "--out", out]
+    args, fragments = {
+        "no-calibration": (base + ["--mode", "int8"], ["needs images", "--calibration"]),
+        "wrong-mode": (base + ["--mode", "uint8"], ["not a tflite mode"]),
+        "io-type": (base + ["--mode", "float16", "--io-type", "int8"], ["int8"]),
+        "suffix": (["quantize", model, "--to", "tflite", "--mode", "float32", "--out", tmp_path / "m.bin"], ["*.tflite"]),
+        "missing-model": (["quantize", tmp_path / "nope.keras", "--to", "tflite", "--mode", "float32", "--out", out], ["nope.keras", "does not exist"]),
+        "grey-vs-rgb": (base + ["--mode", "int8", "--calibration", rgb_pngs], ["img0.png", "3 channels", "expects 1"]),
+        "objects": (base + ["--mode", "int8", "--calibration", bad_arrays / "objects.npy"], ["objects.npy"]),
+        "nan": (base + ["--mode", "int8", "--calibration", bad_arrays / "nan.npy"], ["nan.npy"]),
+        "empty": (base + ["--mode", "int8", "--calibration", bad_arrays / "empty"], ["empty"]),
+        "range": (base + ["--mode", "int8", "--input-range", "1:0"], ["--input-range"]),
+    }[case]
+    _one_line_error(run_cli(*args, env=FAST), *fragments)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_output_needs_force(tmp_path):
+    out = tmp_path / "m.tflite"
+    out.write_bytes(b"old")
+    args = ["quantize", demo.model_path(), "--to", "tflite", "--mode", "float16", "--out", out]
+    _one_line_error(run_cli(*args, env=FAST), "already exists", "--force")
+    assert out.read_bytes() == b"old"
+    assert run_cli(*args, "--force", env=FAST).returncode == 0
+    assert out.read_bytes()[4:8] == b"TFL3"
+
+
+def test_a_model_keras_cannot_load_is_one_line_from_the_child_process(tmp_path):
+    import zipfile
+
+    bad = tmp_path / "bad.keras"
+    with zipfile.ZipFile(demo.model_path()) as source, zipfile.ZipFile(bad, "w") as target:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename == "config.json":
+                data = data.replace(b'"Flatten"', b'"NoSuchLayer"')
+            target.writestr(item, data)
+    result = run_cli("quantize", bad, "--to", "tflite", "--mode", "float32", "--out", tmp_path / "x.tflite")
+    _one_line_error(result, "bad.keras")
+    assert not (tmp_path / "x.tflite").exists()

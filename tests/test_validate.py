@@ -1,0 +1,143 @@
+"""Drift and latency measured in the real runtimes: LiteRT for .tflite, TF.js on Node.js (wasm) for TF.js."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+import quantize
+from mobilepre import demo
+from mobilepre.errors import MobilepreError
+from mobilepre.validate import PSNR_CAP_DB, output_drift, tolerance_failures, validate, worst
+from tests.conftest import run_cli, write_artifact
+
+FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
+
+
+@pytest.fixture(scope="module")
+def demo_artifacts(demo_source, demo_data, tmp_path_factory):
+    calibration, _ = demo_data
+    root = tmp_path_factory.mktemp("demo-artifacts")
+    paths = {}
+    for fmt, mode in (("tflite", "float32"), ("tflite", "int8"), ("tfjs", "float32")):
+        artifact = quantize.convert(demo_source.model, quantize.QuantizationSettings(fmt, mode), calibration.images)
+        paths[(fmt, mode)] = write_artifact(artifact, root / artifact.settings.key)
+    return paths
+
+
+def test_metrics_on_known_values():
+    reference = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]], np.float32)
+    same = output_drift(reference, reference.copy())
+    assert same.max_abs_error == 0 and same.psnr_db == PSNR_CAP_DB and same.cosine == pytest.approx(1.0)
+    assert same.top1_agreement == 1.0
+    flipped = np.array([[0.1, 0.2, 0.7], [0.5, 0.3, 0.2]], np.float32)
+    drift = output_drift(reference, flipped, labels=np.array([1, 0]))
+    assert drift.top1_agreement == 0.5 and drift.max_abs_error == pytest.approx(0.5)
+    assert drift.rmse == pytest.approx(np.sqrt(0.5 / 6))
+    assert drift.accuracy_reference == 1.0 and drift.accuracy_candidate == 0.5 and drift.accuracy_drop == 0.5
+    assert drift.top5_agreement == 1.0  # 3 classes: the reference's class is always in the top 3
+    failures = tolerance_failures(worst([drift]), {"min_top1_agreement": 0.9, "max_abs_error": 1.0})
+    assert failures == ["min_top1_agreement: top1_agreement 0.5 vs limit 0.9"]
+
+
+@pytest.mark.parametrize("key", [("tflite", "float32"), ("tfjs", "float32")])
+def test_float32_has_near_zero_drift_in_its_runtime(demo_source, demo_data, demo_artifacts, key):
+    _, validation = demo_data
+    result = validate(demo_source, demo_artifacts[key], validation.images, validation.labels, latency_runs=5)
+    assert result.summary["max_abs_error"] < 1e-4 and result.summary["top1_agreement"] == 1.0
+    assert result.summary["accuracy_drop"] == 0.0 and result.images == 360
+    assert result.latency.median_ms > 0 and result.latency.runtime == {"tflite": "litert", "tfjs": "tfjs-wasm"}[key[0]]
+    assert result.macs > 1_000_000 and not result.failures and result.exit_code == 0
+
+
+def test_tfjs_and_tflite_agree_on_the_same_float_model(demo_data, demo_artifacts):
+    from mobilepre.runtimes import run_tflite, run_tfjs
+
+    images = demo_data[1].images[:64]
+    litert = run_tflite(demo_artifacts[("tflite", "float32")].read_bytes(), images).outputs[0]
+    tfjs = run_tfjs(demo_artifacts[("tfjs", "float32")], images).outputs[0]
+    np.testing.assert_allclose(litert, tfjs, atol=1e-4)
+
+
+def test_int8_drift_is_reported_against_the_labels(demo_artifacts):
+    result = run_cli(
+        "validate", demo.model_path(), demo_artifacts[("tflite", "int8")], "--data", demo.validation_path(),
+        "--latency-runs", "5", "--json", env=FAST,
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    summary = report["summary"]
+    assert 0.97 <= summary["top1_agreement"] <= 1.0 and abs(summary["accuracy_drop"]) <= 0.02
+    assert 0 < summary["max_abs_error"] < 0.5 and report["latency"]["threads"] == 1 and report["passed"]
+
+
+@pytest.fixture(scope="module")
+def scrambled(demo_source, tmp_path_factory):
+    """The demo model with every kernel's values shuffled, converted to TFLite and TF.js float32."""
+    import keras
+
+    damaged = keras.models.clone_model(demo_source.model)
+    damaged.set_weights(demo_source.model.get_weights())
+    rng = np.random.default_rng(0)
+    for variable in damaged.weights:
+        if variable.path.endswith("kernel"):
+            value = np.asarray(variable.numpy()).ravel().copy()
+            rng.shuffle(value)
+            variable.assign(value.reshape(variable.shape))
+    root = tmp_path_factory.mktemp("scrambled")
+    return {
+        fmt: write_artifact(quantize.convert(damaged, quantize.QuantizationSettings(fmt, "float32")), root / fmt)
+        for fmt in ("tflite", "tfjs")
+    }
+
+
+def test_scrambled_weights_show_large_drift_and_exit_1(scrambled):
+    args = ["validate", demo.model_path(), scrambled["tflite"], "--data", demo.validation_path(), "--latency-runs", "0"]
+    loose = run_cli(*args, env=FAST)
+    assert loose.returncode == 0, loose.stderr  # no tolerance given: drift is reported, not judged
+    strict = run_cli(*args, "--min-top1", "0.9", "--max-abs", "0.2", "--json", env=FAST)
+    assert strict.returncode == 1, strict.stderr
+    report = json.loads(strict.stdout)
+    assert report["summary"]["top1_agreement"] < 0.9 and not report["passed"]
+    assert {f.split(":")[0] for f in report["failures"]} == {"min_top1_agreement", "max_abs_error"}
+
+
+def test_scrambled_tfjs_weights_show_large_drift(demo_source, demo_data, scrambled):
+    _, validation = demo_data
+    result = validate(demo_source, scrambled["tfjs"], validation.images, latency_runs=0, tolerances={"min_top1_agreement": 0.9})
+    assert result.summary["top1_agreement"] < 0.9 and result.exit_code == 1
+
+
+def test_candidate_with_another_input_shape_says_both_shapes(tiny_model, demo_source, demo_data, tmp_path):
+    other = write_artifact(quantize.convert(tiny_model, quantize.QuantizationSettings("tflite", "float32")), tmp_path / "o")
+    with pytest.raises(MobilepreError, match=r"takes images of shape \(16, 16, 1\), the data has \(32, 32, 1\)"):
+        validate(demo_source, other, demo_data[1].images[:4], latency_runs=0)
+
+
+def test_invalid_candidates_are_refused_before_loading(demo_artifacts, tmp_path):
+    import shutil
+
+    truncated = tmp_path / "t.tflite"
+    truncated.write_bytes(demo_artifacts[("tflite", "float32")].read_bytes()[:1000])
+    result = run_cli("validate", demo.model_path(), truncated, "--data", demo.validation_path(), env=FAST)
+    assert result.returncode == 2 and "t.tflite" in result.stderr and "not a valid TFLite model" in result.stderr
+    folder = tmp_path / "escape"
+    shutil.copytree(demo_artifacts[("tfjs", "float32")], folder)
+    model_json = json.loads((folder / "model.json").read_text())
+    model_json["weightsManifest"][0]["paths"] = ["../../etc/passwd"]
+    (folder / "model.json").write_text(json.dumps(model_json))
+    result = run_cli("validate", demo.model_path(), folder, "--data", demo.validation_path(), env=FAST)
+    assert result.returncode == 2 and "escape" in result.stderr and "Traceback" not in result.stderr
+    result = run_cli("validate", demo.model_path(), tmp_path / "x.onnx", "--data", demo.validation_path(), env=FAST)
+    assert result.returncode == 2 and "neither a .tflite file nor a TF.js" in result.stderr
+
+
+def test_missing_node_or_tfjs_packages_is_one_clear_line(demo_artifacts, tmp_path):
+    args = ["validate", demo.model_path(), demo_artifacts[("tfjs", "float32")], "--data", demo.validation_path()]
+    no_node = {**FAST, "PATH": str(tmp_path)}
+    result = run_cli(*args, env=no_node)
+    assert result.returncode == 2 and "Node.js" in result.stderr and "install" in result.stderr
+    no_packages = {**FAST, "MOBILEPRE_TFJS_RUNNER": str(tmp_path)}
+    result = run_cli(*args, env=no_packages)
+    assert result.returncode == 2 and "npm ci" in result.stderr
