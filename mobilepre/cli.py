@@ -202,6 +202,86 @@ def validate(
     raise typer.Exit(result.exit_code)
 
 
+@app.command()
+def build(
+    model: Annotated[Optional[Path], typer.Argument(help="A .keras, .h5 or SavedModel folder; none builds the embedded demo model.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder: one bundle per profile, report.json, report.html.")] = None,
+    profiles: Annotated[Optional[Path], typer.Option(help="A profile TOML file or a folder of them (default: the shipped ones).")] = None,
+    profile: Annotated[Optional[list[str]], typer.Option(help="Build only this profile (repeatable).")] = None,
+    calibration: Annotated[Optional[Path], typer.Option(help="Images for int8 calibration and pruning.")] = None,
+    validation: Annotated[Optional[Path], typer.Option(help="Images to measure drift on (default: the calibration images).")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="Labels of the validation images.")] = None,
+    frontend: Annotated[Optional[bool], typer.Option("--frontend/--no-frontend", help="Give a float model a uint8 input with in-model rescaling.")] = None,
+    input_range: Annotated[Optional[str], typer.Option(help="Float models: decoded pixels map to LOW:HIGH (default 0:1).")] = None,
+    device_timings: Annotated[Optional[Path], typer.Option(help="JSON of on-device latencies (ms or benchmark_model output) per candidate.")] = None,
+    config: Annotated[Optional[Path], typer.Option(help="Take options from this TOML file; flags given here win.")] = None,
+    jobs: Annotated[Optional[int], typer.Option(help="Candidates validated at once.")] = None,
+    latency_runs: Annotated[Optional[int], typer.Option(help="Timed single-image runs per candidate (default 50).")] = None,
+    prune_epochs: Annotated[Optional[int], typer.Option(help="Distillation epochs per pruned candidate (default 30).")] = None,
+    input_shape: ShapeOption = None,
+    trust_model: Annotated[Optional[bool], typer.Option("--trust-model", help="Lift the model scan's refusals (see README).")] = None,
+    force: Annotated[Optional[bool], typer.Option("--force", help="Replace an existing output folder.")] = None,
+    as_json: JsonOption = False,
+):
+    """Build one size-budgeted bundle per device profile. Exit 1 if a profile has no candidate within budget."""
+    from mobilepre.build import BuildOptions, build as run_build, stderr_progress
+    from mobilepre.compress import parse_range
+    from mobilepre.config import load_build_config
+
+    options = load_build_config(config) if config else {}
+    given = {
+        "model": model, "out": out, "profiles": profiles, "profile": tuple(profile) if profile else None,
+        "calibration": calibration, "validation": validation, "labels": labels, "frontend": frontend,
+        "input_range": parse_range(input_range) if input_range else None, "device_timings": device_timings,
+        "jobs": jobs, "latency_runs": latency_runs, "prune_epochs": prune_epochs,
+        "input_shape": _shape(input_shape), "trust_model": trust_model, "force": force,
+    }
+    options.update({k: v for k, v in given.items() if v is not None})
+    if "out" not in options:
+        raise MobilepreError("build needs an output folder: pass --out DIR (or out = \"DIR\" in --config)")
+    result = run_build(BuildOptions(**options), progress=stderr_progress)
+    _emit(result, as_json)
+    raise typer.Exit(result.exit_code)
+
+
+profiles_app = typer.Typer(help="List, show and check device profiles.", no_args_is_help=True)
+app.add_typer(profiles_app, name="profiles")
+ProfilesDir = Annotated[Optional[Path], typer.Option("--profiles", help="A profile file or folder (default: the shipped ones).")]
+
+
+@profiles_app.command("list")
+def profiles_list(profiles: ProfilesDir = None, as_json: JsonOption = False):
+    """One line per profile: name, formats, size budget."""
+    from mobilepre.profiles import default_profiles_dir, format_size, load_profiles
+
+    found = load_profiles(profiles or default_profiles_dir())
+    if as_json:
+        typer.echo(json.dumps([p.to_dict() for p in found], indent=2, sort_keys=True))
+        return
+    for p in found:
+        typer.echo(f"{p.name:<18} {'+'.join(p.formats):<12} max {format_size(p.budget.max_size):<9} {p.description}")
+
+
+@profiles_app.command("show")
+def profiles_show(name: Annotated[str, typer.Argument(help="Profile name.")], profiles: ProfilesDir = None):
+    """Every setting of one profile, as JSON."""
+    from mobilepre.profiles import default_profiles_dir, load_profiles
+
+    found = {p.name: p for p in load_profiles(profiles or default_profiles_dir())}
+    if name not in found:
+        raise MobilepreError(f"no profile named {name!r}: known profiles are {', '.join(sorted(found))}")
+    typer.echo(json.dumps(found[name].to_dict(), indent=2, sort_keys=True))
+
+
+@profiles_app.command("check")
+def profiles_check(file: Annotated[Path, typer.Argument(help="A profile TOML file or a folder of them.")]):
+    """Validate profile files strictly; exit 2 with one line naming the file and key on the first problem."""
+    from mobilepre.profiles import load_profiles
+
+    for p in load_profiles(file):
+        typer.echo(f"ok {p.name}")
+
+
 def main() -> None:
     """Entry point: one line and a documented exit code for every user mistake."""
     try:
@@ -209,6 +289,9 @@ def main() -> None:
     except MobilepreError as error:
         typer.echo(f"mobilepre: error: {error.message}", err=True)
         sys.exit(error.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("mobilepre: interrupted; outputs were left as they were before this run", err=True)
+        sys.exit(130)
     except QuantizeError as error:  # raised by the quantize package below a library call that did not wrap it
         typer.echo(f"mobilepre: error: {error}", err=True)
         sys.exit(EXIT_BAD_INPUT)

@@ -47,6 +47,8 @@ class FrontendSpec:
         features (tuple[FeatureStage, ...]): feature-extraction convolutions in order.
             Default 16 filters 5x5, then 32 filters 3x3.
         normalize (Normalization): the normalisation stage. Default batchnorm.
+        rescale_range (tuple[float, float]): with `uint8_input`, pixels 0..255 map linearly to this
+            range inside the model. Default (0, 1).
     """
 
     input_shape: tuple[int, int, int] = (224, 224, 3)
@@ -58,6 +60,7 @@ class FrontendSpec:
         default_factory=lambda: (FeatureStage(16, 5), FeatureStage(32, 3))
     )
     normalize: Normalization = Normalization.BATCHNORM
+    rescale_range: tuple[float, float] = (0.0, 1.0)
 
     def __post_init__(self):
         shape = tuple(self.input_shape)
@@ -70,6 +73,10 @@ class FrontendSpec:
             raise MobilepreError(f"Expected sigma to be a positive number of pixels, got {self.sigma!r}")
         if not (isinstance(self.l2, (int, float)) and math.isfinite(self.l2) and self.l2 >= 0):
             raise MobilepreError(f"Expected l2 to be a number >= 0, got {self.l2!r}")
+        low, high = (tuple(self.rescale_range) + (None, None))[:2]
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (low, high)) or not low < high:
+            raise MobilepreError(f"Expected rescale_range to be (low, high) with low < high, got {self.rescale_range!r}")
+        object.__setattr__(self, "rescale_range", (float(low), float(high)))
         object.__setattr__(self, "features", tuple(self.features))
         for stage in self.features:
             if not isinstance(stage, FeatureStage):
@@ -140,7 +147,8 @@ def build_frontend(spec: FrontendSpec | None = None, name: str = "frontend"):
     inputs = k.Input(shape=spec.input_shape, dtype="uint8" if spec.uint8_input else "float32", name="pixels")
     x = inputs
     if spec.uint8_input:
-        x = k.layers.Rescaling(1.0 / 255.0, name="rescale")(x)
+        low, high = spec.rescale_range
+        x = k.layers.Rescaling((high - low) / 255.0, offset=low, name="rescale")(x)
     if spec.denoise:
         x = k.layers.DepthwiseConv2D(
             kernel_size=3,

@@ -80,10 +80,7 @@ def write_files_atomically(files: dict[str, bytes], target: Path, as_folder: boo
     a folder being replaced is first moved aside and removed after the rename, so a crash at any point
     leaves the old output or the new one.
     """
-    target = Path(target)
-    parent = target.parent if str(target.parent) else Path(".")
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
-    os.chmod(staging, 0o777 & ~_umask())
+    staging = make_staging(target)
     try:
         if as_folder:
             for name, data in sorted(files.items()):
@@ -114,6 +111,15 @@ def _exchange(a: Path, b: Path) -> bool:
         return False
     at_fdcwd, rename_exchange = -100, 2
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def make_staging(target: Path) -> Path:
+    """An empty folder beside `target` (hidden, `.tmp` suffix) to build the new output in."""
+    target = Path(target)
+    parent = target.parent if str(target.parent) else Path(".")
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
+    os.chmod(staging, 0o777 & ~_umask())
+    return staging
 
 
 def replace_tree(staging: Path, target: Path) -> None:

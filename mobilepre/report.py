@@ -1,0 +1,116 @@
+"""report.html: the build's search shown to a person, a table per profile and a size-against-drift chart."""
+
+from __future__ import annotations
+
+import html
+
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
+table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f3f3f3}td.l,th.l{text-align:left}tr.chosen td{background:#e8f6e8;font-weight:600}
+tr.fail td{color:#777}.ok{color:#176f2c}.no{color:#b3261e}svg{border:1px solid #ddd;background:#fff}
+"""
+
+
+def _drift_metric(rows) -> str:
+    return "top1_agreement" if any("top1_agreement" in r.get("drift", {}) for r in rows) else "cosine"
+
+
+def _chart(profile: dict, rows: list, metric: str) -> str:
+    """SVG scatter: x = artifact bytes, y = drift metric; dashed lines at the size and drift budgets."""
+    width, height, pad = 520, 300, 50
+    points = [(r["bytes"], r["drift"].get(metric)) for r in rows if r.get("bytes") and r["drift"].get(metric) is not None]
+    budget = profile["budget"]
+    drift_limit = profile["drift"].get("min_top1_agreement" if metric == "top1_agreement" else "min_cosine")
+    xs = [p[0] for p in points] + [budget["max_size"]]
+    ys = [p[1] for p in points] + ([drift_limit] if drift_limit is not None else [])
+    if not points:
+        return "<p>No candidate produced a measurable artifact.</p>"
+    x_max = max(xs) * 1.1
+    y_lo, y_hi = min(ys), max(ys)
+    if y_hi - y_lo < 1e-6:
+        y_lo, y_hi = y_lo - 0.01, y_hi + 0.01
+    span = y_hi - y_lo
+
+    def sx(v):
+        return pad + (width - 2 * pad) * v / x_max
+
+    def sy(v):
+        return height - pad - (height - 2 * pad) * (v - y_lo) / span
+
+    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="size against {metric}">']
+    parts.append(f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#999"/>')
+    parts.append(f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#999"/>')
+    parts.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">artifact bytes (0 to {int(x_max)})</text>')
+    parts.append(f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">{metric}</text>')
+    parts.append(f'<text x="{pad - 4}" y="{sy(y_hi) + 4}" text-anchor="end" font-size="11">{y_hi:.4g}</text>')
+    parts.append(f'<text x="{pad - 4}" y="{sy(y_lo) + 4}" text-anchor="end" font-size="11">{y_lo:.4g}</text>')
+    x = sx(budget["max_size"])
+    parts.append(f'<line x1="{x:.1f}" y1="{pad}" x2="{x:.1f}" y2="{height - pad}" stroke="#b3261e" stroke-dasharray="5,4"/>')
+    parts.append(f'<text x="{x + 3:.1f}" y="{pad + 10}" font-size="11" fill="#b3261e">max_size</text>')
+    if drift_limit is not None:
+        y = sy(drift_limit)
+        parts.append(f'<line x1="{pad}" y1="{y:.1f}" x2="{width - pad}" y2="{y:.1f}" stroke="#b3261e" stroke-dasharray="5,4"/>')
+        parts.append(f'<text x="{width - pad}" y="{y - 4:.1f}" font-size="11" text-anchor="end" fill="#b3261e">min {metric}</text>')
+    for row in rows:
+        value = row["drift"].get(metric)
+        if not row.get("bytes") or value is None:
+            continue
+        colour = "#176f2c" if not row["failed"] else "#b3261e"
+        label = html.escape(row["candidate"])
+        parts.append(
+            f'<circle cx="{sx(row["bytes"]):.1f}" cy="{sy(value):.1f}" r="5" fill="{colour}"><title>{label}: '
+            f'{row["bytes"]} B, {metric} {value:.5f}</title></circle>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _table(rows: list, chosen_key: str | None) -> str:
+    head = "<tr><th class=l>candidate</th><th>bytes</th><th>gzip</th><th>sparsity</th><th>top-1</th><th>max abs err</th><th>latency ms</th><th class=l>verdict</th></tr>"
+    body = []
+    for r in rows:
+        drift = r.get("drift", {})
+        top1 = drift.get("top1_agreement")
+        mae = drift.get("max_abs_error")
+        lat = r.get("latency_ms")
+        verdict = "meets every budget" if not r["failed"] else "; ".join(r["failed"])
+        cls = "chosen" if r["candidate"] == chosen_key else ("fail" if r["failed"] else "")
+        body.append(
+            f"<tr class='{cls}'><td class=l>{html.escape(r['candidate'])}</td><td>{r.get('bytes', 0)}</td>"
+            f"<td>{r.get('gzip_bytes', 0)}</td><td>{r.get('sparsity', 0):.2f}</td>"
+            f"<td>{'-' if top1 is None else f'{top1:.4f}'}</td><td>{'-' if mae is None else f'{mae:.4g}'}</td>"
+            f"<td>{'-' if lat is None else f'{lat:.3f}'}</td><td class=l>{html.escape(verdict)}</td></tr>"
+        )
+    return f"<table>{head}{''.join(body)}</table>"
+
+
+def render_html(result) -> str:
+    """The whole report as one self-contained HTML page (no scripts, no external files)."""
+    out = ["<!doctype html><html><head><meta charset='utf-8'><title>mobilepre build report</title>"]
+    out.append(f"<style>{_STYLE}</style></head><body><h1>mobilepre build report</h1>")
+    src = result.source
+    out.append(
+        f"<p>Model <b>{html.escape(src['name'])}</b>: {src['parameters']} parameters, {src['macs']} MACs per image, "
+        f"input {src['input_dtype']} {src['input_shape']}; identity <code>{src['identity'][:16]}…</code>. "
+        f"{result.conversions} conversions and {result.validations} validations in all.</p>"
+    )
+    for profile in result.profiles:
+        status = "<span class=ok>bundle written</span>" if profile["passed"] else "<span class=no>no candidate within budget</span>"
+        out.append(f"<h2>{html.escape(profile['name'])}: {status}</h2><p>{html.escape(profile['profile']['description'])}</p>")
+        for fmt, entry in profile["formats"].items():
+            chosen = entry.get("chosen")
+            rows = entry["tried"]
+            out.append(f"<h3>{fmt}</h3>")
+            if chosen:
+                out.append(f"<p>Chosen: <b>{html.escape(chosen['candidate'])}</b>.</p>")
+            else:
+                closest = entry["closest"]
+                out.append(
+                    f"<p class=no>Closest: <b>{html.escape(closest['candidate'])}</b>, failing "
+                    f"{html.escape('; '.join(closest['failed']))}.</p>"
+                )
+            out.append(_table(rows, chosen["candidate"] if chosen else None))
+            out.append(_chart(profile["profile"], rows, _drift_metric(rows)))
+    out.append("</body></html>\n")
+    return "".join(out)
