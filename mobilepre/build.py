@@ -385,21 +385,30 @@ def _build_lock(out: Path, progress):
 
 
 @contextlib.contextmanager
-def _terminate_as_interrupt():
-    """SIGTERM (what CI cancellation sends after SIGINT) unwinds like Ctrl-C, so clean-up runs."""
+def _signals_unwind():
+    """SIGINT or SIGTERM (CI cancellation sends one, then the other) unwinds the build like Ctrl-C, once:
+    later signals are ignored, so the clean-up of temporary folders cannot itself be interrupted."""
 
     def handler(signum, frame):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
+    interrupted = False
     try:
         yield
+    except KeyboardInterrupt:
+        interrupted = True
+        raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if not interrupted:  # once interrupted, stay deaf until the process exits
+            for sig, old in previous.items():
+                signal.signal(sig, old)
 
 
 # ------------------------------------------------------------------------------------------ the build
@@ -463,7 +472,7 @@ def build(options: BuildOptions, progress=None) -> BuildResult:
         "name": Path(source.path).name,
         "parameters": source.parameters,
     }
-    with _terminate_as_interrupt(), _build_lock(out, progress), tempfile.TemporaryDirectory(prefix="mobilepre-build-") as work:
+    with _signals_unwind(), _build_lock(out, progress), tempfile.TemporaryDirectory(prefix="mobilepre-build-") as work:
         evaluator = Evaluator(source, calibration.images, validation.images, validation.labels, Path(work), progress, options.prune_epochs)
         choices = search(profiles, evaluator, timings, options.latency_runs, progress)
         check_output(out, options.force, "--out")  # again under the lock: another build may have written it
