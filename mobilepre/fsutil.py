@@ -95,7 +95,7 @@ def write_files_atomically(files: dict[str, bytes], target: Path, as_folder: boo
             path.write_bytes(data)
             fsync_tree(staging)
             os.replace(path, target)
-            _fsync_dir(parent)
+            _fsync_dir(staging.parent)
     finally:
         remove_tree(staging)
 
