@@ -224,7 +224,8 @@ def build(
     as_json: JsonOption = False,
 ):
     """Build one size-budgeted bundle per device profile. Exit 1 if a profile has no candidate within budget."""
-    from mobilepre.build import BuildOptions, build as run_build, stderr_progress
+    from mobilepre.builder import BuildOptions, stderr_progress
+    from mobilepre.builder import build as run_build
     from mobilepre.compress import parse_range
     from mobilepre.config import load_build_config
 
@@ -240,6 +241,36 @@ def build(
     if "out" not in options:
         raise MobilepreError("build needs an output folder: pass --out DIR (or out = \"DIR\" in --config)")
     result = run_build(BuildOptions(**options), progress=stderr_progress)
+    _emit(result, as_json)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def check(
+    root: Annotated[Path, typer.Argument(help="A build output folder, or one bundle.")],
+    profiles: Annotated[Optional[Path], typer.Option(help="Profiles as they are now (default: the shipped ones; else the manifest's copy).")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="Images to re-validate drift on (with --reference).")] = None,
+    reference: Annotated[Optional[Path], typer.Option(help="The float model the bundles were built from (default for demo bundles: the demo).")] = None,
+    measure: Annotated[bool, typer.Option("--measure/--no-measure", help="Re-measure host latency.")] = True,
+    device_timings: Annotated[Optional[Path], typer.Option(help="JSON of on-device latencies per candidate.")] = None,
+    input_range: RangeOption = "0:1",
+    junit: Annotated[Optional[Path], typer.Option(help="Write JUnit XML here: one test case per bundle and check.")] = None,
+    trust_model: TrustOption = False,
+    as_json: JsonOption = False,
+):
+    """Re-verify bundles against their manifests and the profiles' budgets. Exit 1 on any failure."""
+    from mobilepre.compress import parse_range
+    from mobilepre.gate import check as run_check
+
+    result = run_check(
+        root, profiles=profiles, data=data, reference=reference, measure=measure,
+        device_timings=device_timings, input_range=parse_range(input_range), trust=trust_model,
+    )
+    if junit is not None:
+        from mobilepre.fsutil import atomic_file
+
+        with atomic_file(junit) as tmp:
+            tmp.write_text(result.junit_xml())
     _emit(result, as_json)
     raise typer.Exit(result.exit_code)
 

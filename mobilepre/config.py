@@ -14,7 +14,7 @@ _PATH_KEYS = {"out", "model", "profiles", "calibration", "validation", "labels",
 
 def load_build_config(path: Path) -> dict:
     """Read a build config; relative paths in it are relative to the config file's folder."""
-    from mobilepre.build import BuildOptions
+    from mobilepre.builder import BuildOptions
 
     path = Path(path)
     try:

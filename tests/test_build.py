@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from mobilepre.build import BuildOptions, build
+from mobilepre.builder import BuildOptions, build
 from mobilepre.errors import MobilepreError
 from tests.conftest import CLI, run_cli
 

@@ -35,13 +35,20 @@ class BundleVerdict:
     bundle: str
     profile: str | None
     findings: list = field(default_factory=list)
+    budgets_from: str | None = None  # the profiles folder the budgets came from, or "manifest"
 
     @property
     def passed(self) -> bool:
         return all(f.passed for f in self.findings)
 
     def to_dict(self) -> dict:
-        return {"bundle": self.bundle, "profile": self.profile, "passed": self.passed, "checks": [f.to_dict() for f in self.findings]}
+        return {
+            "bundle": self.bundle,
+            "budgets_from": self.budgets_from,
+            "checks": [f.to_dict() for f in self.findings],
+            "passed": self.passed,
+            "profile": self.profile,
+        }
 
 
 @dataclass
@@ -59,7 +66,8 @@ class CheckResult:
     def to_text(self) -> str:
         lines = []
         for b in self.bundles:
-            lines.append(f"{'PASS' if b.passed else 'FAIL'} {b.bundle} (profile {b.profile or '?'})")
+            origin = f", budgets from {b.budgets_from}" if b.budgets_from else ""
+            lines.append(f"{'PASS' if b.passed else 'FAIL'} {b.bundle} (profile {b.profile or '?'}{origin})")
             for f in b.findings:
                 lines.append(f"  {'ok  ' if f.passed else 'FAIL'} {f.name:<22} {f.message}")
         passed = sum(b.passed for b in self.bundles)
@@ -105,16 +113,22 @@ def _read_manifest(bundle: Path) -> dict:
         raise IntegrityError("manifest.json is not a regular file")
     if info.st_size > MAX_MANIFEST_BYTES:
         raise IntegrityError(f"manifest.json is {info.st_size} bytes, over the {MAX_MANIFEST_BYTES} limit")
+    raw = path.read_bytes()
     try:
-        manifest = json.loads(path.read_bytes().decode("utf-8"))
+        manifest = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise IntegrityError(f"manifest.json is not valid JSON: {error}") from None
     _check_schema(manifest)
+    from mobilepre.builder import manifest_seal_problem
+
+    problem = manifest_seal_problem(raw, manifest)
+    if problem:
+        raise IntegrityError(problem)
     return manifest
 
 
 def _check_schema(manifest) -> None:
-    from mobilepre.build import MANIFEST_SCHEMA
+    from mobilepre.builder import MANIFEST_SCHEMA
 
     if not isinstance(manifest, dict):
         raise IntegrityError("manifest.json is not a JSON object")
@@ -333,8 +347,6 @@ class _Validation:
     def drift(self, bundle: Path, artifact: dict) -> dict:
         from mobilepre.validate import compare, run_candidate, worst
 
-        if artifact.get("source_identity", self.source.identity) != self.source.identity:
-            raise MobilepreError("--reference is not the model this bundle was built from")
         path = bundle / artifact["path"]
         _, run = run_candidate(path if artifact["format"] == "tflite" else path.parent, self.dataset.images)
         return worst(compare(self.reference, run, self.dataset.labels))
@@ -370,7 +382,7 @@ def _check_bundle(bundle: Path, profiles, measure: bool, timings, validation) ->
         measured = validation.drift(bundle, artifact) if validation else None
         has_labels = bool(validation and validation.dataset.labels is not None) or manifest.get("data", {}).get("validation", {}).get("labels", False)
         verdict.findings += _drift_findings(profile, artifact, measured, has_labels)
-    verdict.profile = f"{profile.name} ({'budgets from ' + where})"
+    verdict.profile, verdict.budgets_from = profile.name, where
     return verdict
 
 

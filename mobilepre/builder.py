@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import math
 import os
@@ -284,8 +285,6 @@ def _stable(row: dict) -> dict:
 
 def data_info(dataset) -> dict:
     """Which images a measurement used: a content hash, so `check` can tell whether it re-validates on the same."""
-    import hashlib
-
     info = {
         "images": len(dataset),
         "labels": dataset.labels is not None,
@@ -297,8 +296,6 @@ def data_info(dataset) -> dict:
 
 def bundle_files(profile, choices: list[Choice], evaluator, source_info: dict, data: dict) -> dict[str, bytes]:
     """The files of one profile's bundle, manifest.json last (it lists the others with sha256)."""
-    import hashlib
-
     from quantize.artifact import gzip_size
 
     files: dict[str, bytes] = {}
@@ -343,8 +340,32 @@ def bundle_files(profile, choices: list[Choice], evaluator, source_info: dict, d
     created = _created()
     if created:
         manifest["created"] = created
-    files["manifest.json"] = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    files["manifest.json"] = seal_manifest(manifest)
     return files
+
+
+def _canonical(document: dict) -> bytes:
+    return (json.dumps(document, indent=2, sort_keys=True) + "\n").encode()
+
+
+def seal_manifest(manifest: dict) -> bytes:
+    """The manifest's bytes, with `manifest_sha256` over its canonical form without that key.
+
+    The seal catches damage to the manifest itself (a flipped byte anywhere); it is not a signature:
+    someone who edits a manifest on purpose can re-seal it. Sign bundles in the release pipeline for that.
+    """
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    return _canonical({**body, "manifest_sha256": hashlib.sha256(_canonical(body)).hexdigest()})
+
+
+def manifest_seal_problem(raw: bytes, manifest: dict) -> str | None:
+    """Why `raw` is not a sealed canonical manifest, or None."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    if manifest.get("manifest_sha256") != hashlib.sha256(_canonical(body)).hexdigest():
+        return "manifest.json does not match its own manifest_sha256 (modified or damaged)"
+    if raw != _canonical(manifest):
+        return "manifest.json is not in canonical form (modified or damaged)"
+    return None
 
 
 def _verdict_table(profile, row: dict) -> dict:

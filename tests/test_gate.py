@@ -1,0 +1,160 @@
+"""`mobilepre check`, the release gate: integrity before parsing, budgets as the profiles are now."""
+
+import hashlib
+import json
+import os
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from mobilepre.builder import BuildOptions, build, seal_manifest
+from mobilepre.gate import check
+from tests.conftest import run_cli
+
+FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gate") / "out"
+    result = build(BuildOptions(out=out, profile=("npu-int8", "web-mobile"), latency_runs=5))
+    assert result.exit_code == 0
+    return out
+
+
+@pytest.fixture
+def bundles(built, tmp_path):
+    copy = tmp_path / "out"
+    shutil.copytree(built, copy)
+    return copy
+
+
+def _failures(result):
+    return [(b.bundle, f.name, f.message) for b in result.bundles for f in b.findings if not f.passed]
+
+
+def _rehash(bundle: Path, relative: str) -> None:
+    """Update manifest.json for a file changed on purpose, so a later check (not the hash) must catch it."""
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    data = (bundle / relative).read_bytes()
+    for entry in manifest["files"]:
+        if entry["path"] == relative:
+            entry.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    (bundle / "manifest.json").write_bytes(seal_manifest(manifest))
+
+
+def test_clean_bundles_pass(bundles):
+    result = check(bundles, measure=False)
+    assert result.exit_code == 0 and [b.bundle for b in result.bundles] == ["npu-int8", "web-mobile"]
+    names = {f.name for f in result.bundles[1].findings}
+    assert {"integrity", "loads[tfjs]", "max_size", "max_compressed_size", "min_top1_agreement"} <= names
+    assert check(bundles / "npu-int8", measure=False).exit_code == 0  # one bundle on its own
+
+
+@pytest.mark.parametrize("relative", ["npu-int8/model.tflite", "npu-int8/manifest.json", "web-mobile/tfjs/model.json", "web-mobile/tfjs/group1-shard1of1.bin"])
+@pytest.mark.parametrize("where", ["start", "middle", "end"])
+def test_one_flipped_byte_anywhere_fails_naming_the_bundle(bundles, relative, where):
+    path = bundles / relative
+    data = bytearray(path.read_bytes())
+    index = {"start": 10, "middle": len(data) // 2, "end": len(data) - 2}[where]
+    data[index] ^= 0x01
+    path.write_bytes(bytes(data))
+    result = check(bundles, measure=False)
+    assert result.exit_code == 1
+    bundle = relative.split("/")[0]
+    failures = _failures(result)
+    assert failures and all(b == bundle for b, _, _ in failures) and failures[0][1] == "integrity"
+    named = "manifest.json" if relative.endswith("manifest.json") else relative.split("/", 1)[1]
+    assert named in failures[0][2]
+
+
+def test_missing_and_extra_files_fail(bundles):
+    (bundles / "web-mobile" / "tfjs" / "group1-shard1of1.bin").unlink()
+    (bundles / "npu-int8" / "notes.txt").write_text("not shipped")
+    failures = dict(((b, m) for b, _, m in _failures(check(bundles, measure=False))))
+    assert "group1-shard1of1.bin is listed in manifest.json but missing" in failures["web-mobile"]
+    assert "notes.txt is not listed in manifest.json" in failures["npu-int8"]
+
+
+def test_symlinks_and_escaping_weight_paths_are_refused(bundles, tmp_path):
+    js = bundles / "web-mobile" / "tfjs"
+    model = json.loads((js / "model.json").read_text())
+    model["weightsManifest"][0]["paths"] = ["../../../etc/passwd"]
+    (js / "model.json").write_text(json.dumps(model))
+    _rehash(bundles / "web-mobile", "tfjs/model.json")
+    (tmp_path / "outside").write_text("x")
+    os.symlink(tmp_path / "outside", bundles / "npu-int8" / "link")
+    failures = dict(((b, m) for b, _, m in _failures(check(bundles, measure=False))))
+    assert "tfjs/model.json" in failures["web-mobile"] and "../../../etc/passwd" in failures["web-mobile"]
+    assert "link is a symlink" in failures["npu-int8"]
+
+
+def test_truncated_tflite_fails_in_the_verifier_before_the_interpreter(bundles):
+    path = bundles / "npu-int8" / "model.tflite"
+    path.write_bytes(path.read_bytes()[:5000])
+    assert "model.tflite is 5000 bytes, the manifest says" in _failures(check(bundles, measure=False))[0][2]
+    _rehash(bundles / "npu-int8", "model.tflite")
+    failure = _failures(check(bundles, measure=False))[0]
+    assert failure[1] == "integrity" and "model.tflite: not a valid TFLite model" in failure[2]
+
+
+def test_a_tightened_size_budget_fails_old_bundles(bundles, tmp_path):
+    profiles = tmp_path / "profiles"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "device_profiles", profiles)
+    text = (profiles / "npu-int8.toml").read_text().replace('max_size = "8 MiB"', 'max_size = "50 KiB"')
+    (profiles / "npu-int8.toml").write_text(text)
+    result = check(bundles, profiles=profiles, measure=False)
+    assert _failures(result) == [("npu-int8", "max_size", "54448 B vs 51200 B")]
+    assert result.bundles[0].budgets_from == str(profiles)
+
+
+def test_the_manifest_copy_of_the_profile_is_the_fallback(bundles, tmp_path):
+    empty = tmp_path / "other-profiles"
+    empty.mkdir()
+    (empty / "someone-else.toml").write_text(
+        'name = "someone-else"\ndescription = "x."\nformats = ["tflite"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n'
+    )
+    result = check(bundles, profiles=empty, measure=False)
+    assert result.exit_code == 0 and {b.budgets_from for b in result.bundles} == {"manifest"}
+
+
+def test_latency_uses_the_source_the_profile_names(bundles, tmp_path):
+    result = check(bundles)
+    latency = {b.bundle: next(f for f in b.findings if f.name == "max_latency_ms") for b in result.bundles}
+    assert latency["npu-int8"].source == "estimate" and latency["npu-int8"].value == pytest.approx(0.3861, abs=1e-3)
+    assert latency["web-mobile"].source == "host" and latency["web-mobile"].value > 0
+    profiles = tmp_path / "profiles"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "device_profiles", profiles)
+    text = (profiles / "web-mobile.toml").read_text().replace('latency_source = "host"', 'latency_source = "device"')
+    (profiles / "web-mobile.toml").write_text(text)
+    timings = tmp_path / "timings.json"
+    timings.write_text(json.dumps({"tfjs-float32": 450.0}))
+    result = check(bundles, profiles=profiles, device_timings=timings)
+    assert _failures(result) == [("web-mobile", "max_latency_ms", "450.000 ms (device) vs 200 ms")]
+
+
+def test_drift_is_revalidated_when_data_is_given(bundles):
+    from mobilepre import demo
+
+    result = check(bundles, data=demo.validation_path(), measure=False)
+    drift = [f for b in result.bundles for f in b.findings if f.name == "min_top1_agreement"]
+    assert drift and all(f.source == "validated" and f.passed for f in drift)
+
+
+def test_cli_exit_codes_json_and_junit(bundles, tmp_path):
+    path = bundles / "npu-int8" / "model.tflite"
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    junit = tmp_path / "report.xml"
+    result = run_cli("check", bundles, "--no-measure", "--json", "--junit", junit, env=FAST)
+    assert result.returncode == 1, result.stderr
+    report = json.loads(result.stdout)
+    assert not report["passed"] and [b["passed"] for b in report["bundles"]] == [False, True]
+    suite = ET.parse(junit).getroot()
+    failed = [case.get("classname") + ":" + case.get("name") for case in suite if case.find("failure") is not None]
+    assert failed == ["mobilepre.npu-int8:integrity"] and int(suite.get("failures")) == 1
+    assert "model.tflite" in suite.find("testcase/failure").get("message")
+    assert run_cli("check", tmp_path / "nothing-here", env=FAST).returncode == 2
