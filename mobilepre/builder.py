@@ -202,23 +202,35 @@ def _judge(profile, measured, evaluator, device_timings, latency_runs) -> dict:
     return {**row, "failed": failed, "gap": max(gaps, default=0.0)}
 
 
-def search(profiles, evaluator, device_timings, latency_runs, progress) -> list[Choice]:
-    """For each profile and format, the first candidate (highest fidelity first) that meets every budget."""
+def search(profiles, evaluator, device_timings, latency_runs, progress, jobs: int = 1) -> list[Choice]:
+    """For each profile and format, the first candidate (highest fidelity first) that meets every budget.
+
+    The search goes in rounds: each unresolved (profile, format) offers its next candidate, the round's
+    new candidates are measured together (`jobs` validations at once), then each is judged. Every
+    profile still tries its candidates in order and stops at the first that fits, so the choices are
+    those of a one-by-one search.
+    """
+    lanes = [(profile, fmt, list(candidates)) for profile in profiles for fmt, candidates in candidates_for(profile).items()]
+    tried = {(p.name, fmt): [] for p, fmt, _ in lanes}
+    chosen = {}
+    while True:
+        open_lanes = [(p, fmt, queue) for p, fmt, queue in lanes if (p.name, fmt) not in chosen and queue]
+        if not open_lanes:
+            break
+        evaluator.measure_many([queue[0] for _, _, queue in open_lanes], jobs)
+        for profile, fmt, queue in open_lanes:
+            candidate = queue.pop(0)
+            verdict = _judge(profile, evaluator.measured[candidate], evaluator, device_timings, latency_runs)
+            tried[(profile.name, fmt)].append(verdict)
+            status = "meets every budget" if not verdict["failed"] else "; ".join(verdict["failed"])
+            progress(f"[{profile.name}] {candidate.key}: {evaluator.measured[candidate].size_bytes} B, {status}")
+            if not verdict["failed"]:
+                chosen[(profile.name, fmt)] = candidate
     choices = []
-    for profile in profiles:
-        for fmt, candidates in candidates_for(profile).items():
-            tried, chosen = [], None
-            for candidate in candidates:
-                measured = evaluator.measure(candidate)
-                verdict = _judge(profile, measured, evaluator, device_timings, latency_runs)
-                tried.append(verdict)
-                status = "meets every budget" if not verdict["failed"] else "; ".join(verdict["failed"])
-                progress(f"[{profile.name}] {candidate.key}: {measured.size_bytes} B, {status}")
-                if not verdict["failed"]:
-                    chosen = candidate
-                    break
-            closest = None if chosen else min(tried, key=lambda v: v["gap"])
-            choices.append(Choice(profile.name, fmt, chosen, tried, closest))
+    for profile, fmt, _ in lanes:
+        rows = tried[(profile.name, fmt)]
+        pick = chosen.get((profile.name, fmt))
+        choices.append(Choice(profile.name, fmt, pick, rows, None if pick else min(rows, key=lambda v: v["gap"])))
     return choices
 
 
@@ -495,7 +507,7 @@ def build(options: BuildOptions, progress=None) -> BuildResult:
     }
     with _signals_unwind(), _build_lock(out, progress), tempfile.TemporaryDirectory(prefix="mobilepre-build-") as work:
         evaluator = Evaluator(source, calibration.images, validation.images, validation.labels, Path(work), progress, options.prune_epochs)
-        choices = search(profiles, evaluator, timings, options.latency_runs, progress)
+        choices = search(profiles, evaluator, timings, options.latency_runs, progress, options.jobs)
         check_output(out, options.force, "--out")  # again under the lock: another build may have written it
         staging = make_staging(out)
         try:

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import gzip
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mobilepre.errors import MobilepreError
-
-
-def _quantize_error(error) -> MobilepreError:
-    return MobilepreError(str(error))
 
 
 @dataclass(frozen=True)
@@ -160,7 +155,7 @@ def quantize_file(
             shard_size_bytes=shard_size_bytes, allow_select_tf_ops=allow_select_tf_ops,
         )
     except quantize.QuantizeError as error:
-        raise _quantize_error(error) from None
+        raise MobilepreError(str(error)) from None
     out = Path(out)
     if settings.format is quantize.Format.TFLITE and out.suffix != ".tflite":
         raise MobilepreError(f"--out {out}: a TFLite artifact is one file, name it *.tflite")
@@ -253,7 +248,7 @@ def prune_file(
     try:
         settings = PruneSettings(sparsity=sparsity, epochs=epochs, scope=scope)
     except quantize.QuantizeError as error:
-        raise _quantize_error(error) from None
+        raise MobilepreError(str(error)) from None
     out = Path(out)
     if out.suffix != ".keras":
         raise MobilepreError(f"--out {out}: the pruned model is saved as a Keras model, name it *.keras")
@@ -284,7 +279,7 @@ def prune_file(
         fine_tuned=result.fine_tuned,
         epochs=epochs,
         size_bytes=len(raw),
-        gzip_bytes=len(gzip.compress(raw, 9, mtime=0)),
+        gzip_bytes=gzip_size(raw),
         tflite_bytes=tflite.size_bytes,
         tflite_gzip_bytes=tflite.gzip_bytes,
         top1_agreement=agreement,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,6 +113,7 @@ class Evaluator:
         self.validations = 0
         self._models: dict[float, tuple] = {}  # sparsity -> (keras model, saved model dir, reached sparsity)
         self._reference = None
+        self._lock = threading.Lock()
 
     def reference(self) -> list:
         if self._reference is None:
@@ -135,8 +137,26 @@ class Evaluator:
         return self._models[sparsity]
 
     def measure(self, candidate: Candidate) -> Measured:
-        if candidate in self.measured:
-            return self.measured[candidate]
+        return self.measure_many([candidate])[candidate]
+
+    def measure_many(self, candidates, jobs: int = 1) -> dict:
+        """Measure the candidates not measured yet: convert one by one (the converters are not
+        thread-safe), then validate `jobs` at once (LiteRT and the Node processes run in parallel)."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        new = [self._convert(c) for c in sorted(set(candidates)) if c not in self.measured]
+        ready = [m for m in new if m.error is None]
+        if jobs > 1 and len(ready) > 1:
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                list(pool.map(self._validate, ready))
+        else:
+            for measured in ready:
+                self._validate(measured)
+        for measured in new:
+            self.measured[measured.candidate] = measured
+        return {c: self.measured[c] for c in candidates}
+
+    def _convert(self, candidate: Candidate) -> Measured:
         import quantize
 
         model, directory, reached = self._variant(candidate.sparsity)
@@ -144,13 +164,9 @@ class Evaluator:
         try:
             artifact = quantize.convert(model, settings, self.calibration, saved_model_dir=directory, sparsity=reached)
         except quantize.QuantizeError as error:
-            measured = Measured(candidate, {}, 0, 0, reached, {}, error=str(error))
-        else:
-            self.conversions += 1
-            measured = Measured(candidate, artifact.files, artifact.size_bytes, artifact.gzip_bytes, reached, {})
-            self._validate(measured)
-        self.measured[candidate] = measured
-        return measured
+            return Measured(candidate, {}, 0, 0, reached, {}, error=str(error))
+        self.conversions += 1
+        return Measured(candidate, artifact.files, artifact.size_bytes, artifact.gzip_bytes, reached, {})
 
     def _validate(self, measured: Measured) -> None:
         from mobilepre.validate import compare, run_candidate, worst
@@ -162,7 +178,8 @@ class Evaluator:
             except MobilepreError as error:
                 measured.error = error.message
                 return
-        self.validations += 1
+        with self._lock:
+            self.validations += 1
         measured.drift = worst(compare(self.reference(), run, self.labels))
 
     def host_latency(self, measured: Measured, threads: int, runs: int = 50):
@@ -190,6 +207,3 @@ def relative_gap(value: float, limit: float, kind: str) -> float:
         return max(0.0, (value - limit) / limit) if limit else (0.0 if value <= 0 else float("inf"))
     return max(0.0, (limit - value) / limit) if limit else 0.0
 
-
-def as_float_array(images) -> np.ndarray:
-    return np.asarray(images)

@@ -1,0 +1,132 @@
+"""The Markdown view of results.json: one table of ratios with their targets, then what each side includes."""
+
+from __future__ import annotations
+
+TITLES = {
+    "overhead": "1. Tool overhead",
+    "size": "2. Size against the floor",
+    "speed": "3. Speed on this host",
+    "frontend": "4. Front-end inside the model",
+    "startup": "5. Start-up",
+}
+
+
+def _x(ratio: float) -> str:
+    return f"{ratio:.2f}x" if ratio >= 0.1 else f"{ratio:.3f}x"
+
+
+def _b(count: int) -> str:
+    return f"{count:,} B"
+
+
+def _verdict(target: dict | None) -> tuple[str, str]:
+    if target is None:
+        return "-", "no target"
+    return f"<= {target['limit']:.2f}x", "**met**" if target["met"] else "**not met**"
+
+
+def _rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
+    """(benchmark, figure, ratio, measured, target, verdict) per row, in issue order."""
+    sections = results["benchmarks"]
+    targets = {t["name"]: t for t in results.get("targets", [])}
+    rows = []
+
+    def add(section, figure, ratio, measured, target_name=None):
+        target, verdict = _verdict(targets.get(target_name) if target_name else None)
+        rows.append((TITLES[section], figure, ratio, measured, target, verdict))
+
+    if "overhead" in sections:
+        o = sections["overhead"]
+        m, r = o["median_seconds"], o["ratios"]
+        add("overhead", "`mobilepre build` / direct converters, 4 demo artifacts (as shipped)",
+            _x(r["build_over_direct"]), f"{m['build']:.1f} s vs {m['direct']:.1f} s",
+            "mobilepre build / direct converters (as shipped)")
+        add("overhead", "the same with `MOBILEPRE_ISOLATE_LOADS=0` (no trial load in a child process)",
+            _x(r["build_no_trial_load_over_direct"]), f"{m['build_no_trial_load']:.1f} s vs {m['direct']:.1f} s",
+            "mobilepre build / direct converters (MOBILEPRE_ISOLATE_LOADS=0)")
+        add("overhead", "8 profiles reusing the 4 artifacts / 4 profiles",
+            _x(r["reused_profiles_over_build"]), f"{m['build_reused_profiles']:.1f} s vs {m['build']:.1f} s",
+            "4 more profiles reusing the 4 artifacts")
+    if "size" in sections:
+        models = sections["size"]["models"]
+        large = models["mobilenet_v2"]["artifacts"]["tflite-int8"]
+        add("size", f"int8 TFLite bytes / floor, MobileNetV2 ({models['mobilenet_v2']['parameters']:,} parameters)",
+            _x(large["ratio"]), f"{_b(large['bytes'])} vs {_b(large['floor_bytes'])}",
+            "int8 TFLite bytes / floor, MobileNetV2")
+        for name, label in (("mobilenet_v2", "MobileNetV2"), ("demo", "demo")):
+            model = models[name]
+            for fmt in ("tflite", "tfjs"):
+                parts = [f"{key.split('-', 1)[1]} {row['ratio']:.2f}" for key, row in model["artifacts"].items() if key.startswith(fmt + "-")]
+                add("size", f"{fmt} bytes / floor, every mode, {label} ({model['parameters']:,} parameters)",
+                    ", ".join(parts), "see results.json", None)
+    if "speed" in sections:
+        s = sections["speed"]
+        m, r = s["medians"], s["ratios"]
+        for threads, label in (("1_thread", "1 thread"), ("2_threads", "2 threads")):
+            add("speed", f"int8 / float32 TFLite latency, MobileNetV2, {label}",
+                _x(r[f"int8_over_float32_latency_{threads}"]),
+                f"{m[f'latency_ms.tflite_int8_{threads}']:.2f} ms vs {m[f'latency_ms.tflite_float32_{threads}']:.2f} ms")
+        add("speed", "2 / 1 threads float32 TFLite latency, MobileNetV2 (below 1: the second core helped)",
+            _x(r["two_over_one_thread_latency_float32"]),
+            f"{m['latency_ms.tflite_float32_2_threads']:.2f} ms vs {m['latency_ms.tflite_float32_1_thread']:.2f} ms")
+        add("speed", "TF.js wasm / LiteRT float32 latency (1 thread), MobileNetV2",
+            _x(r["tfjs_wasm_over_tflite_float32_latency"]),
+            f"{m['latency_ms.tfjs_wasm_float32']:.1f} ms vs {m['latency_ms.tflite_float32_1_thread']:.2f} ms")
+        for name, label in (("demo", "demo, 360 images"), ("mobilenet", "MobileNetV2, 32 images")):
+            add("speed", f"validation throughput TF.js wasm / LiteRT, {label}",
+                _x(r[f"{name}_tfjs_over_litert_throughput"]),
+                f"{m[f'images_per_s.{name}_tfjs_wasm']:,.0f} vs {m[f'images_per_s.{name}_litert']:,.0f} images/s")
+    if "frontend" in sections:
+        f = sections["frontend"]
+        for threads, label in (("1_thread", "1 thread"), ("2_threads", "2 threads")):
+            lat = f["latency"][threads]
+            add("frontend", f"end-to-end latency per 224x224x3 image, inside / outside (NumPy + SciPy), {label}",
+                _x(lat["inside_over_outside"]),
+                f"{lat['inside_ms']:.2f} ms vs {lat['outside_ms']:.2f} ms (NumPy part {lat['outside_numpy_ms']:.2f} ms)")
+        sizes = f["bytes_to_runtime_per_image"]
+        add("frontend", "bytes handed to the runtime per image, inside (uint8) / outside (float32)",
+            _x(f["bytes_ratio_inside_over_outside"]), f"{_b(sizes['inside'])} vs {_b(sizes['outside'])}")
+    if "startup" in sections:
+        st = sections["startup"]
+        m = st["median_seconds"]
+        add("startup", "`mobilepre --help` / `python -c pass`", _x(st["ratios"]["help_over_python"]),
+            f"{m['mobilepre_help']:.3f} s vs {m['python_pass']:.3f} s")
+    return rows
+
+
+def table(results: dict) -> str:
+    lines = ["| benchmark | figure | ratio | medians, side by side | target | verdict |", "|---|---|---|---|---|---|"]
+    for row in _rows(results):
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def markdown(results: dict) -> str:
+    """results.md: the table, the targets not met and why, what each benchmark compares, the host."""
+    host = results["host"]
+    lines = [
+        "# mobilepre benchmarks",
+        "",
+        f"Every figure is a ratio of two things measured side by side in one run (interleaved, rotating order) "
+        f"on this shared {host['cpus']}-core host; medians over repeated runs. Generated by `make bench` "
+        f"(`python -m benchmarks`) from `results.json`; the run took {results['run_seconds'] / 60:.1f} minutes.",
+        "",
+        table(results),
+        "",
+        "## Targets",
+        "",
+    ]
+    for target in results.get("targets", []):
+        verdict = "met" if target["met"] else "NOT MET"
+        lines.append(f"- {target['name']}: {_x(target['value'])} against <= {target['limit']:.2f}x, **{verdict}**; {target['note']}.")
+    lines += ["", "## What each figure compares", ""]
+    for name, title in TITLES.items():
+        section = results["benchmarks"].get(name)
+        if section:
+            load = section.get("load_average", {})
+            lines.append(f"**{title}.** {section['description']} (Took {section['seconds_taken']:.0f} s; load average "
+                         f"{load.get('before', ['?'])[0]} before, {load.get('after', ['?'])[0]} after.)")
+            lines.append("")
+    versions = ", ".join(f"{k} {v}" for k, v in sorted(host["versions"].items()))
+    lines.append(f"Host: {host['platform']}, {host['cpus']} CPUs, Python {host['python']}; {versions}.")
+    return "\n".join(lines) + "\n"

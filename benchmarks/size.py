@@ -1,0 +1,46 @@
+"""Benchmark 2, size against the floor: artifact bytes / (parameters x bytes per weight), every mode."""
+
+from __future__ import annotations
+
+import quantize
+from benchmarks.timing import Target
+
+MAX_INT8_OVER_FLOOR = 1.15
+
+DESCRIPTION = (
+    "Bytes of each artifact (all files; TF.js: model.json and weight shards) divided by the model's "
+    "parameters (Keras `count_params()`, BatchNormalization statistics included) times the bytes per "
+    "weight of the mode (4 float32, 2 float16/uint16, 1 dynamic/int8/uint8). Sizes are deterministic, so "
+    "one conversion per mode. Below 1.0 is possible: BatchNormalization folds into the convolutions, "
+    "so its 4 numbers per channel become one bias. Above 1.0 is the format's cost: int8 TFLite keeps "
+    "biases as int32 and per-channel scales and zero points, and every format stores the graph."
+)
+
+
+def run(subjects, progress) -> tuple[dict, list[Target]]:
+    result = {"description": DESCRIPTION, "models": {}}
+    for subject in subjects:
+        rows = {}
+        for fmt, modes in quantize.MODES_BY_FORMAT.items():
+            for mode in modes:
+                artifact = subject.artifact(fmt.value, mode.value)
+                floor = subject.parameters * quantize.BYTES_PER_WEIGHT[mode]
+                rows[f"{fmt.value}-{mode.value}"] = {
+                    "bytes": artifact.size_bytes,
+                    "floor_bytes": int(floor),
+                    "ratio": round(artifact.size_bytes / floor, 4),
+                }
+                progress(f"{subject.name} {fmt.value}-{mode.value}: {artifact.size_bytes} B, {artifact.size_bytes / floor:.3f}x the floor")
+        result["models"][subject.name] = {"parameters": subject.parameters, "artifacts": rows}
+    large = result["models"]["mobilenet_v2"]["artifacts"]["tflite-int8"]
+    extra = large["bytes"] - large["floor_bytes"]
+    targets = [
+        Target(
+            "size",
+            "int8 TFLite bytes / floor, MobileNetV2",
+            large["ratio"],
+            MAX_INT8_OVER_FLOOR,
+            f"{extra:,} B above one byte per parameter: int32 biases, per-channel scales and zero points, the graph",
+        )
+    ]
+    return result, targets
