@@ -159,7 +159,10 @@ class Evaluator:
     def _convert(self, candidate: Candidate) -> Measured:
         import quantize
 
-        model, directory, reached = self._variant(candidate.sparsity)
+        try:
+            model, directory, reached = self._variant(candidate.sparsity)
+        except quantize.QuantizeError as error:
+            return Measured(candidate, {}, 0, 0, candidate.sparsity, {}, error=str(error))
         settings = quantize.QuantizationSettings(candidate.fmt, candidate.mode, io_type=candidate.io_type)
         try:
             artifact = quantize.convert(model, settings, self.calibration, saved_model_dir=directory, sparsity=reached)

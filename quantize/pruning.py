@@ -158,6 +158,8 @@ def prune(model, settings: PruneSettings, images: np.ndarray | None = None, labe
 
     tf = quiet_tensorflow()
     k = keras()
+    if any(type(layer).__name__ == "TFSMLayer" for layer in model.layers):
+        raise QuantizeError("a SavedModel has no Keras layers to prune: give the .keras or .h5 model instead")
     student = _clone(model)
     kernels = prunable_kernels(student, settings.include_depthwise, settings.exclude)
     if not kernels:

@@ -125,3 +125,38 @@ def test_a_model_keras_cannot_load_is_one_line_from_the_child_process(tmp_path):
     result = run_cli("quantize", bad, "--to", "tflite", "--mode", "float32", "--out", tmp_path / "x.tflite")
     _one_line_error(result, "bad.keras")
     assert not (tmp_path / "x.tflite").exists()
+
+
+@pytest.fixture(scope="module")
+def other_formats(tmp_path_factory, keras):
+    """The same tiny float model saved as legacy .h5 and as a SavedModel folder, and some PNGs for it."""
+    from PIL import Image
+
+    from tests.conftest import tiny_classifier
+
+    root = tmp_path_factory.mktemp("formats")
+    model = tiny_classifier(keras, input_shape=(12, 12, 3))
+    model.save(root / "m.h5")
+    model.export(str(root / "saved"), format="tf_saved_model", verbose=False)
+    images = root / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 256, (20, 16, 3)).astype(np.uint8)).save(images / f"{i}.png")
+    return root
+
+
+@pytest.mark.parametrize("source", ["m.h5", "saved"])
+def test_legacy_h5_and_saved_model_inputs_quantize_and_validate(other_formats, tmp_path, source):
+    model = other_formats / source
+    out = tmp_path / "m.tflite"
+    result = run_cli("quantize", model, "--to", "tflite", "--mode", "int8", "--calibration", other_formats / "images", "--out", out, env=FAST)
+    assert result.returncode == 0, result.stderr
+    check = run_cli("validate", model, out, "--data", other_formats / "images", "--latency-runs", "0", "--json", env=FAST)
+    assert check.returncode == 0, check.stderr
+    assert json.loads(check.stdout)["summary"]["max_abs_error"] < 0.05
+
+
+def test_pruning_a_saved_model_says_what_to_give_instead(other_formats, tmp_path):
+    result = run_cli("prune", other_formats / "saved", "--sparsity", "0.5", "--epochs", "0", "--out", tmp_path / "p.keras", env=FAST)
+    _one_line_error(result, "SavedModel has no Keras layers to prune", ".keras or .h5")
