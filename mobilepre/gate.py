@@ -119,7 +119,7 @@ def _read_manifest(bundle: Path) -> dict:
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise IntegrityError(f"manifest.json is not valid JSON: {error}") from None
     _check_schema(manifest)
-    from mobilepre.builder import manifest_seal_problem
+    from mobilepre.manifest import manifest_seal_problem
 
     problem = manifest_seal_problem(raw, manifest)
     if problem:
@@ -128,7 +128,7 @@ def _read_manifest(bundle: Path) -> dict:
 
 
 def _check_schema(manifest) -> None:
-    from mobilepre.builder import MANIFEST_SCHEMA
+    from mobilepre.manifest import MANIFEST_SCHEMA
 
     if not isinstance(manifest, dict):
         raise IntegrityError("manifest.json is not a JSON object")

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mobilepre.builder import BuildOptions, build, seal_manifest
+from mobilepre.builder import BuildOptions, build
+from mobilepre.manifest import seal_manifest
 from mobilepre.gate import check
 from tests.conftest import run_cli
 

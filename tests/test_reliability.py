@@ -155,7 +155,7 @@ def test_any_manifest_is_an_integrity_failure_or_our_error_never_a_crash(tmp_pat
 )
 def test_a_sealed_manifest_with_nonsense_fields_is_refused_cleanly(tmp_path_factory, mutation, value):
     """Re-sealed on purpose, so the schema checks (not the seal) must hold."""
-    from mobilepre.builder import seal_manifest
+    from mobilepre.manifest import seal_manifest
     from mobilepre.gate import check
 
     bundle = tmp_path_factory.mktemp("sealed") / "b"
