@@ -308,8 +308,6 @@ def data_info(dataset) -> dict:
 
 def bundle_files(profile, choices: list[Choice], evaluator, source_info: dict, data: dict) -> dict[str, bytes]:
     """The files of one profile's bundle, manifest.json last (it lists the others with sha256)."""
-    from quantize.artifact import gzip_size
-
     files: dict[str, bytes] = {}
     artifacts = []
     verdicts = {}
@@ -326,7 +324,7 @@ def bundle_files(profile, choices: list[Choice], evaluator, source_info: dict, d
                 "drift": row["drift"],
                 "files": sorted(prefix + n for n in measured.files),
                 "format": choice.fmt,
-                "gzip_bytes": sum(gzip_size(b) for b in measured.files.values()),
+                "gzip_bytes": measured.gzip_bytes,
                 "io_type": choice.chosen.io_type,
                 "latency": row.get("latency", {"source": profile.budget.latency_source, "budget": None}),
                 "path": _artifact_path(choice.fmt),

@@ -97,7 +97,12 @@ def load_model(path, trust: bool = False, input_shape: tuple | None = None, isol
         raise MobilepreError(f"model {path} does not exist")
     fmt = scan_model(path, trust=trust)
     if isolate:
-        _trial_load(path, fmt, trust)
+        # The child loads the model while this process imports TensorFlow (the costly part of both),
+        # so on two cores the isolation costs little; this process touches the model only after the
+        # child has loaded it without crashing.
+        child = _start_trial_load(path, fmt, trust)
+        _import_keras()
+        _finish_trial_load(child, path)
     model = _load(path, fmt, trust)
     return from_keras(model, input_shape, str(path), fmt)
 
@@ -140,7 +145,10 @@ def _wrap_saved_model(k, path: Path):
     return k.Model(inputs, outputs, name=path.name or "saved_model")
 
 
+# The child exits with os._exit: TensorFlow's interpreter teardown costs about a second and has nothing
+# to clean up here.
 _PROBE = """
+import os
 import sys
 from pathlib import Path
 from mobilepre.models import _load
@@ -148,22 +156,42 @@ from mobilepre.errors import MobilepreError
 try:
     _load(Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "1")
 except MobilepreError as error:
-    print(error.message, file=sys.stderr)
-    sys.exit(2)
+    print(error.message, file=sys.stderr, flush=True)
+    os._exit(2)
+except BaseException as error:
+    print(f"{type(error).__name__}: {error}", file=sys.stderr, flush=True)
+    os._exit(1)
+os._exit(0)
 """
 
 
-def _trial_load(path: Path, fmt: str, trust: bool) -> None:
-    result = subprocess.run(
+def _import_keras() -> None:
+    from mobilepre._tf import keras
+
+    keras()
+    import mobilepre.layers  # noqa: F401
+
+
+def _start_trial_load(path: Path, fmt: str, trust: bool) -> subprocess.Popen:
+    return subprocess.Popen(
         [sys.executable, "-c", _PROBE, str(path), fmt, "1" if trust else "0"],
-        capture_output=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=600,
     )
-    if result.returncode == 0:
+
+
+def _finish_trial_load(child: subprocess.Popen, path: Path) -> None:
+    try:
+        _, stderr = child.communicate(timeout=600)
+    except BaseException:  # interrupted or timed out: do not leave the child behind
+        child.kill()
+        child.wait()
+        raise
+    if child.returncode == 0:
         return
-    if result.returncode < 0:
-        name = signal.Signals(-result.returncode).name
+    if child.returncode < 0:
+        name = signal.Signals(-child.returncode).name
         raise MobilepreError(f"model {path} crashed TensorFlow's native loader ({name}); the file is damaged or hostile")
-    lines = [line for line in result.stderr.strip().splitlines() if line.strip()]
-    raise MobilepreError(lines[-1] if lines else f"model {path} could not be loaded (exit code {result.returncode})")
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    raise MobilepreError(lines[-1] if lines else f"model {path} could not be loaded (exit code {child.returncode})")
