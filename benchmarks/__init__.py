@@ -1,1 +1,1 @@
-"""Benchmarks of issue 7: every figure a ratio measured side by side in one run; `python -m benchmarks` runs them all."""
+"""The benchmarks of issue 7: every figure a ratio measured side by side in one run (`python -m benchmarks`)."""

@@ -89,7 +89,7 @@ def run_one(name: str, work: Path, models: Subjects) -> tuple[dict, list]:
         return speed.run(models.demo, models.mobilenet, ROUNDS["speed"], progress), []
     from benchmarks import frontend
 
-    return frontend.run(work / "frontend", progress), []
+    return frontend.run(progress), []
 
 
 def main(argv: list[str]) -> int:
@@ -117,14 +117,14 @@ def main(argv: list[str]) -> int:
             section["load_average"] = {"before": before, "after": load_average()}
             results["benchmarks"][name] = section
     results["host"] = _host()
-    results["run_seconds"] = round(time.perf_counter() - started, 1)
+    results["run"] = {"benchmarks": [n for n in NAMES if n in chosen], "seconds": round(time.perf_counter() - started, 1)}
     results["targets"] = [t for name in NAMES for t in results["benchmarks"].get(name, {}).get("targets", [])]
     results["schema"] = "mobilepre.bench/1"
     path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
     (HERE / "results.md").write_text(report.markdown(results))
     print(report.table(results))
     met = sum(t["met"] for t in results["targets"])
-    print(f"{met} of {len(results['targets'])} targets met; {results['run_seconds'] / 60:.1f} minutes; "
+    print(f"{met} of {len(results['targets'])} targets met; {results['run']['seconds'] / 60:.1f} minutes; "
           f"wrote {path.relative_to(HERE.parent)} and benchmarks/results.md")
     return 0
 

@@ -74,6 +74,54 @@ def _check_same_artifacts(build_out: Path, direct: dict) -> None:
             raise BenchError(f"{fmt}-{mode}: mobilepre build and the direct script made different artifacts")
 
 
+def _ratios(seconds: dict) -> dict:
+    return {
+        "build_over_direct": paired_ratio(seconds["build"], seconds["direct"]),
+        "build_no_trial_load_over_direct": paired_ratio(seconds["build_no_trial_load"], seconds["direct"]),
+        "reused_profiles_over_build": paired_ratio(seconds["build_reused_profiles"], seconds["build"]),
+    }
+
+
+def _spread(numerator: list[float], denominator: list[float]) -> str:
+    ratios = [a / b for a, b in zip(numerator, denominator)]
+    return f"per-round ratios {min(ratios):.2f} to {max(ratios):.2f}"
+
+
+def judge(seconds: dict) -> list[Target]:
+    """The three targets, from the raw seconds of every round."""
+    medians = {name: median(values) for name, values in seconds.items()}
+    ratios = _ratios(seconds)
+    trial_load = medians["build"] - medians["build_no_trial_load"]
+    rest = medians["build_no_trial_load"] - medians["direct"]
+    per_profile = (medians["build_reused_profiles"] - medians["build"]) / len(ARTIFACTS)
+    why = (
+        f"{_spread(seconds['build'], seconds['direct'])}; of the {medians['build'] - medians['direct']:.2f} s "
+        f"between the medians, the trial load in a child process (one more TensorFlow start-up, for crash "
+        f"isolation) is {trial_load:.2f} s and everything else (scan, data hashing, drift metrics, gzip, "
+        f"manifests, reports) {rest:+.2f} s"
+    )
+    return [
+        Target(
+            "overhead", "mobilepre build / direct converters (as shipped)", ratios["build_over_direct"], MAX_OVERHEAD, why
+        ),
+        Target(
+            "overhead",
+            "mobilepre build / direct converters (MOBILEPRE_ISOLATE_LOADS=0)",
+            ratios["build_no_trial_load_over_direct"],
+            MAX_OVERHEAD,
+            f"{_spread(seconds['build_no_trial_load'], seconds['direct'])}; medians differ by {rest:+.2f} s",
+        ),
+        Target(
+            "overhead",
+            "4 more profiles reusing the 4 artifacts",
+            ratios["reused_profiles_over_build"],
+            MAX_REUSE,
+            f"{_spread(seconds['build_reused_profiles'], seconds['build'])}; {per_profile * 1000:+.0f} ms per "
+            "extra profile (difference of the medians)",
+        ),
+    ]
+
+
 def run(work: Path, rounds: int, progress) -> tuple[dict, list[Target]]:
     specs = [f"{fmt}:{mode}" for fmt, mode in ARTIFACTS]
     once = write_profiles(work / "profiles", copies=1)
@@ -95,36 +143,8 @@ def run(work: Path, rounds: int, progress) -> tuple[dict, list[Target]]:
     if set(conversions.values()) != {len(ARTIFACTS)}:
         raise BenchError(f"expected {len(ARTIFACTS)} conversions in every build, got {conversions}")
 
-    overhead = paired_ratio(seconds["build"], seconds["direct"])
-    overhead_no_trial = paired_ratio(seconds["build_no_trial_load"], seconds["direct"])
-    reuse = paired_ratio(seconds["build_reused_profiles"], seconds["build"])
     medians = {name: round(median(values), 3) for name, values in seconds.items()}
-    trial_load = medians["build"] - medians["build_no_trial_load"]
-    rest = medians["build_no_trial_load"] - medians["direct"]
-    per_profile = (medians["build_reused_profiles"] - medians["build"]) / len(ARTIFACTS)
-    why = (
-        f"of the {medians['build'] - medians['direct']:.2f} s build spends beyond the direct script, the "
-        f"trial load in a child process (one more TensorFlow start-up, for crash isolation) is "
-        f"{trial_load:.2f} s and everything else (scan, reference outputs, drift metrics, gzip, manifests, "
-        f"reports) {rest:.2f} s"
-    )
-    targets = [
-        Target("overhead", "mobilepre build / direct converters (as shipped)", overhead, MAX_OVERHEAD, why),
-        Target(
-            "overhead",
-            "mobilepre build / direct converters (MOBILEPRE_ISOLATE_LOADS=0)",
-            overhead_no_trial,
-            MAX_OVERHEAD,
-            f"without the trial load; {rest:.2f} s above the direct script",
-        ),
-        Target(
-            "overhead",
-            "4 more profiles reusing the 4 artifacts",
-            reuse,
-            MAX_REUSE,
-            f"{per_profile * 1000:+.0f} ms per extra profile (median difference; noise is of that order)",
-        ),
-    ]
+    targets = judge(seconds)
     result = {
         "description": DESCRIPTION,
         "artifacts": {k: {"bytes": v["bytes"], "top1_agreement": v["top1_agreement"]} for k, v in direct.items()},
@@ -132,12 +152,8 @@ def run(work: Path, rounds: int, progress) -> tuple[dict, list[Target]]:
         "seconds": {name: [round(s, 3) for s in values] for name, values in seconds.items()},
         "median_seconds": medians,
         "conversions": conversions,
-        "ratios": {
-            "build_over_direct": round(overhead, 4),
-            "build_no_trial_load_over_direct": round(overhead_no_trial, 4),
-            "reused_profiles_over_build": round(reuse, 4),
-        },
-        "trial_load_seconds": round(trial_load, 3),
-        "seconds_per_reusing_profile": round(per_profile, 3),
+        "ratios": {name: round(value, 4) for name, value in _ratios(seconds).items()},
+        "trial_load_seconds": round(medians["build"] - medians["build_no_trial_load"], 3),
+        "seconds_per_reusing_profile": round((medians["build_reused_profiles"] - medians["build"]) / len(ARTIFACTS), 3),
     }
     return result, targets

@@ -7,7 +7,7 @@ from benchmarks.timing import MOBILEPRE, PYTHON, Command, median, paired_ratio, 
 DESCRIPTION = (
     "Wall-clock time of a fresh process, from spawn to exit: the `mobilepre` console script printing its "
     "help against the same interpreter doing nothing. TensorFlow is imported only by commands that need it, "
-    "so the difference is Python imports of the CLI (Typer, Click, Rich) and mobilepre's own modules."
+    "so the difference is importing Typer (with its bundled Click) and mobilepre's CLI module."
 )
 
 

@@ -1,4 +1,4 @@
-"""The models the in-process benchmarks share: the demo model and a MobileNetV2-sized one, each converted once per mode."""
+"""The models the in-process benchmarks share, demo and MobileNetV2-sized, each converted once per mode."""
 
 from __future__ import annotations
 
