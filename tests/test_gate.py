@@ -20,7 +20,7 @@ FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("gate") / "out"
-    result = build(BuildOptions(out=out, profile=("npu-int8", "web-mobile"), latency_runs=5))
+    result = build(BuildOptions(out=out, profile=("npu-int8", "web-mobile"), latency_runs=20))
     why = [(p["name"], e.get("closest")) for p in result.profiles for e in p["formats"].values() if not p["passed"]]
     assert result.exit_code == 0, why
     return out
