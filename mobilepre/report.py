@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import math
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
@@ -17,7 +18,8 @@ def _drift_metric(rows) -> str:
 
 
 def _chart(profile: dict, rows: list, metric: str) -> str:
-    """SVG scatter: x = artifact bytes, y = drift metric; dashed lines at the size and drift budgets."""
+    """SVG scatter: x = artifact bytes on a log scale (sizes and budgets span decades), y = the drift
+    metric; dashed lines at the size and drift budgets."""
     width, height, pad = 520, 300, 50
     points = [(r["bytes"], r["drift"].get(metric)) for r in rows if r.get("bytes") and r["drift"].get(metric) is not None]
     budget = profile["budget"]
@@ -26,14 +28,17 @@ def _chart(profile: dict, rows: list, metric: str) -> str:
     ys = [p[1] for p in points] + ([drift_limit] if drift_limit is not None else [])
     if not points:
         return "<p>No candidate produced a measurable artifact.</p>"
-    x_max = max(xs) * 1.1
+    log_lo = math.floor(math.log10(min(xs)))
+    log_hi = math.ceil(math.log10(max(xs)))
+    if log_hi == log_lo:
+        log_hi += 1
     y_lo, y_hi = min(ys), max(ys)
     if y_hi - y_lo < 1e-6:
         y_lo, y_hi = y_lo - 0.01, y_hi + 0.01
     span = y_hi - y_lo
 
     def sx(v):
-        return pad + (width - 2 * pad) * v / x_max
+        return pad + (width - 2 * pad) * (math.log10(v) - log_lo) / (log_hi - log_lo)
 
     def sy(v):
         return height - pad - (height - 2 * pad) * (v - y_lo) / span
@@ -41,7 +46,11 @@ def _chart(profile: dict, rows: list, metric: str) -> str:
     parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="size against {metric}">']
     parts.append(f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#999"/>')
     parts.append(f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#999"/>')
-    parts.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">artifact bytes (0 to {int(x_max)})</text>')
+    parts.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">artifact bytes (log scale)</text>')
+    for exponent in range(log_lo, log_hi + 1):
+        tick = sx(10**exponent)
+        parts.append(f'<line x1="{tick:.1f}" y1="{height - pad}" x2="{tick:.1f}" y2="{height - pad + 4}" stroke="#999"/>')
+        parts.append(f'<text x="{tick:.1f}" y="{height - pad + 16}" text-anchor="middle" font-size="11">{_bytes_label(10**exponent)}</text>')
     parts.append(f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">{metric}</text>')
     parts.append(f'<text x="{pad - 4}" y="{sy(y_hi) + 4}" text-anchor="end" font-size="11">{y_hi:.4g}</text>')
     parts.append(f'<text x="{pad - 4}" y="{sy(y_lo) + 4}" text-anchor="end" font-size="11">{y_lo:.4g}</text>')
@@ -64,6 +73,13 @@ def _chart(profile: dict, rows: list, metric: str) -> str:
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _bytes_label(n: int) -> str:
+    for unit, size in (("GB", 10**9), ("MB", 10**6), ("kB", 10**3)):
+        if n >= size:
+            return f"{n // size} {unit}"
+    return f"{n} B"
 
 
 def _table(rows: list, chosen_key: str | None) -> str:
