@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from mobilepre.errors import EXIT_FAILED, MobilepreError

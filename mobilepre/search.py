@@ -9,7 +9,6 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 
 from mobilepre.errors import MobilepreError
 

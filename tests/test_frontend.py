@@ -9,7 +9,6 @@ from mobilepre.errors import MobilepreError
 from mobilepre.frontend import (
     FeatureStage,
     FrontendSpec,
-    Normalization,
     attach,
     build_frontend,
     gaussian_kernel,

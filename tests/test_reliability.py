@@ -10,7 +10,6 @@ import signal
 import threading
 import time
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -1,9 +1,7 @@
 """Scanning model files before loading: one malicious fixture and one harmless near-miss per hazard."""
 
-import copy
 import json
 import os
-import stat
 import subprocess
 import sys
 import warnings
