@@ -144,10 +144,10 @@ def _latency_ms(profile, measured, evaluator, device_timings, latency_runs) -> t
     """The latency figure the profile's budget names, with how it was obtained."""
     budget = profile.budget
     if budget.latency_source == "estimate":
-        from mobilepre.macs import count_macs
+        from mobilepre.macs import estimated_latency_ms
 
-        macs = count_macs(evaluator.source.model)
-        return macs / (budget.device_gmacs * 1e9) * 1000.0, {"source": "estimate", "macs": macs, "device_gmacs": budget.device_gmacs}
+        macs = evaluator.source.macs
+        return estimated_latency_ms(macs, budget.device_gmacs), {"source": "estimate", "macs": macs, "device_gmacs": budget.device_gmacs}
     if budget.latency_source == "device":
         value = (device_timings or {}).get(measured.candidate.key)
         return value, {"source": "device"}
@@ -468,14 +468,12 @@ def build(options: BuildOptions, progress=None) -> BuildResult:
         raise MobilepreError(f"profile {name} takes latency from the device: pass --device-timings FILE")
 
     source, calibration, validation = _load_inputs(options)
-    from mobilepre.macs import count_macs
-
     source_info = {
         "format": source.format,
         "identity": source.identity,
         "input_dtype": source.input_dtype,
         "input_shape": list(source.input_shape),
-        "macs": count_macs(source.model),
+        "macs": source.macs,
         "name": Path(source.path).name,
         "parameters": source.parameters,
     }
@@ -497,6 +495,7 @@ def _write_outputs(staging: Path, profiles, choices, evaluator, source_info, val
     from mobilepre.report import render_html
 
     by_profile = {p.name: [c for c in choices if c.profile == p.name] for p in profiles}
+    data = {"calibration": data_info(calibration), "validation": data_info(validation)}
     summaries = []
     for profile in profiles:
         mine = by_profile[profile.name]
@@ -510,7 +509,6 @@ def _write_outputs(staging: Path, profiles, choices, evaluator, source_info, val
                 entry["closest"] = c.closest
             formats[c.fmt] = entry
         if passed:
-            data = {"calibration": data_info(calibration), "validation": data_info(validation)}
             for name, content in bundle_files(profile, mine, evaluator, source_info, data).items():
                 path = staging / profile.name / name
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -530,7 +528,7 @@ def _write_outputs(staging: Path, profiles, choices, evaluator, source_info, val
     ]
     result = BuildResult(out, summaries, candidates, evaluator.conversions, evaluator.validations, source_info)
     report = {
-        "data": {"calibration": data_info(calibration), "validation": data_info(validation)},
+        "data": data,
         "profiles": [
             {**s, "formats": {f: {k: ([_stable(r) for r in v] if k == "tried" else (_stable(v) if v else v)) for k, v in e.items()} for f, e in s["formats"].items()}}
             for s in summaries

@@ -76,26 +76,22 @@ def check_output(target: Path, force: bool, what: str = "output") -> None:
 def write_files_atomically(files: dict[str, bytes], target: Path, as_folder: bool) -> None:
     """Write `files` as one file (`as_folder=False`, exactly one entry) or as a folder, replacing `target`.
 
-    Everything is written beside `target` under a temporary name, flushed, then renamed into place;
-    a folder being replaced is first moved aside and removed after the rename, so a crash at any point
-    leaves the old output or the new one.
+    Everything is written beside `target` under a temporary name, flushed, then put in place in one
+    step (`atomic_file`, `replace_tree`), so a crash at any point leaves the old output or the new one.
     """
+    if not as_folder:
+        (data,) = files.values()
+        with atomic_file(target) as tmp:
+            tmp.write_bytes(data)
+        return
     staging = make_staging(target)
     try:
-        if as_folder:
-            for name, data in sorted(files.items()):
-                path = staging / name
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-            fsync_tree(staging)
-            replace_tree(staging, target)
-        else:
-            (data,) = files.values()
-            path = staging / "file"
+        for name, data in sorted(files.items()):
+            path = staging / name
+            path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-            fsync_tree(staging)
-            os.replace(path, target)
-            _fsync_dir(staging.parent)
+        fsync_tree(staging)
+        replace_tree(staging, target)
     finally:
         remove_tree(staging)
 

@@ -243,7 +243,9 @@ def _latency_finding(profile, bundle: Path, artifact: dict, manifest: dict, meas
         macs = manifest["source"].get("macs")
         if not isinstance(macs, int):
             return Finding("max_latency_ms", False, "the manifest has no MAC count to estimate latency from", None, limit, "estimate")
-        value = macs / (profile.budget.device_gmacs * 1e9) * 1000.0
+        from mobilepre.macs import estimated_latency_ms
+
+        value = estimated_latency_ms(macs, profile.budget.device_gmacs)
     elif source == "device":
         value = (device_timings or {}).get(artifact["candidate"])
         if value is None:

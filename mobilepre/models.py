@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -41,8 +42,12 @@ class SourceModel:
     def parameters(self) -> int:
         return int(self.model.count_params())
 
-    def predict(self, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        return np.asarray(self.model.predict(images, batch_size=batch_size, verbose=0), dtype=np.float32)
+    @functools.cached_property
+    def macs(self) -> int:
+        """Multiply-accumulates per image, counted once from the model's layers."""
+        from mobilepre.macs import count_macs
+
+        return count_macs(self.model)
 
 
 def model_identity(model) -> str:

@@ -238,8 +238,6 @@ def validate(
     tolerances: dict | None = None,
 ) -> ValidationResult:
     """Compare `candidate` (a .tflite file or TF.js folder) with the float `source` model on `images`."""
-    from mobilepre.macs import count_macs
-
     reference, ref_seconds = reference_outputs(source, images)
     fmt, run = run_candidate(candidate, images, threads, latency_runs)
     drifts = compare(reference, run, labels)
@@ -252,7 +250,7 @@ def validate(
         outputs=drifts,
         summary=summary,
         latency=run.latency,
-        macs=count_macs(source.model),
+        macs=source.macs,
         reference_seconds=ref_seconds,
         candidate_seconds=run.seconds,
         failures=failures,
