@@ -12,7 +12,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml requirements.lock $(RUNNER)/package-lock.json
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
-	$(PY) -c "from quantize._tf import tensorflowjs_converter; tensorflowjs_converter(); import keras, ai_edge_litert"
+	$(PY) -c "from mobilepre.quantize._tf import tensorflowjs_converter; tensorflowjs_converter(); import keras, ai_edge_litert"
 	cd $(RUNNER) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
 

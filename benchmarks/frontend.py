@@ -68,7 +68,7 @@ def _models():
 
 
 def _interpreter(content: bytes, threads: int):
-    from quantize.runtime import tflite_interpreter
+    from mobilepre.quantize.runtime import tflite_interpreter
 
     interpreter = tflite_interpreter(content, threads=threads)
     source = interpreter.get_input_details()[0]["index"]
@@ -119,7 +119,7 @@ def _time_pair(inside_call, outside_call, kernel, images) -> dict:
 
 
 def run(progress) -> dict:
-    import quantize
+    from mobilepre import quantize
 
     inside, outside, kernel, (inside_frontend, outside_frontend) = _models()
     settings = quantize.QuantizationSettings("tflite", "float32")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from quantize import MODES_BY_FORMAT
+from mobilepre.quantize import MODES_BY_FORMAT
 
 TITLES = {
     "overhead": "1. Tool overhead",

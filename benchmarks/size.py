@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import quantize
+from mobilepre import quantize
 from benchmarks.timing import Target
 
 MAX_INT8_OVER_FLOOR = 1.15

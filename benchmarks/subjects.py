@@ -33,8 +33,8 @@ class Subject:
 
     def artifact(self, fmt: str, mode: str):
         """The artifact of one mode (float32 I/O for int8), converted on first use from one SavedModel export."""
-        import quantize
-        from quantize.export import export_saved_model
+        from mobilepre import quantize
+        from mobilepre.quantize.export import export_saved_model
 
         if (fmt, mode) not in self._artifacts:
             if self._saved_model is None:

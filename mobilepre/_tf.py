@@ -1,5 +1,5 @@
-"""Quiet, lazy import of TensorFlow and Keras (the one implementation lives in `quantize._tf`)."""
+"""Quiet, lazy import of TensorFlow and Keras (the one implementation lives in `mobilepre.quantize._tf`)."""
 
-from quantize._tf import keras, quiet_tensorflow
+from mobilepre.quantize._tf import keras, quiet_tensorflow
 
 __all__ = ["keras", "quiet_tensorflow"]

@@ -11,7 +11,7 @@ import typer
 
 from mobilepre import __version__
 from mobilepre.errors import EXIT_BAD_INPUT, MobilepreError
-from quantize.settings import QuantizeError
+from mobilepre.quantize.settings import QuantizeError
 
 app = typer.Typer(
     name="mobilepre",

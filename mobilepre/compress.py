@@ -142,12 +142,12 @@ def quantize_file(
     layer_report: int = 0,
 ) -> QuantizeResult:
     """Load the model at `model_path`, convert it as asked, write the artifact to `out` atomically."""
-    import quantize
+    from mobilepre import quantize
     from mobilepre.fsutil import check_output, write_files_atomically
     from mobilepre.models import load_model
-    from quantize.debug import int8_layer_errors
-    from quantize.export import export_saved_model
-    from quantize.pruning import measured_sparsity, prunable_kernels
+    from mobilepre.quantize.debug import int8_layer_errors
+    from mobilepre.quantize.export import export_saved_model
+    from mobilepre.quantize.pruning import measured_sparsity, prunable_kernels
 
     try:
         settings = quantize.QuantizationSettings(
@@ -239,11 +239,11 @@ def prune_file(
     """Prune the model at `model_path`, fine-tune it by distillation on the calibration images, save it."""
     import numpy as np
 
-    import quantize
+    from mobilepre import quantize
     from mobilepre.fsutil import atomic_file, check_output
     from mobilepre.models import load_model
-    from quantize.artifact import gzip_size
-    from quantize.pruning import PruneSettings, prune
+    from mobilepre.quantize.artifact import gzip_size
+    from mobilepre.quantize.pruning import PruneSettings, prune
 
     try:
         settings = PruneSettings(sparsity=sparsity, epochs=epochs, scope=scope)

@@ -220,7 +220,7 @@ def _profile_now(manifest: dict, profiles_arg) -> tuple[object, str]:
 
 
 def _size_findings(profile, bundle: Path, artifact: dict) -> list[Finding]:
-    from quantize.artifact import gzip_size
+    from mobilepre.quantize.artifact import gzip_size
 
     files = [bundle / f for f in artifact.get("files", [artifact["path"]])]
     size = sum(p.stat().st_size for p in files)

@@ -67,8 +67,8 @@ def model_identity(model) -> str:
 
 def from_keras(model, input_shape: tuple | None = None, path: str = "<memory>", fmt: str = "memory") -> SourceModel:
     """Wrap an in-memory Keras model (a Python caller's, or one just loaded) as a SourceModel."""
-    from quantize import QuantizeError
-    from quantize.export import model_input_spec
+    from mobilepre.quantize import QuantizeError
+    from mobilepre.quantize.export import model_input_spec
 
     try:
         shape, dtype = model_input_spec(model, input_shape)

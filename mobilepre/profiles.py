@@ -8,6 +8,7 @@ TensorFlow or numpy here, so profile commands stay fast.
 from __future__ import annotations
 
 import difflib
+import importlib.resources
 import math
 import re
 import tomllib
@@ -366,8 +367,9 @@ def load_profiles(dir_or_file: str | Path) -> list[Profile]:
 
 
 def default_profiles_dir() -> Path:
-    """The shipped `device_profiles/` folder of this repository."""
-    return Path(__file__).resolve().parent.parent / "device_profiles"
+    """The shipped profiles: `device_profiles/` in the repository, package data `mobilepre.device_profiles`
+    in an installed wheel."""
+    return Path(str(importlib.resources.files("mobilepre.device_profiles")))
 
 
 def _read_text(path: Path) -> str:

@@ -109,7 +109,7 @@ def _natural(name: str):
 def run_tflite(content: bytes, images: np.ndarray, threads: int = 1, latency_runs: int = 0, warmup: int = 5, where: str = "candidate") -> RunResult:
     """Run `images` through a .tflite model in LiteRT; optionally time single-image runs."""
     from mobilepre.artifacts import verify_tflite
-    from quantize.runtime import tflite_interpreter
+    from mobilepre.quantize.runtime import tflite_interpreter
 
     verify_tflite(content, where)
     try:

@@ -123,8 +123,8 @@ class Evaluator:
 
     def _variant(self, sparsity: float):
         if sparsity not in self._models:
-            from quantize.export import export_saved_model
-            from quantize.pruning import PruneSettings, prune
+            from mobilepre.quantize.export import export_saved_model
+            from mobilepre.quantize.pruning import PruneSettings, prune
 
             model, reached = self.source.model, 0.0
             if sparsity:
@@ -156,7 +156,7 @@ class Evaluator:
         return {c: self.measured[c] for c in candidates}
 
     def _convert(self, candidate: Candidate) -> Measured:
-        import quantize
+        from mobilepre import quantize
 
         try:
             model, directory, reached = self._variant(candidate.sparsity)

@@ -4,7 +4,7 @@ One entry point, `convert`; settings are data (`QuantizationSettings`, `PruneSet
 package does not import TensorFlow.
 """
 
-from quantize.settings import (
+from .settings import (
     BYTES_PER_WEIGHT,
     MODES_BY_FORMAT,
     Format,
@@ -31,15 +31,15 @@ __all__ = [
 
 def __getattr__(name):
     if name == "Artifact":
-        from quantize.artifact import Artifact
+        from .artifact import Artifact
 
         return Artifact
     if name in ("prune", "PruneSettings", "PruneResult"):
-        from quantize import pruning as module
+        from . import pruning as module
 
         return getattr(module, name)
     if name == "convert":
-        from quantize.pipeline import convert
+        from .pipeline import convert
 
         return convert
     raise AttributeError(name)

@@ -6,7 +6,7 @@ import gzip
 import hashlib
 from dataclasses import dataclass, field
 
-from quantize.settings import QuantizationSettings
+from .settings import QuantizationSettings
 
 
 def gzip_size(data: bytes) -> int:

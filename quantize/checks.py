@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from quantize.settings import Mode, QuantizeError
+from .settings import Mode, QuantizeError
 
 FLOAT16_MAX = 65504.0
 

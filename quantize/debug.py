@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from quantize.tflite import _converter, _representative
+from .tflite import _converter, _representative
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class LayerError:
 
 def int8_layer_errors(saved_model_dir: Path, settings, calibration: np.ndarray, samples: int = 32) -> list[LayerError]:
     """Run float and int8 side by side on `samples` images; layers sorted by error, worst first."""
-    from quantize._tf import native_stderr_silenced, quiet_tensorflow
+    from ._tf import native_stderr_silenced, quiet_tensorflow
 
     tf = quiet_tensorflow()
     converter = _converter(tf, saved_model_dir, settings, calibration)

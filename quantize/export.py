@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from quantize.settings import QuantizeError
+from .settings import QuantizeError
 
 
 def model_input_spec(model, input_shape: tuple[int, ...] | None = None) -> tuple[tuple[int, ...], str]:
@@ -28,7 +28,7 @@ def model_input_spec(model, input_shape: tuple[int, ...] | None = None) -> tuple
 
 def export_saved_model(model, directory: Path, input_shape: tuple[int, ...] | None = None) -> Path:
     """Write `model` as a SavedModel at `directory` with a (batch, *input_shape) serving signature."""
-    from quantize._tf import quiet_tensorflow
+    from ._tf import quiet_tensorflow
 
     tf = quiet_tensorflow()
     shape, dtype = model_input_spec(model, input_shape)

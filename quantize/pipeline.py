@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from quantize.artifact import Artifact
-from quantize.checks import check_weights
-from quantize.export import export_saved_model
-from quantize.settings import Format, QuantizationSettings
+from .artifact import Artifact
+from .checks import check_weights
+from .export import export_saved_model
+from .settings import Format, QuantizationSettings
 
 
 def convert(
@@ -36,9 +36,9 @@ def convert(
 
 def _dispatch(directory: Path, settings: QuantizationSettings, calibration, sparsity: float) -> Artifact:
     if settings.format is Format.TFLITE:
-        from quantize.tflite import convert_tflite
+        from .tflite import convert_tflite
 
         return convert_tflite(directory, settings, calibration, sparsity)
-    from quantize.tfjs import convert_tfjs
+    from .tfjs import convert_tfjs
 
     return convert_tfjs(directory, settings, sparsity)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from quantize.settings import QuantizeError
+from .settings import QuantizeError
 
 # Layers whose kernels are pruned. Depthwise kernels (the front-end's denoise stage among them), batch
 # norm and biases are left alone unless asked: they are few weights and pruning them hurts most.
@@ -133,7 +133,7 @@ def measured_sparsity(kernels) -> tuple[float, dict[str, float]]:
 
 
 def _clone(model):
-    from quantize._tf import keras
+    from ._tf import keras
 
     k = keras()
     copy = k.models.clone_model(model)
@@ -154,7 +154,7 @@ def prune(model, settings: PruneSettings, images: np.ndarray | None = None, labe
     cross-entropy on `labels` when given. Masks are re-applied after every step, so pruned weights
     stay zero. Sparsity ramps up over the first half of the epochs, then holds.
     """
-    from quantize._tf import keras, quiet_tensorflow
+    from ._tf import keras, quiet_tensorflow
 
     tf = quiet_tensorflow()
     k = keras()

@@ -16,7 +16,7 @@ def interpreter_class():
 
 def tflite_interpreter(content: bytes, threads: int | None = None):
     """A LiteRT interpreter over `content`, tensors allocated."""
-    from quantize._tf import native_stderr_silenced
+    from ._tf import native_stderr_silenced
 
     with native_stderr_silenced():  # LiteRT announces its XNNPACK delegate on stderr
         interpreter = interpreter_class()(model_content=content, num_threads=threads)

@@ -6,8 +6,8 @@ import json
 import tempfile
 from pathlib import Path
 
-from quantize.artifact import Artifact
-from quantize.settings import Format, Mode, QuantizationSettings, QuantizeError
+from .artifact import Artifact
+from .settings import Format, Mode, QuantizationSettings, QuantizeError
 
 _DTYPE_MAP = {Mode.FLOAT16: {"float16": True}, Mode.UINT16: {"uint16": True}, Mode.UINT8: {"uint8": True}}
 # Fields of model.json the runtime does not read.
@@ -25,7 +25,7 @@ def normalise_model_json(raw: bytes, strip_metadata: bool) -> bytes:
 
 def convert_tfjs(saved_model_dir: Path, settings: QuantizationSettings, sparsity: float = 0.0) -> Artifact:
     """Convert the SavedModel at `saved_model_dir` to a TF.js graph model as `settings` ask."""
-    from quantize._tf import native_stderr_silenced, tensorflowjs_converter
+    from ._tf import native_stderr_silenced, tensorflowjs_converter
 
     if settings.format is not Format.TFJS:
         raise QuantizeError(f"convert_tfjs got {settings.format.value} settings")

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import numpy as np
 
-from quantize.artifact import Artifact
-from quantize.checks import check_calibration
-from quantize.settings import Format, IOType, Mode, QuantizationSettings, QuantizeError
+from .artifact import Artifact
+from .checks import check_calibration
+from .settings import Format, IOType, Mode, QuantizationSettings, QuantizeError
 
 MAX_CALIBRATION_SAMPLES = 500
 
@@ -62,7 +62,7 @@ def convert_tflite(
     sparsity: float = 0.0,
 ) -> Artifact:
     """Convert the SavedModel at `saved_model_dir` to one `.tflite` artifact as `settings` ask."""
-    from quantize._tf import native_stderr_silenced, quiet_tensorflow
+    from ._tf import native_stderr_silenced, quiet_tensorflow
 
     if settings.format is not Format.TFLITE:
         raise QuantizeError(f"convert_tflite got {settings.format.value} settings")
@@ -101,8 +101,8 @@ def _selective_int8(tf, converter, settings: QuantizationSettings, calibration) 
 
 def _nodes_of_layers(saved_model_dir, layers: tuple[str, ...]) -> list[str]:
     """TFLite op output tensor names that belong to the named Keras layers (found in a float conversion)."""
-    from quantize._tf import quiet_tensorflow
-    from quantize.runtime import tflite_interpreter
+    from ._tf import quiet_tensorflow
+    from .runtime import tflite_interpreter
 
     tf = quiet_tensorflow()
     float_model = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir)).convert()

@@ -63,7 +63,7 @@ def tiny_images():
 
 def litert_run(content: bytes, x: np.ndarray) -> np.ndarray:
     """Run a .tflite model in the LiteRT interpreter one image at a time, (de)quantizing I/O."""
-    from quantize.runtime import tflite_interpreter
+    from mobilepre.quantize.runtime import tflite_interpreter
 
     interpreter = tflite_interpreter(content)
     inp = interpreter.get_input_details()[0]

@@ -117,7 +117,7 @@ def test_attach_checks_shapes(keras):
 
 @pytest.mark.parametrize("attached", [False, True])
 def test_frontend_runs_in_litert_as_in_keras(keras, tiny_model, tiny_images, attached):
-    import quantize
+    from mobilepre import quantize
 
     model = tiny_model if attached else build_frontend(FrontendSpec(input_shape=(16, 16, 1)))
     artifact = quantize.convert(model, quantize.QuantizationSettings("tflite", "float32"))

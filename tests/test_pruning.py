@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-import quantize
-from quantize import QuantizeError
-from quantize.pruning import PruneSettings, measured_sparsity, prunable_kernels, prune
+from mobilepre import quantize
+from mobilepre.quantize import QuantizeError
+from mobilepre.quantize.pruning import PruneSettings, measured_sparsity, prunable_kernels, prune
 
 
 def _weights_by_path(model):

@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pytest
 
-import quantize
-from quantize import QuantizationSettings as QS
-from quantize import QuantizeError
+from mobilepre import quantize
+from mobilepre.quantize import QuantizationSettings as QS
+from mobilepre.quantize import QuantizeError
 from tests.conftest import litert_run, write_artifact
 
 TFLITE_MODES = ["float32", "float16", "dynamic", "int8"]
@@ -62,7 +62,7 @@ def test_tfjs_weights_carry_their_quantization(tiny_artifacts):
 @pytest.mark.parametrize("io_type, dtype", [("float32", "float32"), ("int8", "int8"), ("uint8", "uint8")])
 def test_int8_has_int8_weights_and_the_io_type_asked(keras, tiny_images, io_type, dtype):
     from mobilepre.artifacts import tflite_io
-    from quantize.runtime import tflite_interpreter
+    from mobilepre.quantize.runtime import tflite_interpreter
     from tests.conftest import tiny_classifier
 
     model = tiny_classifier(keras, input_shape=(8, 8, 3))  # float input, so the I/O type applies
@@ -87,7 +87,7 @@ def test_uint8_frontend_keeps_raw_pixel_input_in_int8(tiny_artifacts):
 
 
 def test_selective_quantization_keeps_a_layer_in_float(tiny_model, tiny_images):
-    from quantize.runtime import tflite_interpreter
+    from mobilepre.quantize.runtime import tflite_interpreter
 
     plain = quantize.convert(tiny_model, QS("tflite", "int8"), calibration=tiny_images).files["model.tflite"]
     keep = quantize.convert(tiny_model, QS("tflite", "int8", float_layers=("head",)), calibration=tiny_images)
@@ -117,8 +117,8 @@ def test_stripping_metadata_saves_bytes_and_still_runs(tiny_model, tiny_images, 
 
 
 def test_int8_layer_report_names_layers(tiny_model, tiny_images, tmp_path):
-    from quantize.debug import int8_layer_errors
-    from quantize.export import export_saved_model
+    from mobilepre.quantize.debug import int8_layer_errors
+    from mobilepre.quantize.export import export_saved_model
 
     directory = export_saved_model(tiny_model, tmp_path / "sm")
     errors = int8_layer_errors(directory, QS("tflite", "int8"), tiny_images, samples=8)
@@ -197,7 +197,7 @@ def test_settings_refuse_what_cannot_be_made(kwargs, message):
 
 _HASH_SCRIPT = """
 import hashlib, json
-import quantize
+from mobilepre import quantize
 from mobilepre import demo
 from mobilepre.data import ModelInput, load_dataset
 from mobilepre.models import load_model

@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-import quantize
+from mobilepre import quantize
 from mobilepre import demo
 from mobilepre.errors import MobilepreError
 from mobilepre.validate import PSNR_CAP_DB, output_drift, tolerance_failures, validate, worst

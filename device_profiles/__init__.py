@@ -1,0 +1,1 @@
+"""The shipped device profiles (one TOML file each), installed as package data of `mobilepre`."""
