@@ -1,4 +1,9 @@
-"""The convolutional preprocessing front-end: its spec, the Keras model it builds, and attaching it."""
+"""The convolutional preprocessing front-end: its spec, the Keras model it builds, and attaching it.
+
+Imports only plain-Python siblings; TensorFlow and Keras are imported inside the functions that build
+models, so importing this module (and `mobilepre --help`) stays fast and TensorFlow-free. The models
+built here refer to stock Keras objects only, so a saved front-end loads without mobilepre installed.
+"""
 
 from __future__ import annotations
 
@@ -137,9 +142,17 @@ def gaussian_kernel(sigma: float, size: int = 3):
     return (g / g.sum()).astype(np.float32)
 
 
+DENOISE_KERNEL_SIZE = 3
+
+
 def build_frontend(spec: FrontendSpec | None = None, name: str = "frontend"):
-    """Build the front-end described by `spec` as a functional `keras.Model`."""
-    from mobilepre import layers as mp_layers
+    """Build the front-end described by `spec` as a functional `keras.Model`.
+
+    The denoise kernel starts as `gaussian_kernel(spec.sigma)` for every channel, but the layer's
+    config names only stock Keras objects, so a saved front-end is a plain Keras file.
+    """
+    import numpy as np
+
     from mobilepre._tf import keras
 
     spec = spec or FrontendSpec()
@@ -150,17 +163,26 @@ def build_frontend(spec: FrontendSpec | None = None, name: str = "frontend"):
         low, high = spec.rescale_range
         x = k.layers.Rescaling((high - low) / 255.0, offset=low, name="rescale")(x)
     if spec.denoise:
-        x = k.layers.DepthwiseConv2D(
-            kernel_size=3,
+        size = DENOISE_KERNEL_SIZE
+        denoise = k.layers.DepthwiseConv2D(
+            kernel_size=size,
             strides=1,
             padding="same",
             depth_multiplier=1,
             activation="linear",
             use_bias=False,
-            depthwise_initializer=mp_layers.GaussianBlur(sigma=spec.sigma),
+            # Only what the saved config says: the Gaussian itself is set just below and travels as
+            # the kernel's weights. A stock initialiser keeps the file loadable by any Keras 3, the
+            # stock TFLite/TF.js converters and a user's training script without mobilepre; if the
+            # layer is ever re-initialised from its config, a 1/k^2 box (mean) filter is still a
+            # sensible low-pass that sums to 1.
+            depthwise_initializer=k.initializers.Constant(1.0 / size**2),
             depthwise_regularizer=k.regularizers.L2(spec.l2) if spec.l2 > 0 else None,
             name="denoise",
-        )(x)
+        )
+        x = denoise(x)
+        shape = tuple(int(d) for d in denoise.kernel.shape)  # (k, k, channels, 1): one filter per channel
+        denoise.set_weights([np.broadcast_to(gaussian_kernel(spec.sigma, size)[:, :, None, None], shape).copy()])
     for i, stage in enumerate(spec.features, start=1):
         x = k.layers.Conv2D(
             stage.filters, stage.kernel_size, strides=1, padding="same", activation="relu", name=f"features_{i}"

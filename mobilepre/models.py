@@ -115,7 +115,7 @@ def load_model(path, trust: bool = False, input_shape: tuple | None = None, isol
 def _load(path: Path, fmt: str, trust: bool):
     from mobilepre._tf import keras
 
-    import mobilepre.layers  # noqa: F401  registers mobilepre>GaussianBlur
+    import mobilepre.layers  # noqa: F401  registers mobilepre>GaussianBlur, named by files from earlier versions
 
     k = keras()
     try:

@@ -2,7 +2,8 @@
 
 Deterministic and offline: scikit-learn's bundled 8x8 handwritten digits are upscaled to 32x32 raw uint8
 pixels, split 80/20 (stratified, fixed seed), and a small CNN is trained end to end behind the default
-front-end. Run from the repository root:
+front-end. The saved model names only stock Keras objects (the Gaussian denoise kernel travels as
+weights), so `keras.models.load_model` reads it without mobilepre. Run from the repository root:
 
     .venv/bin/python scripts/train_demo.py
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +70,14 @@ def shipped_file(path: Path):
         tmp.chmod(0o644)
 
 
+def require_stock_keras_only(path: Path) -> None:
+    """Refuse to ship a model whose config names a mobilepre object: users load it without mobilepre."""
+    with zipfile.ZipFile(path) as archive:
+        config = archive.read("config.json").decode()
+    if '"mobilepre' in config:
+        raise SystemExit(f"{path}: the model's config refers to a mobilepre object; the demo must be plain Keras")
+
+
 def save_npz(path: Path, **arrays: np.ndarray) -> None:
     with shipped_file(path) as tmp:
         np.savez_compressed(tmp, **arrays)
@@ -112,6 +122,7 @@ def main() -> None:
 
     with shipped_file(DEMO_DIR / "demo.keras") as tmp:
         shipped.save(tmp)
+        require_stock_keras_only(tmp)
     save_npz(DEMO_DIR / "calibration.npz", images=train_images[chosen], labels=train_labels[chosen])
     save_npz(DEMO_DIR / "validation.npz", images=test_images, labels=test_labels)
     info = {

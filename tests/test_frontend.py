@@ -1,6 +1,11 @@
 """The preprocessing front-end: what each stage does to pixels, not just its shapes."""
 
+import ast
+import json
+import subprocess
 import sys
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,7 +109,8 @@ def test_saved_frontend_round_trips(keras, tmp_path):
     loaded = keras.models.load_model(tmp_path / "f.keras")
     x = np.random.default_rng(3).integers(0, 256, (2, 8, 8, 3)).astype(np.uint8)
     np.testing.assert_allclose(np.asarray(model(x)), np.asarray(loaded(x)), atol=1e-6)
-    assert loaded.get_layer("denoise").get_config()["depthwise_initializer"]["config"] == {"sigma": 1.7}
+    kernel = loaded.get_layer("denoise").get_weights()[0]
+    np.testing.assert_array_equal(kernel, np.broadcast_to(gaussian_kernel(1.7)[:, :, None, None], (3, 3, 3, 1)))
 
 
 def test_attach_checks_shapes(keras):
@@ -196,6 +202,155 @@ def test_help_and_version_do_not_import_tensorflow():
         "for args in (['--help'], ['--version'], ['frontend', '--help']):\n"
         "    assert r.invoke(app, args).exit_code == 0, args\n"
         "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+# --- saved front-ends are plain Keras files --------------------------------------------------------
+
+# Runs in a fresh interpreter that never imports mobilepre: loads each model with stock Keras and
+# saves its predictions. argv: model, inputs.npy, outputs.npy, repeated.
+PLAIN_KERAS_CHILD = """
+import sys
+import numpy as np
+import keras
+args = sys.argv[1:]
+for model_path, x_path, y_path in zip(args[0::3], args[1::3], args[2::3]):
+    model = keras.models.load_model(model_path)
+    np.save(y_path, np.asarray(model.predict(np.load(x_path), verbose=0)))
+loaded = sorted(m for m in sys.modules if m == "mobilepre" or m.startswith("mobilepre."))
+assert not loaded, loaded
+"""
+
+
+def predict_in_plain_keras(tmp_path, *model_and_inputs):
+    """Predict with each (model path, inputs) in a child process that never imports mobilepre."""
+    args, outputs = [], []
+    for i, (path, x) in enumerate(model_and_inputs):
+        np.save(tmp_path / f"x{i}.npy", x)
+        args += [str(path), str(tmp_path / f"x{i}.npy"), str(tmp_path / f"y{i}.npy")]
+        outputs.append(tmp_path / f"y{i}.npy")
+    child = tmp_path / "child"
+    child.mkdir()  # not the repository: nothing on the child's path offers mobilepre by accident
+    result = subprocess.run(
+        [sys.executable, "-c", PLAIN_KERAS_CHILD, *args],
+        capture_output=True, text=True, cwd=child, timeout=300, env=_child_env(),
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return [np.load(y) for y in outputs]
+
+
+def _child_env():
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    return env
+
+
+def saved_config(path) -> dict:
+    with zipfile.ZipFile(path) as archive:
+        return json.loads(archive.read("config.json"))
+
+
+def find_layers(config, class_name):
+    found = []
+    if isinstance(config, dict):
+        if config.get("class_name") == class_name:
+            found.append(config)
+        for value in config.values():
+            found += find_layers(value, class_name)
+    elif isinstance(config, list):
+        for value in config:
+            found += find_layers(value, class_name)
+    return found
+
+
+STOCK_BOX_INITIALIZER = {
+    "module": "keras.initializers",
+    "class_name": "Constant",
+    "config": {"value": pytest.approx(1 / 9)},
+    "registered_name": None,
+}
+
+
+def test_written_frontends_load_and_predict_in_plain_keras_without_mobilepre(keras, tmp_path):
+    from mobilepre.frontend import write_frontend
+
+    written = tmp_path / "written.keras"
+    write_frontend(FrontendSpec(input_shape=(12, 12, 3), sigma=1.7, features=parse_features("4:3")), written)
+    cli = tmp_path / "cli.keras"
+    result = run_cli("frontend", "--out", cli, "--input-shape", "10,10,1", "--normalize", "sigmoid")
+    assert result.returncode == 0, result.stderr
+    rng = np.random.default_rng(4)
+    x_written = rng.integers(0, 256, (3, 12, 12, 3)).astype(np.uint8)
+    x_cli = rng.integers(0, 256, (3, 10, 10, 1)).astype(np.uint8)
+    got = predict_in_plain_keras(tmp_path, (written, x_written), (cli, x_cli))
+    for path, x, y in zip((written, cli), (x_written, x_cli), got):
+        want = np.asarray(keras.models.load_model(path).predict(x, verbose=0))
+        assert y.shape == want.shape
+        np.testing.assert_allclose(y, want, atol=1e-6)
+
+
+def test_shipped_demo_loads_and_predicts_in_plain_keras_without_mobilepre(keras, tmp_path):
+    import mobilepre.layers  # noqa: F401  as mobilepre's own loader does; the file needs nothing from it
+    from mobilepre import demo
+
+    images = np.load(demo.validation_path())["images"][:64]
+    (got,) = predict_in_plain_keras(tmp_path, (demo.model_path(), images))
+    want = np.asarray(keras.models.load_model(demo.model_path()).predict(images, verbose=0))
+    assert got.shape == (64, 10)
+    np.testing.assert_allclose(got, want, atol=1e-6)
+    assert "mobilepre" not in json.dumps(saved_config(demo.model_path()))
+    (denoise,) = find_layers(saved_config(demo.model_path()), "DepthwiseConv2D")
+    assert denoise["config"]["depthwise_initializer"] == STOCK_BOX_INITIALIZER
+
+
+def test_saved_config_names_a_stock_initializer_and_the_file_keeps_the_gaussian(keras, tmp_path):
+    from mobilepre.frontend import write_frontend
+
+    out = tmp_path / "f.keras"
+    write_frontend(FrontendSpec(input_shape=(8, 8, 2), sigma=0.7, l2=0.05), out)
+    config = saved_config(out)
+    assert "mobilepre" not in json.dumps(config)
+    (denoise,) = find_layers(config, "DepthwiseConv2D")
+    assert denoise["config"]["depthwise_initializer"] == STOCK_BOX_INITIALIZER
+    assert denoise["config"]["depthwise_regularizer"]["config"] == {"l2": pytest.approx(0.05)}
+    # The config says "box filter"; the weights in the file are still the sigma-0.7 Gaussian.
+    kernel = keras.models.load_model(out).get_layer("denoise").get_weights()[0]
+    np.testing.assert_array_equal(kernel, np.broadcast_to(gaussian_kernel(0.7)[:, :, None, None], (3, 3, 2, 1)))
+    # Re-initialising from the config alone gives the documented low-pass: a mean filter summing to 1.
+    fresh = keras.layers.DepthwiseConv2D.from_config(denoise["config"])
+    fresh.build((None, 8, 8, 2))
+    np.testing.assert_allclose(fresh.get_weights()[0], np.full((3, 3, 2, 1), 1 / 9, np.float32))
+
+
+def test_files_from_earlier_versions_naming_gaussianblur_still_load_with_mobilepre(keras, tmp_path):
+    from mobilepre.layers import GaussianBlur
+
+    inputs = keras.Input((6, 6, 2))
+    layer = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, depthwise_initializer=GaussianBlur(1.3))
+    old = keras.Model(inputs, layer(inputs))
+    old.save(tmp_path / "old.keras")
+    assert "mobilepre>GaussianBlur" in json.dumps(saved_config(tmp_path / "old.keras"))
+    loaded = keras.models.load_model(tmp_path / "old.keras")
+    np.testing.assert_array_equal(
+        loaded.layers[1].get_weights()[0], np.broadcast_to(gaussian_kernel(1.3)[:, :, None, None], (3, 3, 2, 1))
+    )
+
+
+def test_frontend_imports_neither_layers_nor_tensorflow():
+    # One direction only: mobilepre.layers (Keras at import) may use the front-end, never the reverse.
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "mobilepre" / "frontend.py").read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    assert not {m for m in imported if m and m.startswith("mobilepre.layers")}, imported
+    code = (
+        "import sys, mobilepre.frontend\n"
+        "bad = {'tensorflow', 'keras', 'mobilepre.layers'} & set(sys.modules)\n"
+        "assert not bad, bad\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

@@ -11,7 +11,8 @@ _HERE = Path(__file__).resolve().parent
 def model_path() -> Path:
     """The trained Keras model (front-end + CNN), uint8 (32, 32, 1) pixels -> 10 digit probabilities.
 
-    Import `mobilepre.layers` before loading it: the model refers to `mobilepre>GaussianBlur`.
+    A plain Keras 3 file: `keras.models.load_model(model_path())` needs no mobilepre import; it names
+    only stock Keras objects and carries the Gaussian denoise kernel as weights.
     """
     return _HERE / "demo.keras"
 
