@@ -1,23 +1,22 @@
 """mobilepre: preprocessing inside Keras image models, compression, validation and budgeted bundles.
 
 Importing the package does not import TensorFlow. The Python entry points mirror the CLI:
-`mobilepre.build(out=..., ...)` and `mobilepre.check(root, ...)` return the result objects the
-commands print.
+`mobilepre.build(out=..., ...)` returns a `BuildResult` and `mobilepre.check(root, ...)` a
+`CheckResult`, the objects the commands print.
 """
 
-__version__ = "0.1.0"
+from importlib import metadata
+
+from mobilepre.builder import BuildOptions, BuildResult
+from mobilepre.builder import build as _build
+from mobilepre.check import CheckResult, check
+from mobilepre.errors import MobilepreError
+
+__version__ = metadata.version("mobilepre")
+
+__all__ = ["BuildOptions", "BuildResult", "CheckResult", "MobilepreError", "__version__", "build", "check"]
 
 
-def build(out, model=None, progress=None, **options):
-    """Build one bundle per device profile into `out`; keyword options as `mobilepre.builder.BuildOptions`."""
-    from mobilepre.builder import BuildOptions
-    from mobilepre.builder import build as run
-
-    return run(BuildOptions(out=out, model=model, **options), progress=progress)
-
-
-def check(root, **options):
-    """Check bundles under `root` against their manifests and budgets; see `mobilepre.gate.check`."""
-    from mobilepre.gate import check as run
-
-    return run(root, **options)
+def build(out, model=None, progress=None, **options) -> BuildResult:
+    """Build one bundle per device profile into `out`; keyword options as `mobilepre.BuildOptions`."""
+    return _build(BuildOptions(out=out, model=model, **options), progress=progress)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import fcntl
-import hashlib
 import json
 import math
 import os
@@ -12,14 +12,23 @@ import signal
 import sys
 import tempfile
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
-from mobilepre.errors import EXIT_FAILED, MobilepreError
-from mobilepre.manifest import MANIFEST_SCHEMA, seal_manifest
-from mobilepre.search import Candidate, Evaluator, candidates_for, parse_device_timings, relative_gap
-from mobilepre.validate import TOLERANCES, tolerance_failures
+from mobilepre import demo
+from mobilepre.data import DataOptions, dataset_info
+from mobilepre.errors import EXIT_FAILED, MobilepreError, engine_errors
+from mobilepre.evaluate import Evaluator
+from mobilepre.frontend import FrontendSpec, attach, build_frontend
+from mobilepre.fsutil import check_output, fsync_tree, make_staging, remove_tree, replace_tree
+from mobilepre.latency import parse_device_timings
+from mobilepre.manifest import bundle_files
+from mobilepre.models import from_keras, load_model
+from mobilepre.profiles import Profile, default_profiles_dir, load_profiles
+from mobilepre.report import render_html
+from mobilepre.search import FormatResult, search
 
-REPORT_SCHEMA = "mobilepre.report/1"
+REPORT_SCHEMA = "mobilepre.report/2"
 
 
 @dataclass(frozen=True)
@@ -72,57 +81,138 @@ class BuildOptions:
             raise MobilepreError(f"prune_epochs {self.prune_epochs!r}: expected a whole number >= 0")
 
 
-@dataclass
-class Choice:
-    """One profile's outcome for one format: the chosen candidate, or the closest one and its gaps."""
+@dataclass(frozen=True)
+class ProfileResult:
+    """One profile's outcome: its search per format, and the bundle written when every format found one.
 
-    profile: str
-    fmt: str
-    chosen: Candidate | None
-    tried: list  # [{candidate, verdict...}] in search order
-    closest: dict | None = None
+    Attributes:
+        name (str): the profile's name.
+        profile (Profile): the profile as the build read it.
+        formats (tuple[FormatResult, ...]): per format the profile lists.
+    """
+
+    name: str
+    profile: Profile
+    formats: tuple
+
+    @property
+    def passed(self) -> bool:
+        return all(f.chosen is not None for f in self.formats)
+
+    @property
+    def bundle(self) -> str | None:
+        """The bundle's folder name under the output, when one was written."""
+        return self.name if self.passed else None
+
+    def format(self, fmt: str) -> FormatResult:
+        return next(f for f in self.formats if f.format == fmt)
+
+    def to_dict(self) -> dict:
+        return {
+            "bundle": self.bundle,
+            "formats": [f.to_dict() for f in self.formats],
+            "name": self.name,
+            "passed": self.passed,
+            "profile": self.profile.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ProfileResult:
+        profile = Profile.from_dict(data["profile"], f"profile {data['name']}")
+        return cls(data["name"], profile, tuple(FormatResult.from_dict(f) for f in data["formats"]))
 
 
-@dataclass
+@dataclass(frozen=True)
+class CandidateRecord:
+    """One measured candidate, whichever profiles tried it: bytes, drift and host latencies by thread count."""
+
+    candidate: str
+    size_bytes: int
+    gzip_bytes: int
+    sparsity: float
+    drift: dict
+    error: str | None
+    latency_ms: dict  # str(threads) -> median ms on this host
+
+    def to_dict(self) -> dict:
+        return {
+            "bytes": self.size_bytes, "candidate": self.candidate, "drift": dict(self.drift), "error": self.error,
+            "gzip_bytes": self.gzip_bytes, "latency_ms": dict(self.latency_ms), "sparsity": self.sparsity,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CandidateRecord:
+        return cls(data["candidate"], data["bytes"], data["gzip_bytes"], data["sparsity"], dict(data["drift"]),
+                   data["error"], dict(data["latency_ms"]))
+
+
+@dataclass(frozen=True)
 class BuildResult:
-    """What `build` did. `exit_code` is 0 when every profile got a bundle, 1 otherwise."""
+    """What `build` did. `passed` (exit code 0) when every profile got a bundle, else exit code 1.
+
+    Attributes:
+        out (str): the output folder.
+        profiles (tuple[ProfileResult, ...]): sorted by profile name.
+        candidates (tuple[CandidateRecord, ...]): every measured candidate.
+        conversions (int), validations (int): how much work the build did.
+        source (dict): the model's name, identity, input, parameters and MACs.
+    """
 
     out: str
-    profiles: list  # per profile: {"name", "passed", "bundle", "formats": {fmt: {...}}}
-    candidates: list  # every measured candidate
+    profiles: tuple
+    candidates: tuple
     conversions: int
     validations: int
     source: dict
 
     @property
+    def passed(self) -> bool:
+        return all(p.passed for p in self.profiles)
+
+    @property
     def exit_code(self) -> int:
-        return 0 if all(p["passed"] for p in self.profiles) else EXIT_FAILED
+        return 0 if self.passed else EXIT_FAILED
+
+    def profile(self, name: str) -> ProfileResult:
+        return next(p for p in self.profiles if p.name == name)
 
     def to_dict(self) -> dict:
         return _finite({
-            "candidates": self.candidates,
+            "candidates": [c.to_dict() for c in self.candidates],
             "conversions": self.conversions,
             "out": self.out,
-            "passed": self.exit_code == 0,
-            "profiles": self.profiles,
+            "passed": self.passed,
+            "profiles": [p.to_dict() for p in self.profiles],
             "source": self.source,
             "validations": self.validations,
         })
 
+    @classmethod
+    def from_dict(cls, data: dict) -> BuildResult:
+        return cls(
+            data["out"], tuple(ProfileResult.from_dict(p) for p in data["profiles"]),
+            tuple(CandidateRecord.from_dict(c) for c in data["candidates"]), data["conversions"], data["validations"],
+            dict(data["source"]),
+        )
+
     def to_text(self) -> str:
         lines = [f"{'profile':<18} {'format':<7} {'chosen':<22} {'bytes':>9} {'gzip':>9} {'top-1':>7} {'latency':>12}  verdict"]
         for p in self.profiles:
-            for fmt, f in p["formats"].items():
-                row = f.get("chosen") or f.get("closest") or {}
-                latency = row.get("latency_ms")
-                lat = f"{latency:.2f} ms" if latency is not None else "-"
-                top1 = row.get("drift", {}).get("top1_agreement")
-                verdict = "ok" if f.get("chosen") else "NO CANDIDATE: " + "; ".join(row.get("failed", []) or [row.get("error", "")])
+            for f in p.formats:
+                row = f.chosen or f.closest
+                if row is None:
+                    continue
+                ms = row.latency.ms if row.latency else None
+                lat = f"{ms:.2f} ms" if ms is not None else "-"
+                top1 = row.drift.get("top1_agreement")
+                verdict = "ok" if f.chosen else "NO CANDIDATE: " + "; ".join(row.verdict.failures)
                 lines.append(
-                    f"{p['name']:<18} {fmt:<7} {row.get('candidate', '-'):<22} {row.get('bytes', 0):>9} "
-                    f"{row.get('gzip_bytes', 0):>9} {'-' if top1 is None else f'{top1:.4f}':>7} {lat:>12}  {verdict}"
+                    f"{p.name:<18} {f.format:<7} {row.candidate:<22} {row.size_bytes:>9} "
+                    f"{row.gzip_bytes:>9} {'-' if top1 is None else f'{top1:.4f}':>7} {lat:>12}  {verdict}"
                 )
-        lines.append(f"{self.conversions} conversions, {self.validations} validations; bundles in {self.out}")
+        written = sum(p.passed for p in self.profiles)
+        where = f"{written} of {len(self.profiles)} bundles in {self.out}" if written else "no bundle written"
+        lines.append(f"{self.conversions} conversions, {self.validations} validations; {where}")
         return "\n".join(lines)
 
 
@@ -137,111 +227,10 @@ def _finite(value):
     return value
 
 
-# ------------------------------------------------------------------------------------------ judging
-
-
-def _latency_ms(profile, measured, evaluator, device_timings, latency_runs) -> tuple[float | None, dict]:
-    """The latency figure the profile's budget names, with how it was obtained."""
-    budget = profile.budget
-    if budget.latency_source == "estimate":
-        from mobilepre.macs import estimated_latency_ms
-
-        macs = evaluator.source.macs
-        return estimated_latency_ms(macs, budget.device_gmacs), {"source": "estimate", "macs": macs, "device_gmacs": budget.device_gmacs}
-    if budget.latency_source == "device":
-        value = (device_timings or {}).get(measured.candidate.key)
-        return value, {"source": "device"}
-    latency = evaluator.host_latency(measured, profile.threads, latency_runs)
-    return latency.median_ms, {"source": "host", **latency.to_dict()}
-
-
-def _judge(profile, measured, evaluator, device_timings, latency_runs) -> dict:
-    """Every budget of `profile` against a measured candidate: values, limits, what failed and by how much."""
-    row = {
-        "candidate": measured.candidate.key,
-        "format": measured.candidate.fmt,
-        "quantization": measured.candidate.mode,
-        "io_type": measured.candidate.io_type,
-        "sparsity": round(measured.sparsity, 6),
-        "bytes": measured.size_bytes,
-        "gzip_bytes": measured.gzip_bytes,
-        "drift": {k: round(float(v), 6) for k, v in sorted(measured.drift.items())},
-    }
-    if measured.error:
-        return {**row, "error": measured.error, "failed": [f"unusable: {measured.error}"], "gap": float("inf")}
-    failed, gaps = [], []
-    budget = profile.budget
-
-    def limit(name, value, bound, kind="max", unit=""):
-        if bound is None:
-            return
-        gap = relative_gap(value, bound, kind) if value is not None else float("inf")
-        if value is None or gap > 0:
-            shown = "unknown" if value is None else f"{value:g}{unit}"
-            failed.append(f"{name}: {shown} vs {bound:g}{unit}")
-        gaps.append(gap)
-
-    limit("max_size", measured.size_bytes, budget.max_size, unit=" B")
-    limit("max_compressed_size", measured.gzip_bytes, budget.max_compressed_size, unit=" B")
-    if budget.max_latency_ms is not None:
-        value, how = _latency_ms(profile, measured, evaluator, device_timings, latency_runs)
-        row["latency_ms"] = None if value is None else round(value, 4)
-        row["latency"] = how
-        limit("max_latency_ms", value, budget.max_latency_ms, unit=" ms")
-    tolerances = {k: getattr(profile.drift, k) for k in TOLERANCES}
-    if evaluator.labels is None:
-        tolerances.pop("max_accuracy_drop")  # documented: checked only when labels are given
-    for failure in tolerance_failures(measured.drift, tolerances):
-        failed.append(failure)
-    for name, bound in tolerances.items():
-        if bound is None:
-            continue
-        metric, kind = TOLERANCES[name]
-        value = measured.drift.get(metric)
-        gaps.append(relative_gap(value, bound, kind) if value is not None else float("inf"))
-    return {**row, "failed": failed, "gap": max(gaps, default=0.0)}
-
-
-def search(profiles, evaluator, device_timings, latency_runs, progress, jobs: int = 1) -> list[Choice]:
-    """For each profile and format, the first candidate (highest fidelity first) that meets every budget.
-
-    The search goes in rounds: each unresolved (profile, format) offers its next candidate, the round's
-    new candidates are measured together (`jobs` validations at once), then each is judged. Every
-    profile still tries its candidates in order and stops at the first that fits, so the choices are
-    those of a one-by-one search.
-    """
-    lanes = [(profile, fmt, list(candidates)) for profile in profiles for fmt, candidates in candidates_for(profile).items()]
-    tried = {(p.name, fmt): [] for p, fmt, _ in lanes}
-    chosen = {}
-    while True:
-        open_lanes = [(p, fmt, queue) for p, fmt, queue in lanes if (p.name, fmt) not in chosen and queue]
-        if not open_lanes:
-            break
-        evaluator.measure_many([queue[0] for _, _, queue in open_lanes], jobs)
-        for profile, fmt, queue in open_lanes:
-            candidate = queue.pop(0)
-            verdict = _judge(profile, evaluator.measured[candidate], evaluator, device_timings, latency_runs)
-            tried[(profile.name, fmt)].append(verdict)
-            status = "meets every budget" if not verdict["failed"] else "; ".join(verdict["failed"])
-            progress(f"[{profile.name}] {candidate.key}: {evaluator.measured[candidate].size_bytes} B, {status}")
-            if not verdict["failed"]:
-                chosen[(profile.name, fmt)] = candidate
-    choices = []
-    for profile, fmt, _ in lanes:
-        rows = tried[(profile.name, fmt)]
-        pick = chosen.get((profile.name, fmt))
-        choices.append(Choice(profile.name, fmt, pick, rows, None if pick else min(rows, key=lambda v: v["gap"])))
-    return choices
-
-
 # ------------------------------------------------------------------------------------------ writing
 
 
 def _versions() -> dict:
-    from importlib import metadata
-
-    from mobilepre import __version__
-
     def version(name):
         try:
             return metadata.version(name)
@@ -251,7 +240,7 @@ def _versions() -> dict:
     return {
         "ai-edge-litert": version("ai-edge-litert"),
         "keras": version("keras"),
-        "mobilepre": __version__,
+        "mobilepre": version("mobilepre"),
         "numpy": version("numpy"),
         "tensorflow": version("tensorflow"),
         "tensorflowjs": version("tensorflowjs"),
@@ -263,116 +252,10 @@ def _created() -> str | None:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if not epoch:
         return None
-    import datetime
-
     try:
         return datetime.datetime.fromtimestamp(int(epoch), datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     except (ValueError, OverflowError, OSError):
         raise MobilepreError(f"SOURCE_DATE_EPOCH {epoch!r} is not a whole number of seconds") from None
-
-
-def _artifact_path(fmt: str) -> str:
-    return "model.tflite" if fmt == "tflite" else "tfjs/model.json"
-
-
-def _stable(row: dict) -> dict:
-    """A verdict row without wall-clock measurements, for files that must be byte-identical across runs."""
-    stable = {k: v for k, v in row.items() if k not in ("latency_ms", "latency", "gap")}
-    if "latency" in row:
-        how = row["latency"]
-        stable["latency"] = {"source": how["source"]}
-        if how["source"] != "host":  # estimates and imported device timings are inputs, not measurements
-            stable["latency"]["ms"] = row.get("latency_ms")
-            stable["latency"].update({k: v for k, v in how.items() if k != "source"})
-        else:
-            stable["latency"]["threads"] = how.get("threads")
-            stable["latency"]["runtime"] = how.get("runtime")
-    host = row.get("latency", {}).get("source") == "host"
-    stable["failed"] = [
-        "max_latency_ms: over budget on the build host" if host and f.startswith("max_latency_ms") else f
-        for f in row.get("failed", [])
-    ]
-    return stable
-
-
-def data_info(dataset) -> dict:
-    """Which images a measurement used: a content hash, so `check` can tell whether it re-validates on the same."""
-    info = {
-        "images": len(dataset),
-        "labels": dataset.labels is not None,
-        "sha256": hashlib.sha256(dataset.images.tobytes()).hexdigest(),
-        "source": Path(dataset.source).name,
-    }
-    return info
-
-
-def bundle_files(profile, choices: list[Choice], evaluator, source_info: dict, data: dict) -> dict[str, bytes]:
-    """The files of one profile's bundle, manifest.json last (it lists the others with sha256)."""
-    files: dict[str, bytes] = {}
-    artifacts = []
-    verdicts = {}
-    for choice in choices:
-        measured = evaluator.measured[choice.chosen]
-        prefix = "" if choice.fmt == "tflite" else "tfjs/"
-        for name, content in measured.files.items():
-            files[prefix + name] = content
-        row = _stable(choice.tried[-1])
-        artifacts.append(
-            {
-                "bytes": measured.size_bytes,
-                "candidate": choice.chosen.key,
-                "drift": row["drift"],
-                "files": sorted(prefix + n for n in measured.files),
-                "format": choice.fmt,
-                "gzip_bytes": measured.gzip_bytes,
-                "io_type": choice.chosen.io_type,
-                "latency": row.get("latency", {"source": profile.budget.latency_source, "budget": None}),
-                "path": _artifact_path(choice.fmt),
-                "quantization": choice.chosen.mode,
-                "sha256": hashlib.sha256(files[_artifact_path(choice.fmt)]).hexdigest(),
-                "sparsity": round(measured.sparsity, 6),
-            }
-        )
-        verdicts[choice.fmt] = _verdict_table(profile, row)
-    manifest = {
-        "artifacts": sorted(artifacts, key=lambda a: a["path"]),
-        "data": data,
-        "files": [
-            {"bytes": len(content), "path": name, "sha256": hashlib.sha256(content).hexdigest()}
-            for name, content in sorted(files.items())
-        ],
-        "profile": profile.to_dict(),
-        "schema": MANIFEST_SCHEMA,
-        "source": source_info,
-        "verdict": verdicts,
-        "versions": _versions(),
-    }
-    created = _created()
-    if created:
-        manifest["created"] = created
-    files["manifest.json"] = seal_manifest(manifest)
-    return files
-
-
-def _verdict_table(profile, row: dict) -> dict:
-    table = {}
-    budget = profile.budget
-    for name, bound, value in (
-        ("max_size", budget.max_size, row["bytes"]),
-        ("max_compressed_size", budget.max_compressed_size, row["gzip_bytes"]),
-    ):
-        if bound is not None:
-            table[name] = {"limit": bound, "passed": value <= bound, "value": value}
-    if budget.max_latency_ms is not None:
-        entry = {"limit": budget.max_latency_ms, "passed": True, "source": budget.latency_source}
-        if budget.latency_source != "host":
-            entry["value"] = row.get("latency", {}).get("ms")
-        table["max_latency_ms"] = entry
-    for name, (metric, _kind) in sorted(TOLERANCES.items()):
-        bound = getattr(profile.drift, name)
-        if bound is not None and metric in row["drift"]:
-            table[name] = {"limit": bound, "passed": True, "value": row["drift"][metric]}
-    return table
 
 
 @contextlib.contextmanager
@@ -422,11 +305,6 @@ def _signals_unwind():
 
 
 def _load_inputs(options: BuildOptions):
-    from mobilepre import demo
-    from mobilepre.compress import DataOptions
-    from mobilepre.frontend import FrontendSpec, attach, build_frontend
-    from mobilepre.models import from_keras, load_model
-
     model_path = options.model or demo.model_path()
     calibration = options.calibration or (demo.calibration_path() if options.model is None else None)
     validation = options.validation or (demo.validation_path() if options.model is None else None)
@@ -449,9 +327,6 @@ def _load_inputs(options: BuildOptions):
 
 def build(options: BuildOptions, progress=None) -> BuildResult:
     """Build one bundle per profile into `options.out`, atomically; see `BuildOptions`."""
-    from mobilepre.fsutil import check_output, fsync_tree, make_staging, remove_tree, replace_tree
-    from mobilepre.profiles import default_profiles_dir, load_profiles
-
     progress = progress or (lambda message: None)
     out = Path(options.out)
     check_output(out, options.force, "--out")
@@ -467,7 +342,8 @@ def build(options: BuildOptions, progress=None) -> BuildResult:
         name = next(p.name for p in profiles if p.budget.latency_source == "device")
         raise MobilepreError(f"profile {name} takes latency from the device: pass --device-timings FILE")
 
-    source, calibration, validation = _load_inputs(options)
+    with engine_errors(str(options.model or "demo model")):
+        source, calibration, validation = _load_inputs(options)
     source_info = {
         "format": source.format,
         "identity": source.identity,
@@ -479,11 +355,11 @@ def build(options: BuildOptions, progress=None) -> BuildResult:
     }
     with _signals_unwind(), _build_lock(out, progress), tempfile.TemporaryDirectory(prefix="mobilepre-build-") as work:
         evaluator = Evaluator(source, calibration.images, validation.images, validation.labels, Path(work), progress, options.prune_epochs)
-        choices = search(profiles, evaluator, timings, options.latency_runs, progress, options.jobs)
+        results = search(profiles, evaluator, timings, options.latency_runs, progress, options.jobs)
         check_output(out, options.force, "--out")  # again under the lock: another build may have written it
         staging = make_staging(out)
         try:
-            result = _write_outputs(staging, profiles, choices, evaluator, source_info, validation, calibration, str(out))
+            result = _write_outputs(staging, profiles, results, evaluator, source_info, validation, calibration, str(out))
             fsync_tree(staging)
             replace_tree(staging, out)
         finally:
@@ -491,54 +367,42 @@ def build(options: BuildOptions, progress=None) -> BuildResult:
     return result
 
 
-def _write_outputs(staging: Path, profiles, choices, evaluator, source_info, validation, calibration, out: str) -> BuildResult:
-    from mobilepre.report import render_html
-
-    by_profile = {p.name: [c for c in choices if c.profile == p.name] for p in profiles}
-    data = {"calibration": data_info(calibration), "validation": data_info(validation)}
+def _write_outputs(staging: Path, profiles, results: list[FormatResult], evaluator, source_info, validation, calibration, out: str) -> BuildResult:
+    data = {"calibration": dataset_info(calibration), "validation": dataset_info(validation)}
+    versions, created = _versions(), _created()
+    by_key = {m.candidate.key: m for m in evaluator.measured.values()}
     summaries = []
     for profile in profiles:
-        mine = by_profile[profile.name]
-        passed = all(c.chosen is not None for c in mine)
-        formats = {}
-        for c in mine:
-            entry = {"tried": c.tried}
-            if c.chosen:
-                entry["chosen"] = c.tried[-1]
-            else:
-                entry["closest"] = c.closest
-            formats[c.fmt] = entry
-        if passed:
-            for name, content in bundle_files(profile, mine, evaluator, source_info, data).items():
+        summary = ProfileResult(profile.name, profile, tuple(r for r in results if r.profile == profile.name))
+        if summary.passed:
+            chosen = [(f.chosen.without_host_latency(), by_key[f.chosen.candidate].files) for f in summary.formats]
+            for name, content in bundle_files(profile, chosen, source_info, data, versions, created).items():
                 path = staging / profile.name / name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(content)
-        summaries.append({"name": profile.name, "passed": passed, "bundle": profile.name if passed else None, "formats": formats, "profile": profile.to_dict()})
-    candidates = [
-        {
-            "candidate": m.candidate.key,
-            "bytes": m.size_bytes,
-            "gzip_bytes": m.gzip_bytes,
-            "sparsity": round(m.sparsity, 6),
-            "drift": {k: round(float(v), 6) for k, v in sorted(m.drift.items())},
-            "error": m.error,
-            "latency_ms": {str(t): round(lat.median_ms, 4) for t, lat in sorted(m.latency.items())},
-        }
+        summaries.append(summary)
+    candidates = tuple(
+        CandidateRecord(
+            m.candidate.key, m.size_bytes, m.gzip_bytes, round(m.sparsity, 6),
+            {k: round(float(v), 6) for k, v in sorted(m.drift.items())}, m.error,
+            {str(t): round(lat.median_ms, 4) for t, lat in sorted(m.latency.items())},
+        )
         for m in sorted(evaluator.measured.values(), key=lambda m: m.candidate)
+    )
+    result = BuildResult(out, tuple(summaries), candidates, evaluator.conversions, evaluator.validations, source_info)
+    stable = [
+        ProfileResult(s.name, s.profile, tuple(FormatResult(f.profile, f.format, tuple(t.without_host_latency() for t in f.tried)) for f in s.formats))
+        for s in summaries
     ]
-    result = BuildResult(out, summaries, candidates, evaluator.conversions, evaluator.validations, source_info)
     report = {
         "data": data,
-        "profiles": [
-            {**s, "formats": {f: {k: ([_stable(r) for r in v] if k == "tried" else (_stable(v) if v else v)) for k, v in e.items()} for f, e in s["formats"].items()}}
-            for s in summaries
-        ],
+        "profiles": [s.to_dict() for s in stable],
         "schema": REPORT_SCHEMA,
         "source": source_info,
-        "versions": _versions(),
+        "versions": versions,
     }
-    (staging / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
-    (staging / "timings.json").write_text(json.dumps({"candidates": candidates}, indent=2, sort_keys=True) + "\n")
+    (staging / "report.json").write_text(json.dumps(_finite(report), indent=2, sort_keys=True) + "\n")
+    (staging / "timings.json").write_text(json.dumps({"candidates": [c.to_dict() for c in candidates]}, indent=2, sort_keys=True) + "\n")
     (staging / "report.html").write_text(render_html(result))
     return result
 

@@ -10,8 +10,17 @@ from typing import Annotated, Optional
 import typer
 
 from mobilepre import __version__
-from mobilepre.errors import EXIT_BAD_INPUT, MobilepreError
-from mobilepre.quantize.settings import QuantizeError
+from mobilepre.builder import BuildOptions, stderr_progress
+from mobilepre.builder import build as run_build
+from mobilepre.check import check as run_check
+from mobilepre.compress import prune_file, quantize_file
+from mobilepre.config import load_build_config
+from mobilepre.data import DataOptions, parse_range
+from mobilepre.errors import MobilepreError
+from mobilepre.frontend import FrontendSpec, Normalization, parse_features, parse_input_shape, write_frontend
+from mobilepre.fsutil import atomic_file
+from mobilepre.profiles import default_profiles_dir, format_size, load_profiles, parse_size
+from mobilepre.validate import validate_files
 
 app = typer.Typer(
     name="mobilepre",
@@ -65,9 +74,6 @@ def frontend(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
     """Build the convolutional preprocessing front-end as a Keras model."""
-    from mobilepre.frontend import FrontendSpec, Normalization, parse_features, parse_input_shape
-    from mobilepre.frontend import write_frontend
-
     if normalize not in {n.value for n in Normalization}:
         raise MobilepreError(f"--normalize {normalize!r}: expected one of batchnorm, sigmoid, none")
     spec = FrontendSpec(
@@ -96,14 +102,10 @@ ShapeOption = Annotated[Optional[str], typer.Option(help="H,W,C for models with 
 
 
 def _data(path, input_range: str, convert_channels: bool, labels=None, limit: int | None = 500):
-    from mobilepre.compress import DataOptions, parse_range
-
     return DataOptions(path=path, input_range=parse_range(input_range), convert_channels=convert_channels, labels=labels, limit=limit)
 
 
 def _shape(text):
-    from mobilepre.frontend import parse_input_shape
-
     return parse_input_shape(text) if text else None
 
 
@@ -127,9 +129,6 @@ def quantize(
     as_json: JsonOption = False,
 ):
     """Convert a model to one TFLite or TF.js artifact."""
-    from mobilepre.compress import quantize_file
-    from mobilepre.profiles import parse_size
-
     result = quantize_file(
         model, to, mode, out,
         data=_data(calibration, input_range, convert_channels),
@@ -161,8 +160,6 @@ def prune(
     as_json: JsonOption = False,
 ):
     """Prune a model to a target sparsity and recover accuracy by distillation from the float model."""
-    from mobilepre.compress import prune_file
-
     result = prune_file(
         model, sparsity, out,
         data=_data(calibration, input_range, convert_channels, labels=labels, limit=None),
@@ -189,8 +186,6 @@ def validate(
     as_json: JsonOption = False,
 ):
     """Measure drift and latency of a compressed candidate against its float reference, in the real runtime."""
-    from mobilepre.validate import validate_files
-
     result = validate_files(
         reference, candidate,
         data=_data(data, input_range, convert_channels, labels=labels, limit=limit),
@@ -224,11 +219,6 @@ def build(
     as_json: JsonOption = False,
 ):
     """Build one size-budgeted bundle per device profile. Exit 1 if a profile has no candidate within budget."""
-    from mobilepre.builder import BuildOptions, stderr_progress
-    from mobilepre.builder import build as run_build
-    from mobilepre.compress import parse_range
-    from mobilepre.config import load_build_config
-
     options = load_build_config(config) if config else {}
     given = {
         "model": model, "out": out, "profiles": profiles, "profile": tuple(profile) if profile else None,
@@ -259,15 +249,11 @@ def check(
     as_json: JsonOption = False,
 ):
     """Re-verify bundles against their manifests and the profiles' budgets. Exit 1 on any failure."""
-    from mobilepre.compress import parse_range
-    from mobilepre.gate import check as run_check
-
     result = run_check(
         root, profiles=profiles, data=data, reference=reference, measure=measure,
         device_timings=device_timings, input_range=parse_range(input_range), trust=trust_model,
     )
     if junit is not None:
-        from mobilepre.fsutil import atomic_file
 
         with atomic_file(junit) as tmp:
             tmp.write_text(result.junit_xml())
@@ -283,8 +269,6 @@ ProfilesDir = Annotated[Optional[Path], typer.Option("--profiles", help="A profi
 @profiles_app.command("list")
 def profiles_list(profiles: ProfilesDir = None, as_json: JsonOption = False):
     """One line per profile: name, formats, size budget."""
-    from mobilepre.profiles import default_profiles_dir, format_size, load_profiles
-
     found = load_profiles(profiles or default_profiles_dir())
     if as_json:
         typer.echo(json.dumps([p.to_dict() for p in found], indent=2, sort_keys=True))
@@ -296,8 +280,6 @@ def profiles_list(profiles: ProfilesDir = None, as_json: JsonOption = False):
 @profiles_app.command("show")
 def profiles_show(name: Annotated[str, typer.Argument(help="Profile name.")], profiles: ProfilesDir = None):
     """Every setting of one profile, as JSON."""
-    from mobilepre.profiles import default_profiles_dir, load_profiles
-
     found = {p.name: p for p in load_profiles(profiles or default_profiles_dir())}
     if name not in found:
         raise MobilepreError(f"no profile named {name!r}: known profiles are {', '.join(sorted(found))}")
@@ -307,8 +289,6 @@ def profiles_show(name: Annotated[str, typer.Argument(help="Profile name.")], pr
 @profiles_app.command("check")
 def profiles_check(file: Annotated[Path, typer.Argument(help="A profile TOML file or a folder of them.")]):
     """Validate profile files strictly; exit 2 with one line naming the file and key on the first problem."""
-    from mobilepre.profiles import load_profiles
-
     for p in load_profiles(file):
         typer.echo(f"ok {p.name}")
 
@@ -323,9 +303,6 @@ def main() -> None:
     except KeyboardInterrupt:
         typer.echo("mobilepre: interrupted; outputs were left as they were before this run", err=True)
         sys.exit(130)
-    except QuantizeError as error:  # raised by the quantize package below a library call that did not wrap it
-        typer.echo(f"mobilepre: error: {error}", err=True)
-        sys.exit(EXIT_BAD_INPUT)
 
 
 if __name__ == "__main__":

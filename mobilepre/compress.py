@@ -2,61 +2,23 @@
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mobilepre.errors import MobilepreError
+import numpy as np
 
-
-@dataclass(frozen=True)
-class DataOptions:
-    """Where calibration images come from and how they map to the model's input.
-
-    Attributes:
-        path (Path | None): folder of PNG/JPEG images, `.npy` or `.npz`.
-        input_range (tuple[float, float]): float models' input range for decoded images. Default (0, 1).
-        convert_channels (bool): convert grey <-> RGB instead of refusing a mismatch. Default False.
-        limit (int | None): at most this many images (seeded choice). Default 500.
-        seed (int): sampling seed. Default 0.
-        labels (Path | None): labels file, for accuracy.
-    """
-
-    path: Path | None = None
-    input_range: tuple[float, float] = (0.0, 1.0)
-    convert_channels: bool = False
-    limit: int | None = 500
-    seed: int = 0
-    labels: Path | None = None
-
-    def load(self, source, required_for: str | None = None):
-        from mobilepre.data import ModelInput, load_dataset
-
-        if self.path is None:
-            if required_for:
-                raise MobilepreError(f"{required_for} needs images: pass --calibration DATA (a folder of images, .npy or .npz)")
-            return None
-        return load_dataset(
-            self.path,
-            ModelInput(source.input_shape, source.input_dtype),
-            input_range=self.input_range,
-            convert_channels=self.convert_channels,
-            limit=self.limit,
-            seed=self.seed,
-            labels_path=self.labels,
-        )
-
-
-def parse_range(text: str) -> tuple[float, float]:
-    """`"0:1"` or `"-1:1"` -> (low, high) with low < high."""
-    low, sep, high = text.partition(":")
-    try:
-        values = (float(low), float(high))
-    except ValueError:
-        values = None
-    if not sep or values is None or not values[0] < values[1]:
-        raise MobilepreError(f"--input-range {text!r}: expected LOW:HIGH with LOW < HIGH, e.g. 0:1 or -1:1")
-    return values
+from mobilepre import quantize
+from mobilepre.artifacts import tflite_io
+from mobilepre.data import DataOptions
+from mobilepre.errors import MobilepreError, engine_errors
+from mobilepre.fsutil import atomic_file, check_output, write_files_atomically
+from mobilepre.models import load_model
+from mobilepre.quantize.artifact import gzip_size
+from mobilepre.quantize.debug import int8_layer_errors
+from mobilepre.quantize.export import export_saved_model
+from mobilepre.quantize.pruning import PruneSettings, measured_sparsity, prunable_kernels, prune
 
 
 @dataclass(frozen=True)
@@ -105,12 +67,9 @@ class QuantizeResult:
 
 def describe_io(artifact) -> dict:
     """Input and output tensors of an artifact, read from its own bytes."""
-    from mobilepre.artifacts import tflite_io
-
     if "model.tflite" in artifact.files:
         io = tflite_io(artifact.files["model.tflite"])
         return {k: [{"name": t["name"], "dtype": t["dtype"], "shape": t["shape"]} for t in v] for k, v in io.items()}
-    import json
 
     signature = json.loads(artifact.files["model.json"]).get("signature", {})
     out = {}
@@ -142,20 +101,11 @@ def quantize_file(
     layer_report: int = 0,
 ) -> QuantizeResult:
     """Load the model at `model_path`, convert it as asked, write the artifact to `out` atomically."""
-    from mobilepre import quantize
-    from mobilepre.fsutil import check_output, write_files_atomically
-    from mobilepre.models import load_model
-    from mobilepre.quantize.debug import int8_layer_errors
-    from mobilepre.quantize.export import export_saved_model
-    from mobilepre.quantize.pruning import measured_sparsity, prunable_kernels
-
-    try:
+    with engine_errors():
         settings = quantize.QuantizationSettings(
             fmt, mode, io_type=io_type, float_layers=tuple(float_layers),
             shard_size_bytes=shard_size_bytes, allow_select_tf_ops=allow_select_tf_ops,
         )
-    except quantize.QuantizeError as error:
-        raise MobilepreError(str(error)) from None
     out = Path(out)
     if settings.format is quantize.Format.TFLITE and out.suffix != ".tflite":
         raise MobilepreError(f"--out {out}: a TFLite artifact is one file, name it *.tflite")
@@ -167,15 +117,10 @@ def quantize_file(
     sparsity = measured_sparsity(kernels)[0] if kernels else 0.0
     if layer_report and settings.mode is not quantize.Mode.INT8:
         raise MobilepreError("--layer-report explains int8 error: use it with --mode int8")
-    try:
-        with tempfile.TemporaryDirectory(prefix="mobilepre-sm-") as tmp:
-            exported = export_saved_model(source.model, Path(tmp) / "saved_model", source.input_shape)
-            artifact = quantize.convert(
-                source.model, settings, calibration, saved_model_dir=exported, sparsity=sparsity
-            )
-            layer_errors = tuple(int8_layer_errors(exported, settings, calibration)[:layer_report]) if layer_report else ()
-    except quantize.QuantizeError as error:
-        raise MobilepreError(f"{model_path}: {error}") from None
+    with engine_errors(str(model_path)), tempfile.TemporaryDirectory(prefix="mobilepre-sm-") as tmp:
+        exported = export_saved_model(source.model, Path(tmp) / "saved_model", source.input_shape)
+        artifact = quantize.convert(source.model, settings, calibration, saved_model_dir=exported, sparsity=sparsity)
+        layer_errors = tuple(int8_layer_errors(exported, settings, calibration)[:layer_report]) if layer_report else ()
     write_files_atomically(artifact.files, out, as_folder=settings.format is quantize.Format.TFJS)
     return QuantizeResult(
         path=str(out),
@@ -237,18 +182,8 @@ def prune_file(
     force: bool = False,
 ) -> PruneFileResult:
     """Prune the model at `model_path`, fine-tune it by distillation on the calibration images, save it."""
-    import numpy as np
-
-    from mobilepre import quantize
-    from mobilepre.fsutil import atomic_file, check_output
-    from mobilepre.models import load_model
-    from mobilepre.quantize.artifact import gzip_size
-    from mobilepre.quantize.pruning import PruneSettings, prune
-
-    try:
+    with engine_errors():
         settings = PruneSettings(sparsity=sparsity, epochs=epochs, scope=scope)
-    except quantize.QuantizeError as error:
-        raise MobilepreError(str(error)) from None
     out = Path(out)
     if out.suffix != ".keras":
         raise MobilepreError(f"--out {out}: the pruned model is saved as a Keras model, name it *.keras")
@@ -257,11 +192,9 @@ def prune_file(
     dataset = data.load(source, "pruning with fine-tuning" if epochs else None)
     images = dataset.images if dataset is not None else None
     labels = dataset.labels if dataset is not None else None
-    try:
+    with engine_errors(str(model_path)):
         result = prune(source.model, settings, images, labels)
         tflite = quantize.convert(result.model, quantize.QuantizationSettings("tflite", "float32"), input_shape=source.input_shape)
-    except quantize.QuantizeError as error:
-        raise MobilepreError(f"{model_path}: {error}") from None
     agreement = None
     if images is not None:
         want = np.asarray(source.model.predict(images, verbose=0))

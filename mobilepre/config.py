@@ -1,56 +1,43 @@
-"""`--config FILE`: every build option from a TOML file, strictly (an unknown key is an error)."""
+"""`--config FILE`: every build option from a TOML file, read by the one strict reader."""
 
 from __future__ import annotations
 
 import dataclasses
-import difflib
-import tomllib
 from pathlib import Path
 
+from mobilepre import toml_reader as toml
+from mobilepre.builder import BuildOptions
 from mobilepre.errors import MobilepreError
 
+MAX_CONFIG_BYTES = 64 * 1024
 _PATH_KEYS = {"out", "model", "profiles", "calibration", "validation", "labels", "device_timings"}
+_BOOL_KEYS = {"frontend", "force", "trust_model"}
+_INT_KEYS = {"jobs", "latency_runs", "prune_epochs"}
+_NUMBER_LIST_KEYS = {"input_range", "input_shape"}
 
 
 def load_build_config(path: Path) -> dict:
-    """Read a build config; relative paths in it are relative to the config file's folder."""
-    from mobilepre.builder import BuildOptions
-
+    """Read a build config into `BuildOptions` keywords; relative paths are relative to the file's folder."""
     path = Path(path)
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MobilepreError(f"--config {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise MobilepreError(f"--config {path} cannot be read: {error}") from None
-    except tomllib.TOMLDecodeError as error:
-        raise MobilepreError(f"--config {path}: invalid TOML: {error}") from None
-    fields = {f.name: f for f in dataclasses.fields(BuildOptions)}
+    where = f"--config {path}"
+    document = toml.read_toml(path, "--config", MAX_CONFIG_BYTES)
+    keys = tuple(f.name for f in dataclasses.fields(BuildOptions))
+    toml.check_keys(document, where, "", {"": keys})
     options = {}
     for key, value in document.items():
-        if key not in fields:
-            close = difflib.get_close_matches(key, list(fields), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(sorted(fields))}"
-            raise MobilepreError(f"--config {path}: unknown key {key!r}{hint}")
         if key in _PATH_KEYS:
-            if not isinstance(value, str):
-                raise MobilepreError(f"--config {path}: {key} must be a path string")
-            value = (path.parent / value) if not Path(value).is_absolute() else Path(value)
+            value = toml.string(value, where, key)
+            value = Path(value) if Path(value).is_absolute() else path.parent / value
         elif key == "profile":
-            if isinstance(value, str):
-                value = (value,)
-            if not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
-                raise MobilepreError(f"--config {path}: profile must be a name or a list of names")
-            value = tuple(value)
-        elif key in ("input_range", "input_shape"):
+            names = (value,) if isinstance(value, str) else value
+            value = toml.string_list(names, where, key)
+        elif key in _NUMBER_LIST_KEYS:
             if not isinstance(value, list):
-                raise MobilepreError(f"--config {path}: {key} must be a list of numbers")
+                raise MobilepreError(f"{where}: {key} must be a list of numbers")
             value = tuple(value)
-        elif key in ("frontend", "force", "trust_model"):
-            if not isinstance(value, bool):
-                raise MobilepreError(f"--config {path}: {key} must be true or false")
-        elif key in ("jobs", "latency_runs", "prune_epochs"):
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise MobilepreError(f"--config {path}: {key} must be a whole number")
+        elif key in _BOOL_KEYS:
+            value = toml.boolean(value, where, key)
+        elif key in _INT_KEYS:
+            value = toml.integer(value, where, key)
         options[key] = value
     return options

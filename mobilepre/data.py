@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 import struct
@@ -534,3 +535,64 @@ def _choose(count: int, limit: int | None, seed: int) -> np.ndarray:
 def _first_line(error: Exception) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0][:160]
+
+
+# ------------------------------------------------------------------------------------------ options
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """Where calibration images come from and how they map to the model's input.
+
+    Attributes:
+        path (Path | None): folder of PNG/JPEG images, `.npy` or `.npz`.
+        input_range (tuple[float, float]): float models' input range for decoded images. Default (0, 1).
+        convert_channels (bool): convert grey <-> RGB instead of refusing a mismatch. Default False.
+        limit (int | None): at most this many images (seeded choice). Default 500.
+        seed (int): sampling seed. Default 0.
+        labels (Path | None): labels file, for accuracy.
+    """
+
+    path: Path | None = None
+    input_range: tuple[float, float] = (0.0, 1.0)
+    convert_channels: bool = False
+    limit: int | None = 500
+    seed: int = 0
+    labels: Path | None = None
+
+    def load(self, source, required_for: str | None = None):
+        if self.path is None:
+            if required_for:
+                raise MobilepreError(f"{required_for} needs images: pass --calibration DATA (a folder of images, .npy or .npz)")
+            return None
+        return load_dataset(
+            self.path,
+            ModelInput(source.input_shape, source.input_dtype),
+            input_range=self.input_range,
+            convert_channels=self.convert_channels,
+            limit=self.limit,
+            seed=self.seed,
+            labels_path=self.labels,
+        )
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """`"0:1"` or `"-1:1"` -> (low, high) with low < high."""
+    low, sep, high = text.partition(":")
+    try:
+        values = (float(low), float(high))
+    except ValueError:
+        values = None
+    if not sep or values is None or not values[0] < values[1]:
+        raise MobilepreError(f"--input-range {text!r}: expected LOW:HIGH with LOW < HIGH, e.g. 0:1 or -1:1")
+    return values
+
+
+def dataset_info(dataset: Dataset) -> dict:
+    """Which images a measurement used: a content hash, so `check` can tell whether it re-validates on the same."""
+    return {
+        "images": len(dataset),
+        "labels": dataset.labels is not None,
+        "sha256": hashlib.sha256(dataset.images.tobytes()).hexdigest(),
+        "source": Path(dataset.source).name,
+    }

@@ -1,4 +1,11 @@
-"""The one error type for a user's mistake, and the exit codes the CLI documents."""
+"""The one error type for a user's mistake, the exit codes the CLI documents, and where the compression
+engine's errors become ours."""
+
+from __future__ import annotations
+
+import contextlib
+
+from mobilepre.quantize.settings import QuantizeError
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # a budget, tolerance or integrity check failed
@@ -20,3 +27,14 @@ class MobilepreError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+@contextlib.contextmanager
+def engine_errors(where: str | None = None):
+    """Turn the compression engine's `QuantizeError` into a `MobilepreError` (bad input, exit 2), with
+    the model or file it concerns in front. The one place the translation happens."""
+    try:
+        yield
+    except QuantizeError as error:
+        raise MobilepreError(f"{where}: {error}" if where else str(error)) from None
+

@@ -10,8 +10,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
+
+import numpy as np
 
 from mobilepre.errors import MobilepreError
+from mobilepre.fsutil import atomic_file
 
 
 class Normalization(str, Enum):
@@ -135,7 +139,6 @@ def parse_features(text: str) -> tuple[FeatureStage, ...]:
 
 def gaussian_kernel(sigma: float, size: int = 3):
     """A normalised 2-D Gaussian of the given sigma, `size` x `size`, as float32 (sums to 1)."""
-    import numpy as np
 
     r = np.arange(size, dtype=np.float64) - (size - 1) / 2
     g = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2.0 * sigma**2))
@@ -151,7 +154,6 @@ def build_frontend(spec: FrontendSpec | None = None, name: str = "frontend"):
     The denoise kernel starts as `gaussian_kernel(spec.sigma)` for every channel, but the layer's
     config names only stock Keras objects, so a saved front-end is a plain Keras file.
     """
-    import numpy as np
 
     from mobilepre._tf import keras
 
@@ -260,10 +262,6 @@ class FrontendResult:
 
 def write_frontend(spec: FrontendSpec, out) -> FrontendResult:
     """Build the front-end for `spec` and save it atomically as a `.keras` file at `out`."""
-    from pathlib import Path
-
-    from mobilepre.fsutil import atomic_file
-
     out = Path(out)
     if out.suffix != ".keras":
         raise MobilepreError(f"--out {str(out)!r}: the front-end is saved as a Keras 3 model, name it *.keras")

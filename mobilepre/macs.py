@@ -31,11 +31,6 @@ def _layer_macs(layer) -> int:
     return 0
 
 
-def estimated_latency_ms(macs: int, device_gmacs: float) -> float:
-    """Latency of one image on a device that sustains `device_gmacs` billion MACs per second."""
-    return macs / (device_gmacs * 1e9) * 1000.0
-
-
 def count_macs(model) -> int:
     """MACs of one image through `model`: convolutions and dense layers (the rest is a rounding error)."""
     total = 0

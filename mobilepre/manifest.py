@@ -1,11 +1,21 @@
-"""The bundle manifest: its schema name and the seal that makes any change to it detectable."""
+"""The bundle manifest: its schema, how a bundle's files and manifest are written, the seal that makes any
+change to it detectable, and how a manifest is read back strictly."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
+from pathlib import Path
 
 MANIFEST_SCHEMA = "mobilepre.manifest/1"
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+_SAFE_PART = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+
+
+class IntegrityError(Exception):
+    """A bundle is not what its manifest says (exit 1, not bad input)."""
 
 
 def _canonical(document: dict) -> bytes:
@@ -30,3 +40,123 @@ def manifest_seal_problem(raw: bytes, manifest: dict) -> str | None:
     if raw != _canonical(manifest):
         return "manifest.json is not in canonical form (modified or damaged)"
     return None
+
+
+def artifact_path(fmt: str) -> str:
+    """Where a format's artifact lives in a bundle."""
+    return "model.tflite" if fmt == "tflite" else "tfjs/model.json"
+
+
+def bundle_files(profile, chosen: list, source_info: dict, data: dict, versions: dict, created: str | None) -> dict[str, bytes]:
+    """The files of one profile's bundle, manifest.json last (it lists the others with sha256).
+
+    `chosen` holds, per format, (trial, files): the chosen `search.Trial` as byte-stable files hold it
+    and the artifact's files by name.
+    """
+    files: dict[str, bytes] = {}
+    artifacts = []
+    verdicts = {}
+    for trial, artifact_files in chosen:
+        prefix = "" if trial.format == "tflite" else "tfjs/"
+        for name, content in artifact_files.items():
+            files[prefix + name] = content
+        path = artifact_path(trial.format)
+        artifacts.append(
+            {
+                "bytes": trial.size_bytes,
+                "candidate": trial.candidate,
+                "drift": trial.drift,
+                "files": sorted(prefix + n for n in artifact_files),
+                "format": trial.format,
+                "gzip_bytes": trial.gzip_bytes,
+                "io_type": trial.io_type,
+                "latency": None if trial.latency is None else trial.latency.to_dict(),
+                "path": path,
+                "quantization": trial.quantization,
+                "sha256": hashlib.sha256(files[path]).hexdigest(),
+                "sparsity": trial.sparsity,
+            }
+        )
+        verdicts[trial.format] = trial.verdict.to_dict()
+    manifest = {
+        "artifacts": sorted(artifacts, key=lambda a: a["path"]),
+        "data": data,
+        "files": [
+            {"bytes": len(content), "path": name, "sha256": hashlib.sha256(content).hexdigest()}
+            for name, content in sorted(files.items())
+        ],
+        "profile": profile.to_dict(),
+        "schema": MANIFEST_SCHEMA,
+        "source": source_info,
+        "verdict": verdicts,
+        "versions": versions,
+    }
+    if created:
+        manifest["created"] = created
+    files["manifest.json"] = seal_manifest(manifest)
+    return files
+
+
+# ------------------------------------------------------------------------------------------ reading
+
+
+def safe_relative(path: str) -> bool:
+    """A bundle-relative path with no way out: no absolute path, `..`, empty part or odd character."""
+    if not isinstance(path, str) or not path or path.startswith("/") or "\\" in path or "\x00" in path:
+        return False
+    parts = path.split("/")
+    return all(p not in ("", ".", "..") and set(p) <= _SAFE_PART for p in parts)
+
+
+def read_manifest(bundle: Path) -> dict:
+    """A bundle's manifest, checked before it is trusted: a regular file under the size cap, JSON, the
+    schema, safe sorted paths, and its seal. Raises `IntegrityError`."""
+    path = Path(bundle) / "manifest.json"
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise IntegrityError("manifest.json is missing") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise IntegrityError("manifest.json is not a regular file")
+    if info.st_size > MAX_MANIFEST_BYTES:
+        raise IntegrityError(f"manifest.json is {info.st_size} bytes, over the {MAX_MANIFEST_BYTES} limit")
+    raw = path.read_bytes()
+    try:
+        manifest = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise IntegrityError(f"manifest.json is not valid JSON: {error}") from None
+    _check_schema(manifest)
+    problem = manifest_seal_problem(raw, manifest)
+    if problem:
+        raise IntegrityError(problem)
+    return manifest
+
+
+def _check_schema(manifest) -> None:
+    if not isinstance(manifest, dict):
+        raise IntegrityError("manifest.json is not a JSON object")
+    if manifest.get("schema") != MANIFEST_SCHEMA:
+        raise IntegrityError(f"manifest.json schema is {manifest.get('schema')!r}, expected {MANIFEST_SCHEMA!r}")
+    for key, kind in (("files", list), ("artifacts", list), ("profile", dict), ("source", dict)):
+        if not isinstance(manifest.get(key), kind):
+            raise IntegrityError(f"manifest.json: {key} is missing or not a {kind.__name__}")
+    for i, entry in enumerate(manifest["files"]):
+        if not (
+            isinstance(entry, dict)
+            and safe_relative(entry.get("path"))
+            and isinstance(entry.get("bytes"), int)
+            and isinstance(entry.get("sha256"), str)
+            and len(entry["sha256"]) == 64
+        ):
+            raise IntegrityError(f"manifest.json: files[{i}] is not a safe relative path with bytes and sha256")
+    listed = [e["path"] for e in manifest["files"]]
+    if len(set(listed)) != len(listed) or listed != sorted(listed) or "manifest.json" in listed:
+        raise IntegrityError("manifest.json: the file list must be sorted, without duplicates or manifest.json itself")
+    for i, artifact in enumerate(manifest["artifacts"]):
+        if not (
+            isinstance(artifact, dict)
+            and artifact.get("format") in ("tflite", "tfjs")
+            and artifact.get("path") in listed
+            and isinstance(artifact.get("candidate"), str)
+        ):
+            raise IntegrityError(f"manifest.json: artifacts[{i}] has no format, listed path and candidate")

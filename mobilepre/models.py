@@ -14,7 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilepre.errors import MobilepreError
+from mobilepre.errors import MobilepreError, engine_errors
+from mobilepre.macs import count_macs
+from mobilepre.quantize.export import model_input_spec
+from mobilepre.safety import scan_model
 
 
 @dataclass(frozen=True)
@@ -45,8 +48,6 @@ class SourceModel:
     @functools.cached_property
     def macs(self) -> int:
         """Multiply-accumulates per image, counted once from the model's layers."""
-        from mobilepre.macs import count_macs
-
         return count_macs(self.model)
 
 
@@ -67,13 +68,8 @@ def model_identity(model) -> str:
 
 def from_keras(model, input_shape: tuple | None = None, path: str = "<memory>", fmt: str = "memory") -> SourceModel:
     """Wrap an in-memory Keras model (a Python caller's, or one just loaded) as a SourceModel."""
-    from mobilepre.quantize import QuantizeError
-    from mobilepre.quantize.export import model_input_spec
-
-    try:
+    with engine_errors(path):
         shape, dtype = model_input_spec(model, input_shape)
-    except QuantizeError as error:
-        raise MobilepreError(f"{path}: {error}") from None
     if dtype not in ("uint8", "float32"):
         raise MobilepreError(f"{path}: input dtype {dtype} is not supported; mobilepre handles uint8 or float32 images")
     if len(shape) != 3:
@@ -95,8 +91,6 @@ def load_model(path, trust: bool = False, input_shape: tuple | None = None, isol
     """
     if isolate is None:
         isolate = _isolate_default()
-    from mobilepre.safety import scan_model
-
     path = Path(path)
     if not path.exists():
         raise MobilepreError(f"model {path} does not exist")

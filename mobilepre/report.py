@@ -14,17 +14,17 @@ tr.fail td{color:#777}.ok{color:#176f2c}.no{color:#b3261e}svg{border:1px solid #
 
 
 def _drift_metric(rows) -> str:
-    return "top1_agreement" if any("top1_agreement" in r.get("drift", {}) for r in rows) else "cosine"
+    return "top1_agreement" if any("top1_agreement" in r.drift for r in rows) else "cosine"
 
 
-def _chart(profile: dict, rows: list, metric: str) -> str:
+def _chart(profile, rows: list, metric: str) -> str:
     """SVG scatter: x = artifact bytes on a log scale (sizes and budgets span decades), y = the drift
     metric; dashed lines at the size and drift budgets."""
     width, height, pad = 520, 300, 50
-    points = [(r["bytes"], r["drift"].get(metric)) for r in rows if r.get("bytes") and r["drift"].get(metric) is not None]
-    budget = profile["budget"]
-    drift_limit = profile["drift"].get("min_top1_agreement" if metric == "top1_agreement" else "min_cosine")
-    xs = [p[0] for p in points] + [budget["max_size"]]
+    points = [(r.size_bytes, r.drift.get(metric)) for r in rows if r.size_bytes and r.drift.get(metric) is not None]
+    max_size = profile.budget.max_size
+    drift_limit = profile.drift.get("min_top1_agreement" if metric == "top1_agreement" else "min_cosine")
+    xs = [p[0] for p in points] + [max_size]
     ys = [p[1] for p in points] + ([drift_limit] if drift_limit is not None else [])
     if not points:
         return "<p>No candidate produced a measurable artifact.</p>"
@@ -54,7 +54,7 @@ def _chart(profile: dict, rows: list, metric: str) -> str:
     parts.append(f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">{metric}</text>')
     parts.append(f'<text x="{pad - 4}" y="{sy(y_hi) + 4}" text-anchor="end" font-size="11">{y_hi:.4g}</text>')
     parts.append(f'<text x="{pad - 4}" y="{sy(y_lo) + 4}" text-anchor="end" font-size="11">{y_lo:.4g}</text>')
-    x = sx(budget["max_size"])
+    x = sx(max_size)
     parts.append(f'<line x1="{x:.1f}" y1="{pad}" x2="{x:.1f}" y2="{height - pad}" stroke="#b3261e" stroke-dasharray="5,4"/>')
     parts.append(f'<text x="{x + 3:.1f}" y="{pad + 10}" font-size="11" fill="#b3261e">max_size</text>')
     if drift_limit is not None:
@@ -62,14 +62,14 @@ def _chart(profile: dict, rows: list, metric: str) -> str:
         parts.append(f'<line x1="{pad}" y1="{y:.1f}" x2="{width - pad}" y2="{y:.1f}" stroke="#b3261e" stroke-dasharray="5,4"/>')
         parts.append(f'<text x="{width - pad}" y="{y - 4:.1f}" font-size="11" text-anchor="end" fill="#b3261e">min {metric}</text>')
     for row in rows:
-        value = row["drift"].get(metric)
-        if not row.get("bytes") or value is None:
+        value = row.drift.get(metric)
+        if not row.size_bytes or value is None:
             continue
-        colour = "#176f2c" if not row["failed"] else "#b3261e"
-        label = html.escape(row["candidate"])
+        colour = "#176f2c" if row.passed else "#b3261e"
+        label = html.escape(row.candidate)
         parts.append(
-            f'<circle cx="{sx(row["bytes"]):.1f}" cy="{sy(value):.1f}" r="5" fill="{colour}"><title>{label}: '
-            f'{row["bytes"]} B, {metric} {value:.5f}</title></circle>'
+            f'<circle cx="{sx(row.size_bytes):.1f}" cy="{sy(value):.1f}" r="5" fill="{colour}"><title>{label}: '
+            f'{row.size_bytes} B, {metric} {value:.5f}</title></circle>'
         )
     parts.append("</svg>")
     return "".join(parts)
@@ -86,15 +86,14 @@ def _table(rows: list, chosen_key: str | None) -> str:
     head = "<tr><th class=l>candidate</th><th>bytes</th><th>gzip</th><th>sparsity</th><th>top-1</th><th>max abs err</th><th>latency ms</th><th class=l>verdict</th></tr>"
     body = []
     for r in rows:
-        drift = r.get("drift", {})
-        top1 = drift.get("top1_agreement")
-        mae = drift.get("max_abs_error")
-        lat = r.get("latency_ms")
-        verdict = "meets every budget" if not r["failed"] else "; ".join(r["failed"])
-        cls = "chosen" if r["candidate"] == chosen_key else ("fail" if r["failed"] else "")
+        top1 = r.drift.get("top1_agreement")
+        mae = r.drift.get("max_abs_error")
+        lat = r.latency.ms if r.latency else None
+        verdict = "meets every budget" if r.passed else "; ".join(r.verdict.failures)
+        cls = "chosen" if r.candidate == chosen_key else ("" if r.passed else "fail")
         body.append(
-            f"<tr class='{cls}'><td class=l>{html.escape(r['candidate'])}</td><td>{r.get('bytes', 0)}</td>"
-            f"<td>{r.get('gzip_bytes', 0)}</td><td>{r.get('sparsity', 0):.2f}</td>"
+            f"<tr class='{cls}'><td class=l>{html.escape(r.candidate)}</td><td>{r.size_bytes}</td>"
+            f"<td>{r.gzip_bytes}</td><td>{r.sparsity:.2f}</td>"
             f"<td>{'-' if top1 is None else f'{top1:.4f}'}</td><td>{'-' if mae is None else f'{mae:.4g}'}</td>"
             f"<td>{'-' if lat is None else f'{lat:.3f}'}</td><td class=l>{html.escape(verdict)}</td></tr>"
         )
@@ -112,21 +111,19 @@ def render_html(result) -> str:
         f"{result.conversions} conversions and {result.validations} validations in all.</p>"
     )
     for profile in result.profiles:
-        status = "<span class=ok>bundle written</span>" if profile["passed"] else "<span class=no>no candidate within budget</span>"
-        out.append(f"<h2>{html.escape(profile['name'])}: {status}</h2><p>{html.escape(profile['profile']['description'])}</p>")
-        for fmt, entry in profile["formats"].items():
-            chosen = entry.get("chosen")
-            rows = entry["tried"]
-            out.append(f"<h3>{fmt}</h3>")
+        status = "<span class=ok>bundle written</span>" if profile.passed else "<span class=no>no candidate within budget</span>"
+        out.append(f"<h2>{html.escape(profile.name)}: {status}</h2><p>{html.escape(profile.profile.description)}</p>")
+        for entry in profile.formats:
+            chosen, closest = entry.chosen, entry.closest
+            out.append(f"<h3>{entry.format}</h3>")
             if chosen:
-                out.append(f"<p>Chosen: <b>{html.escape(chosen['candidate'])}</b>.</p>")
-            else:
-                closest = entry["closest"]
+                out.append(f"<p>Chosen: <b>{html.escape(chosen.candidate)}</b>.</p>")
+            elif closest:
                 out.append(
-                    f"<p class=no>Closest: <b>{html.escape(closest['candidate'])}</b>, failing "
-                    f"{html.escape('; '.join(closest['failed']))}.</p>"
+                    f"<p class=no>Closest: <b>{html.escape(closest.candidate)}</b>, failing "
+                    f"{html.escape('; '.join(closest.verdict.failures))}.</p>"
                 )
-            out.append(_table(rows, chosen["candidate"] if chosen else None))
-            out.append(_chart(profile["profile"], rows, _drift_metric(rows)))
+            out.append(_table(entry.tried, chosen.candidate if chosen else None))
+            out.append(_chart(profile.profile, entry.tried, _drift_metric(entry.tried)))
     out.append("</body></html>\n")
     return "".join(out)

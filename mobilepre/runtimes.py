@@ -13,7 +13,9 @@ from pathlib import Path
 
 import numpy as np
 
+from mobilepre.artifacts import verify_tflite, verify_tfjs_folder
 from mobilepre.errors import MobilepreError
+from mobilepre.quantize.runtime import tflite_interpreter
 
 BATCH = 64
 
@@ -108,9 +110,6 @@ def _natural(name: str):
 
 def run_tflite(content: bytes, images: np.ndarray, threads: int = 1, latency_runs: int = 0, warmup: int = 5, where: str = "candidate") -> RunResult:
     """Run `images` through a .tflite model in LiteRT; optionally time single-image runs."""
-    from mobilepre.artifacts import verify_tflite
-    from mobilepre.quantize.runtime import tflite_interpreter
-
     verify_tflite(content, where)
     try:
         interpreter = tflite_interpreter(content, threads=threads)
@@ -188,8 +187,6 @@ def _tfjs_output_names(model_json: dict) -> list[str] | None:
 
 def run_tfjs(folder: Path, images: np.ndarray, latency_runs: int = 0, warmup: int = 5, where: str = "candidate") -> RunResult:
     """Run `images` through a TF.js graph model in Node.js on the wasm backend, in one process."""
-    from mobilepre.artifacts import verify_tfjs_folder
-
     model_json = verify_tfjs_folder(Path(folder), where)
     node, runner = check_node()
     _check_tfjs_input(model_json, images, where)

@@ -1,211 +1,162 @@
-"""Candidates and their measurements: each converted and validated at most once per build, shared by profiles."""
+"""The search: for each profile and format, candidates from highest fidelity down until one meets every budget."""
 
 from __future__ import annotations
 
-import json
-import re
-import tempfile
-import threading
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
+from typing import Callable
+
+from mobilepre.budgets import LatencyFigure, Verdict, judge
+from mobilepre.candidates import candidates_for
+from mobilepre.evaluate import Evaluator, Measured
+from mobilepre.latency import latency_figure
 
 
-from mobilepre.errors import MobilepreError
+@dataclass(frozen=True)
+class Trial:
+    """One candidate judged against one profile.
 
-# Sparsity levels tried after plain int8 (and TF.js uint8), up to a profile's max_sparsity.
-SPARSITY_STEPS = (0.25, 0.5, 0.75, 0.9)
+    Attributes:
+        candidate (str): the candidate key, e.g. "tflite-int8-uint8io".
+        format (str), quantization (str), io_type (str): as the engine names them.
+        sparsity (float): share of zero weights reached.
+        size_bytes (int), gzip_bytes (int).
+        drift (dict[str, float]): metric -> value, the worst across outputs.
+        latency (LatencyFigure | None): the figure the profile's latency budget was judged on.
+        verdict (Verdict).
+    """
 
-
-@dataclass(frozen=True, order=True)
-class Candidate:
-    """One artifact a build may choose: a format, a mode, an int8 I/O type and a pruning sparsity."""
-
-    fmt: str
-    mode: str
-    io_type: str = "float32"
-    sparsity: float = 0.0
-
-    @property
-    def key(self) -> str:
-        parts = [self.fmt, self.mode]
-        if self.mode == "int8" and self.io_type != "float32":
-            parts.append(f"{self.io_type}io")
-        if self.sparsity:
-            parts.append(f"s{round(self.sparsity * 100):02d}")
-        return "-".join(parts)
-
-
-def candidates_for(profile) -> dict[str, list[Candidate]]:
-    """Per format, the candidates a profile allows, highest fidelity first: modes, then growing sparsity."""
-    out = {}
-    for fmt in profile.formats:
-        modes = profile.modes_for(fmt)
-        io = profile.io_type if fmt == "tflite" else "float32"
-        found = [Candidate(fmt, mode, io if mode == "int8" else "float32") for mode in modes]
-        lowest = modes[-1]
-        if lowest in ("int8", "uint8") and profile.max_sparsity > 0:
-            levels = sorted({s for s in SPARSITY_STEPS if s < profile.max_sparsity} | {profile.max_sparsity})
-            found += [Candidate(fmt, lowest, io if lowest == "int8" else "float32", s) for s in levels]
-        out[fmt] = found
-    return out
-
-
-@dataclass
-class Measured:
-    """What a candidate was measured to be. `drift` is the worst value of each metric across outputs."""
-
-    candidate: Candidate
-    files: dict  # name -> bytes
+    candidate: str
+    format: str
+    quantization: str
+    io_type: str
+    sparsity: float
     size_bytes: int
     gzip_bytes: int
-    sparsity: float
     drift: dict
-    latency: dict = field(default_factory=dict)  # threads (or 0 for TF.js) -> runtimes.Latency
-    error: str | None = None  # conversion or runtime failure: the candidate cannot be chosen
+    latency: LatencyFigure | None
+    verdict: Verdict
 
-    def sha256(self) -> dict:
-        import hashlib
+    @property
+    def passed(self) -> bool:
+        return self.verdict.passed
 
-        return {name: hashlib.sha256(data).hexdigest() for name, data in sorted(self.files.items())}
-
-
-def parse_device_timings(path: Path) -> dict[str, float]:
-    """`--device-timings FILE`: JSON mapping candidate keys to milliseconds or to the text TFLite's
-    `benchmark_model` printed on the device ("Inference timings in us: ... Inference (avg): 1234.5")."""
-    try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise MobilepreError(f"--device-timings {path} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise MobilepreError(f"--device-timings {path} is not a JSON file: {error}") from None
-    if not isinstance(document, dict):
-        raise MobilepreError(f"--device-timings {path}: expected an object of candidate key -> ms or benchmark_model output")
-    timings = {}
-    for key, value in document.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
-            timings[key] = float(value)
-            continue
-        if isinstance(value, str):
-            match = re.search(r"Inference \(avg\):\s*([0-9.eE+]+)", value)
-            if match:
-                timings[key] = float(match.group(1)) / 1000.0  # benchmark_model prints microseconds
-                continue
-        raise MobilepreError(
-            f"--device-timings {path}: {key!r} is neither a positive number of ms nor benchmark_model output with 'Inference (avg)'"
+    @classmethod
+    def of(cls, measured: Measured, latency: LatencyFigure | None, verdict: Verdict) -> Trial:
+        c = measured.candidate
+        return cls(
+            c.key, str(c.fmt), str(c.mode), str(c.io_type), round(measured.sparsity, 6), measured.size_bytes,
+            measured.gzip_bytes, {k: round(float(v), 6) for k, v in sorted(measured.drift.items())}, latency, verdict,
         )
-    return timings
+
+    def without_host_latency(self) -> Trial:
+        """This trial as files that must be byte-identical across runs may hold it (see `Verdict`)."""
+        latency = self.latency
+        if latency is not None and latency.source == "host":
+            latency = LatencyFigure(None, "host", latency.detail)
+        return Trial(
+            self.candidate, self.format, self.quantization, self.io_type, self.sparsity, self.size_bytes,
+            self.gzip_bytes, self.drift, latency, self.verdict.without_host_latency(),
+        )
+
+    def to_dict(self) -> dict:
+        return {
+            "bytes": self.size_bytes,
+            "candidate": self.candidate,
+            "drift": dict(self.drift),
+            "format": self.format,
+            "gzip_bytes": self.gzip_bytes,
+            "io_type": self.io_type,
+            "latency": None if self.latency is None else self.latency.to_dict(),
+            "quantization": self.quantization,
+            "sparsity": self.sparsity,
+            "verdict": self.verdict.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Trial:
+        latency = None if data["latency"] is None else LatencyFigure.from_dict(data["latency"])
+        return cls(
+            data["candidate"], data["format"], data["quantization"], data["io_type"], data["sparsity"], data["bytes"],
+            data["gzip_bytes"], dict(data["drift"]), latency, Verdict.from_dict(data["verdict"]),
+        )
 
 
-class Evaluator:
-    """Converts and validates candidates on demand, each once; prunes each sparsity level once."""
+@dataclass(frozen=True)
+class FormatResult:
+    """One profile's search in one format.
 
-    def __init__(self, source, calibration, validation, labels, workdir: Path, progress=None, prune_epochs: int = 30):
-        self.source = source
-        self.calibration = calibration
-        self.validation = validation
-        self.labels = labels
-        self.workdir = Path(workdir)
-        self.progress = progress or (lambda message: None)
-        self.prune_epochs = prune_epochs
-        self.measured: dict[Candidate, Measured] = {}
-        self.conversions = 0
-        self.validations = 0
-        self._models: dict[float, tuple] = {}  # sparsity -> (keras model, saved model dir, reached sparsity)
-        self._reference = None
-        self._lock = threading.Lock()
+    Attributes:
+        profile (str), format (str).
+        tried (tuple[Trial, ...]): in search order; when one passed, it is the last.
+    """
 
-    def reference(self) -> list:
-        if self._reference is None:
-            from mobilepre.validate import reference_outputs
+    profile: str
+    format: str
+    tried: tuple
 
-            self._reference = reference_outputs(self.source, self.validation)[0]
-        return self._reference
+    @property
+    def chosen(self) -> Trial | None:
+        return self.tried[-1] if self.tried and self.tried[-1].passed else None
 
-    def _variant(self, sparsity: float):
-        if sparsity not in self._models:
-            from mobilepre.quantize.export import export_saved_model
-            from mobilepre.quantize.pruning import PruneSettings, prune
+    @property
+    def closest(self) -> Trial | None:
+        """When none passed: the candidate nearest to meeting every budget (smallest largest gap)."""
+        if self.chosen or not self.tried:
+            return None
+        return min(self.tried, key=lambda t: t.verdict.gap)
 
-            model, reached = self.source.model, 0.0
-            if sparsity:
-                self.progress(f"pruning to {sparsity:.0%} and fine-tuning by distillation")
-                result = prune(model, PruneSettings(sparsity, epochs=self.prune_epochs), self.calibration)
-                model, reached = result.model, result.sparsity
-            directory = export_saved_model(model, self.workdir / f"saved_model_s{round(sparsity * 100):02d}", self.source.input_shape)
-            self._models[sparsity] = (model, directory, reached)
-        return self._models[sparsity]
+    def to_dict(self) -> dict:
+        chosen, closest = self.chosen, self.closest
+        return {
+            "chosen": chosen.candidate if chosen else None,
+            "closest": closest.candidate if closest else None,
+            "format": self.format,
+            "profile": self.profile,
+            "tried": [t.to_dict() for t in self.tried],
+        }
 
-    def measure(self, candidate: Candidate) -> Measured:
-        return self.measure_many([candidate])[candidate]
-
-    def measure_many(self, candidates, jobs: int = 1) -> dict:
-        """Measure the candidates not measured yet: convert one by one (the converters are not
-        thread-safe), then validate `jobs` at once (LiteRT and the Node processes run in parallel)."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        new = [self._convert(c) for c in sorted(set(candidates)) if c not in self.measured]
-        ready = [m for m in new if m.error is None]
-        if jobs > 1 and len(ready) > 1:
-            with ThreadPoolExecutor(max_workers=jobs) as pool:
-                list(pool.map(self._validate, ready))
-        else:
-            for measured in ready:
-                self._validate(measured)
-        for measured in new:
-            self.measured[measured.candidate] = measured
-        return {c: self.measured[c] for c in candidates}
-
-    def _convert(self, candidate: Candidate) -> Measured:
-        from mobilepre import quantize
-
-        try:
-            model, directory, reached = self._variant(candidate.sparsity)
-        except quantize.QuantizeError as error:
-            return Measured(candidate, {}, 0, 0, candidate.sparsity, {}, error=str(error))
-        settings = quantize.QuantizationSettings(candidate.fmt, candidate.mode, io_type=candidate.io_type)
-        try:
-            artifact = quantize.convert(model, settings, self.calibration, saved_model_dir=directory, sparsity=reached)
-        except quantize.QuantizeError as error:
-            return Measured(candidate, {}, 0, 0, reached, {}, error=str(error))
-        self.conversions += 1
-        return Measured(candidate, artifact.files, artifact.size_bytes, artifact.gzip_bytes, reached, {})
-
-    def _validate(self, measured: Measured) -> None:
-        from mobilepre.validate import compare, run_candidate, worst
-
-        with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
-            path = _write(measured, Path(tmp))
-            try:
-                _, run = run_candidate(path, self.validation)
-            except MobilepreError as error:
-                measured.error = error.message
-                return
-        with self._lock:
-            self.validations += 1
-        measured.drift = worst(compare(self.reference(), run, self.labels))
-
-    def host_latency(self, measured: Measured, threads: int, runs: int = 50):
-        """Single-image latency on this host, measured once per candidate and thread count."""
-        key = threads if measured.candidate.fmt == "tflite" else 0
-        if key not in measured.latency:
-            from mobilepre.validate import run_candidate
-
-            with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
-                path = _write(measured, Path(tmp))
-                _, run = run_candidate(path, self.validation[:1], threads=max(1, threads), latency_runs=runs)
-            measured.latency[key] = run.latency
-        return measured.latency[key]
+    @classmethod
+    def from_dict(cls, data: dict) -> FormatResult:
+        return cls(data["profile"], data["format"], tuple(Trial.from_dict(t) for t in data["tried"]))
 
 
-def _write(measured: Measured, folder: Path) -> Path:
-    for name, data in measured.files.items():
-        (folder / name).write_bytes(data)
-    return folder / "model.tflite" if measured.candidate.fmt == "tflite" else folder
+def search(
+    profiles,
+    evaluator: Evaluator,
+    device_timings: dict | None,
+    latency_runs: int,
+    progress: Callable[[str], None],
+    jobs: int = 1,
+) -> list[FormatResult]:
+    """For each profile and format, the first candidate (highest fidelity first) that meets every budget.
 
-
-def relative_gap(value: float, limit: float, kind: str) -> float:
-    """How far a value is past its limit, as a fraction of the limit (0 when within)."""
-    if kind == "max":
-        return max(0.0, (value - limit) / limit) if limit else (0.0 if value <= 0 else float("inf"))
-    return max(0.0, (limit - value) / limit) if limit else 0.0
-
+    The search goes in rounds: each unresolved (profile, format) offers its next candidate, the round's
+    new candidates are measured together (`jobs` validations at once), then each is judged. Every
+    profile still tries its candidates in order and stops at the first that fits, so the choices are
+    those of a one-by-one search.
+    """
+    lanes = [(profile, fmt, list(candidates)) for profile in profiles for fmt, candidates in candidates_for(profile).items()]
+    tried = {(p.name, fmt): [] for p, fmt, _ in lanes}
+    done = set()
+    labels = evaluator.labels is not None
+    while True:
+        open_lanes = [(p, fmt, queue) for p, fmt, queue in lanes if (p.name, fmt) not in done and queue]
+        if not open_lanes:
+            break
+        evaluator.measure_many([queue[0] for _, _, queue in open_lanes], jobs)
+        for profile, fmt, queue in open_lanes:
+            measured = evaluator.measured[queue.pop(0)]
+            latency = None
+            if measured.error is None:
+                latency = latency_figure(
+                    profile, measured.candidate.key, evaluator.source.macs, device_timings,
+                    lambda threads, m=measured: evaluator.host_latency(m, threads, latency_runs),
+                )
+            verdict = judge(profile, measured.measurement(labels), latency)
+            trial = Trial.of(measured, latency, verdict)
+            tried[(profile.name, fmt)].append(trial)
+            status = "meets every budget" if verdict.passed else "; ".join(verdict.failures)
+            progress(f"[{profile.name}] {trial.candidate}: {trial.size_bytes:,} B, {status}")
+            if verdict.passed:
+                done.add((profile.name, fmt))
+    return [FormatResult(profile.name, str(fmt), tuple(tried[(profile.name, fmt)])) for profile, fmt, _ in lanes]

@@ -10,6 +10,9 @@ from pathlib import Path
 import numpy as np
 
 from mobilepre.errors import EXIT_FAILED, MobilepreError
+from mobilepre.metrics import TOLERANCES
+from mobilepre.models import load_model
+from mobilepre.runtimes import run_tflite, run_tfjs
 
 PSNR_CAP_DB = 200.0  # identical outputs have infinite PSNR; JSON has no infinity
 
@@ -77,26 +80,13 @@ def output_drift(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarra
     return OutputDrift(**drift)
 
 
-# Tolerance names, as in profiles' [drift] tables: metric, and whether it is a floor or a ceiling.
-TOLERANCES = {
-    "min_top1_agreement": ("top1_agreement", "min"),
-    "min_top5_agreement": ("top5_agreement", "min"),
-    "max_abs_error": ("max_abs_error", "max"),
-    "max_mean_abs_error": ("mean_abs_error", "max"),
-    "max_rmse": ("rmse", "max"),
-    "min_psnr_db": ("psnr_db", "min"),
-    "min_cosine": ("cosine", "min"),
-    "max_accuracy_drop": ("accuracy_drop", "max"),
-}
-
-
 def worst(drifts: list[OutputDrift]) -> dict:
     """One value per metric across outputs: the worst of each (lowest floor metric, highest ceiling one)."""
     summary = {}
-    for name, (metric, kind) in TOLERANCES.items():
-        values = [getattr(d, metric) for d in drifts if getattr(d, metric) is not None]
+    for tolerance in TOLERANCES.values():
+        values = [getattr(d, tolerance.metric) for d in drifts if getattr(d, tolerance.metric) is not None]
         if values:
-            summary[metric] = min(values) if kind == "min" else max(values)
+            summary[tolerance.metric] = min(values) if tolerance.kind == "min" else max(values)
     return summary
 
 
@@ -106,12 +96,12 @@ def tolerance_failures(summary: dict, tolerances: dict) -> list[str]:
     for name, limit in sorted(tolerances.items()):
         if limit is None:
             continue
-        metric, kind = TOLERANCES[name]
-        value = summary.get(metric)
+        tolerance = TOLERANCES[name]
+        value = summary.get(tolerance.metric)
         if value is None:
-            failures.append(f"{name}: {metric} was not measured (needs a classifier output or labels)")
-        elif (kind == "min" and value < limit) or (kind == "max" and value > limit):
-            failures.append(f"{name}: {metric} {value:.6g} vs limit {limit:g}")
+            failures.append(f"{name}: {tolerance.metric} was not measured (needs a classifier output or labels)")
+        elif tolerance.fails(value, limit):
+            failures.append(f"{name}: {tolerance.metric} {value:.6g} vs limit {limit:g}")
     return failures
 
 
@@ -194,8 +184,6 @@ def candidate_format(path: Path) -> str:
 
 def run_candidate(path: Path, images: np.ndarray, threads: int = 1, latency_runs: int = 0):
     """Run a candidate file or folder in its runtime; returns (format, RunResult)."""
-    from mobilepre.runtimes import run_tflite, run_tfjs
-
     path = Path(path)
     fmt = candidate_format(path)
     if fmt == "tflite":
@@ -267,8 +255,6 @@ def validate_files(
     trust: bool = False,
 ) -> ValidationResult:
     """`mobilepre validate`: load the reference (scanned), the data, then `validate`."""
-    from mobilepre.models import load_model
-
     candidate_format(candidate)  # refuse a wrong candidate before the slow model load
     source = load_model(reference, trust=trust)
     dataset = data.load(source, "validation")

@@ -4,6 +4,9 @@ One entry point, `convert`; settings are data (`QuantizationSettings`, `PruneSet
 package does not import TensorFlow.
 """
 
+from .artifact import Artifact
+from .pipeline import convert
+from .pruning import PruneResult, PruneSettings, prune
 from .settings import (
     BYTES_PER_WEIGHT,
     MODES_BY_FORMAT,
@@ -21,25 +24,10 @@ __all__ = [
     "Format",
     "IOType",
     "Mode",
+    "PruneResult",
     "PruneSettings",
     "QuantizationSettings",
     "QuantizeError",
     "convert",
     "prune",
 ]
-
-
-def __getattr__(name):
-    if name == "Artifact":
-        from .artifact import Artifact
-
-        return Artifact
-    if name in ("prune", "PruneSettings", "PruneResult"):
-        from . import pruning as module
-
-        return getattr(module, name)
-    if name == "convert":
-        from .pipeline import convert
-
-        return convert
-    raise AttributeError(name)

@@ -2,6 +2,7 @@
 
 import contextlib
 import os
+import warnings
 
 
 def quiet_tensorflow():
@@ -47,7 +48,9 @@ def native_stderr_silenced():
 def tensorflowjs_converter():
     """The tensorflowjs SavedModel converter module, imported quietly."""
     quiet_tensorflow()
-    with native_stderr_silenced():
+    with native_stderr_silenced(), warnings.catch_warnings():
+        # tensorflow_hub, imported by tensorflowjs, warns that pkg_resources is deprecated.
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
         from tensorflowjs.converters import tf_saved_model_conversion_v2
 
     return tf_saved_model_conversion_v2

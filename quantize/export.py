@@ -17,11 +17,11 @@ def model_input_spec(model, input_shape: tuple[int, ...] | None = None) -> tuple
     if input_shape is not None:
         input_shape = tuple(input_shape)
         if len(input_shape) != len(shape) or any(s is not None and s != g for s, g in zip(shape, input_shape)):
-            raise QuantizeError(f"--input-shape {input_shape} does not fit the model's input {shape}")
+            raise QuantizeError(f"input_shape {input_shape} does not fit the model's input {shape}")
         shape = input_shape
     if any(d is None for d in shape):
         raise QuantizeError(
-            f"model {model.name!r} has dynamic input dimensions {shape}: give --input-shape H,W,C to fix them"
+            f"model {model.name!r} has dynamic input dimensions {shape}: give input_shape (H, W, C) to fix them"
         )
     return tuple(int(d) for d in shape), dtype
 

@@ -11,6 +11,8 @@ from .artifact import Artifact
 from .checks import check_weights
 from .export import export_saved_model
 from .settings import Format, QuantizationSettings
+from .tfjs import convert_tfjs
+from .tflite import convert_tflite
 
 
 def convert(
@@ -36,9 +38,5 @@ def convert(
 
 def _dispatch(directory: Path, settings: QuantizationSettings, calibration, sparsity: float) -> Artifact:
     if settings.format is Format.TFLITE:
-        from .tflite import convert_tflite
-
         return convert_tflite(directory, settings, calibration, sparsity)
-    from .tfjs import convert_tfjs
-
     return convert_tfjs(directory, settings, sparsity)

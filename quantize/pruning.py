@@ -42,11 +42,11 @@ class PruneSettings:
 
     def __post_init__(self):
         if not (isinstance(self.sparsity, (int, float)) and 0.0 <= self.sparsity < 0.99):
-            raise QuantizeError(f"--sparsity {self.sparsity!r}: expected a fraction in [0, 0.99), e.g. 0.5")
+            raise QuantizeError(f"sparsity {self.sparsity!r}: expected a fraction in [0, 0.99), e.g. 0.5")
         if self.scope not in ("global", "per_layer"):
             raise QuantizeError(f"pruning scope {self.scope!r}: expected global or per_layer")
         if not isinstance(self.epochs, int) or self.epochs < 0:
-            raise QuantizeError(f"--epochs {self.epochs!r}: expected a whole number >= 0")
+            raise QuantizeError(f"epochs {self.epochs!r}: expected a whole number >= 0")
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise QuantizeError(f"batch size {self.batch_size!r}: expected a whole number >= 1")
 
@@ -165,7 +165,7 @@ def prune(model, settings: PruneSettings, images: np.ndarray | None = None, labe
     if not kernels:
         raise QuantizeError(f"model {model.name!r} has no Conv/Dense kernels to prune")
     if settings.epochs and (images is None or len(images) == 0):
-        raise QuantizeError("pruning with fine-tuning needs images: give --calibration, or --epochs 0 for one-shot")
+        raise QuantizeError("pruning with fine-tuning needs images: pass calibration images, or epochs=0 for one-shot pruning")
 
     if not settings.epochs or settings.sparsity == 0:
         _apply(kernels, _masks(kernels, settings.sparsity, settings.scope))

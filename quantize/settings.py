@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum
+from enum import StrEnum
 
 
 class QuantizeError(Exception):
     """The model or the data cannot be compressed as asked; the message says what, where, and what to do."""
 
 
-class Format(str, Enum):
+class Format(StrEnum):
     TFLITE = "tflite"
     TFJS = "tfjs"
 
 
-class Mode(str, Enum):
+class Mode(StrEnum):
     """Quantization modes. TFLite: float32, float16, dynamic, int8. TF.js: float32, float16, uint16, uint8."""
 
     FLOAT32 = "float32"
@@ -26,7 +26,7 @@ class Mode(str, Enum):
     UINT8 = "uint8"  # TF.js weights as uint8 (affine), dequantized at load
 
 
-class IOType(str, Enum):
+class IOType(StrEnum):
     """Input and output tensor type of a full-integer TFLite model."""
 
     FLOAT32 = "float32"

@@ -9,6 +9,7 @@ import numpy as np
 
 from .artifact import Artifact
 from .checks import check_calibration
+from .runtime import tflite_interpreter
 from .settings import Format, IOType, Mode, QuantizationSettings, QuantizeError
 
 MAX_CALIBRATION_SAMPLES = 500
@@ -81,8 +82,8 @@ def convert_tflite(
         ops = _unsupported_ops(text)
         if ops:
             raise QuantizeError(
-                f"TFLite builtins cannot run these ops: {', '.join(ops)}; change the model or pass "
-                "--allow-select-tf-ops (needs the Flex delegate on the device)"
+                f"TFLite builtins cannot run these ops: {', '.join(ops)}; change the model or set "
+                "allow_select_tf_ops (needs the Flex delegate on the device)"
             ) from error
         first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
         raise QuantizeError(f"TFLite conversion ({settings.key}) failed: {first}") from error
@@ -102,7 +103,6 @@ def _selective_int8(tf, converter, settings: QuantizationSettings, calibration) 
 def _nodes_of_layers(saved_model_dir, layers: tuple[str, ...]) -> list[str]:
     """TFLite op output tensor names that belong to the named Keras layers (found in a float conversion)."""
     from ._tf import quiet_tensorflow
-    from .runtime import tflite_interpreter
 
     tf = quiet_tensorflow()
     float_model = tf.lite.TFLiteConverter.from_saved_model(str(saved_model_dir)).convert()
@@ -112,6 +112,6 @@ def _nodes_of_layers(saved_model_dir, layers: tuple[str, ...]) -> list[str]:
         pattern = re.compile(rf"(^|/){re.escape(layer)}(_\d+)?/")
         hits = [n for n in names if any(pattern.search(part) for part in n.split(";"))]
         if not hits:
-            raise QuantizeError(f"--float-layer {layer!r}: no op of that Keras layer is in the converted model")
+            raise QuantizeError(f"float_layers {layer!r}: no op of that Keras layer is in the converted model")
         chosen.extend(hits)
     return sorted(set(chosen))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mobilepre.builder import BuildOptions, build
+from mobilepre.builder import BuildOptions, BuildResult, build
 from mobilepre.errors import MobilepreError
 from tests.conftest import CLI, run_cli
 
@@ -56,51 +56,53 @@ def search_build(tmp_path_factory):
 
 
 def _chosen(result, name, fmt="tflite"):
-    profile = next(p for p in result.profiles if p["name"] == name)
-    entry = profile["formats"][fmt]
+    profile = result.profile(name)
+    entry = profile.format(fmt)
     return profile, entry
 
 
 def test_roomy_profile_keeps_float32(search_build):
     result, out = search_build
     profile, entry = _chosen(result, "roomy")
-    assert profile["passed"] and entry["chosen"]["candidate"] == "tflite-float32"
-    assert [r["candidate"] for r in entry["tried"]] == ["tflite-float32"]
+    assert profile.passed and entry.chosen.candidate == "tflite-float32"
+    assert [r.candidate for r in entry.tried] == ["tflite-float32"]
     assert (out / "roomy" / "model.tflite").read_bytes()[4:8] == b"TFL3"
 
 
 def test_a_tight_size_budget_walks_down_to_eight_bits(search_build):
     result, _ = search_build
     _, entry = _chosen(result, "tight")
-    tried = [r["candidate"] for r in entry["tried"]]
+    tried = [r.candidate for r in entry.tried]
     assert tried == ["tflite-float32", "tflite-float16", "tflite-dynamic"]
-    assert all(r["failed"][0].startswith("max_size") for r in entry["tried"][:2])
-    assert entry["chosen"]["bytes"] <= 80 * 1024
+    assert all(r.verdict.failures[0].startswith("max_size") for r in entry.tried[:2])
+    assert entry.chosen.size_bytes <= 80 * 1024
 
 
 def test_a_tight_gzip_budget_forces_pruning(search_build):
     result, out = search_build
     _, entry = _chosen(result, "gzip-tight")
-    tried = [r["candidate"] for r in entry["tried"]]
-    assert tried[0] == "tflite-int8" and entry["tried"][0]["failed"][0].startswith("max_compressed_size")
-    assert entry["chosen"]["sparsity"] > 0 and entry["chosen"]["gzip_bytes"] <= 40 * 1024
+    tried = [r.candidate for r in entry.tried]
+    assert tried[0] == "tflite-int8" and entry.tried[0].verdict.failures[0].startswith("max_compressed_size")
+    assert entry.chosen.sparsity > 0 and entry.chosen.gzip_bytes <= 40 * 1024
     manifest = json.loads((out / "gzip-tight" / "manifest.json").read_text())
-    assert manifest["artifacts"][0]["sparsity"] == entry["chosen"]["sparsity"]
+    assert manifest["artifacts"][0]["sparsity"] == entry.chosen.sparsity
 
 
 def test_an_impossible_budget_names_the_closest_candidate_and_writes_no_bundle(search_build):
     result, out = search_build
     profile, entry = _chosen(result, "impossible")
-    assert not profile["passed"] and result.exit_code == 1
-    assert entry["closest"]["candidate"] == "tflite-dynamic"  # the smallest artifact
-    assert entry["closest"]["failed"] == [f"max_size: {entry['closest']['bytes']} B vs 10240 B"]
+    assert not profile.passed and not result.passed and result.exit_code == 1
+    assert entry.closest.candidate == "tflite-dynamic"  # the smallest artifact
+    assert entry.closest.verdict.failures == [f"max_size: {entry.closest.size_bytes:,} B vs 10,240 B (measured)"]
+    size = entry.closest.verdict.check("max_size")
+    assert not size.passed and size.limit == 10240 and size.gap == pytest.approx(size.value / 10240 - 1)
     assert not (out / "impossible").exists() and (out / "roomy").is_dir()
 
 
 def test_no_candidate_is_converted_or_validated_twice(search_build):
     result, _ = search_build
-    distinct = {c["candidate"] for c in result.candidates}
-    tried = [r["candidate"] for p in result.profiles for e in p["formats"].values() for r in e["tried"]]
+    distinct = {c.candidate for c in result.candidates}
+    tried = [r.candidate for p in result.profiles for e in p.formats for r in e.tried]
     assert len(tried) > len(distinct)  # profiles shared candidates
     assert result.conversions == len(distinct) == result.validations
 
@@ -115,17 +117,18 @@ def test_manifest_lists_every_file_with_size_and_hash(search_build):
         assert entry["bytes"] == len(data) and entry["sha256"] == hashlib.sha256(data).hexdigest()
     artifact = manifest["artifacts"][0]
     assert {"path", "format", "bytes", "gzip_bytes", "sha256", "quantization", "sparsity", "drift", "latency"} <= set(artifact)
-    assert artifact["latency"]["source"] == "host"
+    assert artifact["latency"] is None  # the profile has no latency budget
     assert set(manifest["versions"]) >= {"mobilepre", "tensorflow", "keras", "tensorflowjs", "ai-edge-litert"}
     assert manifest["profile"]["name"] == "tight" and len(manifest["source"]["identity"]) == 64
-    assert manifest["verdict"]["tflite"]["max_size"]["passed"]
+    assert manifest["verdict"]["tflite"]["passed"]
+    assert next(c for c in manifest["verdict"]["tflite"]["checks"] if c["name"] == "max_size")["passed"]
 
 
 def test_report_files_explain_the_search(search_build):
     _, out = search_build
     report = json.loads((out / "report.json").read_text())
     tight = next(p for p in report["profiles"] if p["name"] == "tight")
-    assert [r["candidate"] for r in tight["formats"]["tflite"]["tried"]][-1] == tight["formats"]["tflite"]["chosen"]["candidate"]
+    assert [r["candidate"] for r in tight["formats"][0]["tried"]][-1] == tight["formats"][0]["chosen"]
     page = (out / "report.html").read_text()
     assert page.count("<table>") == 4 and page.count("<svg") == 4 and "max_size" in page
     assert "Closest: <b>tflite-dynamic</b>" in page
@@ -151,11 +154,11 @@ def test_latency_budget_uses_the_source_the_profile_names(tmp_path):
     result = build(BuildOptions(out=tmp_path / "out", profiles=profiles, device_timings=timings, latency_runs=3))
     estimated = _chosen(result, "estimated")
     # 19.3 M MACs at 1 GMAC/s is 19.3 ms > 5 ms: fails on the estimate, whatever the host measures
-    assert not estimated[0]["passed"] and estimated[1]["closest"]["latency"]["source"] == "estimate"
-    assert estimated[1]["closest"]["latency_ms"] == pytest.approx(19.3, abs=0.1)
+    assert not estimated[0].passed and estimated[1].closest.latency.source == "estimate"
+    assert estimated[1].closest.latency.ms == pytest.approx(19.3, abs=0.1)
     phone = _chosen(result, "measured-on-phone")
-    assert [r["latency_ms"] for r in phone[1]["tried"]] == [7.5005, 2.5]
-    assert phone[1]["chosen"]["candidate"] == "tflite-int8"
+    assert [r.latency.ms for r in phone[1].tried] == [7.5005, 2.5]
+    assert phone[1].chosen.candidate == "tflite-int8"
     manifest = json.loads((tmp_path / "out" / "measured-on-phone" / "manifest.json").read_text())
     assert manifest["artifacts"][0]["latency"] == {"ms": 2.5, "source": "device"}
 
@@ -255,3 +258,20 @@ def test_two_builds_into_the_same_folder_are_serialised_by_an_os_lock(tmp_path):
     os.close(holder)  # the holder goes away: the lock is released with it
     stdout, _ = process.communicate(timeout=300)
     assert process.returncode == 0 and (out / "npu-int8" / "manifest.json").exists()
+
+
+def test_the_build_result_is_typed_and_round_trips(search_build):
+    result, _ = search_build
+    assert BuildResult.from_dict(json.loads(json.dumps(result.to_dict()))).to_dict() == result.to_dict()
+    assert result.to_dict()["passed"] is result.passed is False  # "impossible" has no bundle
+    assert {p.name: p.passed for p in result.profiles} == {"gzip-tight": True, "impossible": False, "roomy": True, "tight": True}
+
+
+def test_the_python_entry_point_returns_the_result(tmp_path):
+    import mobilepre
+
+    result = mobilepre.build(tmp_path / "out", profile=("npu-int8",), latency_runs=3)
+    assert isinstance(result, mobilepre.BuildResult) and result.passed and result.exit_code == 0
+    assert result.profile("npu-int8").format("tflite").chosen.candidate == "tflite-int8-uint8io"
+    checked = mobilepre.check(tmp_path / "out", measure=False)
+    assert checked.passed and mobilepre.CheckResult.from_dict(checked.to_dict()) == checked

@@ -304,14 +304,14 @@ def test_estimate_needs_device_gmacs(tmp_path):
 
 
 def test_file_problems(tmp_path):
-    assert_error(tmp_path / "missing.toml", "no such profile file")
+    assert_error(tmp_path / "missing.toml", "does not exist")
     bad_toml = write(tmp_path, valid_text().replace("max_latency_ms = 30.0", "max_latency_ms = "))
     assert_error(bad_toml, "not valid TOML", "line 8")
     latin1 = tmp_path / "test-device.toml"
     latin1.write_bytes(valid_text().replace("A test device.", "Caf\xe9 device.").encode("latin-1"))
     assert_error(latin1, "not UTF-8")
     huge = write(tmp_path, valid_text() + "# padding\n" * 7000)
-    assert_error(huge, "over 64 KiB")
+    assert_error(huge, "over the 65,536-byte limit")
     assert_error(write(tmp_path, "a = " + "[" * 5000), "not valid TOML")
     bom = tmp_path / "test-device.toml"
     bom.write_bytes(b"\xef\xbb\xbf" + valid_text().encode())

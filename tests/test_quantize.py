@@ -159,7 +159,7 @@ def test_dynamic_input_needs_a_shape(keras):
     from tests.conftest import tiny_classifier
 
     model = tiny_classifier(keras, input_shape=(None, None, 3))
-    with pytest.raises(QuantizeError, match="dynamic input dimensions.*--input-shape"):
+    with pytest.raises(QuantizeError, match="dynamic input dimensions.*input_shape"):
         quantize.convert(model, QS("tflite", "float32"))
     artifact = quantize.convert(model, QS("tflite", "float32"), input_shape=(8, 8, 3))
     assert litert_run(artifact.files["model.tflite"], np.zeros((1, 8, 8, 3), np.float32)).shape == (1, 4)

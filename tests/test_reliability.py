@@ -135,7 +135,7 @@ def test_hostile_calibration_data_is_one_line_naming_the_file(hostile_images, tm
     use_raw=st.booleans(),
 )
 def test_any_manifest_is_an_integrity_failure_or_our_error_never_a_crash(tmp_path_factory, document, raw, use_raw):
-    from mobilepre.gate import check
+    from mobilepre.check import check
 
     bundle = tmp_path_factory.mktemp("fuzz") / "b"
     bundle.mkdir()
@@ -144,7 +144,7 @@ def test_any_manifest_is_an_integrity_failure_or_our_error_never_a_crash(tmp_pat
         result = check(bundle, measure=False)
     except MobilepreError:
         return
-    assert result.exit_code == 1 and result.bundles[0].findings[0].name == "integrity"
+    assert result.exit_code == 1 and result.bundles[0].checks[0].name == "integrity"
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -155,7 +155,7 @@ def test_any_manifest_is_an_integrity_failure_or_our_error_never_a_crash(tmp_pat
 def test_a_sealed_manifest_with_nonsense_fields_is_refused_cleanly(tmp_path_factory, mutation, value):
     """Re-sealed on purpose, so the schema checks (not the seal) must hold."""
     from mobilepre.manifest import seal_manifest
-    from mobilepre.gate import check
+    from mobilepre.check import check
 
     bundle = tmp_path_factory.mktemp("sealed") / "b"
     bundle.mkdir()

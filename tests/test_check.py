@@ -11,7 +11,7 @@ import pytest
 
 from mobilepre.builder import BuildOptions, build
 from mobilepre.manifest import seal_manifest
-from mobilepre.gate import check
+from mobilepre.check import check
 from tests.conftest import run_cli
 
 FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
@@ -21,7 +21,7 @@ FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("gate") / "out"
     result = build(BuildOptions(out=out, profile=("npu-int8", "web-mobile"), latency_runs=20))
-    why = [(p["name"], e.get("closest")) for p in result.profiles for e in p["formats"].values() if not p["passed"]]
+    why = [(p.name, e.closest) for p in result.profiles for e in p.formats if not p.passed]
     assert result.exit_code == 0, why
     return out
 
@@ -34,7 +34,7 @@ def bundles(built, tmp_path):
 
 
 def _failures(result):
-    return [(b.bundle, f.name, f.message) for b in result.bundles for f in b.findings if not f.passed]
+    return [(b.bundle, f.name, f.message) for b in result.bundles for f in b.checks if not f.passed]
 
 
 def _rehash(bundle: Path, relative: str) -> None:
@@ -50,7 +50,7 @@ def _rehash(bundle: Path, relative: str) -> None:
 def test_clean_bundles_pass(bundles):
     result = check(bundles, measure=False)
     assert result.exit_code == 0 and [b.bundle for b in result.bundles] == ["npu-int8", "web-mobile"]
-    names = {f.name for f in result.bundles[1].findings}
+    names = {f.name for f in result.bundles[1].checks}
     assert {"integrity", "loads[tfjs]", "max_size", "max_compressed_size", "min_top1_agreement"} <= names
     assert check(bundles / "npu-int8", measure=False).exit_code == 0  # one bundle on its own
 
@@ -108,7 +108,7 @@ def test_a_tightened_size_budget_fails_old_bundles(bundles, tmp_path):
     text = (profiles / "npu-int8.toml").read_text().replace('max_size = "8 MiB"', 'max_size = "50 KiB"')
     (profiles / "npu-int8.toml").write_text(text)
     result = check(bundles, profiles=profiles, measure=False)
-    assert _failures(result) == [("npu-int8", "max_size", "54448 B vs 51200 B")]
+    assert _failures(result) == [("npu-int8", "max_size", "max_size: 54,448 B vs 51,200 B (recomputed)")]
     assert result.bundles[0].budgets_from == str(profiles)
 
 
@@ -124,7 +124,7 @@ def test_the_manifest_copy_of_the_profile_is_the_fallback(bundles, tmp_path):
 
 def test_latency_uses_the_source_the_profile_names(bundles, tmp_path):
     result = check(bundles)
-    latency = {b.bundle: next(f for f in b.findings if f.name == "max_latency_ms") for b in result.bundles}
+    latency = {b.bundle: next(f for f in b.checks if f.name == "max_latency_ms") for b in result.bundles}
     assert latency["npu-int8"].source == "estimate" and latency["npu-int8"].value == pytest.approx(0.3861, abs=1e-3)
     assert latency["web-mobile"].source == "host" and latency["web-mobile"].value > 0
     profiles = tmp_path / "profiles"
@@ -134,14 +134,14 @@ def test_latency_uses_the_source_the_profile_names(bundles, tmp_path):
     timings = tmp_path / "timings.json"
     timings.write_text(json.dumps({"tfjs-float32": 450.0}))
     result = check(bundles, profiles=profiles, device_timings=timings)
-    assert _failures(result) == [("web-mobile", "max_latency_ms", "450.000 ms (device) vs 200 ms")]
+    assert _failures(result) == [("web-mobile", "max_latency_ms", "max_latency_ms: 450.000 ms vs 200.000 ms (device)")]
 
 
 def test_drift_is_revalidated_when_data_is_given(bundles):
     from mobilepre import demo
 
     result = check(bundles, data=demo.validation_path(), measure=False)
-    drift = [f for b in result.bundles for f in b.findings if f.name == "min_top1_agreement"]
+    drift = [f for b in result.bundles for f in b.checks if f.name == "min_top1_agreement"]
     assert drift and all(f.source == "validated" and f.passed for f in drift)
 
 

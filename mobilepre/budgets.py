@@ -1,0 +1,218 @@
+"""Does a candidate meet a profile? One pure judge, used by `build` and `check`, returning a typed verdict.
+
+Judging does not measure: the caller measures (sizes, drift, a latency figure) and hands the numbers in.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from mobilepre.metrics import TOLERANCES, relative_gap
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What is known of one artifact when it is judged.
+
+    Attributes:
+        size_bytes (int), gzip_bytes (int): bytes on disk and gzip bytes.
+        drift (dict[str, float]): metric -> value (see `mobilepre.metrics.TOLERANCES`), the worst across
+            outputs.
+        labels (bool): drift was measured against labelled images (accuracy budgets apply).
+        error (str | None): the artifact cannot be used (conversion or runtime failure).
+        size_source (str), drift_source (str): where the figures come from, e.g. "measured",
+            "recomputed", "validated", "manifest".
+    """
+
+    size_bytes: int
+    gzip_bytes: int
+    drift: dict = field(default_factory=dict)
+    labels: bool = False
+    error: str | None = None
+    size_source: str = "measured"
+    drift_source: str = "measured"
+
+
+@dataclass(frozen=True)
+class LatencyFigure:
+    """The latency figure a profile's budget names, obtained before judging.
+
+    Attributes:
+        ms (float | None): milliseconds for one image; None when it could not be had.
+        source (str): "host", "estimate" or "device".
+        detail (dict): how it was obtained (threads and runtime; MACs and device_gmacs; ...).
+        skipped (bool): deliberately not measured (a `check --no-measure`): the budget is not judged.
+        missing (str | None): why `ms` is None when it is not skipped, for the verdict.
+    """
+
+    ms: float | None
+    source: str
+    detail: dict = field(default_factory=dict)
+    skipped: bool = False
+    missing: str | None = None
+
+    def to_dict(self) -> dict:
+        out = {"source": self.source, **self.detail}
+        if self.ms is not None:
+            out["ms"] = round(self.ms, 4)
+        return dict(sorted(out.items()))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LatencyFigure:
+        detail = {k: v for k, v in data.items() if k not in ("source", "ms")}
+        return cls(data.get("ms"), data["source"], detail)
+
+
+@dataclass(frozen=True)
+class BudgetCheck:
+    """One budget against one figure.
+
+    Attributes:
+        name (str): the profile key, e.g. "max_size", "max_latency_ms", "min_top1_agreement".
+        value (float | None): the figure; None when unknown (which fails) or not measured (skipped).
+        limit (float): the profile's bound.
+        unit (str): "B", "ms" or "" for drift metrics.
+        passed (bool).
+        gap (float): how far past the limit, as a fraction of it; 0 when passed, inf when unknown.
+        source (str): where the figure came from ("measured", "recomputed", "host", "estimate",
+            "device", "validated", "manifest", "not measured").
+        note (str | None): why the value is missing, when it is.
+    """
+
+    name: str
+    value: float | None
+    limit: float
+    unit: str
+    passed: bool
+    gap: float
+    source: str
+    note: str | None = None
+
+    @property
+    def message(self) -> str:
+        if self.value is None:
+            return f"{self.name}: {self.note or 'unknown'} (limit {_show(self.limit, self.unit)})"
+        return f"{self.name}: {_show(self.value, self.unit)} vs {_show(self.limit, self.unit)} ({self.source})"
+
+    def to_dict(self) -> dict:
+        out = {
+            "gap": None if math.isinf(self.gap) else self.gap,
+            "limit": self.limit,
+            "name": self.name,
+            "passed": self.passed,
+            "source": self.source,
+            "unit": self.unit,
+            "value": self.value,
+        }
+        if self.note:
+            out["note"] = self.note
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BudgetCheck:
+        gap = math.inf if data["gap"] is None else data["gap"]
+        return cls(data["name"], data["value"], data["limit"], data["unit"], data["passed"], gap, data["source"], data.get("note"))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Every budget of a profile against one candidate.
+
+    Attributes:
+        checks (tuple[BudgetCheck, ...]): in a fixed order: sizes, latency, drift (by tolerance name).
+        error (str | None): the candidate is unusable; then it fails whatever the checks say.
+    """
+
+    checks: tuple = ()
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(c.passed for c in self.checks)
+
+    @property
+    def gap(self) -> float:
+        """The largest relative gap of any budget: how far the candidate is from meeting the profile."""
+        if self.error is not None:
+            return math.inf
+        return max((c.gap for c in self.checks), default=0.0)
+
+    @property
+    def failures(self) -> list[str]:
+        if self.error is not None:
+            return [f"unusable: {self.error}"]
+        return [c.message for c in self.checks if not c.passed]
+
+    def check(self, name: str) -> BudgetCheck | None:
+        return next((c for c in self.checks if c.name == name), None)
+
+    def without_host_latency(self) -> Verdict:
+        """The verdict with host-measured latencies blanked: what files that must be byte-identical across
+        runs may hold (a host timing differs every run; whether it passed is kept)."""
+        checks = tuple(
+            BudgetCheck(c.name, None, c.limit, c.unit, c.passed, 0.0 if c.passed else math.inf, c.source,
+                        "within budget on the build host" if c.passed else "over budget on the build host")
+            if c.name == "max_latency_ms" and c.source == "host" and c.value is not None else c
+            for c in self.checks
+        )
+        return Verdict(checks, self.error)
+
+    def to_dict(self) -> dict:
+        return {"checks": [c.to_dict() for c in self.checks], "error": self.error, "passed": self.passed}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Verdict:
+        return cls(tuple(BudgetCheck.from_dict(c) for c in data["checks"]), data.get("error"))
+
+
+def judge(profile, measurement: Measurement, latency: LatencyFigure | None = None) -> Verdict:
+    """Every budget of `profile` against `measurement` and the latency figure obtained for it.
+
+    `latency` may be None only when the profile has no latency budget. A drift metric that was not
+    measured fails its bound, except accuracy budgets when there were no labels (documented: accuracy is
+    checked only when labels are given).
+    """
+    if measurement.error is not None:
+        return Verdict((), measurement.error)
+    budget = profile.budget
+    checks = [_bound("max_size", measurement.size_bytes, budget.max_size, "max", "B", measurement.size_source)]
+    if budget.max_compressed_size is not None:
+        checks.append(_bound("max_compressed_size", measurement.gzip_bytes, budget.max_compressed_size, "max", "B", measurement.size_source))
+    if budget.max_latency_ms is not None:
+        if latency is None:
+            raise ValueError(f"profile {profile.name} has a latency budget: obtain the latency figure before judging")
+        if latency.skipped:
+            checks.append(BudgetCheck("max_latency_ms", None, budget.max_latency_ms, "ms", True, 0.0, "not measured", latency.missing or "not measured"))
+        else:
+            checks.append(_bound("max_latency_ms", latency.ms, budget.max_latency_ms, "max", "ms", latency.source, latency.missing))
+    for name, tolerance in TOLERANCES.items():
+        limit = profile.drift.get(name)
+        if limit is None:
+            continue
+        if tolerance.needs == "labels" and not measurement.labels and tolerance.metric not in measurement.drift:
+            continue
+        value = measurement.drift.get(tolerance.metric)
+        note = None if value is not None else f"{tolerance.metric} was not measured (needs {_NEEDS[tolerance.needs]})"
+        checks.append(_bound(name, value, limit, tolerance.kind, "", measurement.drift_source, note))
+    return Verdict(tuple(checks))
+
+
+_NEEDS = {"classes": "a class-score output", "labels": "labels", None: "an output"}
+
+
+def _bound(name: str, value, limit, kind: str, unit: str, source: str, note: str | None = None) -> BudgetCheck:
+    if value is None:
+        return BudgetCheck(name, None, limit, unit, False, math.inf, source, note or "unknown")
+    value = float(value) if unit != "B" else int(value)
+    gap = round(relative_gap(value, limit, kind), 6)
+    passed = value >= limit if kind == "min" else value <= limit
+    return BudgetCheck(name, round(value, 6) if isinstance(value, float) else value, limit, unit, passed, gap, source)
+
+
+def _show(value, unit: str) -> str:
+    if unit == "B":
+        return f"{int(value):,} B"
+    if unit == "ms":
+        return f"{value:.3f} ms"
+    return f"{value:.6g}"

@@ -1,0 +1,55 @@
+"""The candidates a profile allows: a format, a mode, an int8 I/O type and a pruning sparsity each."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mobilepre.quantize.settings import Format, IOType, Mode
+
+# Sparsity levels tried after plain int8 (and TF.js uint8), up to a profile's max_sparsity.
+SPARSITY_STEPS = (0.25, 0.5, 0.75, 0.9)
+
+
+@dataclass(frozen=True, order=True)
+class Candidate:
+    """One artifact a build may choose.
+
+    Attributes:
+        fmt (Format), mode (Mode), io_type (IOType): as the engine names them.
+        sparsity (float): share of zero weights the model is pruned to first (0: not pruned).
+    """
+
+    fmt: Format
+    mode: Mode
+    io_type: IOType = IOType.FLOAT32
+    sparsity: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "fmt", Format(self.fmt))
+        object.__setattr__(self, "mode", Mode(self.mode))
+        object.__setattr__(self, "io_type", IOType(self.io_type))
+
+    @property
+    def key(self) -> str:
+        """e.g. `tflite-int8-uint8io-s50`: the name reports, manifests and device timings use."""
+        parts = [str(self.fmt), str(self.mode)]
+        if self.mode is Mode.INT8 and self.io_type is not IOType.FLOAT32:
+            parts.append(f"{self.io_type}io")
+        if self.sparsity:
+            parts.append(f"s{round(self.sparsity * 100):02d}")
+        return "-".join(parts)
+
+
+def candidates_for(profile) -> dict[Format, list[Candidate]]:
+    """Per format, the candidates a profile allows, highest fidelity first: modes, then growing sparsity."""
+    out = {}
+    for fmt in profile.formats:
+        modes = profile.modes_for(fmt)
+        io = profile.io_type if fmt is Format.TFLITE else IOType.FLOAT32
+        found = [Candidate(fmt, mode, io if mode is Mode.INT8 else IOType.FLOAT32) for mode in modes]
+        lowest = modes[-1]
+        if lowest in (Mode.INT8, Mode.UINT8) and profile.max_sparsity > 0:
+            levels = sorted({s for s in SPARSITY_STEPS if s < profile.max_sparsity} | {profile.max_sparsity})
+            found += [Candidate(fmt, lowest, io if lowest is Mode.INT8 else IOType.FLOAT32, s) for s in levels]
+        out[fmt] = found
+    return out

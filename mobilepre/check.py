@@ -1,0 +1,348 @@
+"""`mobilepre check`: re-verify bundles against their manifests and the profiles' budgets, for CI."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
+
+import numpy as np
+
+from mobilepre import demo
+from mobilepre.artifacts import verify_tflite, verify_tfjs_folder
+from mobilepre.budgets import Measurement, Verdict, judge
+from mobilepre.data import DataOptions
+from mobilepre.errors import EXIT_FAILED, MobilepreError
+from mobilepre.latency import latency_figure, parse_device_timings
+from mobilepre.manifest import IntegrityError, read_manifest
+from mobilepre.models import load_model
+from mobilepre.profiles import Profile, default_profiles_dir, load_profiles
+from mobilepre.quantize.artifact import gzip_size
+from mobilepre.validate import compare, reference_outputs, run_candidate, worst
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One check of a bundle that is not a budget: its integrity, or an artifact loading in its runtime.
+
+    Attributes:
+        name (str): "integrity", "reference", "runtime", "loads[tflite]", ...
+        passed (bool).
+        message (str): one line for people.
+    """
+
+    name: str
+    passed: bool
+    message: str
+
+    def to_dict(self) -> dict:
+        return {"message": self.message, "name": self.name, "passed": self.passed}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Finding:
+        return cls(data["name"], data["passed"], data["message"])
+
+
+@dataclass(frozen=True)
+class ArtifactCheck:
+    """One artifact of a bundle: it loads and runs (a `Finding`), and its budgets (a `Verdict`)."""
+
+    path: str
+    candidate: str
+    loads: Finding
+    verdict: Verdict | None  # None when it did not load
+
+    @property
+    def passed(self) -> bool:
+        return self.loads.passed and self.verdict is not None and self.verdict.passed
+
+    def to_dict(self) -> dict:
+        return {
+            "candidate": self.candidate,
+            "loads": self.loads.to_dict(),
+            "passed": self.passed,
+            "path": self.path,
+            "verdict": None if self.verdict is None else self.verdict.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ArtifactCheck:
+        verdict = None if data["verdict"] is None else Verdict.from_dict(data["verdict"])
+        return cls(data["path"], data["candidate"], Finding.from_dict(data["loads"]), verdict)
+
+
+@dataclass(frozen=True)
+class BundleResult:
+    """One bundle's check.
+
+    Attributes:
+        bundle (str): its folder name.
+        profile (str | None): the profile it was built for, when the manifest could be read.
+        findings (tuple[Finding, ...]): integrity (and the reference's identity, when re-validating).
+        artifacts (tuple[ArtifactCheck, ...]).
+        budgets_from (str | None): the profiles folder the budgets came from, or "manifest".
+    """
+
+    bundle: str
+    profile: str | None
+    findings: tuple = ()
+    artifacts: tuple = ()
+    budgets_from: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(f.passed for f in self.findings) and all(a.passed for a in self.artifacts)
+
+    @property
+    def checks(self) -> list:
+        """Every finding and budget check, in order: what the table and JUnit XML list."""
+        out = list(self.findings)
+        for artifact in self.artifacts:
+            out.append(artifact.loads)
+            out += list(artifact.verdict.checks) if artifact.verdict else []
+        return out
+
+    def to_dict(self) -> dict:
+        return {
+            "artifacts": [a.to_dict() for a in self.artifacts],
+            "budgets_from": self.budgets_from,
+            "bundle": self.bundle,
+            "findings": [f.to_dict() for f in self.findings],
+            "passed": self.passed,
+            "profile": self.profile,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BundleResult:
+        return cls(
+            data["bundle"], data["profile"], tuple(Finding.from_dict(f) for f in data["findings"]),
+            tuple(ArtifactCheck.from_dict(a) for a in data["artifacts"]), data["budgets_from"],
+        )
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """What `check` found. `passed` (exit code 0) when every bundle passed every check."""
+
+    root: str
+    bundles: tuple = field(default_factory=tuple)
+
+    @property
+    def passed(self) -> bool:
+        return all(b.passed for b in self.bundles)
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else EXIT_FAILED
+
+    def to_dict(self) -> dict:
+        return {"bundles": [b.to_dict() for b in self.bundles], "passed": self.passed, "root": self.root}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> CheckResult:
+        return cls(data["root"], tuple(BundleResult.from_dict(b) for b in data["bundles"]))
+
+    def to_text(self) -> str:
+        lines = []
+        for b in self.bundles:
+            origin = f", budgets from {b.budgets_from}" if b.budgets_from else ""
+            lines.append(f"{'PASS' if b.passed else 'FAIL'} {b.bundle} (profile {b.profile or '?'}{origin})")
+            for c in b.checks:
+                lines.append(f"  {'ok  ' if c.passed else 'FAIL'} {c.name:<22} {c.message}")
+        passed = sum(b.passed for b in self.bundles)
+        lines.append(f"{passed} of {len(self.bundles)} bundles pass")
+        return "\n".join(lines)
+
+    def junit_xml(self) -> str:
+        cases, failures = [], 0
+        for b in self.bundles:
+            for c in b.checks:
+                body = ""
+                if not c.passed:
+                    failures += 1
+                    body = f"<failure message={quoteattr(c.message)}>{escape(c.message)}</failure>"
+                cases.append(f"  <testcase classname={quoteattr('mobilepre.' + b.bundle)} name={quoteattr(c.name)}>{body}</testcase>")
+        head = f'<testsuite name="mobilepre check" tests="{len(cases)}" failures="{failures}">'
+        return '<?xml version="1.0" encoding="UTF-8"?>\n' + head + "\n" + "\n".join(cases) + "\n</testsuite>\n"
+
+
+# ------------------------------------------------------------------------------------------ integrity
+
+
+def _verify_files(bundle: Path, manifest: dict) -> None:
+    """Every listed file exists, is regular, has its size and sha256; nothing else is in the bundle."""
+    listed = {e["path"]: e for e in manifest["files"]}
+    root = bundle.resolve()
+    seen = set()
+    for dirpath, dirnames, filenames in os.walk(bundle):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            relative = path.relative_to(bundle).as_posix()
+            if path.is_symlink():
+                raise IntegrityError(f"{relative} is a symlink; bundles hold regular files only")
+            if name in filenames:
+                seen.add(relative)
+    extra = sorted(seen - set(listed) - {"manifest.json"})
+    if extra:
+        raise IntegrityError(f"{extra[0]} is not listed in manifest.json (an unlisted file)")
+    for relative, entry in sorted(listed.items()):
+        path = bundle / relative
+        if relative not in seen:
+            raise IntegrityError(f"{relative} is listed in manifest.json but missing")
+        if root not in path.resolve().parents:
+            raise IntegrityError(f"{relative} leads outside the bundle")
+        data = path.read_bytes()
+        if len(data) != entry["bytes"]:
+            raise IntegrityError(f"{relative} is {len(data)} bytes, the manifest says {entry['bytes']}")
+        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+            raise IntegrityError(f"{relative} does not match its sha256 in manifest.json (modified or damaged)")
+
+
+def _verify_artifacts(bundle: Path, manifest: dict) -> None:
+    """Artifacts parse in a verifier before any runtime sees them."""
+    for artifact in manifest["artifacts"]:
+        path = bundle / artifact["path"]
+        try:
+            if artifact["format"] == "tflite":
+                verify_tflite(path.read_bytes(), artifact["path"])
+            else:
+                verify_tfjs_folder(path.parent, artifact["path"])
+        except MobilepreError as error:
+            raise IntegrityError(error.message) from None
+
+
+# ------------------------------------------------------------------------------------------ budgets
+
+
+def _profile_now(manifest: dict, profiles_arg) -> tuple[Profile, str]:
+    """The profile as it is now in the repo (tightened budgets fail old bundles), else the manifest's copy."""
+    name = manifest["profile"].get("name")
+    source = Path(profiles_arg) if profiles_arg else default_profiles_dir()
+    if source.exists():
+        for profile in load_profiles(source):
+            if profile.name == name:
+                return profile, str(source)
+    return Profile.from_dict(manifest["profile"], "manifest.json profile"), "manifest"
+
+
+def _measurement(bundle: Path, artifact: dict, manifest: dict, validation) -> Measurement:
+    """Sizes recomputed from the files; drift re-validated on `--data`, else as the manifest recorded it."""
+    files = [bundle / f for f in artifact.get("files", [artifact["path"]])]
+    size = sum(p.stat().st_size for p in files)
+    compressed = sum(gzip_size(p.read_bytes()) for p in files)
+    if validation is not None:
+        drift, labels, source = validation.drift(bundle, artifact), validation.dataset.labels is not None, "validated"
+    else:
+        drift = artifact.get("drift", {}) if isinstance(artifact.get("drift"), dict) else {}
+        labels, source = bool(manifest.get("data", {}).get("validation", {}).get("labels", False)), "manifest"
+    return Measurement(size, compressed, drift, labels, size_source="recomputed", drift_source=source)
+
+
+# ------------------------------------------------------------------------------------------ the check
+
+
+def find_bundles(root: Path) -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        raise MobilepreError(f"{root} is not a folder: give a build output folder or one bundle")
+    if (root / "manifest.json").exists() or (root / "manifest.json").is_symlink():
+        return [root]
+    bundles = sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink() and (p / "manifest.json").exists())
+    if not bundles:
+        raise MobilepreError(f"{root} holds no bundle (no manifest.json in it or its sub-folders)")
+    return bundles
+
+
+def check(
+    root: Path,
+    profiles: Path | None = None,
+    data: Path | None = None,
+    reference: Path | None = None,
+    measure: bool = True,
+    device_timings: Path | None = None,
+    input_range: tuple[float, float] = (0.0, 1.0),
+    trust: bool = False,
+) -> CheckResult:
+    """Check every bundle under `root` (or `root` itself when it is one)."""
+    bundles = find_bundles(root)
+    timings = parse_device_timings(device_timings) if device_timings else None
+    if profiles is not None and not Path(profiles).exists():
+        raise MobilepreError(f"--profiles {profiles} does not exist")
+    if data is not None and reference is None:
+        reference = _demo_reference_for(bundles)
+    validation = _Validation(reference, data, input_range, trust) if data is not None else None
+    return CheckResult(str(root), tuple(_check_bundle(b, profiles, measure, timings, validation) for b in bundles))
+
+
+def _demo_reference_for(bundles) -> Path:
+    """`--data` without `--reference` is fine for bundles of the embedded demo model, and only those."""
+    for bundle in bundles:
+        try:
+            manifest = json.loads((bundle / "manifest.json").read_text())
+            if manifest.get("source", {}).get("name") != "demo.keras":
+                raise ValueError
+        except (OSError, ValueError, AttributeError):
+            raise MobilepreError("--data re-validates drift against the float model: pass --reference MODEL too") from None
+    return demo.model_path()
+
+
+class _Validation:
+    """The reference model and data, loaded once for all bundles."""
+
+    def __init__(self, reference, data, input_range, trust):
+        self.source = load_model(reference, trust=trust)
+        self.dataset = DataOptions(Path(data), input_range, limit=None).load(self.source)
+        self.reference = reference_outputs(self.source, self.dataset.images)[0]
+
+    def drift(self, bundle: Path, artifact: dict) -> dict:
+        _, run = run_candidate(_target(bundle, artifact), self.dataset.images)
+        return worst(compare(self.reference, run, self.dataset.labels))
+
+
+def _target(bundle: Path, artifact: dict) -> Path:
+    path = bundle / artifact["path"]
+    return path if artifact["format"] == "tflite" else path.parent
+
+
+def _check_bundle(bundle: Path, profiles, measure: bool, timings, validation) -> BundleResult:
+    try:
+        manifest = read_manifest(bundle)
+        _verify_files(bundle, manifest)
+        _verify_artifacts(bundle, manifest)
+    except IntegrityError as error:
+        return BundleResult(bundle.name, None, (Finding("integrity", False, f"{bundle.name}: {error}"),))
+    findings = [Finding("integrity", True, f"{len(manifest['files'])} files match manifest.json; artifacts verified")]
+    if validation is not None and manifest["source"].get("identity") != validation.source.identity:
+        findings.append(Finding("reference", False, "--reference is not the model this bundle was built from (identity differs)"))
+        return BundleResult(bundle.name, manifest["profile"].get("name"), tuple(findings))
+    profile, where = _profile_now(manifest, profiles)
+    images = validation.dataset.images if validation else _sample_input(manifest)
+    artifacts = []
+    for artifact in manifest["artifacts"]:
+        target = _target(bundle, artifact)
+        try:
+            fmt, run = run_candidate(target, images[:1])
+        except MobilepreError as error:
+            artifacts.append(ArtifactCheck(artifact["path"], artifact["candidate"], Finding("runtime", False, error.message), None))
+            continue
+        shapes = ", ".join(str(tuple(o.shape[1:])) for o in run.outputs)
+        loads = Finding(f"loads[{fmt}]", True, f"runs in {'LiteRT' if fmt == 'tflite' else 'TF.js (Node, wasm)'}: outputs {shapes}")
+
+        def measure_host(threads, target=target):
+            return run_candidate(target, images[:1], threads=threads, latency_runs=50)[1].latency
+
+        latency = latency_figure(profile, artifact["candidate"], manifest["source"].get("macs"), timings, measure_host if measure else None)
+        verdict = judge(profile, _measurement(bundle, artifact, manifest, validation), latency)
+        artifacts.append(ArtifactCheck(artifact["path"], artifact["candidate"], loads, verdict))
+    return BundleResult(bundle.name, profile.name, tuple(findings), tuple(artifacts), where)
+
+
+def _sample_input(manifest: dict):
+    shape = tuple(manifest["source"].get("input_shape", ()))
+    dtype = manifest["source"].get("input_dtype", "float32")
+    if len(shape) != 3 or dtype not in ("uint8", "float32"):
+        raise MobilepreError("manifest.json: source.input_shape / input_dtype are missing or invalid")
+    return np.zeros((1, *shape), dtype=dtype)
