@@ -48,7 +48,6 @@ def main(argv: list[str]) -> int:
     import tensorflow as tf
     from tensorflowjs.converters import tf_saved_model_conversion_v2
 
-    import mobilepre.layers  # noqa: F401  the demo model's Gaussian initialiser, by name
     from mobilepre import demo
     from mobilepre.runtimes import run_tfjs, run_tflite
 

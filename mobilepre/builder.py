@@ -12,7 +12,6 @@ import signal
 import sys
 import tempfile
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 
 from mobilepre import demo
@@ -27,6 +26,7 @@ from mobilepre.models import from_keras, load_model
 from mobilepre.profiles import Profile, default_profiles_dir, load_profiles
 from mobilepre.report import render_html
 from mobilepre.search import FormatResult, search
+from mobilepre.versions import toolchain_versions
 
 REPORT_SCHEMA = "mobilepre.report/2"
 
@@ -230,24 +230,6 @@ def _finite(value):
 # ------------------------------------------------------------------------------------------ writing
 
 
-def _versions() -> dict:
-    def version(name):
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-
-    return {
-        "ai-edge-litert": version("ai-edge-litert"),
-        "keras": version("keras"),
-        "mobilepre": version("mobilepre"),
-        "numpy": version("numpy"),
-        "tensorflow": version("tensorflow"),
-        "tensorflowjs": version("tensorflowjs"),
-        "tfjs-runtime": "@tensorflow/tfjs 4.22.0, @tensorflow/tfjs-backend-wasm 4.22.0",
-    }
-
-
 def _created() -> str | None:
     epoch = os.environ.get("SOURCE_DATE_EPOCH")
     if not epoch:
@@ -369,7 +351,7 @@ def build(options: BuildOptions, progress=None) -> BuildResult:
 
 def _write_outputs(staging: Path, profiles, results: list[FormatResult], evaluator, source_info, validation, calibration, out: str) -> BuildResult:
     data = {"calibration": dataset_info(calibration), "validation": dataset_info(validation)}
-    versions, created = _versions(), _created()
+    versions, created = toolchain_versions(), _created()
     by_key = {m.candidate.key: m for m in evaluator.measured.values()}
     summaries = []
     for profile in profiles:

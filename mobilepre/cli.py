@@ -9,7 +9,6 @@ from typing import Annotated, Optional
 
 import typer
 
-from mobilepre import __version__
 from mobilepre.builder import BuildOptions, stderr_progress
 from mobilepre.builder import build as run_build
 from mobilepre.check import check as run_check
@@ -21,6 +20,7 @@ from mobilepre.frontend import FrontendSpec, Normalization, parse_features, pars
 from mobilepre.fsutil import atomic_file
 from mobilepre.profiles import default_profiles_dir, format_size, load_profiles, parse_size
 from mobilepre.validate import validate_files
+from mobilepre.versions import package_version
 
 app = typer.Typer(
     name="mobilepre",
@@ -34,7 +34,7 @@ app = typer.Typer(
 
 def _version(value: bool):
     if value:
-        typer.echo(f"mobilepre {__version__}")
+        typer.echo(f"mobilepre {package_version('mobilepre')}")
         raise typer.Exit()
 
 

@@ -16,7 +16,7 @@ PACKAGES = {"mobilepre": ROOT / "mobilepre", "mobilepre.quantize": ROOT / "quant
 
 # The chain of the brief, lowest first: a module imports only from its own layer or lower ones.
 LAYERS = [
-    {"mobilepre.quantize", "mobilepre.errors", "mobilepre.metrics", "mobilepre.sizes", "mobilepre._tf"},
+    {"mobilepre.quantize", "mobilepre.errors", "mobilepre.metrics", "mobilepre.sizes", "mobilepre._tf", "mobilepre.versions"},
     {"mobilepre.toml_reader", "mobilepre.fsutil", "mobilepre.macs", "mobilepre.artifacts", "mobilepre.safety",
      "mobilepre.budgets", "mobilepre.demo", "mobilepre.tfjs_runner"},
     {"mobilepre.profiles", "mobilepre.data", "mobilepre.models", "mobilepre.runtimes", "mobilepre.frontend",
@@ -120,3 +120,59 @@ def test_the_engine_knows_nothing_of_the_tool():
             if isinstance(node, ast.Raise):
                 words = [c.value for c in ast.walk(node) if isinstance(c, ast.Constant) and isinstance(c.value, str)]
                 assert not any(re.search(r"(^|[\s'\"(])--[a-z]", w) for w in words), (name, words)
+
+
+@pytest.fixture(scope="module")
+def wheel_env(tmp_path_factory):
+    """The wheel built from the repository's tracked files, installed into a fresh virtual environment
+    that sees the pinned stack (the project's own site-packages) but not the editable checkout."""
+    root = tmp_path_factory.mktemp("wheel")
+    source = root / "src"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.split(b"\0")
+    for name in filter(None, (t.decode() for t in tracked)):
+        target = source / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((ROOT / name).read_bytes())
+    dist = root / "dist"
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", dist, source],
+        check=True, capture_output=True,
+    )
+    env_dir = root / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    site = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    stack = subprocess.run([sys.executable, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                           capture_output=True, text=True, check=True).stdout.strip()
+    Path(site, "pinned_stack.pth").write_text(stack + "\n")  # a path line: the stack's own .pth files stay unread
+    wheel = next(dist.glob("mobilepre-*.whl"))
+    subprocess.run([python, "-m", "pip", "install", "--no-deps", "--no-index", "-q", wheel], check=True, capture_output=True)
+    return env_dir, wheel, site
+
+
+def test_the_wheel_carries_profiles_and_no_bare_quantize(wheel_env):
+    import zipfile
+
+    _, wheel, site = wheel_env
+    names = zipfile.ZipFile(wheel).namelist()
+    assert not any(n.startswith("quantize/") for n in names)
+    assert "mobilepre/quantize/settings.py" in names and "mobilepre/device_profiles/npu-int8.toml" in names
+    assert "mobilepre/demo/demo.keras" in names and "mobilepre/tfjs_runner/package-lock.json" in names
+    assert not Path(site, "quantize").exists()
+
+
+def test_the_installed_wheel_builds_the_demo_outside_the_repository(wheel_env, tmp_path):
+    env_dir, _, _ = wheel_env
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+    env["MOBILEPRE_TFJS_RUNNER"] = str(ROOT / "mobilepre" / "tfjs_runner")  # its node_modules, as `npm ci` makes them
+    cli = str(env_dir / "bin" / "mobilepre")
+    where = subprocess.run([env_dir / "bin" / "python", "-c", "import mobilepre, mobilepre.quantize as q; print(mobilepre.__file__, q.__file__)"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, check=True).stdout
+    assert str(ROOT) not in where and "site-packages" in where
+    listed = subprocess.run([cli, "profiles", "list"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert listed.returncode == 0 and "npu-int8" in listed.stdout and "web-mobile" in listed.stdout, listed.stderr
+    built = subprocess.run([cli, "build", "--out", "out", "--profile", "npu-int8", "--profile", "web-mobile", "--latency-runs", "3", "--json"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert built.returncode == 0, built.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["npu-int8", "report.html", "report.json", "timings.json", "web-mobile"]
