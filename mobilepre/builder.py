@@ -9,8 +9,8 @@ import json
 import math
 import os
 import signal
+import stat
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +19,7 @@ from mobilepre.data import DataOptions, dataset_info
 from mobilepre.errors import EXIT_FAILED, MobilepreError, engine_errors
 from mobilepre.evaluate import Evaluator
 from mobilepre.frontend import FrontendSpec, attach, build_frontend
-from mobilepre.fsutil import check_output, fsync_tree, make_staging, remove_tree, replace_tree
+from mobilepre.fsutil import check_output, fsync_tree, os_error_message, remove_stale_staging, replace_tree, staging_folder
 from mobilepre.latency import parse_device_timings
 from mobilepre.manifest import bundle_files
 from mobilepre.models import from_keras, load_model
@@ -53,6 +53,7 @@ class BuildOptions:
         prune_epochs (int): distillation epochs of each pruned candidate. Default 30.
         trust_model (bool): lift the model scan's refusals. Default False.
         input_shape (tuple | None): H,W,C for models with dynamic input sizes.
+        config (Path | None): the `--config` file these options came from; the output may not replace it.
     """
 
     out: Path
@@ -71,6 +72,7 @@ class BuildOptions:
     prune_epochs: int = 30
     trust_model: bool = False
     input_shape: tuple | None = None
+    config: Path | None = None
 
     def __post_init__(self):
         if not isinstance(self.jobs, int) or not 1 <= self.jobs <= 16:
@@ -308,10 +310,22 @@ def _load_inputs(options: BuildOptions):
 
 
 def build(options: BuildOptions, progress=None) -> BuildResult:
-    """Build one bundle per profile into `options.out`, atomically; see `BuildOptions`."""
-    progress = progress or (lambda message: None)
+    """Build one bundle per profile into `options.out`, atomically; see `BuildOptions`.
+
+    Everything checkable about the output comes first (it replaces nothing it should not, its folder is
+    writable); an OS error anywhere becomes one line naming the path, and the previous output stays.
+    """
+    try:
+        return _build(options, progress or (lambda message: None))
+    except OSError as error:
+        raise MobilepreError(os_error_message(error)) from None
+
+
+def _build(options: BuildOptions, progress) -> BuildResult:
     out = Path(options.out)
-    check_output(out, options.force, "--out")
+    inputs = (options.model, options.profiles, options.calibration, options.validation, options.labels,
+              options.device_timings, options.config)
+    check_output(out, options.force, "--out", inputs, previous_output_problem)
     profiles = load_profiles(options.profiles or default_profiles_dir())
     if options.profile:
         known = {p.name for p in profiles}
@@ -323,30 +337,63 @@ def build(options: BuildOptions, progress=None) -> BuildResult:
     if any(p.budget.latency_source == "device" for p in profiles) and timings is None:
         name = next(p.name for p in profiles if p.budget.latency_source == "device")
         raise MobilepreError(f"profile {name} takes latency from the device: pass --device-timings FILE")
-
-    with engine_errors(str(options.model or "demo model")):
-        source, calibration, validation = _load_inputs(options)
-    source_info = {
-        "format": source.format,
-        "identity": source.identity,
-        "input_dtype": source.input_dtype,
-        "input_shape": list(source.input_shape),
-        "macs": source.macs,
-        "name": Path(source.path).name,
-        "parameters": source.parameters,
-    }
-    with _signals_unwind(), _build_lock(out, progress), tempfile.TemporaryDirectory(prefix="mobilepre-build-") as work:
-        evaluator = Evaluator(source, calibration.images, validation.images, validation.labels, Path(work), progress, options.prune_epochs)
+    for stale in remove_stale_staging(out):
+        progress(f"removed {stale.name}, left beside {out} by a build that did not finish")
+    # The work folder (exports of the model, artifacts under validation) lives beside the output, so
+    # creating it proves the folder is writable before any conversion, and a killed build's copy of
+    # the model is removed by the next build (`remove_stale_staging`).
+    with _signals_unwind(), _build_lock(out, progress), staging_folder(out, "work") as work:
+        with engine_errors(str(options.model or "demo model")):
+            source, calibration, validation = _load_inputs(options)
+        source_info = {
+            "format": source.format,
+            "identity": source.identity,
+            "input_dtype": source.input_dtype,
+            "input_shape": list(source.input_shape),
+            "macs": source.macs,
+            "name": Path(source.path).name,
+            "parameters": source.parameters,
+        }
+        evaluator = Evaluator(source, calibration.images, validation.images, validation.labels, work, progress, options.prune_epochs)
         results = search(profiles, evaluator, timings, options.latency_runs, progress, options.jobs)
-        check_output(out, options.force, "--out")  # again under the lock: another build may have written it
-        staging = make_staging(out)
-        try:
+        check_output(out, options.force, "--out", inputs, previous_output_problem)  # again: another build may have written it
+        with staging_folder(out) as staging:
             result = _write_outputs(staging, profiles, results, evaluator, source_info, validation, calibration, str(out))
             fsync_tree(staging)
             replace_tree(staging, out)
-        finally:
-            remove_tree(staging)
     return result
+
+
+_BUILD_FILES = frozenset({"report.json", "report.html", "report.md", "timings.json"})
+MAX_REPORT_BYTES = 64 * 1024 * 1024
+
+
+def previous_output_problem(folder: Path) -> str | None:
+    """Why `folder` is not the output of an earlier `mobilepre build`, or None when it is: a `report.json`
+    of ours, and nothing but the reports and the bundles it names (each a folder with its manifest)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return "it is not a folder"
+    report_path = folder / "report.json"
+    try:
+        info = report_path.lstat()
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_REPORT_BYTES:
+            return "its report.json is not a regular file of a sensible size"
+        report = json.loads(report_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return "it has no report.json"
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return "its report.json is not a mobilepre report"
+    if not isinstance(report, dict) or not str(report.get("schema", "")).startswith("mobilepre.report/"):
+        return "its report.json is not a mobilepre report"
+    bundles = {p.get("bundle") for p in report.get("profiles", []) if isinstance(p, dict) and isinstance(p.get("bundle"), str)}
+    for entry in sorted(folder.iterdir()):
+        if entry.name in _BUILD_FILES and entry.is_file() and not entry.is_symlink():
+            continue
+        if entry.name in bundles and entry.is_dir() and not entry.is_symlink() and (entry / "manifest.json").is_file():
+            continue
+        return f"it holds {entry.name}, which a build does not write"
+    return None
 
 
 def _write_outputs(staging: Path, profiles, results: list[FormatResult], evaluator, source_info, validation, calibration, out: str) -> BuildResult:

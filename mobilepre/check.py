@@ -17,11 +17,15 @@ from mobilepre.budgets import Measurement, Verdict, judge
 from mobilepre.data import DataOptions
 from mobilepre.errors import EXIT_FAILED, MobilepreError
 from mobilepre.latency import latency_figure, parse_device_timings
-from mobilepre.manifest import IntegrityError, read_manifest
+from mobilepre.manifest import IntegrityError, read_manifest, safe_relative
 from mobilepre.models import load_model
 from mobilepre.profiles import Profile, default_profiles_dir, load_profiles
 from mobilepre.quantize.artifact import gzip_size
+from mobilepre.toml_reader import read_regular_file
 from mobilepre.validate import compare, reference_outputs, run_candidate, worst
+
+
+MAX_REPORT_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -125,42 +129,58 @@ class BundleResult:
 
 @dataclass(frozen=True)
 class CheckResult:
-    """What `check` found. `passed` (exit code 0) when every bundle passed every check."""
+    """What `check` found. `passed` (exit code 0) when the release is complete and every bundle passed
+    every check.
+
+    Attributes:
+        root (str): the folder checked.
+        bundles (tuple[BundleResult, ...]).
+        release (tuple[Finding, ...]): completeness: every profile the build was for (and, with
+            `--profiles`, every current profile) has its bundle.
+    """
 
     root: str
     bundles: tuple = field(default_factory=tuple)
+    release: tuple = field(default_factory=tuple)
 
     @property
     def passed(self) -> bool:
-        return all(b.passed for b in self.bundles)
+        return bool(self.bundles) and all(b.passed for b in self.bundles) and all(f.passed for f in self.release)
 
     @property
     def exit_code(self) -> int:
         return 0 if self.passed else EXIT_FAILED
 
     def to_dict(self) -> dict:
-        return {"bundles": [b.to_dict() for b in self.bundles], "passed": self.passed, "root": self.root}
+        return {
+            "bundles": [b.to_dict() for b in self.bundles],
+            "passed": self.passed,
+            "release": [f.to_dict() for f in self.release],
+            "root": self.root,
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> CheckResult:
-        return cls(data["root"], tuple(BundleResult.from_dict(b) for b in data["bundles"]))
+        return cls(data["root"], tuple(BundleResult.from_dict(b) for b in data["bundles"]),
+                   tuple(Finding.from_dict(f) for f in data["release"]))
 
     def to_text(self) -> str:
-        lines = []
+        lines = [f"{'ok  ' if f.passed else 'FAIL'} {f.name:<22} {f.message}" for f in self.release]
         for b in self.bundles:
             origin = f", budgets from {b.budgets_from}" if b.budgets_from else ""
             lines.append(f"{'PASS' if b.passed else 'FAIL'} {b.bundle} (profile {b.profile or '?'}{origin})")
             for c in b.checks:
                 lines.append(f"  {'ok  ' if c.passed else 'FAIL'} {c.name:<22} {c.message}")
         passed = sum(b.passed for b in self.bundles)
-        lines.append(f"{passed} of {len(self.bundles)} bundles pass")
+        verdict = "release passes" if self.passed else "release FAILS"
+        lines.append(f"{passed} of {len(self.bundles)} bundles pass; {verdict}")
         return "\n".join(lines)
 
     def junit_xml(self) -> str:
         # html.escape(quote=True) escapes what XML attributes need (& < > " '); xml.sax.saxutils would
         # pull in urllib and ssl, 13 ms of every start-up.
         cases, failures = [], 0
-        for b in self.bundles:
+        for b in [BundleResult("release", None, self.release)] + list(self.bundles):
             for c in b.checks:
                 body = ""
                 if not c.passed:
@@ -267,8 +287,11 @@ def check(
     device_timings: Path | None = None,
     input_range: tuple[float, float] = (0.0, 1.0),
     trust: bool = False,
+    only_present: bool = False,
 ) -> CheckResult:
-    """Check every bundle under `root` (or `root` itself when it is one)."""
+    """Check every bundle under `root` (or `root` itself when it is one), and that a build output is a
+    complete release: every profile its report names has its bundle, and with `profiles` every current
+    profile too, unless `only_present`."""
     bundles = find_bundles(root)
     timings = parse_device_timings(device_timings) if device_timings else None
     if profiles is not None and not Path(profiles).exists():
@@ -276,7 +299,53 @@ def check(
     if data is not None and reference is None:
         reference = _demo_reference_for(bundles)
     validation = _Validation(reference, data, input_range, trust) if data is not None else None
-    return CheckResult(str(root), tuple(_check_bundle(b, profiles, measure, timings, validation) for b in bundles))
+    results = tuple(_check_bundle(b, profiles, measure, timings, validation) for b in bundles)
+    single = bundles == [Path(root)]
+    release = () if single or only_present else _release_findings(Path(root), results, profiles)
+    return CheckResult(str(root), results, release)
+
+
+def _release_findings(root: Path, results, profiles) -> tuple[Finding, ...]:
+    """A build output is a release: every profile it was built for has a bundle that passed."""
+    present = {r.bundle for r in results}
+    findings = [
+        Finding(f"release[{r.bundle}]", False, f"folder {r.bundle} holds the bundle of profile {r.profile}")
+        for r in results if r.profile is not None and r.profile != r.bundle
+    ]
+    expected = _report_profiles(root)
+    if expected is None:
+        findings.append(Finding("release", False, "report.json is missing or not a mobilepre report: cannot tell which "
+                                "profiles the release must have (pass --only-present to check only the bundles there)"))
+        expected = {}
+    for name, bundle in sorted(expected.items()):
+        if bundle is None:
+            findings.append(Finding(f"release[{name}]", False, f"the build found no candidate within budget for profile {name}: no bundle"))
+        elif bundle not in present:
+            findings.append(Finding(f"release[{name}]", False, f"bundle {bundle} of profile {name} is missing"))
+    if profiles is not None:
+        for profile in load_profiles(profiles):
+            if profile.name not in present and profile.name not in expected:
+                findings.append(Finding(f"release[{profile.name}]", False, f"profile {profile.name} in {profiles} has no bundle (pass --only-present to allow)"))
+    if not any(not f.passed for f in findings):
+        findings.append(Finding("release", True, f"every profile has its bundle ({len(present)})"))
+    return tuple(findings)
+
+
+def _report_profiles(root: Path) -> dict | None:
+    """Profile name -> bundle folder (None when the build wrote none), from the build's report.json."""
+    try:
+        raw = read_regular_file(root / "report.json", "report.json", MAX_REPORT_BYTES)
+        report = json.loads(raw.decode("utf-8"))
+    except (MobilepreError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    if not isinstance(report, dict) or not str(report.get("schema", "")).startswith("mobilepre.report/"):
+        return None
+    out = {}
+    for entry in report.get("profiles", []):
+        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            bundle = entry.get("bundle")
+            out[entry["name"]] = bundle if isinstance(bundle, str) and safe_relative(bundle) and "/" not in bundle else None
+    return out
 
 
 def _demo_reference_for(bundles) -> Path:
@@ -321,9 +390,15 @@ def _check_bundle(bundle: Path, profiles, measure: bool, timings, validation) ->
         findings.append(Finding("reference", False, "--reference is not the model this bundle was built from (identity differs)"))
         return BundleResult(bundle.name, manifest["profile"].get("name"), tuple(findings))
     profile, where = _profile_now(manifest, profiles)
+    if not manifest["artifacts"]:
+        findings.append(Finding("artifacts", False, "manifest.json lists no artifact: a bundle without a model"))
     images = validation.dataset.images if validation else _sample_input(manifest)
     artifacts = []
     for artifact in manifest["artifacts"]:
+        allowed = _allowed_problem(profile, artifact)
+        if allowed:
+            findings.append(Finding(f"allowed[{artifact['format']}]", False, f"{artifact['candidate']}: {allowed}"))
+            continue
         target = _target(bundle, artifact)
         try:
             fmt, run = run_candidate(target, images[:1])
@@ -340,6 +415,22 @@ def _check_bundle(bundle: Path, profiles, measure: bool, timings, validation) ->
         verdict = judge(profile, _measurement(bundle, artifact, manifest, validation), latency)
         artifacts.append(ArtifactCheck(artifact["path"], artifact["candidate"], loads, verdict))
     return BundleResult(bundle.name, profile.name, tuple(findings), tuple(artifacts), where)
+
+
+def _allowed_problem(profile: Profile, artifact: dict) -> str | None:
+    """Why the profile, as it is now, does not allow this artifact (format, mode, I/O type, sparsity)."""
+    fmt, mode = artifact.get("format"), artifact.get("quantization")
+    if fmt not in profile.formats:
+        return f"profile {profile.name} no longer allows the {fmt} format ({', '.join(map(str, profile.formats))})"
+    if mode not in profile.modes_for(fmt):
+        return f"profile {profile.name} no longer allows {fmt} {mode} (allowed: {', '.join(map(str, profile.modes_for(fmt)))})"
+    wanted_io = str(profile.io_type) if (fmt == "tflite" and mode == "int8") else "float32"
+    if artifact.get("io_type", "float32") != wanted_io:
+        return f"its I/O type is {artifact.get('io_type')}, profile {profile.name} wants {wanted_io}"
+    sparsity = artifact.get("sparsity", 0.0)
+    if not isinstance(sparsity, (int, float)) or sparsity > profile.max_sparsity + 1e-6:
+        return f"its sparsity {sparsity} is over the profile's max_sparsity {profile.max_sparsity}"
+    return None
 
 
 def _sample_input(manifest: dict):

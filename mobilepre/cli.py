@@ -71,6 +71,7 @@ def frontend(
         bool,
         typer.Option("--uint8-input/--float-input", help="Take raw 0..255 uint8 pixels and rescale inside the model."),
     ] = True,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing front-end file.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
     """Build the convolutional preprocessing front-end as a Keras model."""
@@ -85,7 +86,7 @@ def frontend(
         features=parse_features(features),
         normalize=Normalization(normalize),
     )
-    _emit(write_frontend(spec, out), as_json)
+    _emit(write_frontend(spec, out, force), as_json)
 
 
 TrustOption = Annotated[
@@ -244,6 +245,7 @@ def check(
     measure: Annotated[bool, typer.Option("--measure/--no-measure", help="Re-measure host latency.")] = True,
     device_timings: Annotated[Optional[Path], typer.Option(help="JSON of on-device latencies per candidate.")] = None,
     input_range: RangeOption = "0:1",
+    only_present: Annotated[bool, typer.Option("--only-present", help="Check the bundles there without requiring every profile's bundle.")] = False,
     junit: Annotated[Optional[Path], typer.Option(help="Write JUnit XML here: one test case per bundle and check.")] = None,
     trust_model: TrustOption = False,
     as_json: JsonOption = False,
@@ -252,6 +254,7 @@ def check(
     result = run_check(
         root, profiles=profiles, data=data, reference=reference, measure=measure,
         device_timings=device_timings, input_range=parse_range(input_range), trust=trust_model,
+        only_present=only_present,
     )
     if junit is not None:
 

@@ -13,7 +13,14 @@ from mobilepre import quantize
 from mobilepre.artifacts import tflite_io
 from mobilepre.data import DataOptions
 from mobilepre.errors import MobilepreError, engine_errors
-from mobilepre.fsutil import atomic_file, check_output, write_files_atomically
+from mobilepre.fsutil import (
+    atomic_file,
+    check_output,
+    keras_file_problem,
+    tflite_file_problem,
+    tfjs_folder_problem,
+    write_files_atomically,
+)
 from mobilepre.models import load_model
 from mobilepre.quantize.artifact import gzip_size
 from mobilepre.quantize.debug import int8_layer_errors
@@ -109,7 +116,8 @@ def quantize_file(
     out = Path(out)
     if settings.format is quantize.Format.TFLITE and out.suffix != ".tflite":
         raise MobilepreError(f"--out {out}: a TFLite artifact is one file, name it *.tflite")
-    check_output(out, force)
+    replaceable = tflite_file_problem if settings.format is quantize.Format.TFLITE else tfjs_folder_problem
+    check_output(out, force, "--out", (model_path, data.path, data.labels), replaceable)
     source = load_model(model_path, trust=trust, input_shape=input_shape)
     dataset = data.load(source, "int8 quantization" if settings.needs_calibration else None)
     calibration = dataset.images if dataset is not None else None
@@ -187,7 +195,7 @@ def prune_file(
     out = Path(out)
     if out.suffix != ".keras":
         raise MobilepreError(f"--out {out}: the pruned model is saved as a Keras model, name it *.keras")
-    check_output(out, force)
+    check_output(out, force, "--out", (model_path, data.path, data.labels), keras_file_problem)
     source = load_model(model_path, trust=trust)
     dataset = data.load(source, "pruning with fine-tuning" if epochs else None)
     images = dataset.images if dataset is not None else None

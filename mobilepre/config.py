@@ -21,7 +21,7 @@ def load_build_config(path: Path) -> dict:
     path = Path(path)
     where = f"--config {path}"
     document = toml.read_toml(path, "--config", MAX_CONFIG_BYTES)
-    keys = tuple(f.name for f in dataclasses.fields(BuildOptions))
+    keys = tuple(f.name for f in dataclasses.fields(BuildOptions) if f.name != "config")
     toml.check_keys(document, where, "", {"": keys})
     options = {}
     for key, value in document.items():
@@ -40,4 +40,5 @@ def load_build_config(path: Path) -> dict:
         elif key in _INT_KEYS:
             value = toml.integer(value, where, key)
         options[key] = value
+    options["config"] = path
     return options

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilepre.errors import MobilepreError
-from mobilepre.fsutil import atomic_file
+from mobilepre.fsutil import atomic_file, check_output, keras_file_problem
 
 
 class Normalization(str, Enum):
@@ -260,13 +260,15 @@ class FrontendResult:
         return "\n".join(lines)
 
 
-def write_frontend(spec: FrontendSpec, out) -> FrontendResult:
-    """Build the front-end for `spec` and save it atomically as a `.keras` file at `out`."""
+def write_frontend(spec: FrontendSpec, out, force: bool = False) -> FrontendResult:
+    """Build the front-end for `spec` and save it atomically as a `.keras` file at `out`; an existing
+    file is replaced only with `force`, and only when it is a Keras archive."""
     out = Path(out)
     if out.suffix != ".keras":
         raise MobilepreError(f"--out {str(out)!r}: the front-end is saved as a Keras 3 model, name it *.keras")
     if out.is_dir():
         raise MobilepreError(f"--out {str(out)!r} is a folder: give a file name ending in .keras")
+    check_output(out, force, "--out", (), keras_file_problem)
     model = build_frontend(spec)
     with atomic_file(out) as tmp:
         model.save(tmp)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 from mobilepre.errors import MobilepreError
 
@@ -60,17 +64,49 @@ def remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
-def check_output(target: Path, force: bool, what: str = "output") -> None:
-    """Refuse to replace an existing output unless `force`; refuse a missing parent folder."""
+def check_output(
+    target: Path,
+    force: bool,
+    what: str = "output",
+    inputs: tuple = (),
+    replaceable: Callable[[Path], str | None] | None = None,
+) -> None:
+    """Refuse an output that would lose something, before any work is done.
+
+    `target` may not be, nor contain, any of `inputs` (the files and folders the run reads) or the
+    working directory. An existing `target` is replaced only with `force`, and then only when
+    `replaceable(target)` finds nothing wrong (it returns why the path is not a previous output of this
+    tool, or None). The parent folder must exist and be writable.
+    """
     target = Path(target)
+    resolved = target.resolve()
+    for path in (*[Path(p) for p in inputs if p is not None], Path.cwd()):
+        inside = path.resolve()
+        if inside == resolved or resolved in inside.parents:
+            shown = "the working directory" if path == Path.cwd() else str(path)
+            raise MobilepreError(f"{what} {target} would replace {shown}, which this run reads: choose an output outside it")
     if target.exists() or target.is_symlink():
         if not force:
             raise MobilepreError(f"{what} {target} already exists: pass --force to replace it")
         if target.is_symlink():
             raise MobilepreError(f"{what} {target} is a symlink: remove it or choose another path")
+        problem = replaceable(target) if replaceable else None
+        if problem:
+            raise MobilepreError(f"{what} {target} is not a previous output of mobilepre ({problem}): --force replaces only those; choose another path")
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise MobilepreError(f"cannot write {target}: folder {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise MobilepreError(f"cannot write {target}: folder {parent} is not writable")
+
+
+def os_error_message(error: OSError, path: Path | str | None = None) -> str:
+    """One line for an OS error: the path and what the errno means."""
+    where = path or error.filename or "a file"
+    meaning = os.strerror(error.errno) if error.errno else str(error)
+    hint = {errno.ENOSPC: ": free some space", errno.EDQUOT: ": free some space", errno.EROFS: ": choose a writable folder",
+            errno.EACCES: ": check the permissions", errno.EBUSY: ": choose another path"}.get(error.errno, "")
+    return f"{where}: {meaning}{hint}"
 
 
 def write_files_atomically(files: dict[str, bytes], target: Path, as_folder: bool) -> None:
@@ -84,23 +120,18 @@ def write_files_atomically(files: dict[str, bytes], target: Path, as_folder: boo
         with atomic_file(target) as tmp:
             tmp.write_bytes(data)
         return
-    staging = make_staging(target)
-    try:
+    with staging_folder(target) as folder:
         for name, data in sorted(files.items()):
-            path = staging / name
+            path = folder / name
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(data)
-        fsync_tree(staging)
-        replace_tree(staging, target)
-    finally:
-        remove_tree(staging)
+        fsync_tree(folder)
+        replace_tree(folder, target)
 
 
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two paths with Linux renameat2(RENAME_EXCHANGE); False where unavailable."""
     try:
-        import ctypes
-
         libc = ctypes.CDLL(None, use_errno=True)
         renameat2 = libc.renameat2
     except (OSError, AttributeError):
@@ -109,13 +140,52 @@ def _exchange(a: Path, b: Path) -> bool:
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
-def make_staging(target: Path) -> Path:
-    """An empty folder beside `target` (hidden, `.tmp` suffix) to build the new output in."""
+@contextlib.contextmanager
+def staging_folder(target: Path, kind: str = "new"):
+    """A fresh hidden folder beside `target` (`.NAME.KIND.XXXXXXXX.tmp`), removed on exit.
+
+    Its owner holds an OS lock on it (flock on the folder) for as long as it lives, so a folder left by
+    a killed process is provably abandoned: `remove_stale_staging` removes exactly those.
+    """
     target = Path(target)
     parent = target.parent if str(target.parent) else Path(".")
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=parent))
-    os.chmod(staging, 0o777 & ~_umask())
-    return staging
+    path = Path(tempfile.mkdtemp(prefix=f".{target.name}.{kind}.", suffix=".tmp", dir=parent))
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        os.chmod(path, 0o777 & ~_umask())
+        yield path
+    finally:
+        remove_tree(path)
+        os.close(fd)
+
+
+def remove_stale_staging(target: Path) -> list[Path]:
+    """Remove the staging folders beside `target` whose owner is gone (their lock is free); return them."""
+    target = Path(target)
+    parent = target.parent if str(target.parent) else Path(".")
+    removed = []
+    for entry in sorted(parent.glob(f".{glob_escape(target.name)}.*.tmp")):
+        if entry.is_symlink() or not entry.is_dir():
+            continue
+        try:
+            fd = os.open(entry, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its owner is alive
+        else:
+            remove_tree(entry)
+            removed.append(entry)
+        finally:
+            os.close(fd)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[]" else c for c in name)
 
 
 def replace_tree(staging: Path, target: Path) -> None:
@@ -137,3 +207,35 @@ def replace_tree(staging: Path, target: Path) -> None:
     else:
         os.rename(staging, target)
     _fsync_dir(parent)
+
+
+# ------------------------------------------------------------------------- what --force may replace
+
+
+def tflite_file_problem(path: Path) -> str | None:
+    """Why `path` is not a TFLite file an earlier run wrote (None when it is one)."""
+    if not path.is_file():
+        return "it is not a file"
+    with open(path, "rb") as f:
+        head = f.read(8)
+    return None if head[4:8] == b"TFL3" else "it is not a .tflite file"
+
+
+def keras_file_problem(path: Path) -> str | None:
+    """Why `path` is not a Keras archive an earlier run wrote (None when it is one)."""
+    if not path.is_file():
+        return "it is not a file"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return None if head == b"PK\x03\x04" else "it is not a .keras archive"
+
+
+def tfjs_folder_problem(path: Path) -> str | None:
+    """Why `path` is not a TF.js graph-model folder an earlier run wrote (None when it is one)."""
+    if not path.is_dir():
+        return "it is not a folder"
+    names = sorted(p.name for p in path.iterdir())
+    if "model.json" not in names:
+        return "it has no model.json"
+    extra = [n for n in names if n != "model.json" and not (n.endswith(".bin") and (path / n).is_file())]
+    return f"it holds {extra[0]}, which a TF.js conversion does not write" if extra else None

@@ -118,8 +118,10 @@ def test_the_manifest_copy_of_the_profile_is_the_fallback(bundles, tmp_path):
     (empty / "someone-else.toml").write_text(
         'name = "someone-else"\ndescription = "x."\nformats = ["tflite"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n'
     )
-    result = check(bundles, profiles=empty, measure=False)
+    result = check(bundles, profiles=empty, measure=False, only_present=True)
     assert result.exit_code == 0 and {b.budgets_from for b in result.bundles} == {"manifest"}
+    assert _failures(check(bundles, profiles=empty, measure=False)) == []  # bundles pass; the release does not
+    assert not check(bundles, profiles=empty, measure=False).passed
 
 
 def test_latency_uses_the_source_the_profile_names(bundles, tmp_path):
@@ -160,3 +162,70 @@ def test_cli_exit_codes_json_and_junit(bundles, tmp_path):
     assert failed == ["mobilepre.npu-int8:integrity"] and int(suite.get("failures")) == 1
     assert "model.tflite" in suite.find("testcase/failure").get("message")
     assert run_cli("check", tmp_path / "nothing-here", env=FAST).returncode == 2
+
+
+# --- a release is complete: every profile has its bundle, each allowed by its profile as it is now ---
+
+
+def _release_failures(result):
+    return [(f.name, f.message) for f in result.release if not f.passed]
+
+
+def test_a_deleted_bundle_fails_the_release(bundles):
+    shutil.rmtree(bundles / "web-mobile")
+    result = check(bundles, measure=False)
+    assert result.exit_code == 1 and [b.passed for b in result.bundles] == [True]
+    assert _release_failures(result) == [("release[web-mobile]", "bundle web-mobile of profile web-mobile is missing")]
+    assert "release FAILS" in result.to_text() and 'name="release[web-mobile]"' in result.junit_xml()
+    assert check(bundles, measure=False, only_present=True).exit_code == 0
+
+
+def test_every_current_profile_needs_a_bundle_when_profiles_are_given(bundles):
+    shipped = Path(__file__).resolve().parent.parent / "device_profiles"
+    result = check(bundles, profiles=shipped, measure=False)
+    assert result.exit_code == 1
+    assert sorted(n for n, _ in _release_failures(result)) == [
+        "release[android-flagship]", "release[android-low-end]", "release[ios]", "release[web-desktop]"]
+    assert check(bundles, profiles=shipped, measure=False, only_present=True).exit_code == 0
+
+
+def test_a_build_that_found_no_candidate_is_not_a_release(bundles):
+    report = json.loads((bundles / "report.json").read_text())
+    report["profiles"].append({"name": "tiny-device", "bundle": None, "passed": False, "formats": []})
+    (bundles / "report.json").write_text(json.dumps(report))
+    result = check(bundles, measure=False)
+    assert ("release[tiny-device]", "the build found no candidate within budget for profile tiny-device: no bundle") in _release_failures(result)
+    (bundles / "report.json").unlink()
+    assert "report.json is missing" in _release_failures(check(bundles, measure=False))[0][1]
+
+
+@pytest.mark.parametrize("edit, fragment", [
+    (('quantization = ["int8"]\nio_type = "uint8"', 'quantization = ["float32"]'), "no longer allows tflite int8"),
+    (('io_type = "uint8"', 'io_type = "int8"'), "its I/O type is uint8, profile npu-int8 wants int8"),
+    (("formats = [\"tflite\"]", "tfjs-only"), None),
+])
+def test_an_artifact_the_profile_no_longer_allows_fails(bundles, tmp_path, edit, fragment):
+    profiles = tmp_path / "profiles"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "device_profiles", profiles)
+    text = (profiles / "npu-int8.toml").read_text()
+    assert edit[0] in text
+    if fragment is None:  # a TF.js-only device: the profile needs TF.js modes too
+        text = text.replace('formats = ["tflite"]', 'formats = ["tfjs"]').replace('quantization = ["int8"]', 'quantization = ["uint8"]').replace('io_type = "uint8"\n', "")
+        fragment = "no longer allows the tflite format"
+    else:
+        text = text.replace(*edit)
+    (profiles / "npu-int8.toml").write_text(text)
+    result = check(bundles, profiles=profiles, measure=False, only_present=True)
+    failures = [(b, n, m) for b, n, m in _failures(result)]
+    assert result.exit_code == 1 and failures[0][0] == "npu-int8" and fragment in failures[0][2], failures
+
+
+def test_a_bundle_without_artifacts_or_in_another_profile_s_folder_fails(bundles):
+    manifest = json.loads((bundles / "npu-int8" / "manifest.json").read_text())
+    manifest["artifacts"] = []
+    (bundles / "npu-int8" / "manifest.json").write_bytes(seal_manifest(manifest))
+    assert ("npu-int8", "artifacts", "manifest.json lists no artifact: a bundle without a model") in _failures(check(bundles, measure=False))
+    shutil.rmtree(bundles / "npu-int8")
+    shutil.copytree(bundles / "web-mobile", bundles / "npu-int8")
+    result = check(bundles, measure=False)
+    assert ("release[npu-int8]", "folder npu-int8 holds the bundle of profile web-mobile") in _release_failures(result)
