@@ -8,6 +8,7 @@ import fcntl
 import json
 import math
 import os
+import shutil
 import signal
 import stat
 import sys
@@ -23,7 +24,7 @@ from mobilepre.fsutil import check_output, fsync_tree, os_error_message, remove_
 from mobilepre.latency import parse_device_timings
 from mobilepre.manifest import bundle_files
 from mobilepre.models import from_keras, load_model
-from mobilepre.profiles import Profile, default_profiles_dir, load_profiles
+from mobilepre.profiles import Profile, default_profiles_dir, format_size, load_profiles
 from mobilepre.report import render_html
 from mobilepre.search import FormatResult, search
 from mobilepre.versions import toolchain_versions
@@ -318,7 +319,7 @@ def build(options: BuildOptions, progress=None) -> BuildResult:
     try:
         return _build(options, progress or (lambda message: None))
     except OSError as error:
-        raise MobilepreError(os_error_message(error)) from None
+        raise MobilepreError(os_error_message(error, error.filename or options.out)) from None
 
 
 def _build(options: BuildOptions, progress) -> BuildResult:
@@ -339,6 +340,7 @@ def _build(options: BuildOptions, progress) -> BuildResult:
         raise MobilepreError(f"profile {name} takes latency from the device: pass --device-timings FILE")
     for stale in remove_stale_staging(out):
         progress(f"removed {stale.name}, left beside {out} by a build that did not finish")
+    _check_room(out, Path(options.model or demo.model_path()))
     # The work folder (exports of the model, artifacts under validation) lives beside the output, so
     # creating it proves the folder is writable before any conversion, and a killed build's copy of
     # the model is removed by the next build (`remove_stale_staging`).
@@ -362,6 +364,25 @@ def _build(options: BuildOptions, progress) -> BuildResult:
             fsync_tree(staging)
             replace_tree(staging, out)
     return result
+
+
+# A build keeps SavedModel exports of the model (one per pruning level) and the candidates beside the
+# output, then writes the bundles: a few times the model's size.
+ROOM_FACTOR = 4
+ROOM_MARGIN_BYTES = 16 * 1024 * 1024
+
+
+def _check_room(out: Path, model: Path) -> None:
+    """Refuse, before any conversion, an output folder whose filesystem cannot hold the build's work."""
+    model_bytes = sum(p.stat().st_size for p in model.rglob("*") if p.is_file()) if model.is_dir() else model.stat().st_size
+    needed = ROOM_FACTOR * model_bytes + ROOM_MARGIN_BYTES
+    parent = out.parent if str(out.parent) else Path(".")
+    free = shutil.disk_usage(parent).free
+    if free < needed:
+        raise MobilepreError(
+            f"--out {out}: {format_size(free)} free on its filesystem, a build of {model.name} needs about "
+            f"{format_size(needed)} for its work copies and bundles: free some space or choose another folder"
+        )
 
 
 _BUILD_FILES = frozenset({"report.json", "report.html", "report.md", "timings.json"})

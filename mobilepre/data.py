@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
+import stat
 import struct
 import zipfile
 from dataclasses import dataclass
@@ -19,6 +21,7 @@ ARRAY_SUFFIXES = (".npy", ".npz")
 LABEL_TEXT_SUFFIXES = (".txt", ".csv")
 MAX_IMAGE_PIXELS = 50_000_000  # per image, read from the header before decoding (decompression bombs)
 MODEL_DTYPES = ("uint8", "float32")
+DEFAULT_MAX_DATA_BYTES = 2 * 1024**3
 
 # Decoded images are resized in batches (one TF call per group of same-sized images): one eager
 # antialiased resize costs ~0.75 ms whatever the size, a batch of 64 small images ~5 ms in all.
@@ -101,6 +104,7 @@ def load_dataset(
     _check_limit(limit)
     if not path.exists():
         raise MobilepreError(f"calibration data {path} does not exist: pass a folder of PNG/JPEG images, a .npy or a .npz")
+    _check_kind(path, "calibration data")
     suffix = path.suffix.lower()
     if path.is_dir() or suffix in IMAGE_SUFFIXES:
         files = _list_images(path)
@@ -125,8 +129,9 @@ def load_labels(path, count: int) -> np.ndarray:
     `filename,label` lines are not accepted: order is the contract, so a second column is refused.
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise MobilepreError(f"labels file {path} does not exist: pass a .npy, .npz, or a text file of one integer per line")
+    _check_kind(path, "labels file", folder=False)
     suffix = path.suffix.lower()
     if suffix == ".npy":
         labels = _load_npy(path)
@@ -362,9 +367,11 @@ def _to_model_units(tf, batch: np.ndarray, model_input: ModelInput, low: float, 
 def _load_arrays(path: Path, model_input: ModelInput, limit, seed: int, labels_path):
     if path.suffix.lower() == ".npy":
         images, labels = _load_npy(path, mmap=True), None
+        _check_declared_size(images.shape, images.dtype, path)
     else:
         with _open_npz(path) as archive:
             key = "images" if "images" in archive.files else _only_key(archive, path, "images")
+            _check_declared_size(*_npz_header(archive, key, path), path)
             images = _npz_member(archive, key, path)
             labels = _npz_member(archive, "labels", path) if "labels" in archive.files and key != "labels" else None
     where = str(path)
@@ -397,6 +404,49 @@ def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
         loaded.close()
         raise MobilepreError(f"{path} is a .npz archive named .npy: rename it to .npz")
     return loaded
+
+
+def max_data_bytes() -> int:
+    """The largest image array a build reads (`MOBILEPRE_MAX_DATA_BYTES`, default 2 GiB)."""
+    text = os.environ.get("MOBILEPRE_MAX_DATA_BYTES", "")
+    return int(text) if text.isdigit() and int(text) > 0 else DEFAULT_MAX_DATA_BYTES
+
+
+def _check_declared_size(shape, dtype, path: Path) -> None:
+    """Refuse, from its header and before anything is allocated, an array larger than the cap."""
+    declared = math.prod(int(d) for d in shape) * np.dtype(dtype).itemsize
+    cap = max_data_bytes()
+    if declared > cap:
+        raise MobilepreError(
+            f"{path} declares an array of shape {tuple(shape)} {np.dtype(dtype).name}, {declared:,} bytes, over the "
+            f"{cap:,}-byte limit for image data: use fewer images, or raise MOBILEPRE_MAX_DATA_BYTES"
+        )
+
+
+def _npz_header(archive, key: str, path: Path) -> tuple:
+    """(shape, dtype) of a .npz member, read from its .npy header without reading the array."""
+    try:
+        with archive.zip.open(f"{key}.npy") as f:
+            version = np.lib.format.read_magic(f)
+            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in readers:
+                raise ValueError(f".npy format version {version} is not supported")
+            shape, _fortran, dtype = readers[version](f)
+    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile) as e:
+        raise MobilepreError(f"cannot read array {key!r} in {path} ({_first_line(e)})") from None
+    return shape, dtype
+
+
+def _check_kind(path: Path, what: str, folder: bool = True) -> None:
+    """A regular file (or a folder, where one is accepted): a FIFO or a device would block or never end."""
+    try:
+        mode = path.stat().st_mode
+    except OSError as e:
+        raise MobilepreError(f"{what} {path} cannot be read: {e.strerror or e}") from None
+    if stat.S_ISREG(mode) or (folder and stat.S_ISDIR(mode)):
+        return
+    kind = "a folder" if stat.S_ISDIR(mode) else "not a regular file (a device, FIFO or socket)"
+    raise MobilepreError(f"{what} {path} is {kind}: pass a {'folder of images or a ' if folder else ''}file")
 
 
 def _open_npz(path: Path):

@@ -174,3 +174,135 @@ def test_a_sealed_manifest_with_nonsense_fields_is_refused_cleanly(tmp_path_fact
     except MobilepreError:
         return
     assert result.exit_code == 1
+
+
+# --- outputs: --force loses nothing, --out never holds an input, no staging copy is left for ever ---
+
+
+def _one_line(result, *fragments, code=2):
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == code and len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
+def test_force_refuses_a_folder_that_is_not_a_previous_build(tmp_path):
+    project = tmp_path / "proj"
+    (project / ".git").mkdir(parents=True)
+    (project / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    (project / "notes.txt").write_text("mine")
+    model = project / "model.keras"
+    model.write_bytes(demo.model_path().read_bytes())
+    result = run_cli("build", model, "--out", project, "--force", "--calibration", demo.calibration_path(), env=FAST)
+    _one_line(result, "would replace", "model.keras")
+    result = run_cli("build", "--out", project, "--force", "--profile", "npu-int8", env=FAST)
+    _one_line(result, "not a previous output of mobilepre", "--force replaces only those")
+    assert sorted(p.name for p in project.iterdir()) == [".git", "model.keras", "notes.txt"]
+    assert (project / "notes.txt").read_text() == "mine" and (project / ".git" / "HEAD").exists()
+
+
+@pytest.mark.parametrize("where", ["cwd", "parent-of-cwd", "data-folder", "a-file"])
+def test_out_is_never_an_input_or_the_working_directory(tmp_path, where):
+    work = tmp_path / "work"
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "images.npz").write_bytes(demo.calibration_path().read_bytes())
+    work.mkdir()
+    out, extra = {"cwd": (".", ()), "parent-of-cwd": (str(tmp_path), ()), "data-folder": (str(data), ("--calibration", data / "images.npz")),
+                  "a-file": (str(data / "images.npz"), ())}[where]
+    result = run_cli("build", "--out", out, "--force", "--profile", "npu-int8", *extra, cwd=work, env=FAST)
+    line = _one_line(result)
+    assert "would replace" in line or "not a previous output" in line
+    assert sorted(p.name for p in data.iterdir()) == ["images.npz"] and work.is_dir()
+
+
+def test_a_stale_staging_folder_is_removed_and_a_live_one_kept(tmp_path):
+    import fcntl
+
+    from mobilepre.fsutil import remove_stale_staging, staging_folder
+
+    out = tmp_path / "out"
+    dead = tmp_path / ".out.work.abandoned.tmp"
+    (dead / "saved_model_s00").mkdir(parents=True)
+    (dead / "saved_model_s00" / "saved_model.pb").write_bytes(b"a copy of the user's model")
+    unrelated = tmp_path / ".other.work.x.tmp"
+    unrelated.mkdir()
+    with staging_folder(out, "work") as live:
+        assert remove_stale_staging(out) == [dead]
+        assert live.is_dir() and unrelated.is_dir() and not dead.exists()
+        fd = os.open(live, os.O_RDONLY)
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # its owner holds it
+        os.close(fd)
+    assert not live.exists()
+
+
+def test_a_killed_build_leaves_a_copy_the_next_build_removes(tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    child = subprocess.Popen([sys.executable, "-m", "mobilepre", "build", "--out", str(out), "--profile", "web-mobile"],
+                             env=FAST, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(tmp_path.glob(".out.work.*.tmp/saved_model_s00/saved_model.pb")):
+        time.sleep(0.2)
+    child.kill()
+    child.wait()
+    left = list(tmp_path.glob(".out.work.*.tmp"))
+    assert left, "the build was killed before it staged anything"
+    result = run_cli("build", "--out", out, "--profile", "npu-int8", "--latency-runs", "3", env=FAST)
+    assert result.returncode == 0, result.stderr
+    assert "did not finish" in result.stderr and not any(p.exists() for p in left)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.fixture
+def tiny_filesystem(tmp_path):
+    """A 1 MiB tmpfs (root can mount here); skipped where mounting is not allowed."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_is_one_line_before_any_conversion(tiny_filesystem):
+    result = run_cli("build", "--out", tiny_filesystem / "out", "--profile", "npu-int8", env=FAST)
+    _one_line(result, str(tiny_filesystem / "out"), "free on its filesystem", "free some space")
+    assert list(tiny_filesystem.iterdir()) == []
+
+
+@pytest.mark.parametrize("flag", ["--config", "--device-timings", "--calibration", "--profiles"])
+def test_a_fifo_or_device_as_input_is_refused_not_read(tmp_path, flag):
+    fifo = tmp_path / ("input.npy" if flag == "--calibration" else "input.toml")
+    os.mkfifo(fifo)
+    args = ["build", "--out", tmp_path / "out", flag, fifo]
+    result = run_cli(*args, env=FAST, timeout=120)
+    _one_line(result, str(fifo))
+    result = run_cli("build", "--out", tmp_path / "out", flag, "/dev/zero", env=FAST, timeout=120)
+    _one_line(result, "/dev/zero")
+
+
+def test_an_npz_declaring_gigabytes_is_refused_before_allocation(tmp_path):
+    """A few-MB .npz of zeros that expands to 3,000,000 x 32 x 32 x 1 (3 GB) is refused from its header."""
+    import io
+
+    bomb = tmp_path / "bomb.npz"
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "|u1", "fortran_order": False, "shape": (3_000_000, 32, 32, 1)})
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("images.npy", "w", force_zip64=True) as member:
+            member.write(header.getvalue())  # magic, version and header: the array's declared shape
+            chunk = bytes(1 << 20)
+            for _ in range(64):  # enough to be a real member; the header is what is read
+                member.write(chunk)
+    assert bomb.stat().st_size < 3 * 1024 * 1024
+    result = run_cli("build", "--out", tmp_path / "out", "--calibration", bomb, "--profile", "npu-int8", env=FAST, timeout=120)
+    line = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(line) == 1 and "3,072,000,000 bytes" in line[0] and "MOBILEPRE_MAX_DATA_BYTES" in line[0], result.stderr
+    assert not (tmp_path / "out").exists()
