@@ -39,6 +39,7 @@ import zipfile
 from pathlib import Path
 
 from mobilepre.errors import MobilepreError
+from mobilepre.graph_scan import GraphParseError, refused_ops
 
 MAX_ZIP_MEMBERS = 10_000
 MAX_UNCOMPRESSED_BYTES = 2 * 1024**3  # 2 GiB across all members of a .keras archive
@@ -80,55 +81,6 @@ _CODE_CALL = re.compile(r"\b(?:exec|eval)\s*\(|\bos\s*\.\s*(?:system|popen|exec\
 _CODE_NAMES = frozenset({"exec", "eval"})  # refused as a whole value, e.g. the name of a function
 _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://|^file:", re.IGNORECASE)
 _PATH = re.compile(r"^(?:/|~$|~[\w.-]*[/\\]|[A-Za-z]:[\\/]|\\\\)|(?:^|[/\\])\.\.(?:[/\\]|$)")
-
-# Ops that run Python or read and write files. Absent from the graphs Keras and `tf.saved_model.save`
-# write for image models; the saver's own checkpoint ops are deliberately not here.
-_REFUSED_OPS = (
-    "PyFunc",
-    "PyFuncStateless",
-    "EagerPyFunc",
-    "ReadFile",
-    "WriteFile",
-    "MatchingFiles",
-    "ImmutableConst",
-    "WholeFileReader",
-    "WholeFileReaderV2",
-    "TextLineReader",
-    "TextLineReaderV2",
-    "FixedLengthRecordReader",
-    "FixedLengthRecordReaderV2",
-    "TFRecordReader",
-    "TFRecordReaderV2",
-    "LMDBReader",
-    "TextLineDataset",
-    "FixedLengthRecordDataset",
-    "FixedLengthRecordDatasetV2",
-    "TFRecordDataset",
-    "TFRecordDatasetV2",
-    "CSVDataset",
-    "CSVDatasetV2",
-    "ExperimentalCSVDataset",
-    "LMDBDataset",
-    "ExperimentalLMDBDataset",
-    "SqlDataset",
-    "ExperimentalSqlDataset",
-    "SaveDataset",
-    "SaveDatasetV2",
-    "LoadDataset",
-    "SnapshotDataset",
-    "SnapshotDatasetV2",
-    "InitializeTableFromTextFile",
-    "InitializeTableFromTextFileV2",
-    "CreateSummaryFileWriter",
-    "CreateSummaryDbWriter",
-    "DebugIdentity",
-    "DebugIdentityV2",
-    "DebugIdentityV3",
-    "DebugNanCount",
-    "DebugNumericSummary",
-    "DebugNumericSummaryV2",
-)
-_OP_PATTERN = re.compile(b"|".join(re.escape(op.encode()) for op in sorted(_REFUSED_OPS, key=len, reverse=True)))
 
 _ACCEPTED = "a .keras archive, a .h5/.hdf5 file or a SavedModel folder (with saved_model.pb)"
 _TRUST_HINT = "if you trust this file, pass --trust-model"
@@ -357,34 +309,24 @@ def _scan_saved_model(path: Path, trust: bool) -> None:
         graph = pb.read_bytes()
     except OSError as e:
         raise _refuse(path, f"saved_model.pb cannot be read ({e})") from None
-    op = _find_refused_op(graph)
-    if op:
-        raise _refuse(path, f"graph uses the op {op}, which runs Python or reads and writes files", _TRUST_HINT)
+    try:
+        refused = refused_ops(graph)
+    except GraphParseError as error:
+        raise _refuse(path, f"saved_model.pb is not a SavedModel graph: {error}") from None
+    if refused:
+        first = refused[0]
+        others = sorted({r.op for r in refused} - {first.op})
+        more = f" (and {', '.join(others[:5])}{'...' if len(others) > 5 else ''})" if others else ""
+        raise _refuse(
+            path,
+            f"{first.where} uses the op {first.op}{more}, which is not a pure numeric op: it may print, read or "
+            "write files, run Python or decode data, and mobilepre runs no such op from an untrusted model",
+            _TRUST_HINT,
+        )
 
 
 def _is_within(target: str, root: str) -> bool:
     return target == root or target.startswith(root.rstrip(os.sep) + os.sep)
-
-
-def _find_refused_op(graph: bytes) -> str | None:
-    """The first refused op name found in `graph` as a whole length-prefixed protobuf string, if any."""
-    for match in _OP_PATTERN.finditer(graph):
-        if _length_prefix_before(graph, match.start()) == match.end() - match.start():
-            return match.group().decode()
-    return None
-
-
-def _length_prefix_before(data: bytes, end: int) -> int | None:
-    """Decode the varint that ends right before `end`, accepting over-long encodings as protobuf does."""
-    if end < 1 or data[end - 1] & 0x80:
-        return None
-    start = end - 1
-    while start > 0 and end - start < 10 and data[start - 1] & 0x80:
-        start -= 1
-    value = 0
-    for shift, byte in enumerate(data[start:end]):
-        value |= (byte & 0x7F) << (7 * shift)
-    return value
 
 
 # --- the config scan -------------------------------------------------------------------------------

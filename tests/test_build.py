@@ -220,8 +220,9 @@ def test_same_inputs_give_byte_identical_bundles_across_processes(tmp_path):
 @pytest.mark.parametrize("signals", [(signal.SIGINT,), (signal.SIGTERM,), (signal.SIGINT, signal.SIGTERM)])
 def test_interrupted_build_leaves_the_previous_output_and_no_temporary_folders(tmp_path, signals):
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "previous.txt").write_text("the last good build")
+    out.mkdir()  # a previous build's output (a failed one: reports, no bundle), which --force may replace
+    (out / "report.json").write_text(json.dumps({"schema": "mobilepre.report/2", "profiles": [{"name": "x", "bundle": None}]}))
+    (out / "report.html").write_text("the last build")
     before = tree_hashes(out, skip=())
     process = subprocess.Popen(
         [*CLI, "build", "--out", str(out), "--force", "--latency-runs", "200"],

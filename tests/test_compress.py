@@ -104,12 +104,14 @@ def test_bad_inputs_end_with_one_line_and_exit_2(tmp_path, rgb_pngs, bad_arrays,
 
 def test_existing_output_needs_force(tmp_path):
     out = tmp_path / "m.tflite"
-    out.write_bytes(b"old")
+    out.write_bytes(b"notes, not a model")
     args = ["quantize", demo.model_path(), "--to", "tflite", "--mode", "float16", "--out", out]
     _one_line_error(run_cli(*args, env=FAST), "already exists", "--force")
-    assert out.read_bytes() == b"old"
+    _one_line_error(run_cli(*args, "--force", env=FAST), "not a previous output", "not a .tflite file")
+    assert out.read_bytes() == b"notes, not a model"
+    out.write_bytes(b"\x1c\x00\x00\x00TFL3 an older artifact")
     assert run_cli(*args, "--force", env=FAST).returncode == 0
-    assert out.read_bytes()[4:8] == b"TFL3"
+    assert out.read_bytes()[4:8] == b"TFL3" and b"an older artifact" not in out.read_bytes()
 
 
 def test_a_model_keras_cannot_load_is_one_line_from_the_child_process(tmp_path):

@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from mobilepre import safety
+from mobilepre import demo, safety
 from mobilepre.errors import EXIT_BAD_INPUT, MobilepreError
 from mobilepre.safety import scan_model
+from tests.conftest import run_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -599,12 +600,107 @@ def test_near_miss_saved_model_with_saver_ops_and_op_names_in_a_string_passes(sa
     assert scan_model(saved_models / "plain") == "saved_model"
 
 
-def test_op_name_with_an_overlong_length_prefix_is_still_found(saved_models, tmp_path):
+def test_bytes_appended_to_the_graph_are_refused_not_skipped(saved_models, tmp_path):
     forged = tmp_path / "sm"
     (forged / "variables").mkdir(parents=True)
     graph = (saved_models / "plain" / "saved_model.pb").read_bytes()
     (forged / "saved_model.pb").write_bytes(graph + b"\x12\x86\x80\x00PyFunc")
-    refused(forged, "op PyFunc")
+    refused(forged, "saved_model.pb")
+
+
+# --- SavedModel ops outside the allowlist: each would do something, proven with trust, refused without
+
+
+@pytest.fixture(scope="session")
+def hostile_saved_models(tmp_path_factory):
+    """SavedModels whose ops write a marker file when run (or, for the initializer, when loaded)."""
+    from mobilepre._tf import quiet_tensorflow
+
+    tf = quiet_tensorflow()
+    out = tmp_path_factory.mktemp("hostile")
+    markers = out / "markers"
+    markers.mkdir()
+    spec = [tf.TensorSpec((None, 4, 4, 3), tf.float32)]
+
+    class Prints(tf.Module):
+        @tf.function(input_signature=spec)
+        def __call__(self, x):
+            tf.print("pwned", output_stream=f"file://{markers / 'printed'}")
+            return tf.reduce_mean(x, axis=[1, 2])
+
+    class WritesRecords(tf.Module):
+        @tf.function(input_signature=spec)
+        def __call__(self, x):
+            tf.data.experimental.TFRecordWriter(str(markers / "records")).write(tf.data.Dataset.from_tensors(tf.constant("pwned")))
+            return tf.reduce_mean(x, axis=[1, 2])
+
+    class Writer(tf.saved_model.experimental.TrackableResource):
+        def _create_resource(self):
+            return tf.raw_ops.VarHandleOp(dtype=tf.float32, shape=[], shared_name="mobilepre_test_writer")
+
+        def _initialize(self):
+            tf.io.write_file(str(markers / "initialized"), "pwned")
+
+    class InitializerWrites(tf.Module):
+        def __init__(self):
+            self.resource = Writer()
+
+        @tf.function(input_signature=spec)
+        def __call__(self, x):
+            return tf.reduce_mean(x, axis=[1, 2])
+
+    class GraphInAString(tf.Module):
+        @tf.function(input_signature=spec)
+        def __call__(self, x):
+            variant = tf.raw_ops.DatasetFromGraph(graph_def=tf.constant("not a graph"))
+            return tf.reduce_mean(x, axis=[1, 2]) + 0.0 * tf.cast(tf.size(variant), tf.float32)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name, module in (("prints", Prints()), ("records", WritesRecords()), ("initializer", InitializerWrites()),
+                             ("graph-string", GraphInAString())):
+            tf.saved_model.save(module, str(out / name))
+    for marker in markers.iterdir():  # tracing may have run them once: the tests start clean
+        marker.unlink()
+    return out, markers
+
+
+@pytest.mark.parametrize("name, op, marker", [
+    ("prints", "PrintV2", "printed"),
+    ("records", "DatasetToTFRecord", "records"),
+    ("initializer", "WriteFile", "initialized"),
+    ("graph-string", "DatasetFromGraph", None),
+])
+def test_a_saved_model_op_outside_the_allowlist_is_refused_and_runs_nothing(hostile_saved_models, tmp_path, name, op, marker):
+    out, markers = hostile_saved_models
+    message = refused(out / name, op, "--trust-model")
+    assert "not a pure numeric op" in message
+    result = run_cli("build", out / name, "--out", tmp_path / "o", "--calibration", demo.calibration_path(), "--profile", "npu-int8")
+    assert result.returncode == 2 and op in result.stderr and "Traceback" not in result.stderr
+    assert list(markers.iterdir()) == [] and not (tmp_path / "o").exists()
+    if marker == "initialized":  # proof the fixture is real: loading it, as a trusted model would be, writes the file
+        from mobilepre._tf import quiet_tensorflow
+
+        quiet_tensorflow().saved_model.load(str(out / name))
+        assert (markers / marker).read_text() == "pwned"
+        (markers / marker).unlink()
+    elif marker:
+        from mobilepre._tf import quiet_tensorflow
+
+        quiet_tensorflow().saved_model.load(str(out / name))(np.zeros((1, 4, 4, 3), np.float32))
+        assert (markers / marker).exists()
+        (markers / marker).unlink()
+
+
+def test_keras_exports_of_real_architectures_pass_the_allowlist(keras, tmp_path):
+    from mobilepre.quantize.export import export_saved_model
+
+    for name, model in (
+        ("mobilenetv3", keras.applications.MobileNetV3Small(input_shape=(32, 32, 3), alpha=0.75, weights=None, classes=4)),
+        ("efficientnetb0", keras.applications.EfficientNetB0(input_shape=(32, 32, 3), weights=None, classes=4)),
+    ):
+        folder = export_saved_model(model, tmp_path / name)
+        assert scan_model(folder) == "saved_model", name
 
 
 @pytest.mark.parametrize("trust", [False, True])
