@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -43,8 +44,14 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
+    run_timeout: Annotated[
+        Optional[float],
+        typer.Option("--run-timeout", min=1.0, help="Seconds one run of an artifact (LiteRT or TF.js) may take; default: a second per image, at least 60."),
+    ] = None,
 ):
     """Exit codes: 0 success, 1 a budget, tolerance or integrity check failed, 2 bad input or usage."""
+    if run_timeout is not None:
+        os.environ["MOBILEPRE_RUN_TIMEOUT"] = str(run_timeout)  # read by mobilepre.runtimes, here and in children
 
 
 def _emit(result, as_json: bool) -> None:

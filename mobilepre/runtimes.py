@@ -5,19 +5,23 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mobilepre.artifacts import verify_tflite, verify_tfjs_folder
-from mobilepre.errors import MobilepreError
-from mobilepre.quantize.runtime import tflite_interpreter
+from mobilepre.errors import EXIT_FAILED, MobilepreError
+from mobilepre.litert_child import natural
 
 BATCH = 64
+LITERT_CHILD = Path(__file__).resolve().parent / "litert_child.py"
+MIN_RUN_TIMEOUT_S = 60.0
+SECONDS_PER_RUN = 1.0
 
 
 @dataclass(frozen=True)
@@ -63,96 +67,69 @@ class RunResult:
 # ------------------------------------------------------------------------------------------- TFLite
 
 
-def _check_input(shape, dtype: str, images: np.ndarray, where: str, quantized: bool) -> None:
-    want = tuple(int(d) for d in shape[1:])
-    got = tuple(images.shape[1:])
-    if want != got:
-        raise MobilepreError(f"{where} takes images of shape {want}, the data has {got}: resize the data or rebuild")
-    if not quantized and np.dtype(dtype) != images.dtype:
-        raise MobilepreError(f"{where} takes {np.dtype(dtype).name} input, the data is {images.dtype.name}")
+def run_timeout_s(images: int, runs: int) -> float:
+    """How long one run of an artifact may take: `MOBILEPRE_RUN_TIMEOUT` (the CLI's `--run-timeout`), else
+    a second per image and per timed run, and at least a minute."""
+    override = os.environ.get("MOBILEPRE_RUN_TIMEOUT", "")
+    try:
+        if override and float(override) > 0:
+            return float(override)
+    except ValueError:
+        pass
+    return max(MIN_RUN_TIMEOUT_S, SECONDS_PER_RUN * (images + runs))
 
 
-def _quantize_input(images: np.ndarray, detail: dict) -> np.ndarray:
-    scale, zero = detail["quantization"]
-    dtype = np.dtype(detail["dtype"])
-    if not scale:
-        return images.astype(dtype, copy=False)
-    info = np.iinfo(dtype)
-    q = np.round(images.astype(np.float32) / scale + zero)
-    return np.clip(q, info.min, info.max).astype(dtype)
-
-
-def _dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
-    scale, zero = detail["quantization"]
-    if not scale:
-        return values.astype(np.float32)
-    return (values.astype(np.float32) - zero) * scale
-
-
-def _tflite_output_order(interpreter) -> list[dict]:
-    """Output details in the order of the exported signature's names (output_0, output_1, ...)."""
-    details = interpreter.get_output_details()
-    signatures = interpreter.get_signature_list()
-    if "serving_default" not in signatures:
-        return details
-    by_index = {d["index"]: d for d in details}
-    runner = interpreter.get_signature_runner("serving_default")
-    named = runner.get_output_details()
-    ordered = [by_index.get(named[name]["index"]) for name in sorted(named, key=_natural)]
-    return ordered if all(d is not None for d in ordered) else details
-
-
-def _natural(name: str):
-    head = name.rstrip("0123456789")
-    tail = name[len(head) :]
-    return (head, int(tail) if tail else -1)
+def _run_child(command: list, timeout_s: float, where: str, runtime: str) -> subprocess.CompletedProcess:
+    """Run a runtime's child process under a time limit: a runaway or a crash is one line, exit 1."""
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise MobilepreError(
+            f"{where}: {runtime} did not finish within {timeout_s:g} s (a model that never ends?): "
+            "raise the limit with --run-timeout SECONDS if it is only slow",
+            EXIT_FAILED,
+        ) from None
+    if result.returncode < 0:
+        name = signal.Signals(-result.returncode).name if -result.returncode in signal.valid_signals() else str(-result.returncode)
+        raise MobilepreError(f"{where}: {runtime} crashed running the model ({name})", EXIT_FAILED)
+    return result
 
 
 def run_tflite(content: bytes, images: np.ndarray, threads: int = 1, latency_runs: int = 0, warmup: int = 5, where: str = "candidate") -> RunResult:
-    """Run `images` through a .tflite model in LiteRT; optionally time single-image runs."""
+    """Run `images` through a .tflite model in LiteRT, in a child process under a time limit (the flatbuffer
+    verifier first); optionally time single-image runs."""
     verify_tflite(content, where)
-    try:
-        interpreter = tflite_interpreter(content, threads=threads)
-    except Exception as error:
-        raise MobilepreError(f"{where}: LiteRT could not load the model: {error}") from None
-    inputs = interpreter.get_input_details()
-    if len(inputs) != 1:
-        raise MobilepreError(f"{where} has {len(inputs)} inputs; mobilepre validates one-input image models")
-    detail = inputs[0]
-    quantized = bool(detail["quantization"][0])
-    _check_input(detail["shape"], detail["dtype"], images, where, quantized)
-    if int(detail["shape"][0]) != 1:
-        interpreter.resize_tensor_input(detail["index"], [1, *detail["shape"][1:]])
-        interpreter.allocate_tensors()
-    outputs = _tflite_output_order(interpreter)
-    collected = [[] for _ in outputs]
-    # One image per invoke, at the model's own batch of 1: on XNNPACK this is faster per image than
-    # batches of 64 (measured on MobileNetV2: 140 against 111 images/s), and needs no tensor resizing.
-    quantized_images = _quantize_input(images, detail)
-    started = time.perf_counter()
-    for i in range(len(images)):
-        interpreter.set_tensor(detail["index"], quantized_images[i : i + 1])
-        interpreter.invoke()
-        for k, out in enumerate(outputs):
-            collected[k].append(interpreter.get_tensor(out["index"]).copy())
-    seconds = time.perf_counter() - started
-    results = [_dequantize(np.concatenate(c), out) for c, out in zip(collected, outputs)]
+    with tempfile.TemporaryDirectory(prefix="mobilepre-litert-") as tmp:
+        tmp = Path(tmp)
+        (tmp / "model.tflite").write_bytes(content)
+        np.save(tmp / "images.npy", np.ascontiguousarray(images), allow_pickle=False)
+        request = {
+            "answer_path": str(tmp / "answer.json"),
+            "images_path": str(tmp / "images.npy"),
+            "latency_runs": latency_runs,
+            "model_path": str(tmp / "model.tflite"),
+            "outputs_path": str(tmp / "outputs.npz"),
+            "threads": threads,
+            "warmup": warmup,
+            "where": where,
+        }
+        (tmp / "request.json").write_text(json.dumps(request))
+        timeout = run_timeout_s(len(images), latency_runs + warmup)
+        result = _run_child([sys.executable, str(LITERT_CHILD), str(tmp / "request.json")], timeout, where, "LiteRT")
+        try:
+            answer = json.loads((tmp / "answer.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            detail = (result.stderr.strip().splitlines() or ["no answer"])[-1]
+            raise MobilepreError(f"{where}: LiteRT could not run the model: {detail}", EXIT_FAILED) from None
+        if "error" in answer:
+            raise MobilepreError(answer["error"])
+        with np.load(tmp / "outputs.npz", allow_pickle=False) as saved:
+            outputs = [saved[f"arr_{i}"] for i in range(len(saved.files))]
     latency = None
     if latency_runs:
-        latency = _tflite_latency(interpreter, detail, images[:1], latency_runs, warmup, threads)
-    return RunResult(results, seconds, latency)
-
-
-def _tflite_latency(interpreter, detail, sample, runs: int, warmup: int, threads: int) -> Latency:
-    interpreter.set_tensor(detail["index"], _quantize_input(sample, detail))
-    for _ in range(warmup):
-        interpreter.invoke()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        interpreter.invoke()
-        times.append((time.perf_counter() - t0) * 1000.0)
-    return Latency(float(np.median(times)), float(np.percentile(times, 90)), runs, warmup, threads, "litert")
+        times = answer["latency_ms"]
+        latency = Latency(float(np.median(times)), float(np.percentile(times, 90)), latency_runs, warmup, threads, "litert")
+    return RunResult(outputs, float(answer["seconds"]), latency)
 
 
 # -------------------------------------------------------------------------------------------- TF.js
@@ -181,7 +158,7 @@ def check_node() -> tuple[str, Path]:
 
 def _tfjs_output_names(model_json: dict) -> list[str] | None:
     outputs = (model_json.get("signature") or {}).get("outputs") or {}
-    names = [outputs[key].get("name") for key in sorted(outputs, key=_natural)]
+    names = [outputs[key].get("name") for key in sorted(outputs, key=natural)]
     return names if names and all(names) else None
 
 
@@ -206,9 +183,8 @@ def run_tfjs(folder: Path, images: np.ndarray, latency_runs: int = 0, warmup: in
             "warmup_runs": warmup,
         }
         (tmp / "request.json").write_text(json.dumps(request))
-        result = subprocess.run(
-            [node, str(runner / "runner.mjs"), str(tmp / "request.json")], capture_output=True, text=True, timeout=1800
-        )
+        timeout = run_timeout_s(len(images), latency_runs + warmup)
+        result = _run_child([node, str(runner / "runner.mjs"), str(tmp / "request.json")], timeout, where, "TF.js")
         answer = _runner_answer(result, where)
         flat = np.fromfile(tmp / "output.bin", dtype=np.float32)
     outputs, offset = [], 0

@@ -108,3 +108,19 @@ def write_artifact(artifact, folder: Path) -> Path:
     for name, data in artifact.files.items():
         (folder / name).write_bytes(data)
     return folder / "model.tflite" if "model.tflite" in artifact.files else folder
+
+
+@pytest.fixture(scope="session")
+def endless_tflite(tf, tmp_path_factory):
+    """A structurally valid .tflite (demo-shaped uint8 32x32x1 input) whose WHILE loop never ends."""
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 32, 32, 1], tf.uint8)])
+    def forever(pixels):
+        start = tf.reduce_sum(tf.cast(pixels, tf.float32))
+        end = tf.while_loop(lambda x: x > -1.0, lambda x: x + 1.0, [start])[0]  # x + 1 never goes below -1
+        return tf.fill([1, 10], end)
+
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([forever.get_concrete_function()], forever)
+    path = tmp_path_factory.mktemp("endless") / "endless.tflite"
+    path.write_bytes(converter.convert())
+    return path

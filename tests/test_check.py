@@ -4,6 +4,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -229,3 +230,16 @@ def test_a_bundle_without_artifacts_or_in_another_profile_s_folder_fails(bundles
     shutil.copytree(bundles / "web-mobile", bundles / "npu-int8")
     result = check(bundles, measure=False)
     assert ("release[npu-int8]", "folder npu-int8 holds the bundle of profile web-mobile") in _release_failures(result)
+
+
+def test_an_artifact_that_never_ends_is_one_line_and_exit_1_not_a_hang(bundles, endless_tflite):
+    bundle = bundles / "npu-int8"
+    (bundle / "model.tflite").write_bytes(endless_tflite.read_bytes())
+    _rehash(bundle, "model.tflite")
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest["artifacts"][0]["sha256"] = hashlib.sha256(endless_tflite.read_bytes()).hexdigest()
+    (bundle / "manifest.json").write_bytes(seal_manifest(manifest))
+    started = time.monotonic()
+    result = run_cli("--run-timeout", "3", "check", bundles, "--no-measure", env=FAST, timeout=120)
+    assert result.returncode == 1 and time.monotonic() - started < 60, result.stderr
+    assert "LiteRT did not finish within 3 s" in result.stdout and "Traceback" not in result.stderr

@@ -141,3 +141,15 @@ def test_missing_node_or_tfjs_packages_is_one_clear_line(demo_artifacts, tmp_pat
     no_packages = {**FAST, "MOBILEPRE_TFJS_RUNNER": str(tmp_path)}
     result = run_cli(*args, env=no_packages)
     assert result.returncode == 2 and "npm ci" in result.stderr
+
+
+def test_validate_of_an_endless_model_stops_at_the_time_limit(endless_tflite, tmp_path):
+    import numpy as np
+
+    from tests.conftest import run_cli
+
+    data = tmp_path / "d.npz"
+    np.savez(data, images=np.zeros((2, 32, 32, 1), np.uint8))
+    result = run_cli("--run-timeout", "2", "validate", demo.model_path(), endless_tflite, "--data", data, timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 1 and len(lines) == 1 and "did not finish within 2 s" in lines[0], result.stderr

@@ -1,0 +1,122 @@
+"""Runs one .tflite model in LiteRT in a child process, so that a run has a time limit and a crash of the
+native runtime is an error of the parent, not its death. Imports only NumPy and LiteRT (about 0.1 s).
+
+Usage: python litert_child.py REQUEST.json. The request names the model, the images (.npy), the thread
+count, the latency runs and where to write the outputs (.npz, one array per output in the exported
+signature's order) and the answer (.json: timings, or an error line).
+"""
+
+import json
+import sys
+import time
+
+import numpy as np
+
+
+def main(request_path: str) -> int:
+    with open(request_path) as f:
+        request = json.load(f)
+    try:
+        answer = run(request)
+    except UserFacing as error:
+        answer = {"error": str(error)}
+    with open(request["answer_path"], "w") as f:
+        json.dump(answer, f)
+    return 0
+
+
+class UserFacing(Exception):
+    """A problem of the model or the data, said in one line."""
+
+
+def run(request: dict) -> dict:
+    from ai_edge_litert.interpreter import Interpreter
+
+    where = request["where"]
+    try:
+        interpreter = Interpreter(model_path=request["model_path"], num_threads=request["threads"])
+        interpreter.allocate_tensors()
+    except Exception as error:
+        raise UserFacing(f"{where}: LiteRT could not load the model: {str(error).strip() or type(error).__name__}") from None
+    images = np.load(request["images_path"], allow_pickle=False)
+    inputs = interpreter.get_input_details()
+    if len(inputs) != 1:
+        raise UserFacing(f"{where} has {len(inputs)} inputs; mobilepre validates one-input image models")
+    detail = inputs[0]
+    quantized = bool(detail["quantization"][0])
+    want = tuple(int(d) for d in detail["shape"][1:])
+    if want != tuple(images.shape[1:]):
+        raise UserFacing(f"{where} takes images of shape {want}, the data has {tuple(images.shape[1:])}: resize the data or rebuild")
+    if not quantized and np.dtype(detail["dtype"]) != images.dtype:
+        raise UserFacing(f"{where} takes {np.dtype(detail['dtype']).name} input, the data is {images.dtype.name}")
+    if int(detail["shape"][0]) != 1:
+        interpreter.resize_tensor_input(detail["index"], [1, *detail["shape"][1:]])
+        interpreter.allocate_tensors()
+    outputs = output_order(interpreter)
+    collected = [[] for _ in outputs]
+    # One image per invoke, at the model's own batch of 1: on XNNPACK this is faster per image than
+    # batches of 64 (measured on MobileNetV2: 140 against 111 images/s), and needs no tensor resizing.
+    ready = quantize_input(images, detail)
+    started = time.perf_counter()
+    for i in range(len(images)):
+        interpreter.set_tensor(detail["index"], ready[i : i + 1])
+        interpreter.invoke()
+        for k, out in enumerate(outputs):
+            collected[k].append(interpreter.get_tensor(out["index"]).copy())
+    seconds = time.perf_counter() - started
+    results = [dequantize(np.concatenate(c), out) for c, out in zip(collected, outputs)]
+    np.savez(request["outputs_path"], *results)
+    answer = {"seconds": seconds}
+    if request["latency_runs"]:
+        answer["latency_ms"] = latency(interpreter, detail, ready[:1], request["latency_runs"], request["warmup"])
+    return answer
+
+
+def quantize_input(images: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    dtype = np.dtype(detail["dtype"])
+    if not scale:
+        return images.astype(dtype, copy=False)
+    info = np.iinfo(dtype)
+    q = np.round(images.astype(np.float32) / scale + zero)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(values: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    if not scale:
+        return values.astype(np.float32)
+    return (values.astype(np.float32) - zero) * scale
+
+
+def output_order(interpreter) -> list:
+    """Output details in the order of the exported signature's names (output_0, output_1, ...)."""
+    details = interpreter.get_output_details()
+    if "serving_default" not in interpreter.get_signature_list():
+        return details
+    by_index = {d["index"]: d for d in details}
+    named = interpreter.get_signature_runner("serving_default").get_output_details()
+    ordered = [by_index.get(named[name]["index"]) for name in sorted(named, key=natural)]
+    return ordered if all(d is not None for d in ordered) else details
+
+
+def natural(name: str):
+    head = name.rstrip("0123456789")
+    tail = name[len(head) :]
+    return (head, int(tail) if tail else -1)
+
+
+def latency(interpreter, detail, sample, runs: int, warmup: int) -> list:
+    interpreter.set_tensor(detail["index"], sample)
+    for _ in range(warmup):
+        interpreter.invoke()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        interpreter.invoke()
+        times.append((time.perf_counter() - t0) * 1000.0)
+    return times
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
