@@ -27,6 +27,7 @@ from mobilepre.models import from_keras, load_model
 from mobilepre.profiles import Profile, default_profiles_dir, format_size, load_profiles
 from mobilepre.report import render_html
 from mobilepre.search import FormatResult, search
+from mobilepre.signing import SIGNATURE_FILE, sign_bundle
 from mobilepre.versions import toolchain_versions
 
 REPORT_SCHEMA = "mobilepre.report/2"
@@ -54,6 +55,8 @@ class BuildOptions:
         prune_epochs (int): distillation epochs of each pruned candidate. Default 30.
         trust_model (bool): lift the model scan's refusals. Default False.
         input_shape (tuple | None): H,W,C for models with dynamic input sizes.
+        sign_key (Path | None): an elliptic-curve private key (PEM): each bundle gets a `signature.sig`
+            over all its files (OpenSSF model-signing), for `check --verify-key`.
         config (Path | None): the `--config` file these options came from; the output may not replace it.
     """
 
@@ -73,6 +76,7 @@ class BuildOptions:
     prune_epochs: int = 30
     trust_model: bool = False
     input_shape: tuple | None = None
+    sign_key: Path | None = None
     config: Path | None = None
 
     def __post_init__(self):
@@ -325,7 +329,7 @@ def build(options: BuildOptions, progress=None) -> BuildResult:
 def _build(options: BuildOptions, progress) -> BuildResult:
     out = Path(options.out)
     inputs = (options.model, options.profiles, options.calibration, options.validation, options.labels,
-              options.device_timings, options.config)
+              options.device_timings, options.config, options.sign_key)
     check_output(out, options.force, "--out", inputs, previous_output_problem)
     profiles = load_profiles(options.profiles or default_profiles_dir())
     if options.profile:
@@ -361,6 +365,10 @@ def _build(options: BuildOptions, progress) -> BuildResult:
         check_output(out, options.force, "--out", inputs, previous_output_problem)  # again: another build may have written it
         with staging_folder(out) as staging:
             result = _write_outputs(staging, profiles, results, evaluator, source_info, validation, calibration, str(out))
+            if options.sign_key:
+                for summary in result.profiles:
+                    if summary.bundle:
+                        sign_bundle(staging / summary.bundle, options.sign_key)
             fsync_tree(staging)
             replace_tree(staging, out)
     return result
@@ -412,6 +420,8 @@ def previous_output_problem(folder: Path) -> str | None:
         if entry.name in _BUILD_FILES and entry.is_file() and not entry.is_symlink():
             continue
         if entry.name in bundles and entry.is_dir() and not entry.is_symlink() and (entry / "manifest.json").is_file():
+            continue
+        if entry.name == SIGNATURE_FILE:
             continue
         return f"it holds {entry.name}, which a build does not write"
     return None

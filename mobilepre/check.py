@@ -21,6 +21,7 @@ from mobilepre.manifest import IntegrityError, read_manifest, safe_relative
 from mobilepre.models import load_model
 from mobilepre.profiles import Profile, default_profiles_dir, load_profiles
 from mobilepre.quantize.artifact import gzip_size
+from mobilepre.signing import SIGNATURE_FILE, sign_bundle, signature_problem
 from mobilepre.toml_reader import read_regular_file
 from mobilepre.validate import compare, reference_outputs, run_candidate, worst
 
@@ -207,7 +208,7 @@ def _verify_files(bundle: Path, manifest: dict) -> None:
                 raise IntegrityError(f"{relative} is a symlink; bundles hold regular files only")
             if name in filenames:
                 seen.add(relative)
-    extra = sorted(seen - set(listed) - {"manifest.json"})
+    extra = sorted(seen - set(listed) - {"manifest.json", SIGNATURE_FILE})
     if extra:
         raise IntegrityError(f"{extra[0]} is not listed in manifest.json (an unlisted file)")
     for relative, entry in sorted(listed.items()):
@@ -288,10 +289,12 @@ def check(
     input_range: tuple[float, float] = (0.0, 1.0),
     trust: bool = False,
     only_present: bool = False,
+    verify_key: Path | None = None,
 ) -> CheckResult:
     """Check every bundle under `root` (or `root` itself when it is one), and that a build output is a
     complete release: every profile its report names has its bundle, and with `profiles` every current
-    profile too, unless `only_present`."""
+    profile too, unless `only_present`. With `verify_key`, every bundle must carry a signature that the
+    key verifies over its files as they are now."""
     bundles = find_bundles(root)
     timings = parse_device_timings(device_timings) if device_timings else None
     if profiles is not None and not Path(profiles).exists():
@@ -299,7 +302,7 @@ def check(
     if data is not None and reference is None:
         reference = _demo_reference_for(bundles)
     validation = _Validation(reference, data, input_range, trust) if data is not None else None
-    results = tuple(_check_bundle(b, profiles, measure, timings, validation) for b in bundles)
+    results = tuple(_check_bundle(b, profiles, measure, timings, validation, verify_key) for b in bundles)
     single = bundles == [Path(root)]
     release = () if single or only_present else _release_findings(Path(root), results, profiles)
     return CheckResult(str(root), results, release)
@@ -378,7 +381,11 @@ def _target(bundle: Path, artifact: dict) -> Path:
     return path if artifact["format"] == "tflite" else path.parent
 
 
-def _check_bundle(bundle: Path, profiles, measure: bool, timings, validation) -> BundleResult:
+def _check_bundle(bundle: Path, profiles, measure: bool, timings, validation, verify_key=None) -> BundleResult:
+    if verify_key is not None:  # before anything of the bundle is parsed: a signed release is trusted only as signed
+        problem = signature_problem(bundle, verify_key)
+        if problem:
+            return BundleResult(bundle.name, None, (Finding("signature", False, f"{bundle.name}: {problem}"),))
     try:
         manifest = read_manifest(bundle)
         _verify_files(bundle, manifest)
@@ -386,6 +393,8 @@ def _check_bundle(bundle: Path, profiles, measure: bool, timings, validation) ->
     except IntegrityError as error:
         return BundleResult(bundle.name, None, (Finding("integrity", False, f"{bundle.name}: {error}"),))
     findings = [Finding("integrity", True, f"{len(manifest['files'])} files match manifest.json; artifacts verified")]
+    if verify_key is not None:
+        findings.append(Finding("signature", True, f"every file is signed by the key of {Path(verify_key).name}"))
     if validation is not None and manifest["source"].get("identity") != validation.source.identity:
         findings.append(Finding("reference", False, "--reference is not the model this bundle was built from (identity differs)"))
         return BundleResult(bundle.name, manifest["profile"].get("name"), tuple(findings))
@@ -439,3 +448,45 @@ def _sample_input(manifest: dict):
     if len(shape) != 3 or dtype not in ("uint8", "float32"):
         raise MobilepreError("manifest.json: source.input_shape / input_dtype are missing or invalid")
     return np.zeros((1, *shape), dtype=dtype)
+
+
+# ------------------------------------------------------------------------------------------ signing
+
+
+@dataclass(frozen=True)
+class SignResult:
+    """What `sign` did: the bundles signed, and those refused because they fail their integrity check."""
+
+    root: str
+    signed: tuple = ()
+    refused: tuple = ()
+
+    @property
+    def passed(self) -> bool:
+        return not self.refused
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.passed else EXIT_FAILED
+
+    def to_dict(self) -> dict:
+        return {"passed": self.passed, "refused": [f.to_dict() for f in self.refused], "root": self.root, "signed": list(self.signed)}
+
+    def to_text(self) -> str:
+        lines = [f"signed {name}/{SIGNATURE_FILE}" for name in self.signed]
+        lines += [f"NOT SIGNED {f.message}" for f in self.refused]
+        return "\n".join(lines)
+
+
+def sign_bundles(root: Path, private_key: Path) -> SignResult:
+    """Sign every bundle under `root` that matches its manifest; a damaged bundle is never signed."""
+    signed, refused = [], []
+    for bundle in find_bundles(root):
+        try:
+            _verify_files(bundle, read_manifest(bundle))
+        except IntegrityError as error:
+            refused.append(Finding("integrity", False, f"{bundle.name}: {error}"))
+            continue
+        sign_bundle(bundle, private_key)
+        signed.append(bundle.name)
+    return SignResult(str(root), tuple(signed), tuple(refused))

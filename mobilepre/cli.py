@@ -13,6 +13,7 @@ import typer
 from mobilepre.builder import BuildOptions, stderr_progress
 from mobilepre.builder import build as run_build
 from mobilepre.check import check as run_check
+from mobilepre.check import sign_bundles
 from mobilepre.compress import prune_file, quantize_file
 from mobilepre.config import load_build_config
 from mobilepre.data import DataOptions, parse_range
@@ -223,6 +224,7 @@ def build(
     prune_epochs: Annotated[Optional[int], typer.Option(help="Distillation epochs per pruned candidate (default 30).")] = None,
     input_shape: ShapeOption = None,
     trust_model: Annotated[Optional[bool], typer.Option("--trust-model", help="Lift the model scan's refusals (see README).")] = None,
+    sign_key: Annotated[Optional[Path], typer.Option(help="Sign each bundle with this elliptic-curve private key (PEM).")] = None,
     force: Annotated[Optional[bool], typer.Option("--force", help="Replace an existing output folder.")] = None,
     as_json: JsonOption = False,
 ):
@@ -233,7 +235,7 @@ def build(
         "calibration": calibration, "validation": validation, "labels": labels, "frontend": frontend,
         "input_range": parse_range(input_range) if input_range else None, "device_timings": device_timings,
         "jobs": jobs, "latency_runs": latency_runs, "prune_epochs": prune_epochs,
-        "input_shape": _shape(input_shape), "trust_model": trust_model, "force": force,
+        "input_shape": _shape(input_shape), "trust_model": trust_model, "force": force, "sign_key": sign_key,
     }
     options.update({k: v for k, v in given.items() if v is not None})
     if "out" not in options:
@@ -253,6 +255,7 @@ def check(
     device_timings: Annotated[Optional[Path], typer.Option(help="JSON of on-device latencies per candidate.")] = None,
     input_range: RangeOption = "0:1",
     only_present: Annotated[bool, typer.Option("--only-present", help="Check the bundles there without requiring every profile's bundle.")] = False,
+    verify_key: Annotated[Optional[Path], typer.Option(help="Require every bundle to be signed by the private key of this public key (PEM).")] = None,
     junit: Annotated[Optional[Path], typer.Option(help="Write JUnit XML here: one test case per bundle and check.")] = None,
     trust_model: TrustOption = False,
     as_json: JsonOption = False,
@@ -261,12 +264,24 @@ def check(
     result = run_check(
         root, profiles=profiles, data=data, reference=reference, measure=measure,
         device_timings=device_timings, input_range=parse_range(input_range), trust=trust_model,
-        only_present=only_present,
+        only_present=only_present, verify_key=verify_key,
     )
     if junit is not None:
 
         with atomic_file(junit) as tmp:
             tmp.write_text(result.junit_xml())
+    _emit(result, as_json)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def sign(
+    root: Annotated[Path, typer.Argument(help="A build output folder, or one bundle.")],
+    key: Annotated[Path, typer.Option(help="Elliptic-curve private key (PEM).")],
+    as_json: JsonOption = False,
+):
+    """Sign every bundle under ROOT (each must pass its integrity check first). Exit 1 if one does not."""
+    result = sign_bundles(root, key)
     _emit(result, as_json)
     raise typer.Exit(result.exit_code)
 

@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,7 +87,9 @@ def load_model(path, trust: bool = False, input_shape: tuple | None = None, isol
 
     The file is scanned before Keras sees it (`mobilepre.safety`), then, with `isolate` (default: on,
     unless the environment sets MOBILEPRE_ISOLATE_LOADS=0), loaded once in a child process, so that a
-    file that crashes TensorFlow's native loader becomes an error here instead of killing this process.
+    file that crashes TensorFlow's native loader becomes an error here instead of killing this process,
+    and code that slipped past the scan cannot write files: on Linux with Landlock the child may write
+    only into its own scratch folder (`mobilepre.sandbox`).
     The trial costs one TensorFlow start-up (a few seconds).
     """
     if isolate is None:
@@ -99,9 +102,10 @@ def load_model(path, trust: bool = False, input_shape: tuple | None = None, isol
         # The child loads the model while this process imports TensorFlow (the costly part of both),
         # so on two cores the isolation costs little; this process touches the model only after the
         # child has loaded it without crashing.
-        child = _start_trial_load(path, fmt, trust)
-        _import_keras()
-        _finish_trial_load(child, path)
+        with tempfile.TemporaryDirectory(prefix="mobilepre-load-") as scratch:
+            child = _start_trial_load(path, fmt, trust, scratch)
+            _import_keras()
+            _finish_trial_load(child, path)
     model = _load(path, fmt, trust)
     return from_keras(model, input_shape, str(path), fmt)
 
@@ -150,6 +154,9 @@ _PROBE = """
 import os
 import sys
 from pathlib import Path
+from mobilepre.sandbox import restrict_writes
+os.environ["TMPDIR"] = sys.argv[4]
+restrict_writes([sys.argv[4]])  # from here on, nothing in this process writes outside its scratch folder
 from mobilepre.models import _load
 from mobilepre.errors import MobilepreError
 try:
@@ -171,9 +178,9 @@ def _import_keras() -> None:
     import mobilepre.layers  # noqa: F401
 
 
-def _start_trial_load(path: Path, fmt: str, trust: bool) -> subprocess.Popen:
+def _start_trial_load(path: Path, fmt: str, trust: bool, scratch: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", _PROBE, str(path), fmt, "1" if trust else "0"],
+        [sys.executable, "-c", _PROBE, str(path), fmt, "1" if trust else "0", scratch],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,

@@ -17,8 +17,8 @@ PACKAGES = {"mobilepre": ROOT / "mobilepre", "mobilepre.quantize": ROOT / "quant
 # The chain of the brief, lowest first: a module imports only from its own layer or lower ones.
 LAYERS = [
     {"mobilepre.quantize", "mobilepre.errors", "mobilepre.metrics", "mobilepre.sizes", "mobilepre._tf", "mobilepre.versions",
-     "mobilepre.litert_child"},
-    {"mobilepre.graph_scan", "mobilepre.toml_reader", "mobilepre.fsutil", "mobilepre.macs", "mobilepre.artifacts",
+     "mobilepre.litert_child", "mobilepre.sandbox"},
+    {"mobilepre.graph_scan", "mobilepre.signing", "mobilepre.toml_reader", "mobilepre.fsutil", "mobilepre.macs", "mobilepre.artifacts",
      "mobilepre.budgets", "mobilepre.demo", "mobilepre.tfjs_runner"},
     {"mobilepre.safety"},
     {"mobilepre.profiles", "mobilepre.data", "mobilepre.models", "mobilepre.runtimes", "mobilepre.frontend",
