@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .artifact import Artifact
 from .settings import Format, Mode, QuantizationSettings, QuantizeError
+from .tfjs_passes import corrected_passes
 
 _DTYPE_MAP = {Mode.FLOAT16: {"float16": True}, Mode.UINT16: {"uint16": True}, Mode.UINT8: {"uint8": True}}
 # Fields of model.json the runtime does not read.
@@ -33,7 +34,7 @@ def convert_tfjs(saved_model_dir: Path, settings: QuantizationSettings, sparsity
 
     with tempfile.TemporaryDirectory(prefix="mobilepre-tfjs-") as out:
         try:
-            with native_stderr_silenced():
+            with native_stderr_silenced(), corrected_passes():
                 converter.convert_tf_saved_model(
                     str(saved_model_dir),
                     out,

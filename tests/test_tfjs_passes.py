@@ -1,0 +1,70 @@
+"""`mobilepre.quantize.tfjs_passes`: the pinned tensorflowjs turns any add after a convolution or matmul into
+a fused bias; the corrected pass fuses only a real bias. Each pattern runs in TF.js (Node, wasm) and must
+match Keras."""
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from mobilepre import quantize
+from mobilepre.runtimes import run_tfjs
+
+
+def _tfjs_matches_keras(model, tmp_path, images):
+    artifact = quantize.convert(model, quantize.QuantizationSettings("tfjs", "float32"))
+    folder = tmp_path / "tfjs"
+    folder.mkdir()
+    for name, data in artifact.files.items():
+        (folder / name).write_bytes(data)
+    run = run_tfjs(folder, images)
+    want = model.predict(images, verbose=0)
+    want = want if isinstance(want, list) else [want]
+    for got, expected in zip(run.outputs, want):
+        assert np.abs(got - expected).max() < 1e-4
+    return json.loads(artifact.files["model.json"])
+
+
+def _ops(model_json) -> list:
+    """(op, fused ops) per node; model.json keeps string attributes base64-encoded."""
+    return [(n["op"], [base64.b64decode(a).decode() for a in n.get("attr", {}).get("fused_ops", {}).get("list", {}).get("s", [])])
+            for n in model_json["modelTopology"]["node"]]
+
+
+@pytest.fixture
+def images():
+    return np.random.default_rng(0).uniform(0, 1, (4, 16, 16, 3)).astype(np.float32)
+
+
+def test_scalar_add_after_a_convolution_hard_swish_style(keras, tmp_path, images):
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.ReLU(6.0)(keras.layers.Conv2D(8, 3)(inputs) + 3.0)
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(x))
+    _tfjs_matches_keras(keras.Model(inputs, outputs), tmp_path, images)
+
+
+def test_residual_add_after_convolution_and_batch_norm(keras, tmp_path, images):
+    inputs = keras.Input((16, 16, 3))
+    branch = keras.layers.Conv2D(8, 1, padding="same")(inputs)
+    main = keras.layers.BatchNormalization()(keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(inputs))
+    x = keras.layers.Add()([main, branch])
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
+    _tfjs_matches_keras(keras.Model(inputs, outputs), tmp_path, images)
+
+
+def test_add_after_a_matmul(keras, tmp_path, images):
+    inputs = keras.Input((16, 16, 3))
+    flat = keras.layers.Flatten()(keras.layers.AveragePooling2D(4)(inputs))
+    x = keras.layers.Add()([keras.layers.Dense(5, use_bias=False)(flat), keras.layers.Dense(5)(flat)])
+    _tfjs_matches_keras(keras.Model(inputs, keras.layers.Dense(2)(x)), tmp_path, images)
+
+
+def test_a_real_bias_is_still_fused(keras, tmp_path, images):
+    inputs = keras.Input((16, 16, 3))
+    conv = keras.layers.Conv2D(8, 3, activation="relu")
+    outputs = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(conv(inputs)))
+    conv.bias.assign(np.linspace(-0.5, 0.5, 8).astype(np.float32))  # a zero bias is folded away before fusion
+    model_json = _tfjs_matches_keras(keras.Model(inputs, outputs), tmp_path, images)
+    fused = [ops for op, ops in _ops(model_json) if op == "_FusedConv2D"]
+    assert fused and "BiasAdd" in fused[0]
