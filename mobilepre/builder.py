@@ -213,9 +213,10 @@ class BuildResult:
                 lat = f"{ms:.2f} ms" if ms is not None else "-"
                 top1 = row.drift.get("top1_agreement")
                 verdict = "ok" if f.chosen else "NO CANDIDATE: " + "; ".join(row.verdict.failures)
+                size, gzip = (f"{row.size_bytes:,}", f"{row.gzip_bytes:,}") if row.size_bytes else ("-", "-")
                 lines.append(
-                    f"{p.name:<18} {f.format:<7} {row.candidate:<22} {row.size_bytes:>9} "
-                    f"{row.gzip_bytes:>9} {'-' if top1 is None else f'{top1:.4f}':>7} {lat:>12}  {verdict}"
+                    f"{p.name:<18} {f.format:<7} {row.candidate:<22} {size:>9} "
+                    f"{gzip:>9} {'-' if top1 is None else f'{top1:.4f}':>7} {lat:>12}  {verdict}"
                 )
         written = sum(p.passed for p in self.profiles)
         where = f"{written} of {len(self.profiles)} bundles in {self.out}" if written else "no bundle written"

@@ -67,6 +67,7 @@ class Evaluator:
         self._models: dict[float, tuple] = {}  # sparsity -> (keras model, saved model dir, reached sparsity)
         self._reference = None
         self._lock = threading.Lock()
+        self._unsupported: dict = {}  # format -> why its runtime cannot run this model (recurs in every mode)
 
     def reference(self) -> list:
         if self._reference is None:
@@ -103,6 +104,8 @@ class Evaluator:
         return {c: self.measured[c] for c in candidates}
 
     def _convert(self, candidate: Candidate) -> Measured:
+        if candidate.fmt in self._unsupported:  # the same ops fail every mode: do not convert again
+            return Measured(candidate, {}, 0, 0, candidate.sparsity, {}, error=self._unsupported[candidate.fmt])
         try:
             model, directory, reached = self._variant(candidate.sparsity)
         except quantize.QuantizeError as error:  # a failed candidate, not a failed build
@@ -110,6 +113,10 @@ class Evaluator:
         settings = quantize.QuantizationSettings(candidate.fmt, candidate.mode, io_type=candidate.io_type)
         try:
             artifact = quantize.convert(model, settings, self.calibration, saved_model_dir=directory, sparsity=reached)
+        except quantize.UnsupportedOpsError as error:
+            self._unsupported[candidate.fmt] = str(error)
+            self.progress(f"{candidate.fmt}: {error}; no {candidate.fmt} mode can be built")
+            return Measured(candidate, {}, 0, 0, reached, {}, error=str(error))
         except quantize.QuantizeError as error:
             return Measured(candidate, {}, 0, 0, reached, {}, error=str(error))
         self.conversions += 1

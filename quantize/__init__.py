@@ -15,6 +15,7 @@ from .settings import (
     Mode,
     QuantizationSettings,
     QuantizeError,
+    UnsupportedOpsError,
 )
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "PruneSettings",
     "QuantizationSettings",
     "QuantizeError",
+    "UnsupportedOpsError",
     "convert",
     "prune",
 ]

@@ -10,6 +10,10 @@ class QuantizeError(Exception):
     """The model or the data cannot be compressed as asked; the message says what, where, and what to do."""
 
 
+class UnsupportedOpsError(QuantizeError):
+    """The model holds ops the format's runtime cannot run: every mode of that format fails the same way."""
+
+
 class Format(StrEnum):
     TFLITE = "tflite"
     TFJS = "tfjs"

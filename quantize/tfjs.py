@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from .artifact import Artifact
-from .settings import Format, Mode, QuantizationSettings, QuantizeError
+from .settings import Format, Mode, QuantizationSettings, QuantizeError, UnsupportedOpsError
 from .tfjs_passes import corrected_passes
 
 _DTYPE_MAP = {Mode.FLOAT16: {"float16": True}, Mode.UINT16: {"uint16": True}, Mode.UINT8: {"uint8": True}}
@@ -22,6 +22,24 @@ def normalise_model_json(raw: bytes, strip_metadata: bool) -> bytes:
         for key in _METADATA_KEYS:
             document.pop(key, None)
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+
+# Function-call ops the converter lists beside the real culprit when the culprit sits in a nested function.
+_CALL_OPS = frozenset({"StatefulPartitionedCall", "PartitionedCall"})
+# Known remedies, by op.
+_REMEDIES = {
+    "Erf": "exact GELU: use keras.activations.gelu(x, approximate=True) (the tanh form) for TF.js",
+    "Erfc": "exact GELU: use keras.activations.gelu(x, approximate=True) (the tanh form) for TF.js",
+}
+
+
+def _unsupported_message(text: str) -> str:
+    """The converter's 'Unsupported Ops' text as one line: the real ops, and the fix where one is known."""
+    listed = {w.strip(",") for w in text.split("\n", 1)[-1].split() if w.strip(",")}
+    ops = sorted(listed - _CALL_OPS) or sorted(listed)
+    remedies = sorted({_REMEDIES[op] for op in ops if op in _REMEDIES})
+    fix = "; ".join(remedies) if remedies else "change the model for the tfjs format"
+    return f"TF.js cannot run these ops: {', '.join(ops)}; {fix}"
 
 
 def convert_tfjs(saved_model_dir: Path, settings: QuantizationSettings, sparsity: float = 0.0) -> Artifact:
@@ -45,8 +63,7 @@ def convert_tfjs(saved_model_dir: Path, settings: QuantizationSettings, sparsity
         except ValueError as error:
             text = str(error)
             if "Unsupported Ops" in text:
-                ops = ", ".join(sorted({w.strip(",") for w in text.split("\n", 1)[-1].split() if w.strip(",")}))
-                raise QuantizeError(f"TF.js cannot run these ops: {ops}; change the model for the tfjs format") from error
+                raise UnsupportedOpsError(_unsupported_message(text)) from error
             raise QuantizeError(f"TF.js conversion ({settings.key}) failed: {text.splitlines()[0]}") from error
         files = {}
         for path in sorted(Path(out).iterdir()):

@@ -10,7 +10,7 @@ import numpy as np
 from .artifact import Artifact
 from .checks import check_calibration
 from .runtime import tflite_interpreter
-from .settings import Format, IOType, Mode, QuantizationSettings, QuantizeError
+from .settings import Format, IOType, Mode, QuantizationSettings, QuantizeError, UnsupportedOpsError
 
 MAX_CALIBRATION_SAMPLES = 500
 
@@ -81,7 +81,7 @@ def convert_tflite(
         text = str(error)
         ops = _unsupported_ops(text)
         if ops:
-            raise QuantizeError(
+            raise UnsupportedOpsError(
                 f"TFLite builtins cannot run these ops: {', '.join(ops)}; change the model or set "
                 "allow_select_tf_ops (needs the Flex delegate on the device)"
             ) from error

@@ -68,3 +68,30 @@ def test_a_real_bias_is_still_fused(keras, tmp_path, images):
     model_json = _tfjs_matches_keras(keras.Model(inputs, outputs), tmp_path, images)
     fused = [ops for op, ops in _ops(model_json) if op == "_FusedConv2D"]
     assert fused and "BiasAdd" in fused[0]
+
+
+def test_exact_gelu_is_named_with_its_fix_and_no_call_ops(keras):
+    from mobilepre.quantize.tfjs import _unsupported_message
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="gelu")(keras.layers.Flatten()(inputs)))
+    with pytest.raises(quantize.QuantizeError, match=r"cannot run these ops: Erfc; exact GELU: use .*approximate=True"):
+        quantize.convert(model, quantize.QuantizationSettings("tfjs", "float32"))
+    message = _unsupported_message("Unsupported Ops in the model before optimization\nStatefulPartitionedCall, Erfc")
+    assert "StatefulPartitionedCall" not in message and "Erfc" in message
+
+
+def test_an_unsupported_op_ends_the_format_after_one_conversion(keras, tmp_path):
+    from mobilepre.candidates import Candidate
+    from mobilepre.evaluate import Evaluator
+    from mobilepre.models import from_keras
+
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="gelu")(keras.layers.Flatten()(inputs)))
+    images = np.zeros((2, 8, 8, 3), np.float32)
+    said = []
+    evaluator = Evaluator(from_keras(model), images, images, None, tmp_path, said.append)
+    candidates = [Candidate("tfjs", mode) for mode in ("float32", "float16", "uint16", "uint8")]
+    measured = evaluator.measure_many(candidates)
+    assert {m.error for m in measured.values()} == {measured[candidates[0]].error} and "Erfc" in measured[candidates[0]].error
+    assert sum("no tfjs mode can be built" in line for line in said) == 1 and evaluator.conversions == 0
