@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from mobilepre.metrics import TOLERANCES, relative_gap
+from mobilepre.metrics import TOLERANCES, OutputKind, relative_gap
 
 
 @dataclass(frozen=True)
@@ -17,8 +17,8 @@ class Measurement:
 
     Attributes:
         size_bytes (int), gzip_bytes (int): bytes on disk and gzip bytes.
-        drift (dict[str, float]): metric -> value (see `mobilepre.metrics.TOLERANCES`), the worst across
-            outputs.
+        outputs (tuple[dict, ...]): per output, its `name`, `kind` and measured metrics (metric -> value,
+            see `mobilepre.metrics.TOLERANCES`), as `validate.OutputDrift.to_dict()` gives them.
         labels (bool): drift was measured against labelled images (accuracy budgets apply).
         error (str | None): the artifact cannot be used (conversion or runtime failure).
         size_source (str), drift_source (str): where the figures come from, e.g. "measured",
@@ -27,7 +27,7 @@ class Measurement:
 
     size_bytes: int
     gzip_bytes: int
-    drift: dict = field(default_factory=dict)
+    outputs: tuple = ()
     labels: bool = False
     error: str | None = None
     size_source: str = "measured"
@@ -70,6 +70,7 @@ class BudgetCheck:
 
     Attributes:
         name (str): the profile key, e.g. "max_size", "max_latency_ms", "min_top1_agreement".
+        output (str | None): for a drift budget, the output it was judged on.
         value (float | None): the figure; None when unknown (which fails) or not measured (skipped).
         limit (float): the profile's bound.
         unit (str): "B", "ms" or "" for drift metrics.
@@ -88,12 +89,18 @@ class BudgetCheck:
     gap: float
     source: str
     note: str | None = None
+    output: str | None = None
+
+    @property
+    def label(self) -> str:
+        """The budget's name, with the output it was judged on: `min_top1_agreement[cls]`."""
+        return f"{self.name}[{self.output}]" if self.output else self.name
 
     @property
     def message(self) -> str:
         if self.value is None:
-            return f"{self.name}: {self.note or 'unknown'} (limit {_show(self.limit, self.unit)})"
-        return f"{self.name}: {_show(self.value, self.unit)} vs {_show(self.limit, self.unit)} ({self.source})"
+            return f"{self.label}: {self.note or 'unknown'} (limit {_show(self.limit, self.unit)})"
+        return f"{self.label}: {_show(self.value, self.unit)} vs {_show(self.limit, self.unit)} ({self.source})"
 
     def to_dict(self) -> dict:
         out = {
@@ -107,12 +114,15 @@ class BudgetCheck:
         }
         if self.note:
             out["note"] = self.note
+        if self.output:
+            out["output"] = self.output
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> BudgetCheck:
         gap = math.inf if data["gap"] is None else data["gap"]
-        return cls(data["name"], data["value"], data["limit"], data["unit"], data["passed"], gap, data["source"], data.get("note"))
+        return cls(data["name"], data["value"], data["limit"], data["unit"], data["passed"], gap, data["source"],
+                   data.get("note"), data.get("output"))
 
 
 @dataclass(frozen=True)
@@ -152,7 +162,7 @@ class Verdict:
         runs may hold (a host timing differs every run; whether it passed is kept)."""
         checks = tuple(
             BudgetCheck(c.name, None, c.limit, c.unit, c.passed, 0.0 if c.passed else math.inf, c.source,
-                        "within budget on the build host" if c.passed else "over budget on the build host")
+                        "within budget on the build host" if c.passed else "over budget on the build host", c.output)
             if c.name == "max_latency_ms" and c.source == "host" and c.value is not None else c
             for c in self.checks
         )
@@ -169,9 +179,10 @@ class Verdict:
 def judge(profile, measurement: Measurement, latency: LatencyFigure | None = None) -> Verdict:
     """Every budget of `profile` against `measurement` and the latency figure obtained for it.
 
-    `latency` may be None only when the profile has no latency budget. A drift metric that was not
-    measured fails its bound, except accuracy budgets when there were no labels (documented: accuracy is
-    checked only when labels are given).
+    `latency` may be None only when the profile has no latency budget. Drift budgets are judged per
+    output, each where it makes sense for the output's kind (`Drift.limits_for`). A drift metric that
+    applies but was not measured fails its bound, except accuracy budgets when there were no labels
+    (documented: accuracy is checked only when labels are given).
     """
     if measurement.error is not None:
         return Verdict((), measurement.error)
@@ -186,28 +197,28 @@ def judge(profile, measurement: Measurement, latency: LatencyFigure | None = Non
             checks.append(BudgetCheck("max_latency_ms", None, budget.max_latency_ms, "ms", True, 0.0, "not measured", latency.missing or "not measured"))
         else:
             checks.append(_bound("max_latency_ms", latency.ms, budget.max_latency_ms, "max", "ms", latency.source, latency.missing))
-    for name, tolerance in TOLERANCES.items():
-        limit = profile.drift.get(name)
-        if limit is None:
-            continue
-        if tolerance.needs == "labels" and not measurement.labels and tolerance.metric not in measurement.drift:
-            continue
-        value = measurement.drift.get(tolerance.metric)
-        note = None if value is not None else f"{tolerance.metric} was not measured (needs {_NEEDS[tolerance.needs]})"
-        checks.append(_bound(name, value, limit, tolerance.kind, "", measurement.drift_source, note))
+    for output in measurement.outputs:
+        kind = OutputKind(output["kind"])
+        for name, limit in profile.drift.limits_for(output["name"], kind).items():
+            tolerance = TOLERANCES[name]
+            if tolerance.needs == "labels" and not measurement.labels and tolerance.metric not in output:
+                continue
+            value = output.get(tolerance.metric)
+            note = None if value is not None else f"{tolerance.metric} was not measured (needs {_NEEDS[tolerance.needs]})"
+            checks.append(_bound(name, value, limit, tolerance.kind, "", measurement.drift_source, note, output["name"]))
     return Verdict(tuple(checks))
 
 
-_NEEDS = {"classes": "a class-score output", "labels": "labels", None: "an output"}
+_NEEDS = {"labels": "labels", None: "an output it applies to"}
 
 
-def _bound(name: str, value, limit, kind: str, unit: str, source: str, note: str | None = None) -> BudgetCheck:
+def _bound(name: str, value, limit, kind: str, unit: str, source: str, note: str | None = None, output: str | None = None) -> BudgetCheck:
     if value is None:
-        return BudgetCheck(name, None, limit, unit, False, math.inf, source, note or "unknown")
+        return BudgetCheck(name, None, limit, unit, False, math.inf, source, note or "unknown", output)
     value = float(value) if unit != "B" else int(value)
     gap = round(relative_gap(value, limit, kind), 6)
     passed = value >= limit if kind == "min" else value <= limit
-    return BudgetCheck(name, round(value, 6) if isinstance(value, float) else value, limit, unit, passed, gap, source)
+    return BudgetCheck(name, round(value, 6) if isinstance(value, float) else value, limit, unit, passed, gap, source, None, output)
 
 
 def _show(value, unit: str) -> str:

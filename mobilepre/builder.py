@@ -23,10 +23,12 @@ from mobilepre.frontend import FrontendSpec, attach, build_frontend
 from mobilepre.fsutil import check_output, fsync_tree, os_error_message, remove_stale_staging, replace_tree, staging_folder
 from mobilepre.latency import parse_device_timings
 from mobilepre.manifest import bundle_files
-from mobilepre.models import from_keras, load_model
+from mobilepre.metrics import TOLERANCES
+from mobilepre.models import OutputSpec, from_keras, load_model, settle_kinds
 from mobilepre.profiles import Profile, default_profiles_dir, format_size, load_profiles
 from mobilepre.report import render_html
 from mobilepre.search import FormatResult, search
+from mobilepre.validate import reference_outputs
 from mobilepre.signing import SIGNATURE_FILE, sign_bundle
 from mobilepre.versions import toolchain_versions
 
@@ -137,19 +139,19 @@ class CandidateRecord:
     size_bytes: int
     gzip_bytes: int
     sparsity: float
-    drift: dict
+    drift: tuple  # per output: name, kind, metrics
     error: str | None
     latency_ms: dict  # str(threads) -> median ms on this host
 
     def to_dict(self) -> dict:
         return {
-            "bytes": self.size_bytes, "candidate": self.candidate, "drift": dict(self.drift), "error": self.error,
+            "bytes": self.size_bytes, "candidate": self.candidate, "drift": [dict(d) for d in self.drift], "error": self.error,
             "gzip_bytes": self.gzip_bytes, "latency_ms": dict(self.latency_ms), "sparsity": self.sparsity,
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> CandidateRecord:
-        return cls(data["candidate"], data["bytes"], data["gzip_bytes"], data["sparsity"], dict(data["drift"]),
+        return cls(data["candidate"], data["bytes"], data["gzip_bytes"], data["sparsity"], tuple(dict(d) for d in data["drift"]),
                    data["error"], dict(data["latency_ms"]))
 
 
@@ -211,7 +213,7 @@ class BuildResult:
                     continue
                 ms = row.latency.ms if row.latency else None
                 lat = f"{ms:.2f} ms" if ms is not None else "-"
-                top1 = row.drift.get("top1_agreement")
+                top1 = row.metric("top1_agreement")
                 verdict = "ok" if f.chosen else "NO CANDIDATE: " + "; ".join(row.verdict.failures)
                 size, gzip = (f"{row.size_bytes:,}", f"{row.gzip_bytes:,}") if row.size_bytes else ("-", "-")
                 lines.append(
@@ -361,7 +363,11 @@ def _build(options: BuildOptions, progress) -> BuildResult:
             "name": Path(source.path).name,
             "parameters": source.parameters,
         }
-        evaluator = Evaluator(source, calibration.images, validation.images, validation.labels, work, progress, options.prune_epochs)
+        reference = reference_outputs(source, validation.images)[0]
+        outputs = resolve_outputs(source, profiles, reference)
+        source_info["outputs"] = [spec.to_dict() for spec in outputs]
+        evaluator = Evaluator(source, calibration.images, validation.images, validation.labels, work, progress,
+                              options.prune_epochs, outputs, reference)
         results = search(profiles, evaluator, timings, options.latency_runs, progress, options.jobs)
         check_output(out, options.force, "--out", inputs, previous_output_problem)  # again: another build may have written it
         with staging_folder(out) as staging:
@@ -392,6 +398,37 @@ def _check_room(out: Path, model: Path) -> None:
             f"--out {out}: {format_size(free)} free on its filesystem, a build of {model.name} needs about "
             f"{format_size(needed)} for its work copies and bundles: free some space or choose another folder"
         )
+
+
+def resolve_outputs(source, profiles, reference: list) -> tuple:
+    """Each output's name and kind: inferred from the model (then from the reference's values), then as the
+    profiles declare it. Refused before any conversion: profiles that disagree on a kind, a budget for an
+    output the model does not have, or one that has no meaning for the output's kind."""
+    specs = settle_kinds(source.outputs, reference)
+    names = [spec.name for spec in specs]
+    declared: dict = {}
+    for profile in profiles:
+        for name, budget in profile.drift.outputs.items():
+            if name not in names:
+                raise MobilepreError(f"profile {profile.name}: [drift.outputs.{name}] names no output of the model: its outputs are {', '.join(names)}")
+            if budget.kind is not None:
+                if declared.get(name, (budget.kind,))[0] != budget.kind:
+                    raise MobilepreError(f"profiles {declared[name][1]} and {profile.name} give output {name} different kinds ({declared[name][0]}, {budget.kind})")
+                declared[name] = (budget.kind, profile.name)
+    resolved = tuple(
+        OutputSpec(s.name, declared[s.name][0], s.shape, f"declared by profile {declared[s.name][1]}") if s.name in declared else s
+        for s in specs
+    )
+    for profile in profiles:
+        for spec in resolved:
+            budget = profile.drift.outputs.get(spec.name)
+            for tolerance, _ in (budget.limits if budget else ()):
+                if spec.kind not in TOLERANCES[tolerance].kinds:
+                    raise MobilepreError(
+                        f"profile {profile.name}: drift.outputs.{spec.name}.{tolerance} has no meaning for output {spec.name}, "
+                        f"a {spec.kind} output ({spec.evidence}): remove it, or declare kind = \"...\" for that output"
+                    )
+    return resolved
 
 
 _BUILD_FILES = frozenset({"report.json", "report.html", "report.md", "timings.json"})
@@ -445,7 +482,7 @@ def _write_outputs(staging: Path, profiles, results: list[FormatResult], evaluat
     candidates = tuple(
         CandidateRecord(
             m.candidate.key, m.size_bytes, m.gzip_bytes, round(m.sparsity, 6),
-            {k: round(float(v), 6) for k, v in sorted(m.drift.items())}, m.error,
+            tuple(m.drift), m.error,
             {str(t): round(lat.median_ms, 4) for t, lat in sorted(m.latency.items())},
         )
         for m in sorted(evaluator.measured.values(), key=lambda m: m.candidate)

@@ -18,12 +18,13 @@ from mobilepre.data import DataOptions
 from mobilepre.errors import EXIT_FAILED, MobilepreError
 from mobilepre.latency import latency_figure, parse_device_timings
 from mobilepre.manifest import IntegrityError, read_manifest, safe_relative
-from mobilepre.models import load_model
+from mobilepre.metrics import OutputKind
+from mobilepre.models import OutputSpec, load_model
 from mobilepre.profiles import Profile, default_profiles_dir, load_profiles
 from mobilepre.quantize.artifact import gzip_size
 from mobilepre.signing import SIGNATURE_FILE, sign_bundle, signature_problem
 from mobilepre.toml_reader import read_regular_file
-from mobilepre.validate import compare, reference_outputs, run_candidate, worst
+from mobilepre.validate import compare, reference_outputs, run_candidate
 
 
 MAX_REPORT_BYTES = 64 * 1024 * 1024
@@ -257,11 +258,16 @@ def _measurement(bundle: Path, artifact: dict, manifest: dict, validation) -> Me
     size = sum(p.stat().st_size for p in files)
     compressed = sum(gzip_size(p.read_bytes()) for p in files)
     if validation is not None:
-        drift, labels, source = validation.drift(bundle, artifact), validation.dataset.labels is not None, "validated"
+        drift, labels, source = validation.drift(bundle, artifact, manifest), validation.dataset.labels is not None, "validated"
     else:
-        drift = artifact.get("drift", {}) if isinstance(artifact.get("drift"), dict) else {}
+        recorded = artifact.get("drift")
+        drift = [d for d in recorded if _is_output_drift(d)] if isinstance(recorded, list) else []
         labels, source = bool(manifest.get("data", {}).get("validation", {}).get("labels", False)), "manifest"
-    return Measurement(size, compressed, drift, labels, size_source="recomputed", drift_source=source)
+    return Measurement(size, compressed, tuple(drift), labels, size_source="recomputed", drift_source=source)
+
+
+def _is_output_drift(entry) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry.get("kind") in set(OutputKind)
 
 
 # ------------------------------------------------------------------------------------------ the check
@@ -371,9 +377,13 @@ class _Validation:
         self.dataset = DataOptions(Path(data), input_range, limit=None).load(self.source)
         self.reference = reference_outputs(self.source, self.dataset.images)[0]
 
-    def drift(self, bundle: Path, artifact: dict) -> dict:
+    def drift(self, bundle: Path, artifact: dict, manifest: dict) -> list:
+        """Drift re-measured on these images, each output judged as the kind the build gave it."""
         _, run = run_candidate(_target(bundle, artifact), self.dataset.images)
-        return worst(compare(self.reference, run, self.dataset.labels))
+        recorded = {o.get("name"): o.get("kind") for o in manifest["source"].get("outputs", []) if isinstance(o, dict)}
+        specs = [OutputSpec(s.name, OutputKind(recorded[s.name]), s.shape) if recorded.get(s.name) in set(OutputKind) else s
+                 for s in self.source.outputs]
+        return [d.to_dict() for d in compare(self.reference, run, self.dataset.labels, specs)]
 
 
 def _target(bundle: Path, artifact: dict) -> Path:

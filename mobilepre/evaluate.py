@@ -16,19 +16,19 @@ from mobilepre.errors import MobilepreError
 from mobilepre.quantize.export import export_saved_model
 from mobilepre.quantize.pruning import PruneSettings, prune
 from mobilepre.quantize.settings import Format
-from mobilepre.validate import compare, reference_outputs, run_candidate, worst
+from mobilepre.validate import compare, reference_outputs, run_candidate
 
 
 @dataclass
 class Measured:
-    """What a candidate was measured to be. `drift` is the worst value of each metric across outputs.
+    """What a candidate was measured to be.
 
     Attributes:
         candidate (Candidate).
         files (dict[str, bytes]): the artifact's files by name.
         size_bytes (int), gzip_bytes (int).
         sparsity (float): the share of zero weights reached.
-        drift (dict[str, float]): metric -> value.
+        drift (list[dict]): per output, its name, kind and metrics (`validate.OutputDrift.to_dict()`).
         latency (dict[int, runtimes.Latency]): host latency by thread count (0 for TF.js).
         error (str | None): conversion or runtime failure: the candidate cannot be chosen.
     """
@@ -44,7 +44,7 @@ class Measured:
 
     def measurement(self, labels: bool) -> Measurement:
         """What judging needs of this candidate."""
-        return Measurement(self.size_bytes, self.gzip_bytes, dict(self.drift), labels, self.error)
+        return Measurement(self.size_bytes, self.gzip_bytes, tuple(self.drift), labels, self.error)
 
     def sha256(self) -> dict:
         return {name: hashlib.sha256(data).hexdigest() for name, data in sorted(self.files.items())}
@@ -53,8 +53,10 @@ class Measured:
 class Evaluator:
     """Converts and validates candidates on demand, each once; prunes each sparsity level once."""
 
-    def __init__(self, source, calibration, validation, labels, workdir: Path, progress=None, prune_epochs: int = 30):
+    def __init__(self, source, calibration, validation, labels, workdir: Path, progress=None, prune_epochs: int = 30,
+                 outputs=None, reference=None):
         self.source = source
+        self.outputs = tuple(outputs or source.outputs)  # OutputSpecs: each output's name and kind
         self.calibration = calibration
         self.validation = validation
         self.labels = labels
@@ -65,7 +67,7 @@ class Evaluator:
         self.conversions = 0
         self.validations = 0
         self._models: dict[float, tuple] = {}  # sparsity -> (keras model, saved model dir, reached sparsity)
-        self._reference = None
+        self._reference = reference  # the float model's outputs on the validation images, computed once
         self._lock = threading.Lock()
         self._unsupported: dict = {}  # format -> why its runtime cannot run this model (recurs in every mode)
 
@@ -105,22 +107,22 @@ class Evaluator:
 
     def _convert(self, candidate: Candidate) -> Measured:
         if candidate.fmt in self._unsupported:  # the same ops fail every mode: do not convert again
-            return Measured(candidate, {}, 0, 0, candidate.sparsity, {}, error=self._unsupported[candidate.fmt])
+            return Measured(candidate, {}, 0, 0, candidate.sparsity, [], error=self._unsupported[candidate.fmt])
         try:
             model, directory, reached = self._variant(candidate.sparsity)
         except quantize.QuantizeError as error:  # a failed candidate, not a failed build
-            return Measured(candidate, {}, 0, 0, candidate.sparsity, {}, error=str(error))
+            return Measured(candidate, {}, 0, 0, candidate.sparsity, [], error=str(error))
         settings = quantize.QuantizationSettings(candidate.fmt, candidate.mode, io_type=candidate.io_type)
         try:
             artifact = quantize.convert(model, settings, self.calibration, saved_model_dir=directory, sparsity=reached)
         except quantize.UnsupportedOpsError as error:
             self._unsupported[candidate.fmt] = str(error)
             self.progress(f"{candidate.fmt}: {error}; no {candidate.fmt} mode can be built")
-            return Measured(candidate, {}, 0, 0, reached, {}, error=str(error))
+            return Measured(candidate, {}, 0, 0, reached, [], error=str(error))
         except quantize.QuantizeError as error:
-            return Measured(candidate, {}, 0, 0, reached, {}, error=str(error))
+            return Measured(candidate, {}, 0, 0, reached, [], error=str(error))
         self.conversions += 1
-        return Measured(candidate, artifact.files, artifact.size_bytes, artifact.gzip_bytes, reached, {})
+        return Measured(candidate, artifact.files, artifact.size_bytes, artifact.gzip_bytes, reached, [])
 
     def _validate(self, measured: Measured) -> None:
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
@@ -132,7 +134,7 @@ class Evaluator:
                 return
         with self._lock:
             self.validations += 1
-        measured.drift = worst(compare(self.reference(), run, self.labels))
+        measured.drift = [d.to_dict() for d in compare(self.reference(), run, self.labels, self.outputs)]
 
     def host_latency(self, measured: Measured, threads: int, runs: int = 50):
         """Single-image latency on this host, measured once per candidate and thread count."""

@@ -65,7 +65,7 @@ def bundle_files(profile, chosen: list, source_info: dict, data: dict, versions:
             {
                 "bytes": trial.size_bytes,
                 "candidate": trial.candidate,
-                "drift": trial.drift,
+                "drift": [dict(d) for d in trial.drift],
                 "files": sorted(prefix + n for n in artifact_files),
                 "format": trial.format,
                 "gzip_bytes": trial.gzip_bytes,

@@ -1,9 +1,26 @@
-"""The one table of drift tolerances: each profile key, the metric it bounds, floor or ceiling, and range."""
+"""The one table of drift tolerances (each profile key, the metric it bounds, floor or ceiling, range and
+the kinds of output it makes sense for), and the kinds of output a model has."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import StrEnum
+
+
+class OutputKind(StrEnum):
+    """What a model output means, which decides how its drift is judged."""
+
+    PROBABILITIES = "probabilities"  # class scores after softmax: top-k agreement, accuracy, KL divergence
+    LOGITS = "logits"  # class scores before softmax: the same, KL on their softmax
+    SEGMENTATION = "segmentation"  # per-pixel class scores (N, H, W, C): per-pixel agreement, mean IoU
+    REGRESSION = "regression"  # boxes, landmarks, values: absolute error, also relative to the output's range
+    EMBEDDING = "embedding"  # vectors compared by angle: cosine, nearest-neighbour agreement
+    IMAGE = "image"  # pixels (N, H, W, C): PSNR, SSIM
+
+
+CLASS_SCORES = frozenset({OutputKind.PROBABILITIES, OutputKind.LOGITS})
+ALL_KINDS = frozenset(OutputKind)
 
 
 @dataclass(frozen=True)
@@ -16,8 +33,10 @@ class Tolerance:
             "top1_agreement".
         kind (str): "min" (the metric must be at least the limit) or "max" (at most).
         low, high (float): the range a limit may take.
-        needs (str | None): what the metric needs to exist: "classes" (a class-score output),
-            "labels" (labelled validation images) or None (any output).
+        needs (str | None): what the metric needs beyond its output: "labels" (labelled validation
+            images) or None.
+        kinds (frozenset[OutputKind]): the kinds of output the metric makes sense for; a profile's
+            [drift] default applies to those outputs only.
         meaning (str): one line for documentation.
     """
 
@@ -27,6 +46,7 @@ class Tolerance:
     low: float
     high: float
     needs: str | None
+    kinds: frozenset
     meaning: str
 
     def fails(self, value: float, limit: float) -> bool:
@@ -37,20 +57,32 @@ class Tolerance:
         return relative_gap(value, limit, self.kind)
 
 
+_CLASSES_AND_PIXELS = CLASS_SCORES | {OutputKind.SEGMENTATION}
+
 TOLERANCES: dict[str, Tolerance] = {
     t.name: t
     for t in (
-        Tolerance("min_top1_agreement", "top1_agreement", "min", 0.0, 1.0, "classes",
-                  "share of inputs whose top-1 class matches the reference"),
-        Tolerance("min_top5_agreement", "top5_agreement", "min", 0.0, 1.0, "classes",
+        Tolerance("min_top1_agreement", "top1_agreement", "min", 0.0, 1.0, None, _CLASSES_AND_PIXELS,
+                  "share of inputs (of pixels, for segmentation) whose top-1 class matches the reference"),
+        Tolerance("min_top5_agreement", "top5_agreement", "min", 0.0, 1.0, None, CLASS_SCORES,
                   "share of inputs whose reference top-1 class is in the candidate's top 5"),
-        Tolerance("max_abs_error", "max_abs_error", "max", 0.0, math.inf, None, "largest absolute output difference"),
-        Tolerance("max_mean_abs_error", "mean_abs_error", "max", 0.0, math.inf, None, "mean absolute output difference"),
-        Tolerance("max_rmse", "rmse", "max", 0.0, math.inf, None, "root mean square output difference"),
-        Tolerance("min_psnr_db", "psnr_db", "min", 0.0, math.inf, None, "peak signal-to-noise ratio of the outputs, dB"),
-        Tolerance("min_cosine", "cosine", "min", -1.0, 1.0, None, "cosine similarity of the per-image output vectors"),
-        Tolerance("max_accuracy_drop", "accuracy_drop", "max", 0.0, 1.0, "labels",
+        Tolerance("max_accuracy_drop", "accuracy_drop", "max", 0.0, 1.0, "labels", CLASS_SCORES,
                   "accuracy against labels lost relative to the reference"),
+        Tolerance("max_kl_divergence", "kl_divergence", "max", 0.0, math.inf, None, CLASS_SCORES,
+                  "mean KL divergence of the candidate's class distribution from the reference's"),
+        Tolerance("min_mean_iou", "mean_iou", "min", 0.0, 1.0, None, frozenset({OutputKind.SEGMENTATION}),
+                  "mean intersection over union of the candidate's mask with the reference's, over classes"),
+        Tolerance("max_abs_error", "max_abs_error", "max", 0.0, math.inf, None, ALL_KINDS, "largest absolute output difference"),
+        Tolerance("max_mean_abs_error", "mean_abs_error", "max", 0.0, math.inf, None, ALL_KINDS, "mean absolute output difference"),
+        Tolerance("max_relative_error", "relative_error", "max", 0.0, math.inf, None, ALL_KINDS,
+                  "largest absolute difference over the reference output's range on the validation set"),
+        Tolerance("max_rmse", "rmse", "max", 0.0, math.inf, None, ALL_KINDS, "root mean square output difference"),
+        Tolerance("min_psnr_db", "psnr_db", "min", 0.0, math.inf, None, ALL_KINDS, "peak signal-to-noise ratio of the outputs, dB"),
+        Tolerance("min_ssim", "ssim", "min", -1.0, 1.0, None, frozenset({OutputKind.IMAGE}),
+                  "structural similarity of the output images (global, per image and channel)"),
+        Tolerance("min_cosine", "cosine", "min", -1.0, 1.0, None, ALL_KINDS, "cosine similarity of the per-image output vectors"),
+        Tolerance("min_nn_agreement", "nn_agreement", "min", 0.0, 1.0, None, frozenset({OutputKind.EMBEDDING}),
+                  "share of inputs whose nearest neighbour in the validation set (by cosine) stays the same"),
     )
 }
 

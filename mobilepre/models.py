@@ -17,8 +17,91 @@ import numpy as np
 
 from mobilepre.errors import MobilepreError, engine_errors
 from mobilepre.macs import count_macs
+from mobilepre.metrics import OutputKind
 from mobilepre.quantize.export import model_input_spec
 from mobilepre.safety import scan_model
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """One output of a model: its name (the Keras output name), what it means, and its shape.
+
+    Attributes:
+        name (str).
+        kind (OutputKind): inferred from the model (final activation, rank, shape), else from the
+            reference's values, and overridable by a profile (`[drift.outputs.NAME] kind = "..."`).
+        shape (tuple): per-image shape.
+        evidence (str): how the kind was found, for reports ("softmax activation", "rank 4", ...).
+    """
+
+    name: str
+    kind: OutputKind
+    shape: tuple
+    evidence: str = ""
+
+    def to_dict(self) -> dict:
+        return {"evidence": self.evidence, "kind": str(self.kind), "name": self.name, "shape": list(self.shape)}
+
+
+def infer_outputs(model) -> tuple:
+    """Each output's name and kind, from the layer that produces it.
+
+    Class scores need a softmax (probabilities); a linear vector stays regression unless a profile says
+    `kind = "logits"` (treating box coordinates as classes is the error this avoids); an L2-normalised
+    vector is an embedding; a rank-4 output with a softmax over channels is segmentation, else an image.
+    """
+    names = list(getattr(model, "output_names", None) or [t._keras_history[0].name for t in model.outputs])
+    specs = []
+    for name, tensor in zip(names, model.outputs):
+        shape = tuple(int(d) if d is not None else -1 for d in tensor.shape[1:])
+        specs.append(_spec(str(name), shape, _producer(tensor)))
+    return tuple(specs)
+
+
+def _producer(tensor):
+    """The layer that computes `tensor`, looking inside nested models (a front-end attached to a classifier)."""
+    history = getattr(tensor, "_keras_history", None)
+    if not history:
+        return None
+    layer, _node, index = history
+    while getattr(layer, "layers", None) and getattr(layer, "outputs", None):
+        inner = getattr(layer.outputs[index], "_keras_history", None)
+        if not inner:
+            break
+        layer, _node, index = inner
+    return layer
+
+
+def _spec(name: str, shape: tuple, layer) -> OutputSpec:
+    kind_name = type(layer).__name__
+    if kind_name == "Softmax":
+        activation = "softmax"
+    else:
+        function = getattr(layer, "activation", None)
+        activation = getattr(function, "__name__", None) if function is not None else None
+    if kind_name in ("UnitNormalization",):
+        return OutputSpec(name, OutputKind.EMBEDDING, shape, "L2-normalised")
+    if len(shape) == 3:
+        if activation == "softmax" and shape[-1] >= 2:
+            return OutputSpec(name, OutputKind.SEGMENTATION, shape, "softmax over channels of a rank-4 output")
+        return OutputSpec(name, OutputKind.IMAGE, shape, "rank-4 output")
+    if len(shape) == 1 and activation == "softmax" and shape[-1] >= 2:
+        return OutputSpec(name, OutputKind.PROBABILITIES, shape, "softmax activation")
+    if len(shape) == 1 and activation is None:
+        return OutputSpec(name, OutputKind.REGRESSION, shape, "unknown activation")
+    return OutputSpec(name, OutputKind.REGRESSION, shape, f"{activation or 'no'} activation")
+
+
+def settle_kinds(specs: tuple, reference: list) -> tuple:
+    """Outputs whose layer said nothing (a wrapped SavedModel): a vector of values in [0, 1] that sum to 1
+    on every image is probabilities."""
+    settled = []
+    for spec, values in zip(specs, reference):
+        if spec.evidence == "unknown activation" and values.ndim == 2 and values.shape[1] >= 2:
+            if values.min() >= 0 and values.max() <= 1 and np.allclose(values.sum(axis=1), 1.0, atol=1e-3):
+                spec = OutputSpec(spec.name, OutputKind.PROBABILITIES, spec.shape, "values sum to 1 on every image")
+        settled.append(spec)
+    return tuple(settled)
 
 
 @dataclass(frozen=True)
@@ -33,6 +116,7 @@ class SourceModel:
             date, so the file's bytes are not an identity; this is.
         input_shape (tuple[int, int, int]): per-image input shape.
         input_dtype (str): "uint8" or "float32".
+        outputs (tuple[OutputSpec, ...]): each output's name and kind, in the model's order.
     """
 
     model: object
@@ -41,6 +125,7 @@ class SourceModel:
     identity: str
     input_shape: tuple
     input_dtype: str
+    outputs: tuple = ()
 
     @property
     def parameters(self) -> int:
@@ -75,7 +160,7 @@ def from_keras(model, input_shape: tuple | None = None, path: str = "<memory>", 
         raise MobilepreError(f"{path}: input dtype {dtype} is not supported; mobilepre handles uint8 or float32 images")
     if len(shape) != 3:
         raise MobilepreError(f"{path}: input shape {shape} is not an image (H, W, C)")
-    return SourceModel(model, path, fmt, model_identity(model), shape, dtype)
+    return SourceModel(model, path, fmt, model_identity(model), shape, dtype, infer_outputs(model))
 
 
 def _isolate_default() -> bool:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 from mobilepre import toml_reader as toml
 from mobilepre.errors import MobilepreError
-from mobilepre.metrics import TOLERANCES
+from mobilepre.metrics import TOLERANCES, OutputKind
 from mobilepre.quantize.settings import MODES_BY_FORMAT, Format, IOType, Mode
 from mobilepre.sizes import SIZE_UNITS, format_size, parse_size  # noqa: F401  (re-exported)
 from mobilepre.toml_reader import read_toml, size_from_toml, size_from_value
@@ -93,49 +93,115 @@ class Budget:
 
 
 class Drift:
-    """How far a compressed model's outputs may drift from the float32 reference: tolerance name -> limit.
+    """How far a compressed model's outputs may drift from the float32 reference.
 
-    The names, what each bounds and the range of its limit are `mobilepre.metrics.TOLERANCES`; an unset
-    tolerance is not checked. `Drift(min_top1_agreement=0.98)` or `Drift({"min_top1_agreement": 0.98})`.
-    Frozen and comparable; validated on construction.
+    `limits`: tolerance name -> limit, the defaults, applied to every output whose kind the tolerance
+    makes sense for (`mobilepre.metrics.TOLERANCES`: a class-score budget never applies to a regression
+    output). `outputs`: output name -> `OutputBudget`, tolerances for that output (they replace the
+    defaults of the same name) and optionally its kind. An unset tolerance is not checked.
+    `Drift(min_top1_agreement=0.98)` or `Drift({"min_top1_agreement": 0.98}, outputs={...})`. Frozen,
+    comparable, validated on construction.
     """
 
-    __slots__ = ("_limits",)
+    __slots__ = ("_limits", "_outputs")
 
-    def __init__(self, limits: Mapping[str, float] | None = None, **named: float):
-        merged = {**(limits or {}), **named}
-        for key, value in merged.items():
-            if key not in TOLERANCES:
-                raise _Invalid(f"drift.{key} is not a drift budget: {_suggest(key, tuple(TOLERANCES))}")
-            if value is not None:
-                tolerance = TOLERANCES[key]
-                _check_range(f"drift.{key}", value, tolerance.low, tolerance.high)
-        ordered = tuple((k, float(merged[k])) for k in TOLERANCES if merged.get(k) is not None)
-        object.__setattr__(self, "_limits", ordered)
+    def __init__(self, limits: Mapping[str, float] | None = None, outputs: Mapping | None = None, **named: float):
+        object.__setattr__(self, "_limits", _checked_limits({**(limits or {}), **named}, "drift"))
+        checked = {}
+        for name, budget in (outputs or {}).items():
+            if not isinstance(budget, OutputBudget):
+                raise TypeError("Drift outputs must be OutputBudget values")
+            checked[str(name)] = budget
+        object.__setattr__(self, "_outputs", tuple(sorted(checked.items())))
 
     def __setattr__(self, name, value):
         raise AttributeError("Drift is frozen")
 
     def get(self, name: str) -> float | None:
-        """The limit of tolerance `name`, or None when it is not set."""
+        """The default limit of tolerance `name`, or None when it is not set."""
         return dict(self._limits).get(name)
 
     def items(self) -> tuple[tuple[str, float], ...]:
-        """(tolerance name, limit) of every set tolerance, in `TOLERANCES` order."""
+        """(tolerance name, limit) of every default, in `TOLERANCES` order."""
         return self._limits
+
+    @property
+    def outputs(self) -> dict:
+        """output name -> OutputBudget."""
+        return dict(self._outputs)
+
+    def kind_for(self, output: str):
+        budget = self.outputs.get(output)
+        return budget.kind if budget else None
+
+    def limits_for(self, output: str, kind) -> dict[str, float]:
+        """The tolerances that apply to `output` of `kind`: the defaults its kind has, then its own."""
+        limits = {name: limit for name, limit in self._limits if kind in TOLERANCES[name].kinds}
+        budget = self.outputs.get(output)
+        if budget:
+            limits.update(dict(budget.limits))
+        return limits
 
     def is_empty(self) -> bool:
         """True when no drift budget is set (allowed, but then any drift passes)."""
-        return not self._limits
+        return not self._limits and not self._outputs
+
+    def to_dict(self) -> dict:
+        out = dict(self._limits)
+        if self._outputs:
+            out["outputs"] = {name: budget.to_dict() for name, budget in self._outputs}
+        return out
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Drift) and self._limits == other._limits
+        return isinstance(other, Drift) and (self._limits, self._outputs) == (other._limits, other._outputs)
 
     def __hash__(self) -> int:
-        return hash(self._limits)
+        return hash((self._limits, self._outputs))
 
     def __repr__(self) -> str:
-        return f"Drift({dict(self._limits)!r})"
+        return f"Drift({dict(self._limits)!r}, outputs={dict(self._outputs)!r})"
+
+
+@dataclass(frozen=True)
+class OutputBudget:
+    """Drift budgets of one named output (`[drift.outputs.NAME]`).
+
+    Attributes:
+        limits (tuple[tuple[str, float], ...]): tolerance name -> limit, as pairs in `TOLERANCES` order.
+        kind (OutputKind | None): what the output means, overriding the kind inferred from the model.
+    """
+
+    limits: tuple = ()
+    kind: OutputKind | None = None
+
+    def __post_init__(self):
+        limits = _checked_limits(dict(self.limits), "drift.outputs")
+        object.__setattr__(self, "limits", limits)
+        if self.kind is not None:
+            _check_choice("kind", self.kind, tuple(OutputKind))
+            object.__setattr__(self, "kind", OutputKind(self.kind))
+            for name, _ in limits:
+                if self.kind not in TOLERANCES[name].kinds:
+                    raise _Invalid(
+                        f"{name} has no meaning for a {self.kind} output: it applies to "
+                        f"{', '.join(sorted(map(str, TOLERANCES[name].kinds)))} outputs"
+                    )
+
+    def to_dict(self) -> dict:
+        out = dict(self.limits)
+        if self.kind is not None:
+            out["kind"] = str(self.kind)
+        return out
+
+
+def _checked_limits(limits: Mapping, where: str) -> tuple:
+    for key, value in limits.items():
+        if key not in TOLERANCES:
+            raise _Invalid(f"{where}.{key} is not a drift budget: {_suggest(key, tuple(TOLERANCES))}")
+        if value is not None:
+            tolerance = TOLERANCES[key]
+            _check_range(f"{where}.{key}", value, tolerance.low, tolerance.high)
+    return tuple((k, float(limits[k])) for k in TOLERANCES if limits.get(k) is not None)
 
 
 @dataclass(frozen=True)
@@ -208,7 +274,7 @@ class Profile:
         out: dict[str, Any] = {
             "budget": {f.name: getattr(self.budget, f.name) for f in fields(self.budget) if getattr(self.budget, f.name) is not None},
             "description": self.description,
-            "drift": dict(self.drift.items()),
+            "drift": self.drift.to_dict(),
             "formats": [str(f) for f in self.formats],
             "io_type": str(self.io_type),
             "max_sparsity": self.max_sparsity,
@@ -295,7 +361,7 @@ _TOP_KEYS = ("name", "description", "formats", "quantization", "io_type", "max_s
              "budget", "drift")
 _REQUIRED_TOP = ("name", "description", "formats", "quantization", "budget")
 _BUDGET_KEYS = tuple(f.name for f in fields(Budget))
-_DRIFT_KEYS = tuple(TOLERANCES)
+_DRIFT_KEYS = (*TOLERANCES, "outputs")
 _SECTIONS = {"": _TOP_KEYS, "budget": _BUDGET_KEYS, "drift": _DRIFT_KEYS}
 
 _SizeReader = Callable[[Any, str], int]
@@ -323,7 +389,10 @@ def _profile_from_mapping(data: Any, where: str, read_size: _SizeReader) -> Prof
             latency_source=toml.string(budget_table.get("latency_source", "host"), where, "budget.latency_source"),
             device_gmacs=toml.optional(budget_table, "device_gmacs", lambda v: toml.number(v, where, "budget.device_gmacs")),
         )
-        drift = Drift({k: toml.number(v, where, f"drift.{k}") for k, v in drift_table.items()})
+        drift = Drift(
+            {k: toml.number(v, where, f"drift.{k}") for k, v in drift_table.items() if k != "outputs"},
+            _output_budgets(drift_table.get("outputs", {}), where),
+        )
         return Profile(
             name=toml.string(top["name"], where, "name"),
             description=toml.string(top["description"], where, "description"),
@@ -337,6 +406,23 @@ def _profile_from_mapping(data: Any, where: str, read_size: _SizeReader) -> Prof
         )
     except _Invalid as e:
         raise MobilepreError(f"{where}: {e.detail}") from None
+
+
+def _output_budgets(value: Any, where: str) -> dict:
+    """`[drift.outputs.NAME]` tables: tolerances of one output, and optionally its kind."""
+    tables = toml.table(value, where, "drift.outputs", "a table of [drift.outputs.NAME] tables")
+    budgets = {}
+    for name, table in tables.items():
+        section = f"drift.outputs.{name}"
+        table = toml.table(table, where, section, f"a [{section}] table")
+        toml.check_keys(table, where, section, {section: (*TOLERANCES, "kind")})
+        kind = toml.string(table["kind"], where, f"{section}.kind") if "kind" in table else None
+        limits = {k: toml.number(v, where, f"{section}.{k}") for k, v in table.items() if k != "kind"}
+        try:
+            budgets[str(name)] = OutputBudget(tuple(limits.items()), kind)
+        except _Invalid as e:
+            raise MobilepreError(f"{where}: {section}.{e.detail}") from None
+    return budgets
 
 
 _REQUIRED_HINTS = {

@@ -14,14 +14,14 @@ tr.fail td{color:#777}.ok{color:#176f2c}.no{color:#b3261e}svg{border:1px solid #
 
 
 def _drift_metric(rows) -> str:
-    return "top1_agreement" if any("top1_agreement" in r.drift for r in rows) else "cosine"
+    return "top1_agreement" if any(r.metric("top1_agreement") is not None for r in rows) else "cosine"
 
 
 def _chart(profile, rows: list, metric: str) -> str:
     """SVG scatter: x = artifact bytes on a log scale (sizes and budgets span decades), y = the drift
     metric; dashed lines at the size and drift budgets."""
     width, height, pad = 520, 300, 50
-    points = [(r.size_bytes, r.drift.get(metric)) for r in rows if r.size_bytes and r.drift.get(metric) is not None]
+    points = [(r.size_bytes, r.metric(metric)) for r in rows if r.size_bytes and r.metric(metric) is not None]
     max_size = profile.budget.max_size
     drift_limit = profile.drift.get("min_top1_agreement" if metric == "top1_agreement" else "min_cosine")
     xs = [p[0] for p in points] + [max_size]
@@ -62,7 +62,7 @@ def _chart(profile, rows: list, metric: str) -> str:
         parts.append(f'<line x1="{pad}" y1="{y:.1f}" x2="{width - pad}" y2="{y:.1f}" stroke="#b3261e" stroke-dasharray="5,4"/>')
         parts.append(f'<text x="{width - pad}" y="{y - 4:.1f}" font-size="11" text-anchor="end" fill="#b3261e">min {metric}</text>')
     for row in rows:
-        value = row.drift.get(metric)
+        value = row.metric(metric)
         if not row.size_bytes or value is None:
             continue
         colour = "#176f2c" if row.passed else "#b3261e"
@@ -86,8 +86,8 @@ def _table(rows: list, chosen_key: str | None) -> str:
     head = "<tr><th class=l>candidate</th><th>bytes</th><th>gzip</th><th>sparsity</th><th>top-1</th><th>max abs err</th><th>latency ms</th><th class=l>verdict</th></tr>"
     body = []
     for r in rows:
-        top1 = r.drift.get("top1_agreement")
-        mae = r.drift.get("max_abs_error")
+        top1 = r.metric("top1_agreement")
+        mae = max((d["max_abs_error"] for d in r.drift if "max_abs_error" in d), default=None)
         lat = r.latency.ms if r.latency else None
         verdict = "meets every budget" if r.passed else "; ".join(r.verdict.failures)
         cls = "chosen" if r.candidate == chosen_key else ("" if r.passed else "fail")

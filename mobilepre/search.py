@@ -20,7 +20,7 @@ class Trial:
         format (str), quantization (str), io_type (str): as the engine names them.
         sparsity (float): share of zero weights reached.
         size_bytes (int), gzip_bytes (int).
-        drift (dict[str, float]): metric -> value, the worst across outputs.
+        drift (tuple[dict, ...]): per output, its name, kind and metrics.
         latency (LatencyFigure | None): the figure the profile's latency budget was judged on.
         verdict (Verdict).
     """
@@ -32,7 +32,7 @@ class Trial:
     sparsity: float
     size_bytes: int
     gzip_bytes: int
-    drift: dict
+    drift: tuple
     latency: LatencyFigure | None
     verdict: Verdict
 
@@ -45,8 +45,12 @@ class Trial:
         c = measured.candidate
         return cls(
             c.key, str(c.fmt), str(c.mode), str(c.io_type), round(measured.sparsity, 6), measured.size_bytes,
-            measured.gzip_bytes, {k: round(float(v), 6) for k, v in sorted(measured.drift.items())}, latency, verdict,
+            measured.gzip_bytes, tuple(measured.drift), latency, verdict,
         )
+
+    def metric(self, name: str) -> float | None:
+        """`name` of the first output that has it (for one-line summaries; reports show every output)."""
+        return next((d[name] for d in self.drift if name in d), None)
 
     def without_host_latency(self) -> Trial:
         """This trial as files that must be byte-identical across runs may hold it (see `Verdict`)."""
@@ -62,7 +66,7 @@ class Trial:
         return {
             "bytes": self.size_bytes,
             "candidate": self.candidate,
-            "drift": dict(self.drift),
+            "drift": [dict(d) for d in self.drift],
             "format": self.format,
             "gzip_bytes": self.gzip_bytes,
             "io_type": self.io_type,
@@ -77,7 +81,7 @@ class Trial:
         latency = None if data["latency"] is None else LatencyFigure.from_dict(data["latency"])
         return cls(
             data["candidate"], data["format"], data["quantization"], data["io_type"], data["sparsity"], data["bytes"],
-            data["gzip_bytes"], dict(data["drift"]), latency, Verdict.from_dict(data["verdict"]),
+            data["gzip_bytes"], tuple(dict(d) for d in data["drift"]), latency, Verdict.from_dict(data["verdict"]),
         )
 
 

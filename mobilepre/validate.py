@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 
 from mobilepre.errors import EXIT_FAILED, MobilepreError
-from mobilepre.metrics import TOLERANCES
-from mobilepre.models import load_model
+from mobilepre.metrics import CLASS_SCORES, TOLERANCES, OutputKind
+from mobilepre.models import load_model, settle_kinds
 from mobilepre.runtimes import run_tflite, run_tfjs
 
 PSNR_CAP_DB = 200.0  # identical outputs have infinite PSNR; JSON has no infinity
@@ -19,89 +19,171 @@ PSNR_CAP_DB = 200.0  # identical outputs have infinite PSNR; JSON has no infinit
 
 @dataclass(frozen=True)
 class OutputDrift:
-    """Drift of one output tensor.
+    """Drift of one output tensor, measured as its kind asks (`mobilepre.metrics.OutputKind`).
 
     Attributes:
+        name (str): the output's name (the Keras output name).
+        kind (OutputKind): what the output means.
         max_abs_error, mean_abs_error, rmse (float): over all values.
+        relative_error (float): max_abs_error over the reference output's range on these images.
         psnr_db (float): 20 log10(reference range / rmse), capped at `PSNR_CAP_DB`.
         cosine (float): mean cosine similarity of the per-image output vectors.
-        top1_agreement, top5_agreement (float | None): for classifier outputs (N, classes): how often
-            the candidate's top-1 class equals the reference's, and how often the reference's top-1 is
-            in the candidate's top-k (k = min(5, classes)).
-        accuracy_reference, accuracy_candidate, accuracy_drop (float | None): against labels, when given.
+        top1_agreement (float | None): class scores: how often the candidate's top-1 class equals the
+            reference's; segmentation: the same per pixel.
+        top5_agreement (float | None): class scores: how often the reference's top-1 is in the
+            candidate's top-k (k = min(5, classes)).
+        kl_divergence (float | None): class scores: mean KL(reference || candidate) of the class
+            distributions (softmax of logits).
+        accuracy_reference, accuracy_candidate, accuracy_drop (float | None): class scores, with labels.
+        mean_iou (float | None): segmentation: mean IoU of the candidate's mask with the reference's.
+        nn_agreement (float | None): embedding: how often each image's nearest neighbour (cosine) among
+            the other images stays the same.
+        ssim (float | None): image: mean structural similarity per image and channel.
     """
 
+    name: str
+    kind: OutputKind
     max_abs_error: float
     mean_abs_error: float
+    relative_error: float
     rmse: float
     psnr_db: float
     cosine: float
     top1_agreement: float | None = None
     top5_agreement: float | None = None
+    kl_divergence: float | None = None
     accuracy_reference: float | None = None
     accuracy_candidate: float | None = None
     accuracy_drop: float | None = None
+    mean_iou: float | None = None
+    nn_agreement: float | None = None
+    ssim: float | None = None
+
+    def metrics(self) -> dict:
+        """metric -> value, the measured ones only."""
+        return {k: round(float(v), 6) for k, v in self.__dict__.items() if k not in ("name", "kind") and v is not None}
 
     def to_dict(self) -> dict:
-        return {k: (None if v is None else round(float(v), 6)) for k, v in self.__dict__.items()}
+        return {"kind": str(self.kind), "name": self.name, **self.metrics()}
 
 
-def output_drift(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None) -> OutputDrift:
+def output_drift(
+    reference: np.ndarray,
+    candidate: np.ndarray,
+    labels: np.ndarray | None = None,
+    kind: OutputKind = OutputKind.REGRESSION,
+    name: str = "output_0",
+) -> OutputDrift:
+    """The drift of one output, with the metrics its kind has."""
+    kind = OutputKind(kind)
     reference = reference.astype(np.float64)
     candidate = candidate.astype(np.float64)
     if reference.shape != candidate.shape:
-        raise MobilepreError(f"candidate output shape {candidate.shape} differs from the reference's {reference.shape}")
+        raise MobilepreError(f"output {name}: candidate shape {candidate.shape} differs from the reference's {reference.shape}")
     diff = candidate - reference
     rmse = float(np.sqrt(np.mean(diff**2)))
     span = float(reference.max() - reference.min()) or 1.0
     psnr = PSNR_CAP_DB if rmse == 0 else min(PSNR_CAP_DB, 20.0 * math.log10(span / rmse))
     ref_rows = reference.reshape(len(reference), -1)
     cand_rows = candidate.reshape(len(candidate), -1)
-    norms = np.linalg.norm(ref_rows, axis=1) * np.linalg.norm(cand_rows, axis=1)
-    dots = np.sum(ref_rows * cand_rows, axis=1)
-    cosine = float(np.mean(np.where(norms > 0, dots / np.where(norms > 0, norms, 1), 1.0)))
+    max_abs = float(np.abs(diff).max())
     drift = dict(
-        max_abs_error=float(np.abs(diff).max()),
+        max_abs_error=max_abs,
         mean_abs_error=float(np.abs(diff).mean()),
+        relative_error=max_abs / span,
         rmse=rmse,
         psnr_db=psnr,
-        cosine=cosine,
+        cosine=_mean_cosine(ref_rows, cand_rows),
     )
-    if reference.ndim == 2 and reference.shape[1] >= 2:
-        ref_top = reference.argmax(axis=1)
-        k = min(5, reference.shape[1])
-        cand_topk = np.argsort(-candidate, axis=1, kind="stable")[:, :k]
-        drift["top1_agreement"] = float(np.mean(cand_topk[:, 0] == ref_top))
-        drift["top5_agreement"] = float(np.mean(np.any(cand_topk == ref_top[:, None], axis=1)))
-        if labels is not None:
-            acc_ref = float(np.mean(ref_top == labels))
-            acc_cand = float(np.mean(cand_topk[:, 0] == labels))
-            drift.update(accuracy_reference=acc_ref, accuracy_candidate=acc_cand, accuracy_drop=acc_ref - acc_cand)
-    return OutputDrift(**drift)
+    if kind in CLASS_SCORES and reference.ndim == 2 and reference.shape[1] >= 2:
+        drift.update(_class_scores(reference, candidate, labels, kind))
+    elif kind is OutputKind.SEGMENTATION and reference.ndim == 4 and reference.shape[-1] >= 2:
+        drift.update(_segmentation(reference, candidate))
+    elif kind is OutputKind.EMBEDDING and len(reference) >= 2:
+        drift["nn_agreement"] = float(np.mean(_nearest(ref_rows) == _nearest(cand_rows)))
+    elif kind is OutputKind.IMAGE and reference.ndim == 4:
+        drift["ssim"] = _ssim(reference, candidate, span)
+    return OutputDrift(name=name, kind=kind, **drift)
 
 
-def worst(drifts: list[OutputDrift]) -> dict:
-    """One value per metric across outputs: the worst of each (lowest floor metric, highest ceiling one)."""
-    summary = {}
-    for tolerance in TOLERANCES.values():
-        values = [getattr(d, tolerance.metric) for d in drifts if getattr(d, tolerance.metric) is not None]
-        if values:
-            summary[tolerance.metric] = min(values) if tolerance.kind == "min" else max(values)
-    return summary
+def _mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+    dots = np.sum(a * b, axis=1)
+    return float(np.mean(np.where(norms > 0, dots / np.where(norms > 0, norms, 1), 1.0)))
 
 
-def tolerance_failures(summary: dict, tolerances: dict) -> list[str]:
-    """Each tolerance not met, as 'name: measured vs limit'. A metric that was not measured fails its bound."""
+def _softmax(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _class_scores(reference, candidate, labels, kind) -> dict:
+    ref_top = reference.argmax(axis=1)
+    k = min(5, reference.shape[1])
+    cand_topk = np.argsort(-candidate, axis=1, kind="stable")[:, :k]
+    p, q = (reference, candidate) if kind is OutputKind.PROBABILITIES else (_softmax(reference), _softmax(candidate))
+    p, q = np.clip(p, 1e-12, 1.0), np.clip(q, 1e-12, 1.0)
+    out = {
+        "top1_agreement": float(np.mean(cand_topk[:, 0] == ref_top)),
+        "top5_agreement": float(np.mean(np.any(cand_topk == ref_top[:, None], axis=1))),
+        "kl_divergence": float(np.mean(np.sum(p * np.log(p / q), axis=1))),
+    }
+    if labels is not None:
+        acc_ref = float(np.mean(ref_top == labels))
+        acc_cand = float(np.mean(cand_topk[:, 0] == labels))
+        out.update(accuracy_reference=acc_ref, accuracy_candidate=acc_cand, accuracy_drop=acc_ref - acc_cand)
+    return out
+
+
+def _segmentation(reference, candidate) -> dict:
+    ref_mask, cand_mask = reference.argmax(axis=-1), candidate.argmax(axis=-1)
+    ious = []
+    for c in range(reference.shape[-1]):
+        union = np.logical_or(ref_mask == c, cand_mask == c).sum()
+        if union:
+            ious.append(np.logical_and(ref_mask == c, cand_mask == c).sum() / union)
+    return {"top1_agreement": float(np.mean(ref_mask == cand_mask)), "mean_iou": float(np.mean(ious))}
+
+
+def _nearest(rows: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """Each row's nearest other row by cosine, computed in chunks (memory stays O(chunk x N))."""
+    unit = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    unit = unit.astype(np.float32)
+    nearest = np.empty(len(unit), dtype=np.int64)
+    for start in range(0, len(unit), chunk):
+        sims = unit[start : start + chunk] @ unit.T
+        sims[np.arange(len(sims)), np.arange(start, start + len(sims))] = -np.inf
+        nearest[start : start + len(sims)] = sims.argmax(axis=1)
+    return nearest
+
+
+def _ssim(reference, candidate, span: float) -> float:
+    """Global SSIM per image and channel (no sliding window), averaged."""
+    c1, c2 = (0.01 * span) ** 2, (0.03 * span) ** 2
+    axes = (1, 2)
+    mu_x, mu_y = reference.mean(axis=axes), candidate.mean(axis=axes)
+    var_x, var_y = reference.var(axis=axes), candidate.var(axis=axes)
+    cov = ((reference - mu_x[:, None, None, :]) * (candidate - mu_y[:, None, None, :])).mean(axis=axes)
+    ssim = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return float(ssim.mean())
+
+
+def tolerance_failures(drifts: list, tolerances: dict) -> list[str]:
+    """Each tolerance not met, per output where it makes sense for the output's kind, as
+    'name[output]: measured vs limit'. A metric that applies but was not measured fails its bound."""
     failures = []
-    for name, limit in sorted(tolerances.items()):
-        if limit is None:
-            continue
-        tolerance = TOLERANCES[name]
-        value = summary.get(tolerance.metric)
-        if value is None:
-            failures.append(f"{name}: {tolerance.metric} was not measured (needs a classifier output or labels)")
-        elif tolerance.fails(value, limit):
-            failures.append(f"{name}: {tolerance.metric} {value:.6g} vs limit {limit:g}")
+    for drift in drifts:
+        metrics = drift.metrics()
+        for name, limit in sorted(tolerances.items()):
+            tolerance = TOLERANCES[name]
+            if limit is None or drift.kind not in tolerance.kinds:
+                continue
+            value = metrics.get(tolerance.metric)
+            if value is None:
+                if tolerance.needs != "labels":
+                    failures.append(f"{name}[{drift.name}]: {tolerance.metric} was not measured")
+            elif tolerance.fails(value, limit):
+                failures.append(f"{name}[{drift.name}]: {tolerance.metric} {value:.6g} vs limit {limit:g}")
     return failures
 
 
@@ -112,8 +194,7 @@ class ValidationResult:
     Attributes:
         candidate (str), format (str): the artifact and "tflite" or "tfjs".
         images (int): how many images were compared.
-        outputs (list[OutputDrift]): drift per output, in the reference's output order.
-        summary (dict): the worst value of each metric across outputs.
+        outputs (list[OutputDrift]): drift per output, by name and kind, in the model's output order.
         latency (Latency | None): per-image latency in the candidate's runtime on this host.
         macs (int): multiply-accumulates per image, counted from the reference model's layers.
         reference_seconds, candidate_seconds (float): inference time of the whole set.
@@ -124,7 +205,6 @@ class ValidationResult:
     format: str
     images: int
     outputs: list
-    summary: dict
     latency: object
     macs: int
     reference_seconds: float
@@ -145,7 +225,6 @@ class ValidationResult:
             "format": self.format,
             "images": self.images,
             "outputs": [d.to_dict() for d in self.outputs],
-            "summary": {k: round(float(v), 6) for k, v in sorted(self.summary.items())},
             "latency": self.latency.to_dict() if self.latency else None,
             "macs": self.macs,
             "reference_seconds": round(self.reference_seconds, 4),
@@ -157,8 +236,10 @@ class ValidationResult:
 
     def to_text(self) -> str:
         lines = [f"{self.candidate} ({self.format}) on {self.images} images"]
-        for name, value in sorted(self.summary.items()):
-            lines.append(f"  {name:<20} {value:.6g}")
+        for drift in self.outputs:
+            lines.append(f"  output {drift.name} ({drift.kind})")
+            for name, value in drift.metrics().items():
+                lines.append(f"    {name:<20} {value:.6g}")
         if self.latency:
             lat = self.latency
             threads = f", {lat.threads} threads" if lat.threads else ""
@@ -196,16 +277,14 @@ def run_candidate(path: Path, images: np.ndarray, threads: int = 1, latency_runs
     return fmt, run_tfjs(folder, images, latency_runs, where=str(folder))
 
 
-def compare(
-    reference_outputs: list,
-    run,
-    labels: np.ndarray | None,
-) -> list[OutputDrift]:
+def compare(reference_outputs: list, run, labels: np.ndarray | None, outputs: list) -> list[OutputDrift]:
+    """Drift of each output of a run against the reference's; `outputs` are the model's `OutputSpec`s
+    (name and kind), in the order both list their outputs."""
     if len(run.outputs) != len(reference_outputs):
         raise MobilepreError(
             f"the candidate has {len(run.outputs)} outputs, the reference {len(reference_outputs)}: they are not the same model"
         )
-    return [output_drift(r, c, labels) for r, c in zip(reference_outputs, run.outputs)]
+    return [output_drift(r, c, labels, spec.kind, spec.name) for r, c, spec in zip(reference_outputs, run.outputs, outputs)]
 
 
 def reference_outputs(source, images: np.ndarray) -> tuple[list, float]:
@@ -228,15 +307,13 @@ def validate(
     """Compare `candidate` (a .tflite file or TF.js folder) with the float `source` model on `images`."""
     reference, ref_seconds = reference_outputs(source, images)
     fmt, run = run_candidate(candidate, images, threads, latency_runs)
-    drifts = compare(reference, run, labels)
-    summary = worst(drifts)
-    failures = tolerance_failures(summary, tolerances or {})
+    drifts = compare(reference, run, labels, settle_kinds(source.outputs, reference))
+    failures = tolerance_failures(drifts, tolerances or {})
     return ValidationResult(
         candidate=str(candidate),
         format=fmt,
         images=len(images),
         outputs=drifts,
-        summary=summary,
         latency=run.latency,
         macs=source.macs,
         reference_seconds=ref_seconds,

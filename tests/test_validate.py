@@ -9,7 +9,7 @@ import pytest
 from mobilepre import quantize
 from mobilepre import demo
 from mobilepre.errors import MobilepreError
-from mobilepre.validate import PSNR_CAP_DB, output_drift, tolerance_failures, validate, worst
+from mobilepre.validate import PSNR_CAP_DB, output_drift, tolerance_failures, validate
 from tests.conftest import run_cli, write_artifact
 
 FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
@@ -28,25 +28,28 @@ def demo_artifacts(demo_source, demo_data, tmp_path_factory):
 
 def test_metrics_on_known_values():
     reference = np.array([[0.1, 0.7, 0.2], [0.5, 0.3, 0.2]], np.float32)
-    same = output_drift(reference, reference.copy())
+    same = output_drift(reference, reference.copy(), kind="probabilities", name="cls")
     assert same.max_abs_error == 0 and same.psnr_db == PSNR_CAP_DB and same.cosine == pytest.approx(1.0)
     assert same.top1_agreement == 1.0
     flipped = np.array([[0.1, 0.2, 0.7], [0.5, 0.3, 0.2]], np.float32)
-    drift = output_drift(reference, flipped, labels=np.array([1, 0]))
+    drift = output_drift(reference, flipped, labels=np.array([1, 0]), kind="probabilities", name="cls")
     assert drift.top1_agreement == 0.5 and drift.max_abs_error == pytest.approx(0.5)
     assert drift.rmse == pytest.approx(np.sqrt(0.5 / 6))
     assert drift.accuracy_reference == 1.0 and drift.accuracy_candidate == 0.5 and drift.accuracy_drop == 0.5
     assert drift.top5_agreement == 1.0  # 3 classes: the reference's class is always in the top 3
-    failures = tolerance_failures(worst([drift]), {"min_top1_agreement": 0.9, "max_abs_error": 1.0})
-    assert failures == ["min_top1_agreement: top1_agreement 0.5 vs limit 0.9"]
+    failures = tolerance_failures([drift], {"min_top1_agreement": 0.9, "max_abs_error": 1.0})
+    assert failures == ["min_top1_agreement[cls]: top1_agreement 0.5 vs limit 0.9"]
+    as_regression = output_drift(reference, flipped, kind="regression", name="box")
+    assert as_regression.top1_agreement is None and tolerance_failures([as_regression], {"min_top1_agreement": 0.9}) == []
 
 
 @pytest.mark.parametrize("key", [("tflite", "float32"), ("tfjs", "float32")])
 def test_float32_has_near_zero_drift_in_its_runtime(demo_source, demo_data, demo_artifacts, key):
     _, validation = demo_data
     result = validate(demo_source, demo_artifacts[key], validation.images, validation.labels, latency_runs=5)
-    assert result.summary["max_abs_error"] < 1e-4 and result.summary["top1_agreement"] == 1.0
-    assert result.summary["accuracy_drop"] == 0.0 and result.images == 360
+    (drift,) = result.outputs
+    assert drift.kind == "probabilities" and drift.max_abs_error < 1e-4 and drift.top1_agreement == 1.0
+    assert drift.accuracy_drop == 0.0 and result.images == 360
     assert result.latency.median_ms > 0 and result.latency.runtime == {"tflite": "litert", "tfjs": "tfjs-wasm"}[key[0]]
     assert result.macs > 1_000_000 and not result.failures and result.exit_code == 0
 
@@ -67,7 +70,7 @@ def test_int8_drift_is_reported_against_the_labels(demo_artifacts):
     )
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    summary = report["summary"]
+    summary = report["outputs"][0]
     assert 0.97 <= summary["top1_agreement"] <= 1.0 and abs(summary["accuracy_drop"]) <= 0.02
     assert 0 < summary["max_abs_error"] < 0.5 and report["latency"]["threads"] == 1 and report["passed"]
 
@@ -99,14 +102,14 @@ def test_scrambled_weights_show_large_drift_and_exit_1(scrambled):
     strict = run_cli(*args, "--min-top1", "0.9", "--max-abs", "0.2", "--json", env=FAST)
     assert strict.returncode == 1, strict.stderr
     report = json.loads(strict.stdout)
-    assert report["summary"]["top1_agreement"] < 0.9 and not report["passed"]
-    assert {f.split(":")[0] for f in report["failures"]} == {"min_top1_agreement", "max_abs_error"}
+    assert report["outputs"][0]["top1_agreement"] < 0.9 and not report["passed"]
+    assert {f.split(":")[0] for f in report["failures"]} == {"min_top1_agreement[digits_cnn]", "max_abs_error[digits_cnn]"}
 
 
 def test_scrambled_tfjs_weights_show_large_drift(demo_source, demo_data, scrambled):
     _, validation = demo_data
     result = validate(demo_source, scrambled["tfjs"], validation.images, latency_runs=0, tolerances={"min_top1_agreement": 0.9})
-    assert result.summary["top1_agreement"] < 0.9 and result.exit_code == 1
+    assert result.outputs[0].top1_agreement < 0.9 and result.exit_code == 1
 
 
 def test_candidate_with_another_input_shape_says_both_shapes(tiny_model, demo_source, demo_data, tmp_path):

@@ -1,0 +1,99 @@
+"""Drift judged per output by what the output means: kinds inferred from the model, per-output budgets in
+profiles, and every output named in builds, reports and manifests."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mobilepre.builder import BuildOptions, build
+from mobilepre.errors import MobilepreError
+from mobilepre.models import from_keras
+from mobilepre.profiles import load_profile
+from mobilepre.validate import output_drift
+
+
+@pytest.fixture(scope="module")
+def detector(keras):
+    """A face-detector-shaped model: box regression [4], landmarks [10], face/non-face softmax [2]."""
+    keras.utils.set_random_seed(3)
+    L = keras.layers
+    inputs = keras.Input((16, 16, 3))
+    x = L.GlobalAveragePooling2D()(L.Conv2D(8, 3, activation="relu")(inputs))
+    return keras.Model(inputs, [L.Dense(4, name="box")(x), L.Dense(10, name="landmarks")(x), L.Dense(2, activation="softmax", name="face")(x)])
+
+
+def test_kinds_are_inferred_from_the_model(keras, detector):
+    L = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    x = L.GlobalAveragePooling2D()(inputs)
+    zoo = keras.Model(inputs, [
+        L.Conv2D(3, 1, activation="softmax", name="mask")(inputs),
+        L.Conv2D(3, 1, activation="sigmoid", name="picture")(inputs),
+        L.UnitNormalization(name="vector")(L.Dense(6)(x)),
+        L.Softmax(name="scores")(L.Dense(5)(x)),
+    ])
+    kinds = {spec.name: str(spec.kind) for spec in from_keras(zoo).outputs}
+    assert kinds == {"mask": "segmentation", "picture": "image", "vector": "embedding", "scores": "probabilities"}
+    assert [(s.name, str(s.kind)) for s in from_keras(detector).outputs] == [("box", "regression"), ("landmarks", "regression"), ("face", "probabilities")]
+
+
+def test_metrics_each_kind_has():
+    rng = np.random.default_rng(0)
+    masks = rng.uniform(size=(2, 4, 4, 3))
+    shifted = masks.copy()
+    shifted[0, 0, 0] = np.eye(3)[(masks[0, 0, 0].argmax() + 1) % 3]  # one pixel changes class
+    seg = output_drift(masks, shifted, kind="segmentation", name="mask")
+    assert seg.top1_agreement == 31 / 32 and 0 < seg.mean_iou < 1.0 and seg.top5_agreement is None
+    vectors = rng.normal(size=(6, 8))
+    emb = output_drift(vectors, vectors + 1e-6, kind="embedding", name="vector")
+    assert emb.nn_agreement == 1.0 and emb.top1_agreement is None
+    pictures = rng.uniform(size=(2, 8, 8, 3))
+    image = output_drift(pictures, pictures, kind="image", name="picture")
+    assert image.ssim == pytest.approx(1.0) and output_drift(pictures, pictures[::-1].copy(), kind="image").ssim < 0.9
+    box = output_drift(vectors, vectors + 0.1, kind="regression", name="box")
+    assert box.relative_error == pytest.approx(0.1 / (vectors.max() - vectors.min())) and box.top1_agreement is None
+
+
+def test_a_detector_build_judges_top1_on_its_class_output_only(keras, detector, tmp_path):
+    model = tmp_path / "detector.keras"
+    detector.save(model)
+    data = tmp_path / "images.npz"
+    np.savez(data, images=np.random.default_rng(1).uniform(size=(24, 16, 16, 3)).astype(np.float32))
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "npu.toml").write_text(
+        'name = "npu"\ndescription = "An int8 accelerator."\nformats = ["tflite"]\nquantization = ["int8"]\n'
+        '[budget]\nmax_size = "1 MiB"\n[drift]\nmin_top1_agreement = 0.9\nmin_cosine = 0.5\n'
+        '[drift.outputs.box]\nmax_relative_error = 0.5\n'
+    )
+    result = build(BuildOptions(out=tmp_path / "out", model=model, calibration=data, profiles=profiles, latency_runs=3))
+    trial = result.profile("npu").format("tflite").tried[0]
+    labels = sorted(c.label for c in trial.verdict.checks if c.output)
+    assert labels == ["max_relative_error[box]", "min_cosine[box]", "min_cosine[face]", "min_cosine[landmarks]", "min_top1_agreement[face]"]
+    assert [(d["name"], d["kind"]) for d in trial.drift] == [("box", "regression"), ("landmarks", "regression"), ("face", "probabilities")]
+    assert "top1_agreement" not in trial.drift[0] and "top1_agreement" in trial.drift[2]
+    if result.passed:
+        manifest = json.loads((tmp_path / "out" / "npu" / "manifest.json").read_text())
+        assert [(o["name"], o["kind"]) for o in manifest["source"]["outputs"]] == [("box", "regression"), ("landmarks", "regression"), ("face", "probabilities")]
+        assert [d["name"] for d in manifest["artifacts"][0]["drift"]] == ["box", "landmarks", "face"]
+
+
+def test_per_output_budgets_are_checked_before_any_conversion(keras, detector, tmp_path):
+    model = tmp_path / "detector.keras"
+    detector.save(model)
+    data = tmp_path / "images.npz"
+    np.savez(data, images=np.zeros((4, 16, 16, 3), np.float32))
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    text = 'name = "p"\ndescription = "x."\nformats = ["tflite"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n'
+    (profiles / "p.toml").write_text(text + "[drift.outputs.classes]\nmin_top1_agreement = 0.9\n")
+    with pytest.raises(MobilepreError, match="names no output of the model: its outputs are box, landmarks, face"):
+        build(BuildOptions(out=tmp_path / "out", model=model, calibration=data, profiles=profiles))
+    (profiles / "p.toml").write_text(text + "[drift.outputs.box]\nmin_top1_agreement = 0.9\n")
+    with pytest.raises(MobilepreError, match="drift.outputs.box.min_top1_agreement has no meaning for output box, a regression output"):
+        build(BuildOptions(out=tmp_path / "out", model=model, calibration=data, profiles=profiles))
+    (profiles / "p.toml").write_text(text + '[drift.outputs.box]\nkind = "regression"\nmin_top1_agreement = 0.9\n')
+    with pytest.raises(MobilepreError, match="drift.outputs.box.min_top1_agreement has no meaning for a regression output"):
+        load_profile(profiles / "p.toml")
+    assert not (tmp_path / "out").exists()
