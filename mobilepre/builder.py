@@ -23,12 +23,12 @@ from mobilepre.frontend import FrontendSpec, attach, build_frontend
 from mobilepre.fsutil import check_output, fsync_tree, os_error_message, remove_stale_staging, replace_tree, staging_folder
 from mobilepre.latency import parse_device_timings
 from mobilepre.manifest import bundle_files
-from mobilepre.metrics import TOLERANCES
+from mobilepre.metrics import ALL_KINDS, TOLERANCES
 from mobilepre.models import OutputSpec, from_keras, load_model, settle_kinds
 from mobilepre.profiles import Profile, default_profiles_dir, format_size, load_profiles
 from mobilepre.report import render_html
 from mobilepre.search import FormatResult, search
-from mobilepre.validate import reference_outputs
+from mobilepre.validate import degenerate_reason, reference_outputs
 from mobilepre.signing import SIGNATURE_FILE, sign_bundle
 from mobilepre.versions import toolchain_versions
 
@@ -59,6 +59,9 @@ class BuildOptions:
         input_shape (tuple | None): H,W,C for models with dynamic input sizes.
         sign_key (Path | None): an elliptic-curve private key (PEM): each bundle gets a `signature.sig`
             over all its files (OpenSSF model-signing), for `check --verify-key`.
+        allow_degenerate_reference (bool): build even when the float model's class scores are degenerate on
+            the validation images (one class for nearly all, constant or tied scores). Default False:
+            class-score budgets judged on such images say nothing, so the build is refused.
         config (Path | None): the `--config` file these options came from; the output may not replace it.
     """
 
@@ -79,6 +82,7 @@ class BuildOptions:
     trust_model: bool = False
     input_shape: tuple | None = None
     sign_key: Path | None = None
+    allow_degenerate_reference: bool = False
     config: Path | None = None
 
     def __post_init__(self):
@@ -220,6 +224,7 @@ class BuildResult:
                     f"{p.name:<18} {f.format:<7} {row.candidate:<22} {size:>9} "
                     f"{gzip:>9} {'-' if top1 is None else f'{top1:.4f}':>7} {lat:>12}  {verdict}"
                 )
+        lines += [f"warning: {w}" for w in self.source.get("warnings", [])]
         written = sum(p.passed for p in self.profiles)
         where = f"{written} of {len(self.profiles)} bundles in {self.out}" if written else "no bundle written"
         lines.append(f"{self.conversions} conversions, {self.validations} validations; {where}")
@@ -365,6 +370,7 @@ def _build(options: BuildOptions, progress) -> BuildResult:
         }
         reference = reference_outputs(source, validation.images)[0]
         outputs = resolve_outputs(source, profiles, reference)
+        source_info["warnings"] = _degenerate_warnings(outputs, reference, profiles, options.allow_degenerate_reference, progress)
         source_info["outputs"] = [spec.to_dict() for spec in outputs]
         evaluator = Evaluator(source, calibration.images, validation.images, validation.labels, work, progress,
                               options.prune_epochs, outputs, reference)
@@ -398,6 +404,25 @@ def _check_room(out: Path, model: Path) -> None:
             f"--out {out}: {format_size(free)} free on its filesystem, a build of {model.name} needs about "
             f"{format_size(needed)} for its work copies and bundles: free some space or choose another folder"
         )
+
+
+def _degenerate_warnings(outputs, reference, profiles, allowed: bool, progress) -> list[str]:
+    """A degenerate reference refuses the build when a profile judges class scores on it, unless allowed."""
+    warnings = []
+    for spec, values in zip(outputs, reference):
+        reason = degenerate_reason(values, spec.kind)
+        if reason is None:
+            continue
+        judged = [p.name for p in profiles if any(spec.kind in TOLERANCES[t].kinds and TOLERANCES[t].kinds != ALL_KINDS
+                                                  for t in p.drift.limits_for(spec.name, spec.kind))]
+        line = (f"the float model's {spec.name} output is degenerate on the validation images: {reason} "
+                "(a wrong --input-range or broken preprocessing does this)")
+        if judged and not allowed:
+            raise MobilepreError(f"{line}; profiles {', '.join(judged)} judge its class scores, which would pass "
+                                 "whatever the candidate does: fix the data or pass --allow-degenerate-reference")
+        progress(f"warning: {line}")
+        warnings.append(line)
+    return warnings
 
 
 def resolve_outputs(source, profiles, reference: list) -> tuple:

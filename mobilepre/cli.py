@@ -225,6 +225,7 @@ def build(
     input_shape: ShapeOption = None,
     trust_model: Annotated[Optional[bool], typer.Option("--trust-model", help="Lift the model scan's refusals (see README).")] = None,
     sign_key: Annotated[Optional[Path], typer.Option(help="Sign each bundle with this elliptic-curve private key (PEM).")] = None,
+    allow_degenerate_reference: Annotated[Optional[bool], typer.Option("--allow-degenerate-reference", help="Build even when the float model gives one class for nearly every validation image.")] = None,
     force: Annotated[Optional[bool], typer.Option("--force", help="Replace an existing output folder.")] = None,
     as_json: JsonOption = False,
 ):
@@ -236,6 +237,7 @@ def build(
         "input_range": parse_range(input_range) if input_range else None, "device_timings": device_timings,
         "jobs": jobs, "latency_runs": latency_runs, "prune_epochs": prune_epochs,
         "input_shape": _shape(input_shape), "trust_model": trust_model, "force": force, "sign_key": sign_key,
+        "allow_degenerate_reference": allow_degenerate_reference,
     }
     options.update({k: v for k, v in given.items() if v is not None})
     if "out" not in options:

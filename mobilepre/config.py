@@ -11,7 +11,7 @@ from mobilepre.errors import MobilepreError
 
 MAX_CONFIG_BYTES = 64 * 1024
 _PATH_KEYS = {"out", "model", "profiles", "calibration", "validation", "labels", "device_timings", "sign_key"}
-_BOOL_KEYS = {"frontend", "force", "trust_model"}
+_BOOL_KEYS = {"frontend", "force", "trust_model", "allow_degenerate_reference"}
 _INT_KEYS = {"jobs", "latency_runs", "prune_epochs"}
 _NUMBER_LIST_KEYS = {"input_range", "input_shape"}
 

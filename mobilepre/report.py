@@ -110,6 +110,8 @@ def render_html(result) -> str:
         f"input {src['input_dtype']} {src['input_shape']}; identity <code>{src['identity'][:16]}…</code>. "
         f"{result.conversions} conversions and {result.validations} validations in all.</p>"
     )
+    for warning in src.get("warnings", []):
+        out.append(f"<p class=no>Warning: {html.escape(warning)}.</p>")
     for profile in result.profiles:
         status = "<span class=ok>bundle written</span>" if profile.passed else "<span class=no>no candidate within budget</span>"
         out.append(f"<h2>{html.escape(profile.name)}: {status}</h2><p>{html.escape(profile.profile.description)}</p>")

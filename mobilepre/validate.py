@@ -168,6 +168,30 @@ def _ssim(reference, candidate, span: float) -> float:
     return float(ssim.mean())
 
 
+# A reference is degenerate when nearly every image gets one class (what a wrong --input-range or broken
+# preprocessing produces), its class scores are constant, or it barely separates its top two classes.
+DEGENERATE_SHARE = 0.95
+MIN_IMAGES_TO_JUDGE = 10
+NEAR_ZERO_MARGIN = 1e-3
+
+
+def degenerate_reason(reference: np.ndarray, kind) -> str | None:
+    """Why the float model's class-score (or segmentation) output says nothing about these images, or None."""
+    if kind not in CLASS_SCORES | {OutputKind.SEGMENTATION} or len(reference) < MIN_IMAGES_TO_JUDGE or reference.shape[-1] < 2:
+        return None
+    scores = reference.reshape(-1, reference.shape[-1]).astype(np.float64)
+    if float(scores.std(axis=0).max()) < 1e-6:
+        return "its scores are the same for every image"
+    top = scores.argmax(axis=1)
+    share = float(np.bincount(top).max() / len(top))
+    if share >= DEGENERATE_SHARE:
+        return f"it gives class {int(np.bincount(top).argmax())} for {share:.0%} of the images"
+    ordered = np.sort(scores, axis=1)
+    if float(np.mean(ordered[:, -1] - ordered[:, -2] < NEAR_ZERO_MARGIN)) >= 0.9:
+        return "its top two classes are within 0.001 of each other for 90% of the images"
+    return None
+
+
 def tolerance_failures(drifts: list, tolerances: dict) -> list[str]:
     """Each tolerance not met, per output where it makes sense for the output's kind, as
     'name[output]: measured vs limit'. A metric that applies but was not measured fails its bound."""
@@ -199,6 +223,7 @@ class ValidationResult:
         macs (int): multiply-accumulates per image, counted from the reference model's layers.
         reference_seconds, candidate_seconds (float): inference time of the whole set.
         failures (list[str]): tolerances not met (empty when none were given or all were met).
+        warnings (list[str]): outputs whose reference is degenerate on these images (`degenerate_reason`).
     """
 
     candidate: str
@@ -210,6 +235,7 @@ class ValidationResult:
     reference_seconds: float
     candidate_seconds: float
     failures: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -232,6 +258,7 @@ class ValidationResult:
             "candidate_images_per_second": round(self.images_per_second, 1),
             "failures": list(self.failures),
             "passed": not self.failures,
+            "warnings": list(self.warnings),
         }
 
     def to_text(self) -> str:
@@ -246,6 +273,7 @@ class ValidationResult:
             lines.append(f"  latency              median {lat.median_ms:.3f} ms, p90 {lat.p90_ms:.3f} ms ({lat.runtime}{threads})")
         lines.append(f"  MACs per image       {self.macs}")
         lines.append(f"  throughput           {self.images_per_second:.0f} images/s in the candidate's runtime")
+        lines += [f"  WARNING {warning}" for warning in self.warnings]
         lines += [f"  FAILED {failure}" for failure in self.failures] or ["  within tolerance"]
         return "\n".join(lines)
 
@@ -307,8 +335,11 @@ def validate(
     """Compare `candidate` (a .tflite file or TF.js folder) with the float `source` model on `images`."""
     reference, ref_seconds = reference_outputs(source, images)
     fmt, run = run_candidate(candidate, images, threads, latency_runs)
-    drifts = compare(reference, run, labels, settle_kinds(source.outputs, reference))
+    specs = settle_kinds(source.outputs, reference)
+    drifts = compare(reference, run, labels, specs)
     failures = tolerance_failures(drifts, tolerances or {})
+    warnings = [f"the float model's {spec.name} output is degenerate on these images: {reason}"
+                for spec, values in zip(specs, reference) if (reason := degenerate_reason(values, spec.kind))]
     return ValidationResult(
         candidate=str(candidate),
         format=fmt,
@@ -319,6 +350,7 @@ def validate(
         reference_seconds=ref_seconds,
         candidate_seconds=run.seconds,
         failures=failures,
+        warnings=warnings,
     )
 
 

@@ -67,7 +67,9 @@ def test_a_detector_build_judges_top1_on_its_class_output_only(keras, detector, 
         '[budget]\nmax_size = "1 MiB"\n[drift]\nmin_top1_agreement = 0.9\nmin_cosine = 0.5\n'
         '[drift.outputs.box]\nmax_relative_error = 0.5\n'
     )
-    result = build(BuildOptions(out=tmp_path / "out", model=model, calibration=data, profiles=profiles, latency_runs=3))
+    # random weights give one face class for every image: allowed here, the per-output judging is the point
+    result = build(BuildOptions(out=tmp_path / "out", model=model, calibration=data, profiles=profiles, latency_runs=3,
+                                allow_degenerate_reference=True))
     trial = result.profile("npu").format("tflite").tried[0]
     labels = sorted(c.label for c in trial.verdict.checks if c.output)
     assert labels == ["max_relative_error[box]", "min_cosine[box]", "min_cosine[face]", "min_cosine[landmarks]", "min_top1_agreement[face]"]
@@ -97,3 +99,37 @@ def test_per_output_budgets_are_checked_before_any_conversion(keras, detector, t
     with pytest.raises(MobilepreError, match="drift.outputs.box.min_top1_agreement has no meaning for a regression output"):
         load_profile(profiles / "p.toml")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_degenerate_reference_refuses_class_score_budgets_unless_allowed(keras, tmp_path):
+    """A model that says class 0 for every image (what a wrong --input-range produces) passes any top-1
+    budget whatever the candidate does: the build refuses it, and warns when allowed."""
+    inputs = keras.Input((8, 8, 3))
+    head = keras.layers.Dense(3, activation="softmax", name="scores")
+    model = keras.Model(inputs, head(keras.layers.GlobalAveragePooling2D()(inputs)))
+    head.set_weights([np.zeros((3, 3), np.float32), np.array([5.0, 0.0, 0.0], np.float32)])
+    path = tmp_path / "stuck.keras"
+    model.save(path)
+    data = tmp_path / "images.npz"
+    np.savez(data, images=np.random.default_rng(0).uniform(size=(20, 8, 8, 3)).astype(np.float32))
+    with pytest.raises(MobilepreError, match="scores output is degenerate.*the same for every image.*--allow-degenerate-reference"):
+        build(BuildOptions(out=tmp_path / "out", model=path, calibration=data, profile=("npu-int8",)))
+    result = build(BuildOptions(out=tmp_path / "out", model=path, calibration=data, profile=("npu-int8",),
+                                allow_degenerate_reference=True, latency_runs=3))
+    assert "degenerate" in result.source["warnings"][0] and "warning:" in result.to_text()
+    assert "Warning:" in (tmp_path / "out" / "report.html").read_text()
+
+
+def test_degenerate_reasons():
+    from mobilepre.metrics import OutputKind
+    from mobilepre.validate import degenerate_reason
+
+    rng = np.random.default_rng(0)
+    healthy = rng.dirichlet(np.ones(4), size=40)
+    assert degenerate_reason(healthy, OutputKind.PROBABILITIES) is None
+    one_class = healthy.copy()
+    one_class[:, 2] += 5.0
+    assert "class 2 for 100%" in degenerate_reason(one_class, OutputKind.PROBABILITIES)
+    tied = np.tile([0.5, 0.5, 0.0], (40, 1)) + rng.normal(scale=1e-5, size=(40, 3))
+    assert "within 0.001" in degenerate_reason(tied, OutputKind.LOGITS)
+    assert degenerate_reason(one_class, OutputKind.REGRESSION) is None and degenerate_reason(one_class[:5], OutputKind.PROBABILITIES) is None
