@@ -370,7 +370,12 @@ def _build(options: BuildOptions, progress) -> BuildResult:
         }
         reference = reference_outputs(source, validation.images)[0]
         outputs = resolve_outputs(source, profiles, reference)
-        source_info["warnings"] = _degenerate_warnings(outputs, reference, profiles, options.allow_degenerate_reference, progress)
+        data_warnings = list(dict.fromkeys([*calibration.warnings, *validation.warnings]))
+        for warning in data_warnings:
+            progress(f"warning: {warning}")
+        source_info["warnings"] = data_warnings + _degenerate_warnings(outputs, reference, profiles, options.allow_degenerate_reference, progress)
+        if validation.class_names or calibration.class_names:
+            source_info["class_names"] = list(validation.class_names or calibration.class_names)
         source_info["outputs"] = [spec.to_dict() for spec in outputs]
         evaluator = Evaluator(source, calibration.images, validation.images, validation.labels, work, progress,
                               options.prune_epochs, outputs, reference)

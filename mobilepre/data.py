@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import math
 import os
@@ -15,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilepre.errors import MobilepreError
+from mobilepre.toml_reader import read_regular_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ARRAY_SUFFIXES = (".npy", ".npz")
@@ -22,6 +24,7 @@ LABEL_TEXT_SUFFIXES = (".txt", ".csv")
 MAX_IMAGE_PIXELS = 50_000_000  # per image, read from the header before decoding (decompression bombs)
 MODEL_DTYPES = ("uint8", "float32")
 DEFAULT_MAX_DATA_BYTES = 2 * 1024**3
+MAX_LABELS_BYTES = 64 * 1024 * 1024
 
 # Decoded images are resized in batches (one TF call per group of same-sized images): one eager
 # antialiased resize costs ~0.75 ms whatever the size, a batch of 64 small images ~5 ms in all.
@@ -61,12 +64,17 @@ class Dataset:
         source (str): the folder or file the images came from.
         files (tuple[str, ...]): for a folder, the image file of each row of `images`, in order;
             empty for a `.npy` / `.npz` file.
+        class_names (tuple[str, ...]): the name of each class index, when the data names them (class
+            sub-folders, or a CSV of file,class-name); empty otherwise.
+        warnings (tuple[str, ...]): what may be wrong with the data without being provably wrong.
     """
 
     images: np.ndarray
     labels: np.ndarray | None
     source: str
     files: tuple[str, ...]
+    class_names: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -107,12 +115,17 @@ def load_dataset(
     _check_kind(path, "calibration data")
     suffix = path.suffix.lower()
     if path.is_dir() or suffix in IMAGE_SUFFIXES:
-        files = _list_images(path)
+        files, labels, class_names = _list_images(path)
+        if labels is not None and labels_path is not None:
+            raise MobilepreError(f"the class sub-folders of {path} already label its images: do not also pass a labels file")
+        warnings = ()
+        if labels_path is not None:
+            labels, class_names, warnings = _labels_for_files(Path(labels_path), files)
         chosen = _choose(len(files), limit, seed)
-        labels = _labels_for(labels_path, len(files), chosen)
+        labels = None if labels is None else labels[chosen]
         files = [files[i] for i in chosen]
         images = _load_images(files, model_input, low, high, convert_channels)
-        return Dataset(images, labels, str(path), tuple(str(f) for f in files))
+        return Dataset(images, labels, str(path), tuple(str(f) for f in files), class_names, warnings)
     if suffix in ARRAY_SUFFIXES:
         images, labels = _load_arrays(path, model_input, limit, seed, labels_path)
         return Dataset(images, labels, str(path), ())
@@ -149,22 +162,87 @@ def load_labels(path, count: int) -> np.ndarray:
 # --- folders of images -------------------------------------------------------------------------
 
 
-def _list_images(path: Path) -> list[Path]:
-    if not path.is_dir():
-        return [path]
+def _images_in(folder: Path) -> list[Path]:
     try:
-        entries = sorted(path.iterdir(), key=lambda p: p.name)
+        entries = sorted(folder.iterdir(), key=lambda p: p.name)
     except OSError as e:
-        raise MobilepreError(f"cannot list calibration folder {path}: {e.strerror or e}") from None
-    files = [
-        p for p in entries
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
-    ]
-    if not files:
+        raise MobilepreError(f"cannot list calibration folder {folder}: {e.strerror or e}") from None
+    return [p for p in entries if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()]
+
+
+def _list_images(path: Path) -> tuple[list[Path], np.ndarray | None, tuple[str, ...]]:
+    """The images of `path` in sorted order, and their labels and class names when the folder holds one
+    sub-folder per class (the `keras.utils.image_dataset_from_directory` layout, classes sorted by name)."""
+    if not path.is_dir():
+        return [path], None, ()
+    files = _images_in(path)
+    if files:
+        return files, None, ()
+    classes = sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    per_class = [(c.name, _images_in(c)) for c in classes]
+    per_class = [(name, found) for name, found in per_class if found]
+    if not per_class:
         raise MobilepreError(
-            f"calibration folder {path} holds no .png, .jpg or .jpeg images (sub-folders are not searched): add some"
+            f"calibration folder {path} holds no .png, .jpg or .jpeg images, neither itself nor in class sub-folders: add some"
         )
-    return files
+    files = [f for _, found in per_class for f in found]
+    labels = np.concatenate([np.full(len(found), i, np.int64) for i, (_, found) in enumerate(per_class)])
+    return files, labels, tuple(name for name, _ in per_class)
+
+
+def _labels_for_files(path: Path, files: list[Path]) -> tuple[np.ndarray, tuple[str, ...], tuple[str, ...]]:
+    """Labels for a folder's images: a CSV of `file,label` matched by file name (labels are class indices
+    or class names), or a plain list in the images' sorted order (with a warning when the names hold
+    unpadded numbers, which sort as text: img10 before img2)."""
+    pairs = _label_pairs(path)
+    if pairs is None:
+        return load_labels(path, len(files)), (), _unpadded_warning(files, path)
+    by_name = {}
+    for file_name, label in pairs:
+        by_name.setdefault(Path(file_name).name, label)
+    missing = [f.name for f in files if f.name not in by_name]
+    if missing:
+        raise MobilepreError(f"image {missing[0]} has no line in labels file {path}: give every image a file,label line")
+    raw = [by_name[f.name] for f in files]
+    if all(_INTEGER.fullmatch(v) for v in raw):
+        return _check_labels(np.array([int(v) for v in raw]), len(files), str(path)), (), ()
+    names = tuple(sorted(set(by_name.values())))
+    index = {name: i for i, name in enumerate(names)}
+    return np.array([index[v] for v in raw], np.int64), names, ()
+
+
+def _label_pairs(path: Path) -> list[tuple[str, str]] | None:
+    """`file,label` lines of a .csv (an optional header first), or None when the file is one label per line."""
+    if path.suffix.lower() != ".csv":
+        return None
+    raw = read_regular_file(path, "labels file", MAX_LABELS_BYTES)
+    try:
+        rows = [row for row in csv.reader(raw.decode("utf-8-sig").splitlines()) if row and any(cell.strip() for cell in row)]
+    except (UnicodeDecodeError, csv.Error) as e:
+        raise MobilepreError(f"labels file {path} is not a UTF-8 CSV: {e}") from None
+    if not rows or len(rows[0]) < 2:
+        return None
+    if any(len(row) != 2 for row in rows):
+        bad = next(i for i, row in enumerate(rows, 1) if len(row) != 2)
+        raise MobilepreError(f"row {bad} of labels file {path} does not have two columns: write file,label on every line")
+    if rows[0][0].strip().lower() in ("file", "filename", "image", "path", "name"):
+        rows = rows[1:]
+    return [(a.strip(), b.strip()) for a, b in rows]
+
+
+_NUMBERED = re.compile(r"^(.*?)(\d+)\D*$")
+
+
+def _unpadded_warning(files: list[Path], path: Path) -> tuple[str, ...]:
+    widths: dict = {}
+    for f in files:
+        match = _NUMBERED.match(f.stem)
+        if match:
+            widths.setdefault(match.group(1), set()).add(len(match.group(2)))
+    if any(len(w) > 1 for w in widths.values()):
+        return (f"labels file {path} is matched to the images in sorted name order, and the names number them without "
+                "padding (img10 sorts before img2): check the order, pad the numbers, or give a CSV of file,label",)
+    return ()
 
 
 def _load_images(files, model_input: ModelInput, low: float, high: float, convert: bool) -> np.ndarray:
@@ -506,12 +584,6 @@ def _array_in_model_units(array: np.ndarray, dtype: str, where: str) -> np.ndarr
 # --- labels --------------------------------------------------------------------------------------
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
-
-
-def _labels_for(labels_path, count: int, chosen: np.ndarray) -> np.ndarray | None:
-    if labels_path is None:
-        return None
-    return load_labels(labels_path, count)[chosen]
 
 
 def _labels_from_text(path: Path) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -367,4 +368,5 @@ def validate_files(
     candidate_format(candidate)  # refuse a wrong candidate before the slow model load
     source = load_model(reference, trust=trust)
     dataset = data.load(source, "validation")
-    return validate(source, candidate, dataset.images, dataset.labels, threads, latency_runs, tolerances)
+    result = validate(source, candidate, dataset.images, dataset.labels, threads, latency_runs, tolerances)
+    return dataclasses.replace(result, warnings=[*dataset.warnings, *result.warnings])

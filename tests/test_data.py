@@ -356,3 +356,49 @@ def test_arbitrary_bytes_load_or_raise_our_error(data):
         except MobilepreError:
             return
         assert isinstance(result, Dataset) and result.images.shape == (1, 8, 8, 3)
+
+
+# --- the layouts users have: class folders, a CSV of file,label, a plain list with a warning -----------
+
+
+def _png(path, value):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((4, 4, 3), value, np.uint8)).save(path)
+
+
+def test_class_sub_folders_label_the_images_by_sorted_folder_name(tmp_path):
+    for name, value in (("dog/b.png", 10), ("cat/x.png", 20), ("cat/a.png", 30), ("zebra/q.png", 40)):
+        _png(tmp_path / "data" / name, value)
+    dataset = load_dataset(tmp_path / "data", ModelInput((4, 4, 3), "uint8"))
+    assert dataset.class_names == ("cat", "dog", "zebra")
+    assert list(dataset.labels) == [0, 0, 1, 2] and [int(i[0, 0, 0]) for i in dataset.images] == [30, 20, 10, 40]
+    with pytest.raises(MobilepreError, match="already label its images"):
+        load_dataset(tmp_path / "data", ModelInput((4, 4, 3), "uint8"), labels_path=tmp_path / "l.txt")
+
+
+def test_a_csv_of_file_and_label_is_matched_by_name_not_order(tmp_path):
+    for i in range(12):
+        _png(tmp_path / "data" / f"img{i}.png", i)  # unpadded: img10 and img11 sort before img2
+    (tmp_path / "labels.csv").write_text("file,label\n" + "".join(f"img{i}.png,{i % 3}\n" for i in range(12)))
+    dataset = load_dataset(tmp_path / "data", ModelInput((4, 4, 3), "uint8"), labels_path=tmp_path / "labels.csv")
+    assert [int(i[0, 0, 0]) % 3 for i in dataset.images] == list(dataset.labels) and dataset.warnings == ()
+    (tmp_path / "names.csv").write_text("".join(f"img{i}.png,{'odd' if i % 2 else 'even'}\n" for i in range(12)))
+    named = load_dataset(tmp_path / "data", ModelInput((4, 4, 3), "uint8"), labels_path=tmp_path / "names.csv")
+    assert named.class_names == ("even", "odd") and [int(i[0, 0, 0]) % 2 for i in named.images] == list(named.labels)
+    (tmp_path / "short.csv").write_text("img0.png,1\n")
+    with pytest.raises(MobilepreError, match="image img1.png has no line in labels file"):
+        load_dataset(tmp_path / "data", ModelInput((4, 4, 3), "uint8"), labels_path=tmp_path / "short.csv")
+
+
+def test_a_plain_labels_file_with_unpadded_names_warns(tmp_path):
+    for i in range(12):
+        _png(tmp_path / "data" / f"img{i}.png", i)
+    (tmp_path / "l.txt").write_text("".join(f"{i % 3}\n" for i in range(12)))
+    dataset = load_dataset(tmp_path / "data", ModelInput((4, 4, 3), "uint8"), labels_path=tmp_path / "l.txt")
+    assert "img10 sorts before img2" in dataset.warnings[0]
+    for i in range(3):
+        _png(tmp_path / "padded" / f"img{i:02d}.png", i)
+    (tmp_path / "p.txt").write_text("0\n1\n2\n")
+    assert load_dataset(tmp_path / "padded", ModelInput((4, 4, 3), "uint8"), labels_path=tmp_path / "p.txt").warnings == ()
