@@ -413,7 +413,9 @@ def tflite_io(data: bytes, where: str = "TFLite model") -> dict:
     """Inputs and outputs of subgraph 0, read from the flatbuffer (no interpreter), after verifying it.
 
     Returns:
-        dict: `{"inputs": [...], "outputs": [...]}` in the model's order; each entry has `index` (tensor
+        dict: `{"inputs": [...], "outputs": [...], "signature": {"inputs": {key: tensor index}, "outputs":
+        {...}}}`, tensors in the model's order (the signature maps `serving_default`'s names to tensor
+        indices); each tensor entry has `index` (tensor
         index), `name`, `shape` (list of int), `dtype` (numpy name, e.g. "float32", "int8") and
         `quantization` (`(scale, zero_point)`, `(0.0, 0)` unless quantized per tensor), as LiteRT's
         `get_input_details` reports them.
@@ -425,10 +427,16 @@ def tflite_io(data: bytes, where: str = "TFLite model") -> dict:
     try:
         subgraph = _root(bytes(data)).tables(2, "subgraphs")[0]
         tensors = subgraph.tables(0, "tensors")
-        return {
+        io = {
             label: [_tensor_io(tensors[i], i) for i in subgraph.numbers(slot, "i", label)]
             for label, slot in (("inputs", 1), ("outputs", 2))
         }
+        io["signature"] = {"inputs": {}, "outputs": {}}
+        for signature in _root(bytes(data)).tables(7, "signature_defs"):
+            if signature.string(2, "signature_key") == "serving_default":
+                for label, slot in (("inputs", 0), ("outputs", 1)):
+                    io["signature"][label] = {m.string(0, "name"): m.scalar(1, "I", 0, "tensor_index") for m in signature.tables(slot, label)}
+        return io
     except _Malformed as exc:
         raise _refuse_tflite(where, str(exc)) from None
 

@@ -382,7 +382,7 @@ def _build(options: BuildOptions, progress) -> BuildResult:
         results = search(profiles, evaluator, timings, options.latency_runs, progress, options.jobs)
         check_output(out, options.force, "--out", inputs, previous_output_problem)  # again: another build may have written it
         with staging_folder(out) as staging:
-            result = _write_outputs(staging, profiles, results, evaluator, source_info, validation, calibration, str(out))
+            result = _write_outputs(staging, profiles, results, evaluator, source_info, validation, calibration, str(out), options.input_range)
             if options.sign_key:
                 for summary in result.profiles:
                     if summary.bundle:
@@ -495,7 +495,8 @@ def previous_output_problem(folder: Path) -> str | None:
     return None
 
 
-def _write_outputs(staging: Path, profiles, results: list[FormatResult], evaluator, source_info, validation, calibration, out: str) -> BuildResult:
+def _write_outputs(staging: Path, profiles, results: list[FormatResult], evaluator, source_info, validation, calibration, out: str,
+                   input_range: tuple = (0.0, 1.0)) -> BuildResult:
     data = {"calibration": dataset_info(calibration), "validation": dataset_info(validation)}
     versions, created = toolchain_versions(), _created()
     by_key = {m.candidate.key: m for m in evaluator.measured.values()}
@@ -504,7 +505,7 @@ def _write_outputs(staging: Path, profiles, results: list[FormatResult], evaluat
         summary = ProfileResult(profile.name, profile, tuple(r for r in results if r.profile == profile.name))
         if summary.passed:
             chosen = [(f.chosen.without_host_latency(), by_key[f.chosen.candidate].files) for f in summary.formats]
-            for name, content in bundle_files(profile, chosen, source_info, data, versions, created).items():
+            for name, content in bundle_files(profile, chosen, source_info, data, versions, created, input_range).items():
                 path = staging / profile.name / name
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(content)

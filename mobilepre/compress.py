@@ -10,22 +10,27 @@ from pathlib import Path
 import numpy as np
 
 from mobilepre import quantize
-from mobilepre.artifacts import tflite_io
 from mobilepre.data import DataOptions
 from mobilepre.errors import MobilepreError, engine_errors
 from mobilepre.fsutil import (
     atomic_file,
     check_output,
     keras_file_problem,
-    tflite_file_problem,
     tfjs_folder_problem,
+    tflite_file_problem,
     write_files_atomically,
 )
+from mobilepre.manifest import io_contract
 from mobilepre.models import load_model
 from mobilepre.quantize.artifact import gzip_size
 from mobilepre.quantize.debug import int8_layer_errors
 from mobilepre.quantize.export import export_saved_model
-from mobilepre.quantize.pruning import PruneSettings, measured_sparsity, prunable_kernels, prune
+from mobilepre.quantize.pruning import (
+    PruneSettings,
+    measured_sparsity,
+    prunable_kernels,
+    prune,
+)
 
 
 @dataclass(frozen=True)
@@ -62,34 +67,15 @@ class QuantizeResult:
         ]
         for name, size in sorted(self.files.items()):
             lines.append(f"  {name:<28} {size:>10} bytes")
-        for kind in ("inputs", "outputs"):
-            for t in self.io.get(kind, []):
-                lines.append(f"  {kind[:-1]:<7} {t['name']} {t['dtype']} {t['shape']}")
+        for t in self.io.get("inputs", []):
+            lines.append(f"  input   {t['name']} {t['dtype']} {t['shape']} values {t['value_range']}")
+        for t in self.io.get("outputs", []):
+            lines.append(f"  output  {t['name']} ({t['kind']}) as {t['signature_name']} {t['dtype']} {t['shape']}")
         if self.layer_errors:
             lines.append("  int8 error by layer, worst first (RMSE / scale; ~0.29 is rounding alone):")
             for e in self.layer_errors:
                 lines.append(f"    {e.rmse_over_scale:8.3f}  {e.layer:<32} {e.tensor}")
         return "\n".join(lines)
-
-
-def describe_io(artifact) -> dict:
-    """Input and output tensors of an artifact, read from its own bytes."""
-    if "model.tflite" in artifact.files:
-        io = tflite_io(artifact.files["model.tflite"])
-        return {k: [{"name": t["name"], "dtype": t["dtype"], "shape": t["shape"]} for t in v] for k, v in io.items()}
-
-    signature = json.loads(artifact.files["model.json"]).get("signature", {})
-    out = {}
-    for kind in ("inputs", "outputs"):
-        out[kind] = [
-            {
-                "name": key,
-                "dtype": spec.get("dtype", "").replace("DT_", "").lower(),
-                "shape": [int(d.get("size", -1)) for d in spec.get("tensorShape", {}).get("dim", [])],
-            }
-            for key, spec in sorted((signature.get(kind) or {}).items())
-        ]
-    return out
 
 
 def quantize_file(
@@ -138,7 +124,7 @@ def quantize_file(
         gzip_bytes=artifact.gzip_bytes,
         sparsity=sparsity,
         source_identity=source.identity,
-        io=describe_io(artifact),
+        io=io_contract(settings.format, artifact.files, {"input_dtype": source.input_dtype, "outputs": [o.to_dict() for o in source.outputs]}, data.input_range),
         layer_errors=layer_errors,
     )
 

@@ -133,3 +133,36 @@ def test_degenerate_reasons():
     tied = np.tile([0.5, 0.5, 0.0], (40, 1)) + rng.normal(scale=1e-5, size=(40, 3))
     assert "within 0.001" in degenerate_reason(tied, OutputKind.LOGITS)
     assert degenerate_reason(one_class, OutputKind.REGRESSION) is None and degenerate_reason(one_class[:5], OutputKind.PROBABILITIES) is None
+
+
+def test_the_manifest_states_the_io_contract_in_both_formats(keras, tmp_path):
+    """A two-output model: each artifact's manifest entry maps the Keras outputs, in Keras order, to the
+    format's own names and positions, and the shapes prove the mapping."""
+    keras.utils.set_random_seed(5)
+    L = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    x = L.GlobalAveragePooling2D()(L.Conv2D(6, 3, activation="relu")(inputs))
+    model = keras.Model(inputs, [L.Dense(3, activation="softmax", name="cls")(x), L.Dense(4, name="box")(x)])
+    path = tmp_path / "two.keras"
+    model.save(path)
+    data = tmp_path / "images.npz"
+    np.savez(data, images=np.random.default_rng(2).uniform(size=(12, 8, 8, 3)).astype(np.float32))
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    (profiles / "both.toml").write_text(
+        'name = "both"\ndescription = "Phones and browsers."\nformats = ["tflite", "tfjs"]\nquantization = ["float32"]\n'
+        '[budget]\nmax_size = "1 MiB"\n[drift]\nmax_abs_error = 0.001\n'
+    )
+    result = build(BuildOptions(out=tmp_path / "out", model=path, calibration=data, profiles=profiles, latency_runs=3,
+                                allow_degenerate_reference=True))
+    assert result.passed, result.to_text()
+    manifest = json.loads((tmp_path / "out" / "both" / "manifest.json").read_text())
+    by_format = {a["format"]: a["io"] for a in manifest["artifacts"]}
+    for fmt, io in by_format.items():
+        assert [(o["name"], o["kind"], o["shape"][-1]) for o in io["outputs"]] == [("cls", "probabilities", 3), ("box", "regression", 4)], fmt
+        assert [o["signature_name"] for o in io["outputs"]] == ["output_0", "output_1"]
+        (only,) = io["inputs"]
+        assert only["shape"][-3:] == [8, 8, 3] and only["value_range"] == [0.0, 1.0]
+    tflite = by_format["tflite"]["outputs"]
+    assert all(o["dtype"] == "float32" and o["quantization"] == [0.0, 0] and isinstance(o["tensor_index"], int) for o in tflite)
+    assert all(o["node"] for o in by_format["tfjs"]["outputs"])
