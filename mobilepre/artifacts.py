@@ -31,6 +31,8 @@ import struct
 from pathlib import Path
 
 from mobilepre.errors import MobilepreError
+from mobilepre.litert_child import ordered_keys
+from mobilepre.quantize.export import signature_output_keys
 
 TFLITE_IDENTIFIER = b"TFL3"
 TFLITE_SCHEMA_VERSION = 3
@@ -623,3 +625,57 @@ def verify_tfjs_folder(folder: Path, where: str) -> dict:
                 where, f"weightsManifest[{g}]: the weight specs need {expected} bytes, the shards hold {shards.total}"
             )
     return model
+
+
+def io_contract(fmt: str, files: dict, source_info: dict, input_range: tuple) -> dict:
+    """What an app needs to call the artifact: each input and output with its name in the model (the Keras
+    output name), its name and position in this format, dtype, shape, quantization, and what it means
+    (an output's kind; an input's value range)."""
+    outputs = source_info.get("outputs", [])
+    wanted = list(signature_output_keys([spec["name"] for spec in outputs]))
+    value_range = [0, 255] if source_info.get("input_dtype") == "uint8" else list(input_range)
+    if fmt == "tflite":
+        io = tflite_io(files["model.tflite"])
+        position = {t["index"]: i for i, t in enumerate(io["outputs"])}
+        by_index = {t["index"]: t for t in io["inputs"] + io["outputs"]}
+        signature = io["signature"]
+        keys = ordered_keys(signature["outputs"], wanted)
+        inputs = [
+            {"name": key, "dtype": by_index[i]["dtype"], "shape": by_index[i]["shape"], "tensor_index": i,
+             "tensor_name": by_index[i]["name"], "quantization": list(by_index[i]["quantization"]), "value_range": value_range}
+            for key, i in sorted(signature["inputs"].items())
+        ]
+        out = []
+        for spec, key in zip(outputs, keys):
+            index = signature["outputs"][key]
+            tensor = by_index[index]
+            out.append({"name": spec["name"], "kind": spec["kind"], "signature_name": key, "output_position": position[index],
+                        "tensor_index": index, "tensor_name": tensor["name"], "dtype": tensor["dtype"], "shape": tensor["shape"],
+                        "quantization": list(tensor["quantization"])})
+        return {"inputs": inputs, "outputs": out}
+    signature = json.loads(files["model.json"]).get("signature", {})
+
+    def shape(spec):
+        return [int(d.get("size", -1)) for d in spec.get("tensorShape", {}).get("dim", [])]
+
+    def dtype(spec):
+        return spec.get("dtype", "").replace("DT_", "").lower()
+
+    inputs = [{"name": key, "node": spec.get("name"), "dtype": dtype(spec), "shape": shape(spec), "value_range": value_range}
+              for key, spec in sorted((signature.get("inputs") or {}).items())]
+    keys = ordered_keys(signature.get("outputs") or {}, wanted)
+    # `model.execute(x)` returns the outputs in the converter's node order, which is the sorted order of
+    # the signature's names; `model.predict(x)` of a several-output model returns them by name.
+    position = {key: i for i, key in enumerate(sorted(keys))}
+    out = [{"name": spec["name"], "kind": spec["kind"], "signature_name": key, "output_position": position[key],
+            "node": signature["outputs"][key].get("name"), "dtype": dtype(signature["outputs"][key]), "shape": shape(signature["outputs"][key])}
+           for spec, key in zip(outputs, keys)]
+    return {"inputs": inputs, "outputs": out}
+
+
+def io_lines(io: dict) -> list[str]:
+    """The I/O contract as lines for people: each input, then each output in the Keras model's order."""
+    lines = [f"  input   {t['name']} {t['dtype']} {t['shape']} values {t['value_range']}" for t in io.get("inputs", [])]
+    for t in io.get("outputs", []):
+        lines.append(f"  output  {t['name']} ({t['kind']}) as {t['signature_name']}, position {t['output_position']}, {t['dtype']} {t['shape']}")
+    return lines

@@ -379,7 +379,7 @@ class _Validation:
 
     def drift(self, bundle: Path, artifact: dict, manifest: dict) -> list:
         """Drift re-measured on these images, each output judged as the kind the build gave it."""
-        _, run = run_candidate(_target(bundle, artifact), self.dataset.images)
+        _, run = run_candidate(_target(bundle, artifact), self.dataset.images, output_names=[s.name for s in self.source.outputs])
         recorded = {o.get("name"): o.get("kind") for o in manifest["source"].get("outputs", []) if isinstance(o, dict)}
         specs = [OutputSpec(s.name, OutputKind(recorded[s.name]), s.shape) if recorded.get(s.name) in set(OutputKind) else s
                  for s in self.source.outputs]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilepre import quantize
+from mobilepre.artifacts import io_contract, io_lines
 from mobilepre.data import DataOptions
 from mobilepre.errors import MobilepreError, engine_errors
 from mobilepre.fsutil import (
@@ -20,7 +21,6 @@ from mobilepre.fsutil import (
     tflite_file_problem,
     write_files_atomically,
 )
-from mobilepre.manifest import io_contract
 from mobilepre.models import load_model
 from mobilepre.quantize.artifact import gzip_size
 from mobilepre.quantize.debug import int8_layer_errors
@@ -67,10 +67,7 @@ class QuantizeResult:
         ]
         for name, size in sorted(self.files.items()):
             lines.append(f"  {name:<28} {size:>10} bytes")
-        for t in self.io.get("inputs", []):
-            lines.append(f"  input   {t['name']} {t['dtype']} {t['shape']} values {t['value_range']}")
-        for t in self.io.get("outputs", []):
-            lines.append(f"  output  {t['name']} ({t['kind']}) as {t['signature_name']} {t['dtype']} {t['shape']}")
+        lines.extend(io_lines(self.io))
         if self.layer_errors:
             lines.append("  int8 error by layer, worst first (RMSE / scale; ~0.29 is rounding alone):")
             for e in self.layer_errors:

@@ -128,7 +128,7 @@ class Evaluator:
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
             path = _write(measured, Path(tmp))
             try:
-                _, run = run_candidate(path, self.validation)
+                _, run = run_candidate(path, self.validation, output_names=[spec.name for spec in self.outputs])
             except MobilepreError as error:
                 measured.error = error.message
                 return

@@ -9,8 +9,7 @@ import os
 import stat
 from pathlib import Path
 
-from mobilepre.artifacts import tflite_io
-from mobilepre.litert_child import natural
+from mobilepre.artifacts import io_contract
 
 MANIFEST_SCHEMA = "mobilepre.manifest/1"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -48,48 +47,6 @@ def manifest_seal_problem(raw: bytes, manifest: dict) -> str | None:
 def artifact_path(fmt: str) -> str:
     """Where a format's artifact lives in a bundle."""
     return "model.tflite" if fmt == "tflite" else "tfjs/model.json"
-
-
-def io_contract(fmt: str, files: dict, source_info: dict, input_range: tuple) -> dict:
-    """What an app needs to call the artifact: each input and output with its name in the model (the Keras
-    output name), its name and position in this format, dtype, shape, quantization, and what it means
-    (an output's kind; an input's value range)."""
-    outputs = source_info.get("outputs", [])
-    value_range = [0, 255] if source_info.get("input_dtype") == "uint8" else list(input_range)
-    if fmt == "tflite":
-        io = tflite_io(files["model.tflite"])
-        position = {t["index"]: i for i, t in enumerate(io["outputs"])}
-        by_index = {t["index"]: t for t in io["inputs"] + io["outputs"]}
-        signature = io["signature"]
-        ordered = [signature["outputs"][key] for key in sorted(signature["outputs"], key=natural)] or [t["index"] for t in io["outputs"]]
-        inputs = [
-            {"name": key, "dtype": by_index[i]["dtype"], "shape": by_index[i]["shape"], "tensor_index": i,
-             "tensor_name": by_index[i]["name"], "quantization": list(by_index[i]["quantization"]), "value_range": value_range}
-            for key, i in sorted(signature["inputs"].items())
-        ]
-        out = []
-        for spec, index in zip(outputs, ordered):
-            key = next((k for k, v in signature["outputs"].items() if v == index), None)
-            tensor = by_index[index]
-            out.append({"name": spec["name"], "kind": spec["kind"], "signature_name": key, "output_position": position[index],
-                        "tensor_index": index, "tensor_name": tensor["name"], "dtype": tensor["dtype"], "shape": tensor["shape"],
-                        "quantization": list(tensor["quantization"])})
-        return {"inputs": inputs, "outputs": out}
-    signature = json.loads(files["model.json"]).get("signature", {})
-
-    def shape(spec):
-        return [int(d.get("size", -1)) for d in spec.get("tensorShape", {}).get("dim", [])]
-
-    def dtype(spec):
-        return spec.get("dtype", "").replace("DT_", "").lower()
-
-    inputs = [{"name": key, "node": spec.get("name"), "dtype": dtype(spec), "shape": shape(spec), "value_range": value_range}
-              for key, spec in sorted((signature.get("inputs") or {}).items())]
-    keys = sorted((signature.get("outputs") or {}), key=natural)
-    out = [{"name": spec["name"], "kind": spec["kind"], "signature_name": key, "output_position": i,
-            "node": signature["outputs"][key].get("name"), "dtype": dtype(signature["outputs"][key]), "shape": shape(signature["outputs"][key])}
-           for i, (spec, key) in enumerate(zip(outputs, keys))]
-    return {"inputs": inputs, "outputs": out}
 
 
 def bundle_files(profile, chosen: list, source_info: dict, data: dict, versions: dict, created: str | None,

@@ -228,9 +228,14 @@ def _wrap_saved_model(k, path: Path):
     inputs = k.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype.name, name="pixels")
     outputs = layer(inputs)
     if isinstance(outputs, dict):
-        outputs = [outputs[key] for key in sorted(outputs)]
+        # each output keeps the name its signature gave it (an Identity layer carries the name)
+        outputs = [k.layers.Identity(name=key)(outputs[key]) if _is_layer_name(key) else outputs[key] for key in sorted(outputs)]
         outputs = outputs[0] if len(outputs) == 1 else outputs
     return k.Model(inputs, outputs, name=path.name or "saved_model")
+
+
+def _is_layer_name(key: str) -> bool:
+    return key.replace("_", "").replace("-", "").replace(".", "").isalnum() and key[0].isalpha() and key != "pixels"
 
 
 # The child exits with os._exit: TensorFlow's interpreter teardown costs about a second and has nothing

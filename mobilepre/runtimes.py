@@ -16,7 +16,7 @@ import numpy as np
 
 from mobilepre.artifacts import verify_tflite, verify_tfjs_folder
 from mobilepre.errors import EXIT_FAILED, MobilepreError
-from mobilepre.litert_child import natural
+from mobilepre.litert_child import ordered_keys
 
 BATCH = 64
 LITERT_CHILD = Path(__file__).resolve().parent / "litert_child.py"
@@ -95,9 +95,12 @@ def _run_child(command: list, timeout_s: float, where: str, runtime: str) -> sub
     return result
 
 
-def run_tflite(content: bytes, images: np.ndarray, threads: int = 1, latency_runs: int = 0, warmup: int = 5, where: str = "candidate") -> RunResult:
+def run_tflite(content: bytes, images: np.ndarray, threads: int = 1, latency_runs: int = 0, warmup: int = 5, where: str = "candidate",
+               output_keys: list | None = None) -> RunResult:
     """Run `images` through a .tflite model in LiteRT, in a child process under a time limit (the flatbuffer
-    verifier first); optionally time single-image runs."""
+    verifier first); optionally time single-image runs. Outputs come in the order of `output_keys` (the
+    signature's output names in the reference model's order, `quantize.export.signature_output_keys`),
+    or in natural order of the signature's names without them."""
     verify_tflite(content, where)
     with tempfile.TemporaryDirectory(prefix="mobilepre-litert-") as tmp:
         tmp = Path(tmp)
@@ -108,6 +111,7 @@ def run_tflite(content: bytes, images: np.ndarray, threads: int = 1, latency_run
             "images_path": str(tmp / "images.npy"),
             "latency_runs": latency_runs,
             "model_path": str(tmp / "model.tflite"),
+            "output_keys": output_keys,
             "outputs_path": str(tmp / "outputs.npz"),
             "threads": threads,
             "warmup": warmup,
@@ -156,14 +160,16 @@ def check_node() -> tuple[str, Path]:
     return node, folder
 
 
-def _tfjs_output_names(model_json: dict) -> list[str] | None:
+def _tfjs_output_nodes(model_json: dict, output_keys: list | None) -> list[str] | None:
     outputs = (model_json.get("signature") or {}).get("outputs") or {}
-    names = [outputs[key].get("name") for key in sorted(outputs, key=natural)]
+    names = [outputs[key].get("name") for key in ordered_keys(outputs, output_keys)]
     return names if names and all(names) else None
 
 
-def run_tfjs(folder: Path, images: np.ndarray, latency_runs: int = 0, warmup: int = 5, where: str = "candidate") -> RunResult:
-    """Run `images` through a TF.js graph model in Node.js on the wasm backend, in one process."""
+def run_tfjs(folder: Path, images: np.ndarray, latency_runs: int = 0, warmup: int = 5, where: str = "candidate",
+             output_keys: list | None = None) -> RunResult:
+    """Run `images` through a TF.js graph model in Node.js on the wasm backend, in one process; outputs in
+    the order of `output_keys`, as for `run_tflite`."""
     model_json = verify_tfjs_folder(Path(folder), where)
     node, runner = check_node()
     _check_tfjs_input(model_json, images, where)
@@ -177,7 +183,7 @@ def run_tfjs(folder: Path, images: np.ndarray, latency_runs: int = 0, warmup: in
             "input_shape": list(images.shape),
             "input_dtype": dtype,
             "output_path": str(tmp / "output.bin"),
-            "output_names": _tfjs_output_names(model_json),
+            "output_names": _tfjs_output_nodes(model_json, output_keys),
             "batch_size": BATCH,
             "latency_runs": latency_runs,
             "warmup_runs": warmup,

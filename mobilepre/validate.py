@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mobilepre.artifacts import io_contract, io_lines
 from mobilepre.errors import EXIT_FAILED, MobilepreError
 from mobilepre.metrics import CLASS_SCORES, TOLERANCES, OutputKind
 from mobilepre.models import load_model, settle_kinds
+from mobilepre.quantize.export import signature_output_keys
 from mobilepre.runtimes import run_tflite, run_tfjs
 
 PSNR_CAP_DB = 200.0  # identical outputs have infinite PSNR; JSON has no infinity
@@ -225,6 +227,7 @@ class ValidationResult:
         reference_seconds, candidate_seconds (float): inference time of the whole set.
         failures (list[str]): tolerances not met (empty when none were given or all were met).
         warnings (list[str]): outputs whose reference is degenerate on these images (`degenerate_reason`).
+        io (dict): the candidate's I/O contract, as a bundle's manifest states it (`artifacts.io_contract`).
     """
 
     candidate: str
@@ -237,6 +240,7 @@ class ValidationResult:
     candidate_seconds: float
     failures: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
+    io: dict = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -260,10 +264,11 @@ class ValidationResult:
             "failures": list(self.failures),
             "passed": not self.failures,
             "warnings": list(self.warnings),
+            "io": self.io,
         }
 
     def to_text(self) -> str:
-        lines = [f"{self.candidate} ({self.format}) on {self.images} images"]
+        lines = [f"{self.candidate} ({self.format}) on {self.images} images", *io_lines(self.io)]
         for drift in self.outputs:
             lines.append(f"  output {drift.name} ({drift.kind})")
             for name, value in drift.metrics().items():
@@ -292,18 +297,20 @@ def candidate_format(path: Path) -> str:
     raise MobilepreError(f"candidate {path} is neither a .tflite file nor a TF.js graph-model folder")
 
 
-def run_candidate(path: Path, images: np.ndarray, threads: int = 1, latency_runs: int = 0):
-    """Run a candidate file or folder in its runtime; returns (format, RunResult)."""
+def run_candidate(path: Path, images: np.ndarray, threads: int = 1, latency_runs: int = 0, output_names=None):
+    """Run a candidate file or folder in its runtime; returns (format, RunResult) with the outputs in the
+    order of `output_names` (the reference model's output names; natural signature order without)."""
     path = Path(path)
     fmt = candidate_format(path)
+    keys = list(signature_output_keys(output_names)) if output_names else None
     if fmt == "tflite":
         try:
             content = path.read_bytes()
         except OSError as error:
             raise MobilepreError(f"candidate {path} cannot be read: {error.strerror}") from None
-        return fmt, run_tflite(content, images, threads, latency_runs, where=str(path))
+        return fmt, run_tflite(content, images, threads, latency_runs, where=str(path), output_keys=keys)
     folder = path if path.is_dir() else path.parent
-    return fmt, run_tfjs(folder, images, latency_runs, where=str(folder))
+    return fmt, run_tfjs(folder, images, latency_runs, where=str(folder), output_keys=keys)
 
 
 def compare(reference_outputs: list, run, labels: np.ndarray | None, outputs: list) -> list[OutputDrift]:
@@ -332,10 +339,12 @@ def validate(
     threads: int = 1,
     latency_runs: int = 50,
     tolerances: dict | None = None,
+    input_range: tuple = (0.0, 1.0),
 ) -> ValidationResult:
-    """Compare `candidate` (a .tflite file or TF.js folder) with the float `source` model on `images`."""
+    """Compare `candidate` (a .tflite file or TF.js folder) with the float `source` model on `images`;
+    `input_range` is what a float input's values mean, for the I/O contract."""
     reference, ref_seconds = reference_outputs(source, images)
-    fmt, run = run_candidate(candidate, images, threads, latency_runs)
+    fmt, run = run_candidate(candidate, images, threads, latency_runs, [spec.name for spec in source.outputs])
     specs = settle_kinds(source.outputs, reference)
     drifts = compare(reference, run, labels, specs)
     failures = tolerance_failures(drifts, tolerances or {})
@@ -352,7 +361,17 @@ def validate(
         candidate_seconds=run.seconds,
         failures=failures,
         warnings=warnings,
+        io=_io(Path(candidate), fmt, source, specs, input_range),
     )
+
+
+def _io(candidate: Path, fmt: str, source, specs, input_range: tuple) -> dict:
+    if fmt == "tflite":
+        files = {"model.tflite": candidate.read_bytes()}
+    else:
+        files = {"model.json": ((candidate if candidate.is_dir() else candidate.parent) / "model.json").read_bytes()}
+    source_info = {"input_dtype": source.input_dtype, "outputs": [spec.to_dict() for spec in specs]}
+    return io_contract(fmt, files, source_info, input_range)
 
 
 def validate_files(
@@ -368,5 +387,5 @@ def validate_files(
     candidate_format(candidate)  # refuse a wrong candidate before the slow model load
     source = load_model(reference, trust=trust)
     dataset = data.load(source, "validation")
-    result = validate(source, candidate, dataset.images, dataset.labels, threads, latency_runs, tolerances)
+    result = validate(source, candidate, dataset.images, dataset.labels, threads, latency_runs, tolerances, data.input_range)
     return dataclasses.replace(result, warnings=[*dataset.warnings, *result.warnings])

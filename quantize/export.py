@@ -2,9 +2,31 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from .settings import QuantizeError
+
+# A signature key that every runtime keeps as it is: TF.js object keys that look like integers would be
+# reordered by JavaScript, and TFLite tensor names use ':' and '/' for their own purposes.
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
+
+
+def signature_output_keys(output_names) -> tuple[str, ...]:
+    """The serving signature's output names: the model's own output names where they make usable, unique
+    keys, else `output_0`, `output_1`, ... (what Keras itself exports)."""
+    names = [str(name) for name in output_names]
+    if names and len(set(names)) == len(names) and all(_KEY.fullmatch(name) for name in names):
+        return tuple(names)
+    return tuple(f"output_{i}" for i in range(len(names)))
+
+
+def model_output_names(model) -> list[str]:
+    """The Keras model's output names, in the order the model returns its outputs."""
+    names = getattr(model, "output_names", None)
+    if names and len(names) == len(model.outputs):
+        return [str(n) for n in names]
+    return [t._keras_history[0].name for t in model.outputs]
 
 
 def model_input_spec(model, input_shape: tuple[int, ...] | None = None) -> tuple[tuple[int, ...], str]:
@@ -27,14 +49,29 @@ def model_input_spec(model, input_shape: tuple[int, ...] | None = None) -> tuple
 
 
 def export_saved_model(model, directory: Path, input_shape: tuple[int, ...] | None = None) -> Path:
-    """Write `model` as a SavedModel at `directory` with a (batch, *input_shape) serving signature."""
-    from ._tf import quiet_tensorflow
+    """Write `model` as a SavedModel at `directory` with a (batch, *input_shape) serving signature whose
+    outputs are named after the model's outputs (`signature_output_keys`), so that the TFLite signature
+    and the TF.js model carry the names an app developer knows from Keras."""
+    from ._tf import keras, quiet_tensorflow
 
     tf = quiet_tensorflow()
     shape, dtype = model_input_spec(model, input_shape)
     signature = [tf.TensorSpec((None, *shape), dtype=dtype, name="pixels")]
+    keys = signature_output_keys(model_output_names(model))
+
+    def serve(pixels):
+        outputs = model(pixels, training=False)
+        if isinstance(outputs, dict):
+            outputs = [outputs[name] for name in model_output_names(model)]
+        elif not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        return dict(zip(keys, outputs))
+
     try:
-        model.export(str(directory), format="tf_saved_model", input_signature=signature, verbose=False)
+        archive = keras().export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serve", serve, input_signature=signature)
+        archive.write_out(str(directory), verbose=False)
     except Exception as error:  # Keras raises many types here; the message is what the user needs
         raise QuantizeError(f"model {model.name!r} could not be exported for conversion: {error}") from error
     return Path(directory)

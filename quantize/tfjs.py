@@ -16,8 +16,16 @@ _METADATA_KEYS = ("generatedBy", "convertedBy")
 
 
 def normalise_model_json(raw: bytes, strip_metadata: bool) -> bytes:
-    """model.json with sorted keys and no whitespace: the converter's own key order is not stable."""
+    """model.json with sorted keys and no whitespace: the converter's own key order is not stable. The
+    signature's output keys sort as the converter ordered the output nodes (TensorFlow flattens a dict of
+    outputs by sorted key), so `model.execute` returns the outputs in the order model.json lists them."""
     document = json.loads(raw)
+    user = document.get("userDefinedMetadata") or {}
+    if len(user.get("structuredOutputKeys") or ()) == 1:
+        # One output: `model.predict` keeps returning a plain tensor, as web code expects.
+        del user["structuredOutputKeys"]
+        if not user:
+            del document["userDefinedMetadata"]
     if strip_metadata:
         for key in _METADATA_KEYS:
             document.pop(key, None)
@@ -59,6 +67,8 @@ def convert_tfjs(saved_model_dir: Path, settings: QuantizationSettings, sparsity
                     quantization_dtype_map=_DTYPE_MAP.get(settings.mode),
                     weight_shard_size_bytes=settings.shard_size_bytes,
                     strip_debug_ops=True,
+                    # `model.predict` of a several-output model returns {output name: tensor}
+                    use_structured_outputs_names=True,
                 )
         except ValueError as error:
             text = str(error)

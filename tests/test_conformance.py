@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mobilepre import quantize
-from mobilepre.quantize.export import export_saved_model
+from mobilepre.quantize.export import export_saved_model, model_output_names, signature_output_keys
 from mobilepre.runtimes import run_tflite, run_tfjs
 
 pytestmark = pytest.mark.slow
@@ -80,18 +80,19 @@ def test_every_mode_converts_and_runs_and_float32_matches_keras(keras, tmp_path,
     want = model.predict(images, verbose=0)
     want = want if isinstance(want, list) else [want]
     exported = export_saved_model(model, tmp_path / "saved_model")
+    keys = list(signature_output_keys(model_output_names(model)))
     for fmt, modes in quantize.MODES_BY_FORMAT.items():
         for mode in modes:
             settings = quantize.QuantizationSettings(fmt, mode)
             artifact = quantize.convert(model, settings, images, saved_model_dir=exported)
             if fmt is quantize.Format.TFLITE:
-                run = run_tflite(artifact.files["model.tflite"], images, where=f"{family} {settings.key}")
+                run = run_tflite(artifact.files["model.tflite"], images, where=f"{family} {settings.key}", output_keys=keys)
             else:
                 folder = tmp_path / settings.key
                 folder.mkdir()
                 for name, data in artifact.files.items():
                     (folder / name).write_bytes(data)
-                run = run_tfjs(folder, images, where=f"{family} {settings.key}")
+                run = run_tfjs(folder, images, where=f"{family} {settings.key}", output_keys=keys)
             assert len(run.outputs) == len(want), settings.key
             for got, expected in zip(run.outputs, want):
                 assert got.shape == expected.shape and np.isfinite(got).all(), settings.key
