@@ -19,12 +19,11 @@ from mobilepre import demo
 from mobilepre.data import DataOptions, dataset_info
 from mobilepre.errors import EXIT_FAILED, MobilepreError, engine_errors
 from mobilepre.evaluate import Evaluator
-from mobilepre.frontend import FrontendSpec, attach, build_frontend
 from mobilepre.fsutil import check_output, fsync_tree, os_error_message, remove_stale_staging, replace_tree, staging_folder
 from mobilepre.latency import parse_device_timings
 from mobilepre.manifest import bundle_files
 from mobilepre.metrics import ALL_KINDS, TOLERANCES
-from mobilepre.models import OutputSpec, from_keras, load_model, settle_kinds
+from mobilepre.models import OutputSpec, load_model, settle_kinds, with_rescaling
 from mobilepre.profiles import Profile, default_profiles_dir, format_size, load_profiles
 from mobilepre.report import render_html
 from mobilepre.search import FormatResult, search
@@ -307,14 +306,7 @@ def _load_inputs(options: BuildOptions):
     validation = options.validation or (demo.validation_path() if options.model is None else None)
     source = load_model(model_path, trust=options.trust_model, input_shape=options.input_shape)
     if options.frontend:
-        if source.input_dtype == "uint8":
-            raise MobilepreError(f"--frontend: model {model_path} already takes uint8 pixels")
-        low, high = options.input_range
-        spec = FrontendSpec(
-            input_shape=source.input_shape, denoise=False, features=(), normalize="none", rescale_range=(low, high)
-        )
-        front = build_frontend(spec)
-        source = from_keras(attach(front, source.model), path=str(model_path), fmt=source.format)
+        source = with_rescaling(source, options.input_range)
     if calibration is None and validation is None:
         raise MobilepreError("a build measures drift on images: pass --validation or --calibration (folder of images, .npy or .npz)")
     cal = DataOptions(calibration or validation, options.input_range, limit=500).load(source)

@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import os
+import re
+import select
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from mobilepre.errors import MobilepreError, engine_errors
+from mobilepre.frontend import FrontendSpec, attach, build_frontend
 from mobilepre.macs import count_macs
 from mobilepre.metrics import OutputKind
 from mobilepre.quantize.export import model_input_spec
@@ -117,6 +123,8 @@ class SourceModel:
         input_shape (tuple[int, int, int]): per-image input shape.
         input_dtype (str): "uint8" or "float32".
         outputs (tuple[OutputSpec, ...]): each output's name and kind, in the model's order.
+        reference (ReferenceChild | None): the same model loaded in a sandboxed child process, which
+            runs every reference inference (`reference_outputs`); None when loads are not isolated.
     """
 
     model: object
@@ -126,6 +134,7 @@ class SourceModel:
     input_shape: tuple
     input_dtype: str
     outputs: tuple = ()
+    reference: object = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def parameters(self) -> int:
@@ -171,11 +180,12 @@ def load_model(path, trust: bool = False, input_shape: tuple | None = None, isol
     """Load a `.keras`, `.h5` or SavedModel folder as a SourceModel.
 
     The file is scanned before Keras sees it (`mobilepre.safety`), then, with `isolate` (default: on,
-    unless the environment sets MOBILEPRE_ISOLATE_LOADS=0), loaded once in a child process, so that a
+    unless the environment sets MOBILEPRE_ISOLATE_LOADS=0), loaded first in a child process, so that a
     file that crashes TensorFlow's native loader becomes an error here instead of killing this process,
     and code that slipped past the scan cannot write files: on Linux with Landlock the child may write
-    only into its own scratch folder (`mobilepre.sandbox`).
-    The trial costs one TensorFlow start-up (a few seconds).
+    only into its own scratch folder (`mobilepre.sandbox`). The child stays: every reference inference
+    of the float model runs there, under the same restriction (`ReferenceChild`).
+    The child costs one TensorFlow start-up, overlapped with this process's own.
     """
     if isolate is None:
         isolate = _isolate_default()
@@ -183,16 +193,36 @@ def load_model(path, trust: bool = False, input_shape: tuple | None = None, isol
     if not path.exists():
         raise MobilepreError(f"model {path} does not exist")
     fmt = scan_model(path, trust=trust)
+    child = None
     if isolate:
         # The child loads the model while this process imports TensorFlow (the costly part of both),
         # so on two cores the isolation costs little; this process touches the model only after the
         # child has loaded it without crashing.
-        with tempfile.TemporaryDirectory(prefix="mobilepre-load-") as scratch:
-            child = _start_trial_load(path, fmt, trust, scratch)
+        child = ReferenceChild(path, fmt, trust)
+        try:
             _import_keras()
-            _finish_trial_load(child, path)
+            child.wait_loaded()
+        except BaseException:
+            child.close()
+            raise
     model = _load(path, fmt, trust)
-    return from_keras(model, input_shape, str(path), fmt)
+    source = from_keras(model, input_shape, str(path), fmt)
+    return dataclasses.replace(source, reference=child)
+
+
+def with_rescaling(source: SourceModel, input_range: tuple) -> SourceModel:
+    """`source` taking raw uint8 pixels, rescaled inside the model to `input_range` (`build --frontend`)."""
+    if source.input_dtype == "uint8":
+        raise MobilepreError(f"--frontend: model {source.path} already takes uint8 pixels")
+    spec = rescaling_spec(source.input_shape, input_range)
+    fused = from_keras(attach(build_frontend(spec), source.model), path=source.path, fmt=source.format)
+    child = source.reference.with_rescaling(input_range) if source.reference is not None else None
+    return dataclasses.replace(fused, reference=child)
+
+
+def rescaling_spec(input_shape: tuple, input_range: tuple) -> FrontendSpec:
+    low, high = input_range
+    return FrontendSpec(input_shape=tuple(input_shape), denoise=False, features=(), normalize="none", rescale_range=(low, high))
 
 
 def _load(path: Path, fmt: str, trust: bool):
@@ -238,27 +268,66 @@ def _is_layer_name(key: str) -> bool:
     return key.replace("_", "").replace("-", "").replace(".", "").isalnum() and key[0].isalpha() and key != "pixels"
 
 
-# The child exits with os._exit: TensorFlow's interpreter teardown costs about a second and has nothing
-# to clean up here.
-_PROBE = """
+# The child answers on a duplicate of its stdout; whatever the model or TensorFlow prints goes to stderr.
+# It exits with os._exit (TensorFlow's interpreter teardown costs about a second and has nothing to
+# clean up here), when this process closes its stdin or dies.
+_CHILD = """
 import os
 import sys
 from pathlib import Path
+answers = os.fdopen(os.dup(1), "w", buffering=1)
+os.dup2(2, 1)
 from mobilepre.sandbox import restrict_writes
 os.environ["TMPDIR"] = sys.argv[4]
 restrict_writes([sys.argv[4]])  # from here on, nothing in this process writes outside its scratch folder
-from mobilepre.models import _load
+from mobilepre.models import _load, serve_references
 from mobilepre.errors import MobilepreError
 try:
-    _load(Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "1")
+    model = _load(Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "1")
 except MobilepreError as error:
     print(error.message, file=sys.stderr, flush=True)
     os._exit(2)
 except BaseException as error:
     print(f"{type(error).__name__}: {error}", file=sys.stderr, flush=True)
     os._exit(1)
+serve_references(model, answers)
 os._exit(0)
 """
+LOAD_TIMEOUT_S = 600.0
+
+
+def serve_references(model, answers) -> None:
+    """The child's side: say `ready`, then for each request line (JSON: images, outputs, rescale) run the
+    float model on the images and write its outputs, answering `ok` or `error: ...`, until stdin closes."""
+    answers.write("ready\n")
+    fused = {}
+    for line in sys.stdin:
+        try:
+            request = json.loads(line)
+            runner = model
+            if request.get("rescale"):
+                key = tuple(request["rescale"])
+                if key not in fused:
+                    spec = rescaling_spec(tuple(model.inputs[0].shape[1:]), key)
+                    fused[key] = attach(build_frontend(spec), model)
+                runner = fused[key]
+            images = np.load(request["images"], allow_pickle=False)
+            outputs = runner.predict(images, batch_size=256, verbose=0)
+            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            np.savez(request["outputs"], *[np.asarray(o, dtype=np.float32) for o in outputs])
+            answers.write("ok\n")
+        except Exception as error:  # the model's own failure on these images: said to the parent in one line
+            answers.write(f"error: {_reason(error)}\n")
+
+
+def _reason(error: Exception) -> str:
+    """The line of an exception that says what went wrong: Keras re-raises a layer's error with a banner
+    ("Exception encountered when calling ...") and colour codes, keeping the original as its context."""
+    while error.__cause__ or error.__context__:
+        error = error.__cause__ or error.__context__
+    lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]
+    lines = [line for line in lines if line and not line.startswith("Exception encountered when calling")]
+    return lines[0] if lines else type(error).__name__
 
 
 def _import_keras() -> None:
@@ -268,26 +337,97 @@ def _import_keras() -> None:
     import mobilepre.layers  # noqa: F401
 
 
-def _start_trial_load(path: Path, fmt: str, trust: bool, scratch: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-c", _PROBE, str(path), fmt, "1" if trust else "0", scratch],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+class ReferenceChild:
+    """The user's float model loaded in a child process that may write only into its scratch folder
+    (Landlock, where the kernel has it): the first load, and every reference inference, happen there,
+    so code that slipped past the scans cannot write outside it, and a crash of TensorFlow is an error
+    line here. Closed when no SourceModel holds it any more, or when this process ends.
+    """
+
+    def __init__(self, path: Path, fmt: str, trust: bool, rescale: tuple | None = None, shared=None):
+        self.path = Path(path)
+        self.rescale = rescale
+        if shared is not None:  # a view of a running child with another front-end
+            self._process, self._scratch, self._finalizer = shared
+            return
+        self._scratch = Path(tempfile.mkdtemp(prefix="mobilepre-load-"))
+        stderr = open(self._scratch / "stderr.txt", "w")
+        try:
+            self._process = subprocess.Popen(
+                [sys.executable, "-c", _CHILD, str(self.path), fmt, "1" if trust else "0", str(self._scratch)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
+            )
+        finally:
+            stderr.close()
+        self._finalizer = weakref.finalize(self, _stop_child, self._process, self._scratch)
+
+    def with_rescaling(self, input_range: tuple) -> "ReferenceChild":
+        view = ReferenceChild(self.path, "", False, tuple(float(v) for v in input_range), (self._process, self._scratch, self._finalizer))
+        view._owner = self  # the child lives while any view of it does
+        return view
+
+    def close(self) -> None:
+        self._finalizer()
+
+    def wait_loaded(self) -> None:
+        """Wait until the child has loaded the model; a crash or a refusal becomes one line."""
+        if self._answer(LOAD_TIMEOUT_S) != "ready":
+            self._raise_death("TensorFlow's native loader")
+
+    def predict(self, images: np.ndarray) -> list:
+        """The float model's outputs on `images`, computed in the child."""
+        request = {"images": str(self._scratch / "images.npy"), "outputs": str(self._scratch / "outputs.npz"), "rescale": self.rescale}
+        np.save(request["images"], np.ascontiguousarray(images), allow_pickle=False)
+        try:
+            self._process.stdin.write(json.dumps(request) + "\n")
+            self._process.stdin.flush()
+        except OSError:  # the child is gone
+            self._raise_death("TensorFlow running the float model")
+        answer = self._answer(max(LOAD_TIMEOUT_S, float(len(images))))
+        if answer is None:
+            self._raise_death("TensorFlow running the float model")
+        if answer.startswith("error: "):
+            raise MobilepreError(f"model {self.path} could not run on the images: {answer[len('error: '):]}")
+        with np.load(request["outputs"], allow_pickle=False) as saved:
+            outputs = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+        for name in ("images.npy", "outputs.npz"):
+            (self._scratch / name).unlink(missing_ok=True)
+        return outputs
+
+    def _answer(self, timeout_s: float) -> str | None:
+        ready, _, _ = select.select([self._process.stdout], [], [], timeout_s)
+        if not ready:
+            self.close()
+            raise MobilepreError(f"model {self.path}: loading or running it took longer than {timeout_s:g} s")
+        line = self._process.stdout.readline()
+        return line.strip() if line else None
+
+    def _raise_death(self, what: str) -> None:
+        try:
+            code = self._process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            code = None
+        try:
+            stderr = (self._scratch / "stderr.txt").read_text(errors="replace")
+        except OSError:
+            stderr = ""
+        self.close()
+        if code is not None and code < 0:
+            name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
+            raise MobilepreError(f"model {self.path} crashed {what} ({name}); the file is damaged or hostile")
+        lines = [line for line in stderr.strip().splitlines() if line.strip()]
+        raise MobilepreError(lines[-1] if lines else f"model {self.path} could not be loaded (exit code {code})")
 
 
-def _finish_trial_load(child: subprocess.Popen, path: Path) -> None:
+def _stop_child(process: subprocess.Popen, scratch: Path) -> None:
     try:
-        _, stderr = child.communicate(timeout=600)
-    except BaseException:  # interrupted or timed out: do not leave the child behind
-        child.kill()
-        child.wait()
-        raise
-    if child.returncode == 0:
-        return
-    if child.returncode < 0:
-        name = signal.Signals(-child.returncode).name
-        raise MobilepreError(f"model {path} crashed TensorFlow's native loader ({name}); the file is damaged or hostile")
-    lines = [line for line in stderr.strip().splitlines() if line.strip()]
-    raise MobilepreError(lines[-1] if lines else f"model {path} could not be loaded (exit code {child.returncode})")
+        if process.stdin and not process.stdin.closed:
+            process.stdin.close()  # the child's loop ends
+        process.wait(timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        process.kill()
+        process.wait()
+    finally:
+        if process.stdout:
+            process.stdout.close()
+        shutil.rmtree(scratch, ignore_errors=True)

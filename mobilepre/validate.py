@@ -324,10 +324,15 @@ def compare(reference_outputs: list, run, labels: np.ndarray | None, outputs: li
 
 
 def reference_outputs(source, images: np.ndarray) -> tuple[list, float]:
+    """The float model's outputs on `images` and the seconds they took: in the model's sandboxed child
+    process when it has one (`models.ReferenceChild`), else here."""
     started = time.perf_counter()
-    out = source.model.predict(images, batch_size=256, verbose=0)
+    if source.reference is not None:
+        outputs = source.reference.predict(images)
+    else:
+        out = source.model.predict(images, batch_size=256, verbose=0)
+        outputs = out if isinstance(out, (list, tuple)) else [out]
     seconds = time.perf_counter() - started
-    outputs = out if isinstance(out, (list, tuple)) else [out]
     return [np.asarray(o, dtype=np.float32) for o in outputs], seconds
 
 

@@ -58,3 +58,63 @@ def test_code_run_while_loading_cannot_write_outside(tmp_path, keras):
     with pytest.raises(MobilepreError, match="could not be loaded|Permission"):
         load_model(tmp_path / "writes.keras", trust=True, isolate=True)
     assert not marker.exists()
+
+
+def test_reference_inference_runs_in_the_sandboxed_child(tmp_path):
+    """Every reference inference of a user's model runs in the confined child, and gives what Keras gives."""
+    import numpy as np
+
+    from mobilepre import demo
+    from mobilepre.models import load_model
+    from mobilepre.validate import reference_outputs
+
+    source = load_model(demo.model_path(), isolate=True)
+    images = np.random.default_rng(0).integers(0, 256, (5, *source.input_shape), dtype=np.uint8)
+    (child,), _ = reference_outputs(source, images)
+    np.testing.assert_allclose(child, source.model.predict(images, verbose=0), atol=1e-6)
+    process = source.reference._process
+    assert process.poll() is None
+    source.reference.close()
+    assert process.poll() is not None  # closed with its source
+
+
+def test_build_frontend_reference_runs_the_same_rescaling_in_the_child(tmp_path, keras):
+    import numpy as np
+
+    from mobilepre.models import load_model, with_rescaling
+    from mobilepre.validate import reference_outputs
+
+    keras.utils.set_random_seed(1)
+    inputs = keras.Input((8, 8, 3))
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs)))
+    model.save(tmp_path / "float.keras")
+    fused = with_rescaling(load_model(tmp_path / "float.keras", isolate=True), (-1.0, 1.0))
+    assert fused.input_dtype == "uint8" and fused.reference.rescale == (-1.0, 1.0)
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    (child,), _ = reference_outputs(fused, images)
+    np.testing.assert_allclose(child, fused.model.predict(images, verbose=0), atol=1e-6)
+
+
+def test_code_run_by_reference_inference_cannot_write_outside(tmp_path, keras):
+    """A trusted model whose Lambda writes a file only when it runs on real images (not while Keras
+    rebuilds it): the write happens in the sandboxed child, is refused, and the marker never appears."""
+    import numpy as np
+
+    from mobilepre.errors import MobilepreError
+    from mobilepre.models import load_model
+    from mobilepre.validate import reference_outputs
+
+    marker = tmp_path / "outside" / "marker.txt"
+    marker.parent.mkdir()
+    writes = eval(f"lambda x: (open({str(marker)!r}, 'w').write('pwned') if x.shape[0] is not None else 0, x)[1]")  # noqa: S307
+    inputs = keras.Input((4, 4, 1))
+    model = keras.Model(inputs, keras.layers.Lambda(writes)(keras.layers.Flatten()(inputs)))
+    model.save(tmp_path / "writes.keras")
+    assert not marker.exists()
+    source = load_model(tmp_path / "writes.keras", trust=True, isolate=True)
+    assert not marker.exists()
+    with pytest.raises(MobilepreError, match="could not run on the images: .*Permission denied"):
+        reference_outputs(source, np.zeros((2, 4, 4, 1), np.float32))
+    assert not marker.exists()
+    source.model.predict(np.zeros((2, 4, 4, 1), np.float32), verbose=0)
+    assert marker.exists()  # the same call in this process writes it: the child is what stopped it
