@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from mobilepre.quantize.settings import Format, IOType, Mode
 
-# Sparsity levels tried after plain int8 (and TF.js uint8), up to a profile's max_sparsity.
+# Sparsity levels tried after every unpruned mode, on int8 (TF.js: uint8), up to a profile's max_sparsity.
 SPARSITY_STEPS = (0.25, 0.5, 0.75, 0.9)
 
 
@@ -47,9 +47,10 @@ def candidates_for(profile) -> dict[Format, list[Candidate]]:
         modes = profile.modes_for(fmt)
         io = profile.io_type if fmt is Format.TFLITE else IOType.FLOAT32
         found = [Candidate(fmt, mode, io if mode is Mode.INT8 else IOType.FLOAT32) for mode in modes]
-        lowest = modes[-1]
-        if lowest in (Mode.INT8, Mode.UINT8) and profile.max_sparsity > 0:
+        # pruning pays off in the integer mode whose zeros compress: int8 (TFLite) or uint8 (TF.js)
+        pruned = next((m for m in (Mode.INT8, Mode.UINT8) if m in modes), None)
+        if pruned is not None and profile.max_sparsity > 0:
             levels = sorted({s for s in SPARSITY_STEPS if s < profile.max_sparsity} | {profile.max_sparsity})
-            found += [Candidate(fmt, lowest, io if lowest is Mode.INT8 else IOType.FLOAT32, s) for s in levels]
+            found += [Candidate(fmt, pruned, io if pruned is Mode.INT8 else IOType.FLOAT32, s) for s in levels]
         out[fmt] = found
     return out

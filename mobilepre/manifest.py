@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 from mobilepre.artifacts import io_contract
+from mobilepre.quantize.settings import QuantizationSettings
 
 MANIFEST_SCHEMA = "mobilepre.manifest/1"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -69,6 +70,7 @@ def bundle_files(profile, chosen: list, source_info: dict, data: dict, versions:
                 "bytes": trial.size_bytes,
                 "candidate": trial.candidate,
                 "drift": [dict(d) for d in trial.drift],
+                "engine": str(QuantizationSettings(trial.format, trial.quantization).engine),
                 "files": sorted(prefix + n for n in artifact_files),
                 "format": trial.format,
                 "gzip_bytes": trial.gzip_bytes,

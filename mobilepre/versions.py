@@ -17,5 +17,5 @@ def package_version(name: str) -> str | None:
 
 def toolchain_versions() -> dict:
     """What a bundle was made with: the versions that decide its bytes."""
-    names = ("ai-edge-litert", "keras", "mobilepre", "numpy", "tensorflow", "tensorflowjs")
+    names = ("ai-edge-litert", "keras", "litert-quantizer", "mobilepre", "numpy", "tensorflow", "tensorflowjs")
     return {**{name: package_version(name) for name in names}, "tfjs-runtime": TFJS_RUNTIME}

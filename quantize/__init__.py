@@ -10,6 +10,7 @@ from .pruning import PruneResult, PruneSettings, prune
 from .settings import (
     BYTES_PER_WEIGHT,
     MODES_BY_FORMAT,
+    Engine,
     Format,
     IOType,
     Mode,
@@ -22,6 +23,7 @@ __all__ = [
     "BYTES_PER_WEIGHT",
     "MODES_BY_FORMAT",
     "Artifact",
+    "Engine",
     "Format",
     "IOType",
     "Mode",

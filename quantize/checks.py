@@ -46,6 +46,6 @@ def check_weights(model, mode: Mode) -> None:
 
 def check_calibration(images) -> None:
     if images is None or len(images) == 0:
-        raise QuantizeError("int8 quantization needs calibration images: pass at least one calibration image")
+        raise QuantizeError("quantizing activations (int8, int16x8) needs calibration images: pass at least one calibration image")
     if np.issubdtype(images.dtype, np.floating) and not np.isfinite(images).all():
         raise QuantizeError("the calibration images contain NaN or Inf values")

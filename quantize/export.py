@@ -7,6 +7,8 @@ from pathlib import Path
 
 from .settings import QuantizeError
 
+# The serving signature's one input: what apps feed raw or float pixels to.
+INPUT_NAME = "pixels"
 # A signature key that every runtime keeps as it is: TF.js object keys that look like integers would be
 # reordered by JavaScript, and TFLite tensor names use ':' and '/' for their own purposes.
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
@@ -56,7 +58,7 @@ def export_saved_model(model, directory: Path, input_shape: tuple[int, ...] | No
 
     tf = quiet_tensorflow()
     shape, dtype = model_input_spec(model, input_shape)
-    signature = [tf.TensorSpec((None, *shape), dtype=dtype, name="pixels")]
+    signature = [tf.TensorSpec((None, *shape), dtype=dtype, name=INPUT_NAME)]
     keys = signature_output_keys(model_output_names(model))
 
     def serve(pixels):

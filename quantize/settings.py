@@ -20,14 +20,26 @@ class Format(StrEnum):
 
 
 class Mode(StrEnum):
-    """Quantization modes. TFLite: float32, float16, dynamic, int8. TF.js: float32, float16, uint16, uint8."""
+    """Quantization modes. TFLite: float32, float16, dynamic, int16x8, int8, int4. TF.js: float32,
+    float16, uint16, uint8."""
 
     FLOAT32 = "float32"
     FLOAT16 = "float16"
-    DYNAMIC = "dynamic"  # TFLite dynamic-range: int8 weights, float activations
+    DYNAMIC = "dynamic"  # TFLite dynamic-range: int8 weights, float activations quantized on the fly
+    INT16X8 = "int16x8"  # TFLite int16 activations, int8 weights, calibrated; float I/O
     INT8 = "int8"  # TFLite full-integer, calibrated
+    INT4 = "int4"  # TFLite int4 weights only, float activations (weights dequantized for float kernels)
     UINT16 = "uint16"  # TF.js weights as uint16 (affine), dequantized at load
     UINT8 = "uint8"  # TF.js weights as uint8 (affine), dequantized at load
+
+
+class Engine(StrEnum):
+    """What makes an artifact: TensorFlow's TFLite converter, Google's LiteRT Quantizer (over the
+    converter's float32 .tflite), or the tensorflowjs converter."""
+
+    TFLITE_CONVERTER = "tflite-converter"
+    LITERT_QUANTIZER = "litert-quantizer"
+    TENSORFLOWJS = "tensorflowjs"
 
 
 class IOType(StrEnum):
@@ -40,8 +52,22 @@ class IOType(StrEnum):
 
 # Highest fidelity first: the order in which a build tries modes.
 MODES_BY_FORMAT: dict[Format, tuple[Mode, ...]] = {
-    Format.TFLITE: (Mode.FLOAT32, Mode.FLOAT16, Mode.DYNAMIC, Mode.INT8),
+    Format.TFLITE: (Mode.FLOAT32, Mode.FLOAT16, Mode.DYNAMIC, Mode.INT16X8, Mode.INT8, Mode.INT4),
     Format.TFJS: (Mode.FLOAT32, Mode.FLOAT16, Mode.UINT16, Mode.UINT8),
+}
+
+# Which engine makes each TFLite mode: whichever made the smaller file at no more drift, measured in
+# LiteRT on the demo and a MobileNetV2 (`benchmarks/engines.py`). Dynamic: the quantizer's file is
+# 0.97-0.98x the converter's, drift equal or lower. int16x8: the converter cannot quantize a uint8
+# input's Cast to 16x8, the quantizer can. int4: only the quantizer makes it. int8: the converter's
+# file is smaller (0.97x on MobileNetV2) and it gives int8/uint8 I/O. float16: the converter.
+TFLITE_ENGINE: dict[Mode, Engine] = {
+    Mode.FLOAT32: Engine.TFLITE_CONVERTER,
+    Mode.FLOAT16: Engine.TFLITE_CONVERTER,
+    Mode.DYNAMIC: Engine.LITERT_QUANTIZER,
+    Mode.INT16X8: Engine.LITERT_QUANTIZER,
+    Mode.INT8: Engine.TFLITE_CONVERTER,
+    Mode.INT4: Engine.LITERT_QUANTIZER,
 }
 
 # Bytes one weight takes in each mode, for the size floor (parameters x bytes per weight).
@@ -49,7 +75,9 @@ BYTES_PER_WEIGHT: dict[Mode, float] = {
     Mode.FLOAT32: 4,
     Mode.FLOAT16: 2,
     Mode.DYNAMIC: 1,
+    Mode.INT16X8: 1,
     Mode.INT8: 1,
+    Mode.INT4: 0.5,
     Mode.UINT16: 2,
     Mode.UINT8: 1,
 }
@@ -109,7 +137,15 @@ class QuantizationSettings:
 
     @property
     def needs_calibration(self) -> bool:
-        return self.mode is Mode.INT8
+        return self.mode in (Mode.INT8, Mode.INT16X8)
+
+    @property
+    def engine(self) -> Engine:
+        """The engine that makes this artifact (`TFLITE_ENGINE`); keeping layers in float is the
+        converter's quantization debugger's work."""
+        if self.format is Format.TFJS:
+            return Engine.TENSORFLOWJS
+        return Engine.TFLITE_CONVERTER if self.float_layers else TFLITE_ENGINE[self.mode]
 
     @property
     def key(self) -> str:

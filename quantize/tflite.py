@@ -1,7 +1,9 @@
-"""TFLite conversion: float32, float16, dynamic-range and full-integer int8 from a SavedModel."""
+"""TFLite conversion from a SavedModel: TensorFlow's converter for float32, float16 and full-integer int8
+(and every mode with layers kept in float); the LiteRT Quantizer over its float32 file for the rest."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -9,8 +11,9 @@ import numpy as np
 
 from .artifact import Artifact
 from .checks import check_calibration
+from .recipes import quantize_tflite
 from .runtime import tflite_interpreter
-from .settings import Format, IOType, Mode, QuantizationSettings, QuantizeError, UnsupportedOpsError
+from .settings import Engine, Format, IOType, Mode, QuantizationSettings, QuantizeError, UnsupportedOpsError
 
 MAX_CALIBRATION_SAMPLES = 500
 
@@ -63,18 +66,30 @@ def convert_tflite(
     sparsity: float = 0.0,
 ) -> Artifact:
     """Convert the SavedModel at `saved_model_dir` to one `.tflite` artifact as `settings` ask."""
-    from ._tf import native_stderr_silenced, quiet_tensorflow
-
     if settings.format is not Format.TFLITE:
         raise QuantizeError(f"convert_tflite got {settings.format.value} settings")
+    if settings.engine is Engine.LITERT_QUANTIZER:
+        # the quantizer reads the float model's tensor names: they are stripped from its result
+        float_settings = dataclasses.replace(settings, mode=Mode.FLOAT32)
+        content = quantize_tflite(_convert(saved_model_dir, float_settings, None), settings.mode, calibration)
+    else:
+        content = _convert(saved_model_dir, settings, calibration)
+    if settings.strip_metadata:
+        content = strip_tensor_names(content)
+    return Artifact(settings=settings, files={"model.tflite": content}, sparsity=sparsity)
+
+
+def _convert(saved_model_dir: Path, settings: QuantizationSettings, calibration) -> bytes:
+    """TensorFlow's converter, its failures said in one line (unsupported ops by name)."""
+    from ._tf import native_stderr_silenced, quiet_tensorflow
+
     tf = quiet_tensorflow()
     converter = _converter(tf, saved_model_dir, settings, calibration)
     try:
         with native_stderr_silenced():
             if settings.float_layers:
-                content = _selective_int8(tf, converter, settings, calibration)
-            else:
-                content = converter.convert()
+                return bytes(_selective_int8(tf, converter, settings, calibration))
+            return bytes(converter.convert())
     except QuantizeError:
         raise
     except Exception as error:
@@ -87,7 +102,21 @@ def convert_tflite(
             ) from error
         first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
         raise QuantizeError(f"TFLite conversion ({settings.key}) failed: {first}") from error
-    return Artifact(settings=settings, files={"model.tflite": bytes(content)}, sparsity=sparsity)
+
+
+def strip_tensor_names(content: bytes) -> bytes:
+    """The .tflite without what no runtime reads: the model description and the names of tensors other
+    than the inputs and outputs. Signatures (with their input and output names) and metadata stay."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    model.description = None
+    for subgraph in model.subgraphs:
+        keep = set(subgraph.inputs.tolist() if subgraph.inputs is not None else []) | set(subgraph.outputs.tolist() if subgraph.outputs is not None else [])
+        for index, tensor in enumerate(subgraph.tensors):
+            if index not in keep:
+                tensor.name = None
+    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
 
 
 def _selective_int8(tf, converter, settings: QuantizationSettings, calibration) -> bytes:

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from mobilepre import quantize
+from mobilepre.errors import MobilepreError
 from mobilepre.quantize.export import export_saved_model, model_output_names, signature_output_keys
 from mobilepre.runtimes import run_tflite, run_tfjs
 
@@ -67,6 +68,10 @@ def _families(keras):
     }
 
 
+# LiteRT's int16x8 kernels refuse some layers at prepare time (a depthwise convolution whose rescale
+# would overflow; an ADD whose inputs' scales differ too much): a build reports that candidate as failed
+# and goes on. The families where it happens here, with untrained weights:
+INT16X8_REFUSED = {"mobilenetv2": "DEPTHWISE_CONV_2D", "mobilenetv3small": "ADD"}
 FAMILIES = ["mobilenetv2", "mobilenetv3small", "efficientnetb0", "resnet_style", "densenet_style", "unet", "preprocessing", "two_outputs"]
 
 
@@ -85,6 +90,10 @@ def test_every_mode_converts_and_runs_and_float32_matches_keras(keras, tmp_path,
         for mode in modes:
             settings = quantize.QuantizationSettings(fmt, mode)
             artifact = quantize.convert(model, settings, images, saved_model_dir=exported)
+            if mode is quantize.Mode.INT16X8 and family in INT16X8_REFUSED:
+                with pytest.raises(MobilepreError, match=f"could not load the model: .*{INT16X8_REFUSED[family]}.* failed to prepare"):
+                    run_tflite(artifact.files["model.tflite"], images, where=f"{family} {settings.key}")
+                continue
             if fmt is quantize.Format.TFLITE:
                 run = run_tflite(artifact.files["model.tflite"], images, where=f"{family} {settings.key}", output_keys=keys)
             else:

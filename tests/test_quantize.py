@@ -10,9 +10,10 @@ import pytest
 from mobilepre import quantize
 from mobilepre.quantize import QuantizationSettings as QS
 from mobilepre.quantize import QuantizeError
+from mobilepre.quantize.runtime import tflite_interpreter
 from tests.conftest import litert_run, write_artifact
 
-TFLITE_MODES = ["float32", "float16", "dynamic", "int8"]
+TFLITE_MODES = ["float32", "float16", "dynamic", "int16x8", "int8", "int4"]
 TFJS_MODES = ["float32", "float16", "uint16", "uint8"]
 
 
@@ -30,8 +31,35 @@ def tiny_artifacts(tiny_model, tiny_images):
 def test_every_tflite_mode_runs_in_litert_close_to_keras(tiny_model, tiny_images, tiny_artifacts, mode):
     got = litert_run(tiny_artifacts[("tflite", mode)].files["model.tflite"], tiny_images[:16])
     want = np.asarray(tiny_model.predict(tiny_images[:16], verbose=0))
-    tolerance = {"float32": 1e-5, "float16": 5e-3, "dynamic": 5e-2, "int8": 5e-2}[mode]
+    tolerance = {"float32": 1e-5, "float16": 5e-3, "dynamic": 5e-2, "int16x8": 5e-2, "int8": 5e-2, "int4": 0.2}[mode]
     assert np.abs(got - want).max() < tolerance
+
+
+def test_each_mode_is_made_by_its_engine_and_int4_halves_the_weights(tiny_model, tiny_artifacts):
+    engines = {mode: str(tiny_artifacts[("tflite", mode)].settings.engine) for mode in TFLITE_MODES}
+    assert engines == {"float32": "tflite-converter", "float16": "tflite-converter", "dynamic": "litert-quantizer",
+                       "int16x8": "litert-quantizer", "int8": "tflite-converter", "int4": "litert-quantizer"}
+    size = {mode: tiny_artifacts[("tflite", mode)].size_bytes for mode in TFLITE_MODES}
+    weights = tiny_model.count_params()
+    # each weight's bytes: 4, 2, 1, then half a byte, over the same graph
+    assert size["float32"] > size["float16"] > size["dynamic"] > size["int4"]
+    assert (size["dynamic"] - size["int4"]) > 0.4 * weights
+    assert conv_weight_types(tflite_interpreter(tiny_artifacts[("tflite", "int16x8")].files["model.tflite"])) == {"int8"}
+
+
+def test_stripping_drops_tensor_names_and_keeps_the_signature(tiny_model, tiny_images):
+    from ai_edge_litert.interpreter import Interpreter
+
+    kept = quantize.convert(tiny_model, QS("tflite", "dynamic", strip_metadata=False)).files["model.tflite"]
+    stripped = quantize.convert(tiny_model, QS("tflite", "dynamic")).files["model.tflite"]
+    assert len(stripped) < len(kept)
+    interpreter = Interpreter(model_content=stripped)
+    io = {d["index"] for d in interpreter.get_input_details() + interpreter.get_output_details()}
+    assert all(not d["name"] for d in interpreter.get_tensor_details() if d["index"] not in io)
+    assert interpreter.get_signature_list() == Interpreter(model_content=kept).get_signature_list()
+    (name,) = interpreter.get_signature_list()["serving_default"]["outputs"]
+    runner = interpreter.get_signature_runner()
+    np.testing.assert_array_equal(runner(pixels=tiny_images[:1])[name], litert_run(kept, tiny_images[:1]))
 
 
 @pytest.mark.parametrize("mode", TFJS_MODES)
@@ -71,9 +99,7 @@ def test_int8_has_int8_weights_and_the_io_type_asked(keras, tiny_images, io_type
     io = tflite_io(content)
     assert io["inputs"][0]["dtype"] == dtype and io["outputs"][0]["dtype"] == dtype
     interpreter = tflite_interpreter(content)
-    weight_types = {
-        d["dtype"].__name__ for d in interpreter.get_tensor_details() if len(d["shape"]) in (2, 4) and "conv" in d["name"].lower()
-    }
+    weight_types = conv_weight_types(interpreter)
     assert "int8" in weight_types and "float32" not in weight_types
     got = litert_run(content, images[:8])
     assert np.abs(got - np.asarray(model.predict(images[:8], verbose=0))).max() < 0.05
@@ -89,8 +115,9 @@ def test_uint8_frontend_keeps_raw_pixel_input_in_int8(tiny_artifacts):
 def test_selective_quantization_keeps_a_layer_in_float(tiny_model, tiny_images):
     from mobilepre.quantize.runtime import tflite_interpreter
 
-    plain = quantize.convert(tiny_model, QS("tflite", "int8"), calibration=tiny_images).files["model.tflite"]
-    keep = quantize.convert(tiny_model, QS("tflite", "int8", float_layers=("head",)), calibration=tiny_images)
+    # tensor names kept (strip_metadata=False), to find the head's tensors by name
+    plain = quantize.convert(tiny_model, QS("tflite", "int8", strip_metadata=False), calibration=tiny_images).files["model.tflite"]
+    keep = quantize.convert(tiny_model, QS("tflite", "int8", float_layers=("head",), strip_metadata=False), calibration=tiny_images)
     content = keep.files["model.tflite"]
 
     def head_types(model):
@@ -220,3 +247,10 @@ def test_artifacts_are_byte_identical_across_processes():
         assert run.returncode == 0, run.stderr[-2000:]
     first, second = (json.loads(r.stdout.strip().splitlines()[-1]) for r in runs)
     assert len(first) == 8 and first == second
+
+
+def conv_weight_types(interpreter) -> set:
+    """The dtypes of the convolution kernels (a conv op's second input): tensor names are stripped."""
+    details = {d["index"]: d for d in interpreter.get_tensor_details()}
+    ops = interpreter._get_ops_details()
+    return {details[op["inputs"][1]]["dtype"].__name__ for op in ops if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")}

@@ -1,0 +1,45 @@
+"""TFLite modes made by Google's LiteRT Quantizer from the converter's float32 .tflite: dynamic-range
+int8, int4 weights and int16x8, each one of its stock recipes."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .checks import check_calibration
+from .export import INPUT_NAME
+from .settings import Mode, QuantizeError
+
+# LiteRT Quantizer recipe (a function of `litert_quantizer.recipe`) per mode.
+RECIPES = {
+    Mode.DYNAMIC: "dynamic_wi8_afp32",  # int8 channelwise weights, activations quantized on the fly
+    Mode.INT4: "weight_only_wi4_afp32",  # int4 channelwise weights, dequantized for float kernels
+    Mode.INT16X8: "static_wi8_ai16",  # int8 weights, int16 activations from calibration
+}
+MAX_CALIBRATION_SAMPLES = 500
+
+
+def quantize_tflite(float_model: bytes, mode: Mode, calibration: np.ndarray | None = None) -> bytes:
+    """`float_model` (a float32 .tflite with a `serving_default` signature taking `pixels`) quantized by
+    the mode's recipe; calibrated on `calibration` where the recipe quantizes activations."""
+    from ._tf import native_stderr_silenced
+
+    if mode not in RECIPES:
+        raise QuantizeError(f"the LiteRT Quantizer makes {', '.join(RECIPES)} models, not {mode}")
+    with native_stderr_silenced():
+        from litert_quantizer import quantizer, recipe
+
+        try:
+            engine = quantizer.Quantizer(bytearray(float_model))
+            engine.load_quantization_recipe(getattr(recipe, RECIPES[mode])())
+            ranges = None
+            if engine.need_calibration:
+                check_calibration(calibration)
+                samples = calibration[:MAX_CALIBRATION_SAMPLES]
+                ranges = engine.calibrate({"serving_default": [{INPUT_NAME: samples[i : i + 1]} for i in range(len(samples))]})
+            result = engine.quantize(ranges, enable_progress_bar=False, enable_progress_report=False)
+        except QuantizeError:
+            raise
+        except Exception as error:  # the quantizer raises many types; the message is what the user needs
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise QuantizeError(f"the LiteRT Quantizer could not make the {mode} model: {first}") from error
+    return bytes(result.quantized_model)
