@@ -1,6 +1,6 @@
 """`python -m benchmarks [NAME ...]`: run the benchmarks, write benchmarks/results.json and results.md.
 
-With names (startup, overhead, size, speed, frontend), only those run and their sections replace the
+With names (startup, overhead, size, engines, speed, frontend), only those run and their sections replace the
 ones in an existing results.json; with none, all run.
 """
 
@@ -19,7 +19,7 @@ from benchmarks import report
 from benchmarks.timing import load_average
 
 HERE = Path(__file__).resolve().parent
-NAMES = ("startup", "overhead", "size", "speed", "frontend")  # subprocess benchmarks first, in-process after
+NAMES = ("startup", "overhead", "size", "engines", "speed", "frontend")  # subprocess benchmarks first, in-process after
 ROUNDS = {"startup": 15, "overhead": 7, "speed": 5}
 
 
@@ -30,7 +30,7 @@ def progress(message: str) -> None:
 def _host() -> dict:
     from importlib import metadata
 
-    names = ("tensorflow", "keras", "tensorflowjs", "ai-edge-litert", "numpy")
+    names = ("tensorflow", "keras", "tensorflowjs", "ai-edge-litert", "litert-quantizer", "numpy")
     return {
         "cpus": os.cpu_count(),
         "platform": platform.platform(terse=True),
@@ -63,6 +63,15 @@ class Subjects:
         return self._demo
 
     @property
+    def demo_validation(self):
+        """The demo's 360 held-out digits, in model units."""
+        import numpy as np
+
+        from mobilepre import demo
+
+        return np.load(demo.validation_path())["images"]
+
+    @property
     def mobilenet(self):
         from benchmarks import subjects
 
@@ -83,6 +92,11 @@ def run_one(name: str, work: Path, models: Subjects) -> tuple[dict, list]:
         from benchmarks import size
 
         return size.run([models.demo, models.mobilenet], progress)
+    if name == "engines":
+        from benchmarks import engines
+
+        validation = {"demo": models.demo_validation, "mobilenet_v2": models.mobilenet.calibration}
+        return engines.run([models.demo, models.mobilenet], validation, progress)
     if name == "speed":
         from benchmarks import speed
 

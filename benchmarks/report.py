@@ -7,6 +7,7 @@ from mobilepre.quantize import MODES_BY_FORMAT
 TITLES = {
     "overhead": "1. Tool overhead",
     "size": "2. Size against the floor",
+    "engines": "2b. TFLite engines",
     "speed": "3. Speed on this host",
     "frontend": "4. Front-end inside the model",
     "startup": "5. Start-up",
@@ -55,10 +56,11 @@ def _rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
             "4 more profiles reusing the 4 artifacts")
     if "size" in sections:
         models = sections["size"]["models"]
-        large = models["mobilenet_v2"]["artifacts"]["tflite-int8"]
-        add("size", f"int8 TFLite bytes / floor, MobileNetV2 ({models['mobilenet_v2']['parameters']:,} parameters)",
-            _x(large["ratio"]), f"{_b(large['bytes'])} vs {_b(large['floor_bytes'])}",
-            "int8 TFLite bytes / floor, MobileNetV2")
+        for mode in ("int8", "dynamic"):
+            large = models["mobilenet_v2"]["artifacts"][f"tflite-{mode}"]
+            add("size", f"{mode} TFLite bytes / floor, MobileNetV2 ({models['mobilenet_v2']['parameters']:,} parameters)",
+                _x(large["ratio"]), f"{_b(large['bytes'])} vs {_b(large['floor_bytes'])}",
+                f"{mode} TFLite bytes / floor, MobileNetV2")
         for name, label in (("mobilenet_v2", "MobileNetV2"), ("demo", "demo")):
             model = models[name]
             for fmt, modes in MODES_BY_FORMAT.items():
@@ -66,6 +68,23 @@ def _rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
                 add("size", f"{fmt.value} bytes / floor, every mode, {label} ({model['parameters']:,} parameters)",
                     ", ".join(f"{mode} {row['ratio']:.2f}" for mode, row in per_mode),
                     ", ".join(_size(row["bytes"]) for _, row in per_mode))
+    if "engines" in sections:
+        for name, label in (("demo", "demo"), ("mobilenet_v2", "MobileNetV2")):
+            for mode, row in sections["engines"]["models"][name].items():
+                sides = []
+                for engine in ("tflite-converter", "litert-quantizer"):
+                    cell = row.get(engine)
+                    if cell is None:
+                        continue
+                    if "error" in cell:
+                        sides.append(f"{engine}: refused ({cell['error'][:60]})")
+                    else:
+                        drift = f", max abs {cell['max_abs_error']:.3g}, top-1 {cell['top1_agreement']:.3f}" if name == "demo" else ""
+                        sides.append(f"{engine}: {_b(cell['bytes'])}{drift}")
+                ratio = row.get("quantizer_over_converter_bytes")
+                add("engines", f"{mode} TFLite, LiteRT Quantizer / converter bytes, {label} (builds use: {row['chosen']})",
+                    _x(ratio) if ratio is not None else "-", "; ".join(sides),
+                    f"dynamic TFLite, LiteRT Quantizer / converter bytes, {name}" if mode == "dynamic" else None)
     if "speed" in sections:
         s = sections["speed"]
         m, r = s["medians"], s["ratios"]

@@ -32,18 +32,23 @@ class Subject:
         return int(self.model.count_params())
 
     def artifact(self, fmt: str, mode: str):
-        """The artifact of one mode (float32 I/O for int8), converted on first use from one SavedModel export."""
+        """The artifact of one mode (float32 I/O for int8), as a build makes it."""
+        from mobilepre import quantize
+
+        return self.convert(quantize.QuantizationSettings(fmt, mode))
+
+    def convert(self, settings):
+        """The artifact `settings` describe, converted on first use from one SavedModel export."""
         from mobilepre import quantize
         from mobilepre.quantize.export import export_saved_model
 
-        if (fmt, mode) not in self._artifacts:
+        if settings not in self._artifacts:
             if self._saved_model is None:
                 self._saved_model = export_saved_model(self.model, self.work / f"{self.name}-saved-model")
-            settings = quantize.QuantizationSettings(fmt, mode)
-            self._artifacts[fmt, mode] = quantize.convert(
+            self._artifacts[settings] = quantize.convert(
                 self.model, settings, calibration=self.calibration, saved_model_dir=self._saved_model
             )
-        return self._artifacts[fmt, mode]
+        return self._artifacts[settings]
 
     def written(self, fmt: str, mode: str) -> Path:
         """The artifact on disk: a `.tflite` file, or a TF.js graph-model folder."""

@@ -41,7 +41,8 @@ class Candidate:
 
 
 def candidates_for(profile) -> dict[Format, list[Candidate]]:
-    """Per format, the candidates a profile allows, highest fidelity first: modes, then growing sparsity."""
+    """Per format, the candidates a profile allows, highest fidelity first: modes, then growing sparsity;
+    with an integer `io_type` the candidates with that I/O first."""
     out = {}
     for fmt in profile.formats:
         modes = profile.modes_for(fmt)
@@ -49,8 +50,11 @@ def candidates_for(profile) -> dict[Format, list[Candidate]]:
         found = [Candidate(fmt, mode, io if mode is Mode.INT8 else IOType.FLOAT32) for mode in modes]
         # pruning pays off in the integer mode whose zeros compress: int8 (TFLite) or uint8 (TF.js)
         pruned = next((m for m in (Mode.INT8, Mode.UINT8) if m in modes), None)
-        if pruned is not None and profile.max_sparsity > 0:
+        # (not when latency decides: dense kernels run as fast with zeros in them)
+        if pruned is not None and profile.max_sparsity > 0 and profile.prefer != "latency":
             levels = sorted({s for s in SPARSITY_STEPS if s < profile.max_sparsity} | {profile.max_sparsity})
             found += [Candidate(fmt, pruned, io if pruned is Mode.INT8 else IOType.FLOAT32, s) for s in levels]
+        if io is not IOType.FLOAT32:  # the device wants integer I/O: candidates that have it come first
+            found.sort(key=lambda c: c.io_type is IOType.FLOAT32)
         out[fmt] = found
     return out

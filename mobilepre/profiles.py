@@ -30,6 +30,8 @@ FORMATS: tuple[Format, ...] = tuple(Format)
 ALL_MODES: tuple[Mode, ...] = tuple(Mode)
 IO_TYPES: tuple[IOType, ...] = tuple(IOType)
 LATENCY_SOURCES: tuple[str, ...] = ("host", "estimate", "device")
+# What a format's bundle gets among the candidates within every budget (`Profile.prefer`).
+PREFERENCES: tuple[str, ...] = ("fidelity", "latency", "size")
 MAX_PROFILE_BYTES = 64 * 1024
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _MAX_DESCRIPTION_CHARS = 300
@@ -224,6 +226,9 @@ class Profile:
         max_sparsity (float): largest share of zero weights a candidate may be pruned to, in [0, 0.95].
             Default 0.0 (no pruning).
         threads (int): CPU threads for inference and host latency, 1..64. Default 1.
+        prefer (str): among the candidates within every budget, which one a format's bundle gets:
+            "fidelity" (the first in search order, highest fidelity first), "latency" (the lowest
+            latency figure; needs `max_latency_ms`) or "size" (the fewest bytes). Default "fidelity".
         budget (Budget): size and latency budgets. Required (at least `max_size`).
         drift (Drift): drift budgets against the float32 reference. Default: none set.
     """
@@ -237,6 +242,7 @@ class Profile:
     max_sparsity: float = 0.0
     threads: int = 1
     drift: Drift = Drift()
+    prefer: str = "fidelity"
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
@@ -260,6 +266,9 @@ class Profile:
             raise _Invalid(f"threads {toml.show(self.threads)} is out of range: use a whole number from 1 to 64")
         if not isinstance(self.budget, Budget) or not isinstance(self.drift, Drift):
             raise TypeError("Profile.budget must be a Budget and Profile.drift a Drift")
+        _check_choice("prefer", self.prefer, PREFERENCES)
+        if self.prefer == "latency" and self.budget.max_latency_ms is None:
+            raise _Invalid("prefer = 'latency' needs a latency figure to compare: add budget.max_latency_ms")
 
     def modes_for(self, fmt: str) -> tuple[str, ...]:
         """The listed modes valid for `fmt`, highest fidelity first; () if the profile lacks `fmt`."""
@@ -282,6 +291,8 @@ class Profile:
             "quantization": [str(m) for m in self.quantization],
             "threads": self.threads,
         }
+        if self.prefer != "fidelity":  # left out when default, so earlier manifests read the same
+            out["prefer"] = self.prefer
         return dict(sorted(out.items()))
 
     @classmethod
@@ -357,7 +368,7 @@ def default_profiles_dir() -> Path:
 
 # ------------------------------------------------------------------------------------- from mapping
 
-_TOP_KEYS = ("name", "description", "formats", "quantization", "io_type", "max_sparsity", "threads",
+_TOP_KEYS = ("name", "description", "formats", "quantization", "io_type", "max_sparsity", "threads", "prefer",
              "budget", "drift")
 _REQUIRED_TOP = ("name", "description", "formats", "quantization", "budget")
 _BUDGET_KEYS = tuple(f.name for f in fields(Budget))
@@ -401,6 +412,7 @@ def _profile_from_mapping(data: Any, where: str, read_size: _SizeReader) -> Prof
             io_type=toml.string(top.get("io_type", "float32"), where, "io_type"),
             max_sparsity=toml.number(top.get("max_sparsity", 0.0), where, "max_sparsity"),
             threads=toml.integer(top.get("threads", 1), where, "threads"),
+            prefer=toml.string(top.get("prefer", "fidelity"), where, "prefer"),
             budget=budget,
             drift=drift,
         )

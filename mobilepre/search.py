@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -91,16 +92,29 @@ class FormatResult:
 
     Attributes:
         profile (str), format (str).
-        tried (tuple[Trial, ...]): in search order; when one passed, it is the last.
+        tried (tuple[Trial, ...]): in search order (with prefer "fidelity", the search stops at the
+            first that passes).
+        prefer (str): the profile's `prefer`: which passing trial is chosen (size: gzip bytes first for
+            TF.js, which is served compressed; bytes on disk first for TFLite).
     """
 
     profile: str
     format: str
     tried: tuple
+    prefer: str = "fidelity"
 
     @property
     def chosen(self) -> Trial | None:
-        return self.tried[-1] if self.tried and self.tried[-1].passed else None
+        """Among the trials within every budget: the first (fidelity), the fastest or the smallest; ties
+        go to the earlier, higher-fidelity one."""
+        passed = [t for t in self.tried if t.passed]
+        if not passed:
+            return None
+        if self.prefer == "latency":
+            return min(passed, key=lambda t: t.latency.ms if t.latency and t.latency.ms is not None else math.inf)
+        if self.prefer == "size":  # TF.js files are served compressed; a .tflite ships as it is
+            return min(passed, key=lambda t: (t.gzip_bytes, t.size_bytes) if t.format == "tfjs" else (t.size_bytes, t.gzip_bytes))
+        return passed[0]
 
     @property
     def closest(self) -> Trial | None:
@@ -111,17 +125,20 @@ class FormatResult:
 
     def to_dict(self) -> dict:
         chosen, closest = self.chosen, self.closest
-        return {
+        out = {
             "chosen": chosen.candidate if chosen else None,
             "closest": closest.candidate if closest else None,
             "format": self.format,
             "profile": self.profile,
             "tried": [t.to_dict() for t in self.tried],
         }
+        if self.prefer != "fidelity":
+            out["prefer"] = self.prefer
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> FormatResult:
-        return cls(data["profile"], data["format"], tuple(Trial.from_dict(t) for t in data["tried"]))
+        return cls(data["profile"], data["format"], tuple(Trial.from_dict(t) for t in data["tried"]), data.get("prefer", "fidelity"))
 
 
 def search(
@@ -132,7 +149,8 @@ def search(
     progress: Callable[[str], None],
     jobs: int = 1,
 ) -> list[FormatResult]:
-    """For each profile and format, the first candidate (highest fidelity first) that meets every budget.
+    """For each profile and format, the candidate that meets every budget: the first in search order
+    (highest fidelity first), or with `prefer` "latency" / "size" the fastest / smallest of all that do.
 
     The search goes in rounds: each unresolved (profile, format) offers its next candidate, the round's
     new candidates are measured together (`jobs` validations at once), then each is judged. Every
@@ -161,6 +179,6 @@ def search(
             tried[(profile.name, fmt)].append(trial)
             status = "meets every budget" if verdict.passed else "; ".join(verdict.failures)
             progress(f"[{profile.name}] {trial.candidate}: {trial.size_bytes:,} B, {status}")
-            if verdict.passed:
+            if verdict.passed and profile.prefer == "fidelity":  # other preferences compare every candidate
                 done.add((profile.name, fmt))
-    return [FormatResult(profile.name, str(fmt), tuple(tried[(profile.name, fmt)])) for profile, fmt, _ in lanes]
+    return [FormatResult(profile.name, str(fmt), tuple(tried[(profile.name, fmt)]), profile.prefer) for profile, fmt, _ in lanes]

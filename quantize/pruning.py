@@ -141,17 +141,17 @@ def _clone(model):
     return copy
 
 
-def _is_probability_output(model, sample: np.ndarray) -> bool:
-    y = np.asarray(model(sample[:4], training=False))
+def _is_probabilities(y: np.ndarray) -> bool:
+    """Class probabilities (distilled with KL divergence): rows of non-negative values that sum to 1."""
     return y.ndim == 2 and bool(np.all(y >= 0)) and bool(np.allclose(y.sum(axis=-1), 1.0, atol=1e-3))
 
 
 def prune(model, settings: PruneSettings, images: np.ndarray | None = None, labels: np.ndarray | None = None) -> PruneResult:
     """Prune a copy of `model` to `settings.sparsity`; fine-tune it on `images` by distillation.
 
-    The float `model` is the teacher: the student learns to reproduce its outputs on the user's
-    unlabelled images (KL divergence for probability outputs, mean squared error otherwise), plus
-    cross-entropy on `labels` when given. Masks are re-applied after every step, so pruned weights
+    The float `model` is the teacher: the student learns to reproduce each of its outputs on the user's
+    unlabelled images (KL divergence for probability outputs, mean squared error otherwise, summed),
+    plus cross-entropy on `labels` when given and the model has one output. Masks are re-applied after every step, so pruned weights
     stay zero. Sparsity ramps up over the first half of the epochs, then holds.
     """
     from ._tf import keras, quiet_tensorflow
@@ -172,8 +172,10 @@ def prune(model, settings: PruneSettings, images: np.ndarray | None = None, labe
         total, per_layer = measured_sparsity(kernels)
         return PruneResult(student, total, per_layer)
 
-    probabilities = _is_probability_output(model, images)
-    teacher_out = np.asarray(model.predict(images, batch_size=256, verbose=0), dtype=np.float32)
+    predicted = model.predict(images, batch_size=256, verbose=0)
+    teacher_out = [np.asarray(o, dtype=np.float32) for o in (predicted if isinstance(predicted, (list, tuple)) else [predicted])]
+    probabilities = [_is_probabilities(o) for o in teacher_out]
+    use_labels = labels is not None and len(teacher_out) == 1  # class labels name one output's classes
     optimizer = k.optimizers.Adam(settings.learning_rate)
     rng = np.random.default_rng(settings.seed)
     ramp = max(1, settings.epochs // 2)
@@ -181,15 +183,18 @@ def prune(model, settings: PruneSettings, images: np.ndarray | None = None, labe
     trainable = student.trainable_variables
 
     @tf.function(reduce_retracing=True)
-    def step(x, target, y_true, use_labels):
+    def step(x, targets, y_true, use_labels):
         with tf.GradientTape() as tape:
             out = student(x, training=False)  # batch-norm statistics stay those of the float model
-            if probabilities:
-                loss = tf.reduce_mean(k.losses.kl_divergence(target, out))
-            else:
-                loss = tf.reduce_mean(tf.square(target - out))
+            outs = out if isinstance(out, (list, tuple)) else [out]
+            loss = 0.0
+            for target, got, is_probabilities in zip(targets, outs, probabilities):
+                if is_probabilities:
+                    loss += tf.reduce_mean(k.losses.kl_divergence(target, got))
+                else:
+                    loss += tf.reduce_mean(tf.square(target - got))
             if use_labels:
-                loss += tf.reduce_mean(k.losses.sparse_categorical_crossentropy(y_true, out))
+                loss += tf.reduce_mean(k.losses.sparse_categorical_crossentropy(y_true, outs[0]))
         grads = tape.gradient(loss, trainable)
         optimizer.apply_gradients(zip(grads, trainable))
         return loss
@@ -207,7 +212,7 @@ def prune(model, settings: PruneSettings, images: np.ndarray | None = None, labe
         for start in range(0, len(order), settings.batch_size):
             idx = np.sort(order[start : start + settings.batch_size])
             y = labels[idx] if labels is not None else np.zeros(len(idx), dtype=np.int64)
-            losses.append(float(step(images[idx], teacher_out[idx], y, labels is not None)))
+            losses.append(float(step(images[idx], tuple(t[idx] for t in teacher_out), y, use_labels)))
             for kernel, mask in zip(kernels, mask_tensors):
                 kernel.assign(kernel * mask)
         loss_value = float(np.mean(losses))

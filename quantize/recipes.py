@@ -14,6 +14,7 @@ RECIPES = {
     Mode.DYNAMIC: "dynamic_wi8_afp32",  # int8 channelwise weights, activations quantized on the fly
     Mode.INT4: "weight_only_wi4_afp32",  # int4 channelwise weights, dequantized for float kernels
     Mode.INT16X8: "static_wi8_ai16",  # int8 weights, int16 activations from calibration
+    Mode.INT8: "static_wi8_ai8",  # int8 weights and activations, float I/O (the converter makes int8 builds)
 }
 MAX_CALIBRATION_SAMPLES = 500
 

@@ -70,6 +70,9 @@ TFLITE_ENGINE: dict[Mode, Engine] = {
     Mode.INT4: Engine.LITERT_QUANTIZER,
 }
 
+# The TFLite modes the LiteRT Quantizer makes (`quantize.recipes.RECIPES`).
+QUANTIZER_MODES = (Mode.DYNAMIC, Mode.INT16X8, Mode.INT8, Mode.INT4)
+
 # Bytes one weight takes in each mode, for the size floor (parameters x bytes per weight).
 BYTES_PER_WEIGHT: dict[Mode, float] = {
     Mode.FLOAT32: 4,
@@ -100,6 +103,9 @@ class QuantizationSettings:
             conversion metadata; TF.js `generatedBy`/`convertedBy`). Default True.
         allow_select_tf_ops (bool): let TFLite fall back to TensorFlow ops (needs the Flex delegate on
             the device, which LiteRT's Python interpreter here does not have). Default False.
+        engine (Engine | None): what makes the artifact; None chooses per mode (`TFLITE_ENGINE`; layers
+            kept in float need the converter). The LiteRT Quantizer makes dynamic, int16x8, int8 (float
+            I/O) and int4; the converter every TFLite mode but int4.
     """
 
     format: Format
@@ -109,6 +115,7 @@ class QuantizationSettings:
     shard_size_bytes: int = 4 * 1024 * 1024
     strip_metadata: bool = True
     allow_select_tf_ops: bool = False
+    engine: Engine | None = None
 
     def __post_init__(self):
         try:
@@ -134,18 +141,29 @@ class QuantizationSettings:
         if not isinstance(self.shard_size_bytes, int) or self.shard_size_bytes < 1024:
             raise QuantizeError(f"shard size {self.shard_size_bytes!r} must be a whole number of bytes >= 1024")
         object.__setattr__(self, "float_layers", tuple(self.float_layers))
+        object.__setattr__(self, "engine", self._resolve_engine())
+
+    def _resolve_engine(self) -> Engine:
+        if self.engine is None:
+            if self.format is Format.TFJS:
+                return Engine.TENSORFLOWJS
+            return Engine.TFLITE_CONVERTER if self.float_layers else TFLITE_ENGINE[self.mode]
+        try:
+            engine = Engine(self.engine)
+        except ValueError:
+            raise QuantizeError(f"engine {self.engine!r} is not one of {', '.join(e.value for e in Engine)}") from None
+        if (self.format is Format.TFJS) != (engine is Engine.TENSORFLOWJS):
+            raise QuantizeError(f"the {engine.value} engine does not make {self.format.value} models")
+        if engine is Engine.LITERT_QUANTIZER and (self.mode not in QUANTIZER_MODES or self.io_type is not IOType.FLOAT32 or self.float_layers):
+            raise QuantizeError(f"the LiteRT Quantizer makes {', '.join(QUANTIZER_MODES)} models with float32 I/O and no float layers")
+        if engine is Engine.TFLITE_CONVERTER and self.mode is Mode.INT4:
+            raise QuantizeError("TensorFlow's converter does not make int4 models: use the litert-quantizer engine")
+        return engine
 
     @property
     def needs_calibration(self) -> bool:
         return self.mode in (Mode.INT8, Mode.INT16X8)
 
-    @property
-    def engine(self) -> Engine:
-        """The engine that makes this artifact (`TFLITE_ENGINE`); keeping layers in float is the
-        converter's quantization debugger's work."""
-        if self.format is Format.TFJS:
-            return Engine.TENSORFLOWJS
-        return Engine.TFLITE_CONVERTER if self.float_layers else TFLITE_ENGINE[self.mode]
 
     @property
     def key(self) -> str:
@@ -155,4 +173,6 @@ class QuantizationSettings:
             parts.append(f"{self.io_type.value}io")
         if self.float_layers:
             parts.append("float-" + "+".join(self.float_layers))
+        if self.format is Format.TFLITE and self.engine is not TFLITE_ENGINE[self.mode] and not self.float_layers:
+            parts.append(self.engine.value)
         return "-".join(parts)

@@ -39,6 +39,11 @@ def _converter(tf, saved_model_dir: Path, settings: QuantizationSettings, calibr
         converter.target_spec.supported_types = [tf.float16]
     elif mode is Mode.DYNAMIC:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif mode is Mode.INT16X8:
+        check_calibration(calibration)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = _representative(calibration)
+        builtins = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     elif mode is Mode.INT8:
         check_calibration(calibration)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -70,7 +75,7 @@ def convert_tflite(
         raise QuantizeError(f"convert_tflite got {settings.format.value} settings")
     if settings.engine is Engine.LITERT_QUANTIZER:
         # the quantizer reads the float model's tensor names: they are stripped from its result
-        float_settings = dataclasses.replace(settings, mode=Mode.FLOAT32)
+        float_settings = dataclasses.replace(settings, mode=Mode.FLOAT32, engine=None)
         content = quantize_tflite(_convert(saved_model_dir, float_settings, None), settings.mode, calibration)
     else:
         content = _convert(saved_model_dir, settings, calibration)

@@ -50,6 +50,11 @@ def search_build(tmp_path_factory):
         '[budget]\nmax_size = "80 KiB"\nmax_compressed_size = "40 KiB"\n[drift]\nmin_top1_agreement = 0.95\n',
     )
     write_profile(profiles, "impossible", TFLITE_ALL + '[budget]\nmax_size = "10 KiB"\n')
+    every_mode = 'formats = ["tflite"]\nquantization = ["float32", "float16", "dynamic", "int16x8", "int8", "int4"]\n'
+    write_profile(profiles, "smallest", every_mode + 'prefer = "size"\n[budget]\nmax_size = "1 MiB"\n[drift]\nmin_top1_agreement = 0.95\n')
+    write_profile(profiles, "fastest", TFLITE_ALL + 'prefer = "latency"\n[budget]\nmax_size = "1 MiB"\nmax_latency_ms = 1000.0\n')
+    write_profile(profiles, "integer-io", 'formats = ["tflite"]\nquantization = ["float32", "int8"]\nio_type = "uint8"\n'
+                  '[budget]\nmax_size = "1 MiB"\n')
     out = root / "out"
     result = build(BuildOptions(out=out, profiles=profiles, prune_epochs=5, latency_runs=5))
     return result, out
@@ -59,6 +64,30 @@ def _chosen(result, name, fmt="tflite"):
     profile = result.profile(name)
     entry = profile.format(fmt)
     return profile, entry
+
+
+def test_prefer_size_ships_the_smallest_passing_candidate(search_build):
+    result, _ = search_build
+    profile, entry = _chosen(result, "smallest")
+    assert [t.candidate for t in entry.tried] == ["tflite-float32", "tflite-float16", "tflite-dynamic", "tflite-int16x8", "tflite-int8", "tflite-int4"]
+    passing = [t for t in entry.tried if t.passed]
+    assert len(passing) >= 2 and entry.chosen == min(passing, key=lambda t: t.size_bytes)
+    assert entry.chosen.candidate == "tflite-int4"  # half a byte per weight, and its top-1 holds on the digits
+
+
+def test_prefer_latency_ships_the_fastest_passing_candidate(search_build):
+    result, out = search_build
+    profile, entry = _chosen(result, "fastest")
+    assert len(entry.tried) == 4 and all(t.passed for t in entry.tried)
+    assert entry.chosen.latency.ms == min(t.latency.ms for t in entry.tried)
+    manifest = json.loads((out / "fastest" / "manifest.json").read_text())
+    assert manifest["profile"]["prefer"] == "latency" and manifest["artifacts"][0]["candidate"] == entry.chosen.candidate
+
+
+def test_an_integer_io_type_is_tried_first(search_build):
+    result, _ = search_build
+    profile, entry = _chosen(result, "integer-io")
+    assert entry.chosen.candidate == "tflite-int8-uint8io" and len(entry.tried) == 1
 
 
 def test_roomy_profile_keeps_float32(search_build):
@@ -130,7 +159,7 @@ def test_report_files_explain_the_search(search_build):
     tight = next(p for p in report["profiles"] if p["name"] == "tight")
     assert [r["candidate"] for r in tight["formats"][0]["tried"]][-1] == tight["formats"][0]["chosen"]
     page = (out / "report.html").read_text()
-    assert page.count("<table>") == 4 and page.count("<svg") == 4 and "max_size" in page
+    assert page.count("<table>") == 7 and page.count("<svg") == 7 and "max_size" in page  # one per profile
     assert "Closest: <b>tflite-dynamic</b>" in page
     timings = json.loads((out / "timings.json").read_text())
     assert all("latency_ms" in c for c in timings["candidates"])
@@ -265,7 +294,8 @@ def test_the_build_result_is_typed_and_round_trips(search_build):
     result, _ = search_build
     assert BuildResult.from_dict(json.loads(json.dumps(result.to_dict()))).to_dict() == result.to_dict()
     assert result.to_dict()["passed"] is result.passed is False  # "impossible" has no bundle
-    assert {p.name: p.passed for p in result.profiles} == {"gzip-tight": True, "impossible": False, "roomy": True, "tight": True}
+    assert {p.name: p.passed for p in result.profiles} == {"fastest": True, "gzip-tight": True, "impossible": False, "integer-io": True,
+                                                           "roomy": True, "smallest": True, "tight": True}
 
 
 def test_the_python_entry_point_returns_the_result(tmp_path):

@@ -109,7 +109,7 @@ def test_a_tightened_size_budget_fails_old_bundles(bundles, tmp_path):
     text = (profiles / "npu-int8.toml").read_text().replace('max_size = "8 MiB"', 'max_size = "50 KiB"')
     (profiles / "npu-int8.toml").write_text(text)
     result = check(bundles, profiles=profiles, measure=False)
-    assert _failures(result) == [("npu-int8", "max_size", "max_size: 54,448 B vs 51,200 B (recomputed)")]
+    assert _failures(result) == [("npu-int8", "max_size", "max_size: 52,512 B vs 51,200 B (recomputed)")]
     assert result.bundles[0].budgets_from == str(profiles)
 
 
@@ -135,7 +135,7 @@ def test_latency_uses_the_source_the_profile_names(bundles, tmp_path):
     text = (profiles / "web-mobile.toml").read_text().replace('latency_source = "host"', 'latency_source = "device"')
     (profiles / "web-mobile.toml").write_text(text)
     timings = tmp_path / "timings.json"
-    timings.write_text(json.dumps({"tfjs-float32": 450.0}))
+    timings.write_text(json.dumps({"tfjs-uint8-s50": 450.0}))  # web-mobile prefers size: pruned uint8
     result = check(bundles, profiles=profiles, device_timings=timings)
     assert _failures(result) == [("web-mobile", "max_latency_ms", "max_latency_ms: 450.000 ms vs 200.000 ms (device)")]
 

@@ -290,6 +290,21 @@ def test_io_type_needs_int8_tflite(tmp_path):
     assert load_profile(write(tmp_path, ok)).io_type == "int8"
 
 
+def test_prefer_is_one_of_three_and_latency_needs_a_latency_budget(tmp_path):
+    assert load_profile(write(tmp_path, valid_text())).prefer == "fidelity"
+    assert "prefer" not in load_profile(write(tmp_path, valid_text())).to_dict()  # default left out
+    size = load_profile(write(tmp_path, valid_text().replace("[budget]", 'prefer = "size"\n[budget]')))
+    assert size.prefer == "size" and size.to_dict()["prefer"] == "size"
+    assert_error(write(tmp_path, valid_text().replace("[budget]", 'prefer = "speed"\n[budget]')), "prefer", "use one of fidelity, latency, size")
+    no_latency = valid_text().replace("[budget]", 'prefer = "latency"\n[budget]').replace("max_latency_ms = 30.0\n", "")
+    assert_error(write(tmp_path, no_latency), "prefer = 'latency' needs", "max_latency_ms")
+
+
+def test_new_tflite_modes_are_profile_modes(tmp_path):
+    text = valid_text().replace('["float32", "int8"]', '["int4", "int16x8", "float32"]')
+    assert load_profile(write(tmp_path, text)).quantization == ("float32", "int16x8", "int4")
+
+
 def test_estimate_needs_device_gmacs(tmp_path):
     text = valid_text().replace("max_latency_ms = 30.0", 'max_latency_ms = 30.0\nlatency_source = "estimate"')
     assert_error(write(tmp_path, text), "budget.device_gmacs")

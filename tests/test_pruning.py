@@ -42,6 +42,25 @@ def test_fine_tuning_holds_the_masks(tiny_model, tiny_images):
         assert not np.array_equal(np.asarray(a.numpy()), np.asarray(b.numpy()))  # the weights were trained
 
 
+def test_a_several_output_model_is_distilled_on_every_output(keras):
+    """A detector (boxes by regression, a face softmax): each output is a target of its own."""
+    keras.utils.set_random_seed(2)
+    L = keras.layers
+    inputs = keras.Input((12, 12, 3))
+    x = L.GlobalAveragePooling2D()(L.Conv2D(16, 3, activation="relu")(inputs))
+    model = keras.Model(inputs, [L.Dense(4, name="box")(x), L.Dense(2, activation="softmax", name="face")(x)])
+    images = np.random.default_rng(0).uniform(size=(32, 12, 12, 3)).astype(np.float32)
+    one_shot = prune(model, PruneSettings(0.6, epochs=0))
+    tuned = prune(model, PruneSettings(0.6, epochs=8, batch_size=8), images, labels=np.zeros(32, np.int64))
+    assert tuned.fine_tuned and abs(tuned.sparsity - 0.6) <= 0.01
+    teacher = model.predict(images, verbose=0)
+
+    def error(student):
+        return [float(np.abs(s - t).mean()) for s, t in zip(student.predict(images, verbose=0), teacher)]
+
+    assert all(after < before for after, before in zip(error(tuned.model), error(one_shot.model)))
+
+
 def test_the_float_model_is_not_modified(tiny_model):
     before = _weights_by_path(tiny_model)
     prune(tiny_model, PruneSettings(0.9, epochs=0))
