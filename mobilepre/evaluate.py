@@ -70,6 +70,7 @@ class Evaluator:
         self._reference = reference  # the float model's outputs on the validation images, computed once
         self._lock = threading.Lock()
         self._unsupported: dict = {}  # format -> why its runtime cannot run this model (recurs in every mode)
+        self._cannot_prune: str | None = None  # why pruning cannot work on this model (recurs at every sparsity)
 
     def reference(self) -> list:
         if self._reference is None:
@@ -79,6 +80,8 @@ class Evaluator:
     def _variant(self, sparsity: float):
         if sparsity not in self._models:
             model, reached = self.source.model, 0.0
+            if sparsity and self._cannot_prune:  # said once: every sparsity fails the same way
+                raise quantize.CannotPruneError(self._cannot_prune)
             if sparsity:
                 self.progress(f"pruning to {sparsity:.0%} and fine-tuning by distillation")
                 result = prune(model, PruneSettings(sparsity, epochs=self.prune_epochs), self.calibration)
@@ -110,6 +113,9 @@ class Evaluator:
             return Measured(candidate, {}, 0, 0, candidate.sparsity, [], error=self._unsupported[candidate.fmt])
         try:
             model, directory, reached = self._variant(candidate.sparsity)
+        except quantize.CannotPruneError as error:
+            self._cannot_prune = str(error)
+            return Measured(candidate, {}, 0, 0, candidate.sparsity, [], error=str(error))
         except quantize.QuantizeError as error:  # a failed candidate, not a failed build
             return Measured(candidate, {}, 0, 0, candidate.sparsity, [], error=str(error))
         settings = quantize.QuantizationSettings(candidate.fmt, candidate.mode, io_type=candidate.io_type)

@@ -10,6 +10,7 @@ from .pruning import PruneResult, PruneSettings, prune
 from .settings import (
     BYTES_PER_WEIGHT,
     MODES_BY_FORMAT,
+    CannotPruneError,
     Engine,
     Format,
     IOType,
@@ -23,6 +24,7 @@ __all__ = [
     "BYTES_PER_WEIGHT",
     "MODES_BY_FORMAT",
     "Artifact",
+    "CannotPruneError",
     "Engine",
     "Format",
     "IOType",

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .settings import QuantizeError
+from .settings import CannotPruneError, QuantizeError
 
 # Layers whose kernels are pruned. Depthwise kernels (the front-end's denoise stage among them), batch
 # norm and biases are left alone unless asked: they are few weights and pruning them hurts most.
@@ -159,11 +159,11 @@ def prune(model, settings: PruneSettings, images: np.ndarray | None = None, labe
     tf = quiet_tensorflow()
     k = keras()
     if any(type(layer).__name__ == "TFSMLayer" for layer in model.layers):
-        raise QuantizeError("a SavedModel has no Keras layers to prune: give the .keras or .h5 model instead")
+        raise CannotPruneError("a SavedModel has no Keras layers to prune: give the .keras or .h5 model instead")
     student = _clone(model)
     kernels = prunable_kernels(student, settings.include_depthwise, settings.exclude)
     if not kernels:
-        raise QuantizeError(f"model {model.name!r} has no Conv/Dense kernels to prune")
+        raise CannotPruneError(f"model {model.name!r} has no Conv/Dense kernels to prune")
     if settings.epochs and (images is None or len(images) == 0):
         raise QuantizeError("pruning with fine-tuning needs images: pass calibration images, or epochs=0 for one-shot pruning")
 

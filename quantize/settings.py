@@ -14,6 +14,10 @@ class UnsupportedOpsError(QuantizeError):
     """The model holds ops the format's runtime cannot run: every mode of that format fails the same way."""
 
 
+class CannotPruneError(QuantizeError):
+    """The model has nothing pruning can work on: every sparsity fails the same way."""
+
+
 class Format(StrEnum):
     TFLITE = "tflite"
     TFJS = "tfjs"
