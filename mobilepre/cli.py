@@ -122,7 +122,7 @@ def _shape(text):
 def quantize(
     model: Annotated[Path, typer.Argument(help="A .keras, .h5 or SavedModel folder.")],
     to: Annotated[str, typer.Option("--to", help="tflite or tfjs.")],
-    mode: Annotated[str, typer.Option(help="tflite: float32, float16, dynamic, int8. tfjs: float32, float16, uint16, uint8.")],
+    mode: Annotated[str, typer.Option(help="tflite: float32, float16, dynamic, int16x8, int8, int4. tfjs: float32, float16, uint16, uint8.")],
     out: Annotated[Path, typer.Option(help="A .tflite file, or a folder for TF.js.")],
     calibration: Annotated[Optional[Path], typer.Option(help="Images for int8 calibration: folder of PNG/JPEG, .npy or .npz.")] = None,
     input_range: RangeOption = "0:1",
@@ -133,6 +133,7 @@ def quantize(
     convert_channels: ChannelsOption = False,
     input_shape: ShapeOption = None,
     layer_report: Annotated[int, typer.Option(min=0, help="int8: list the N layers that lose most to quantization.")] = 0,
+    engine: Annotated[Optional[str], typer.Option(help="tflite-converter or litert-quantizer (default: the one measured best for the mode).")] = None,
     trust_model: TrustOption = False,
     force: ForceOption = False,
     as_json: JsonOption = False,
@@ -149,6 +150,7 @@ def quantize(
         trust=trust_model,
         force=force,
         layer_report=layer_report,
+        engine=engine,
     )
     _emit(result, as_json)
 

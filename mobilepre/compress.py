@@ -45,12 +45,14 @@ class QuantizeResult:
     source_identity: str
     io: dict = field(default_factory=dict)
     layer_errors: tuple = ()  # quantize.debug.LayerError, worst first, when asked for
+    engine: str = ""  # what made the artifact (quantize.Engine)
 
     def to_dict(self) -> dict:
         return {
             "layer_errors": [e.to_dict() for e in self.layer_errors],
             "path": self.path,
             "artifact": self.key,
+            "engine": self.engine,
             "files": self.files,
             "bytes": self.size_bytes,
             "gzip_bytes": self.gzip_bytes,
@@ -61,7 +63,7 @@ class QuantizeResult:
 
     def to_text(self) -> str:
         lines = [
-            f"wrote {self.path} ({self.key})",
+            f"wrote {self.path} ({self.key}, made by {self.engine})",
             f"  bytes {self.size_bytes}, gzip {self.gzip_bytes}, sparsity {self.sparsity:.3f}",
         ]
         for name, size in sorted(self.files.items()):
@@ -88,12 +90,13 @@ def quantize_file(
     trust: bool = False,
     force: bool = False,
     layer_report: int = 0,
+    engine: str | None = None,
 ) -> QuantizeResult:
     """Load the model at `model_path`, convert it as asked, write the artifact to `out` atomically."""
     with engine_errors():
         settings = quantize.QuantizationSettings(
             fmt, mode, io_type=io_type, float_layers=tuple(float_layers),
-            shard_size_bytes=shard_size_bytes, allow_select_tf_ops=allow_select_tf_ops,
+            shard_size_bytes=shard_size_bytes, allow_select_tf_ops=allow_select_tf_ops, engine=engine,
         )
     out = Path(out)
     if settings.format is quantize.Format.TFLITE and out.suffix != ".tflite":
@@ -101,7 +104,7 @@ def quantize_file(
     replaceable = tflite_file_problem if settings.format is quantize.Format.TFLITE else tfjs_folder_problem
     check_output(out, force, "--out", (model_path, data.path, data.labels), replaceable)
     source = load_model(model_path, trust=trust, input_shape=input_shape)
-    dataset = data.load(source, "int8 quantization" if settings.needs_calibration else None)
+    dataset = data.load(source, f"{settings.mode} quantization" if settings.needs_calibration else None)
     calibration = dataset.images if dataset is not None else None
     kernels = prunable_kernels(source.model)
     sparsity = measured_sparsity(kernels)[0] if kernels else 0.0
@@ -115,6 +118,7 @@ def quantize_file(
     return QuantizeResult(
         path=str(out),
         key=settings.key,
+        engine=str(settings.engine),
         files={name: len(b) for name, b in sorted(artifact.files.items())},
         size_bytes=artifact.size_bytes,
         gzip_bytes=artifact.gzip_bytes,

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
@@ -348,8 +349,9 @@ class ReferenceChild:
         self.path = Path(path)
         self.rescale = rescale
         if shared is not None:  # a view of a running child with another front-end
-            self._process, self._scratch, self._finalizer = shared
+            self._process, self._scratch, self._finalizer, self._lock = shared
             return
+        self._lock = threading.Lock()  # one request at a time: they share the scratch files
         self._scratch = Path(tempfile.mkdtemp(prefix="mobilepre-load-"))
         stderr = open(self._scratch / "stderr.txt", "w")
         try:
@@ -362,7 +364,7 @@ class ReferenceChild:
         self._finalizer = weakref.finalize(self, _stop_child, self._process, self._scratch)
 
     def with_rescaling(self, input_range: tuple) -> "ReferenceChild":
-        view = ReferenceChild(self.path, "", False, tuple(float(v) for v in input_range), (self._process, self._scratch, self._finalizer))
+        view = ReferenceChild(self.path, "", False, tuple(float(v) for v in input_range), (self._process, self._scratch, self._finalizer, self._lock))
         view._owner = self  # the child lives while any view of it does
         return view
 
@@ -376,6 +378,10 @@ class ReferenceChild:
 
     def predict(self, images: np.ndarray) -> list:
         """The float model's outputs on `images`, computed in the child."""
+        with self._lock:
+            return self._predict(images)
+
+    def _predict(self, images: np.ndarray) -> list:
         request = {"images": str(self._scratch / "images.npy"), "outputs": str(self._scratch / "outputs.npz"), "rescale": self.rescale}
         np.save(request["images"], np.ascontiguousarray(images), allow_pickle=False)
         try:
@@ -416,7 +422,7 @@ class ReferenceChild:
             name = signal.Signals(-code).name if -code in signal.valid_signals() else str(-code)
             raise MobilepreError(f"model {self.path} crashed {what} ({name}); the file is damaged or hostile")
         lines = [line for line in stderr.strip().splitlines() if line.strip()]
-        raise MobilepreError(lines[-1] if lines else f"model {self.path} could not be loaded (exit code {code})")
+        raise MobilepreError(lines[-1] if lines else f"model {self.path}: {what} stopped (exit code {code})")
 
 
 def _stop_child(process: subprocess.Popen, scratch: Path) -> None:

@@ -34,6 +34,25 @@ def test_quantize_int8_tflite_reports_what_it_wrote(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.tflite"]  # no temporary files left
 
 
+def test_quantize_names_the_engine_and_an_engine_can_be_chosen(tmp_path):
+    args = ("quantize", demo.model_path(), "--to", "tflite", "--calibration", demo.calibration_path(), "--json")
+    made = {}
+    for mode, engine in (("dynamic", None), ("dynamic", "tflite-converter"), ("int4", None)):
+        out = tmp_path / f"{mode}-{engine}.tflite"
+        result = run_cli(*args, "--mode", mode, "--out", out, *(("--engine", engine) if engine else ()), env=FAST)
+        assert result.returncode == 0, result.stderr
+        report = json.loads(result.stdout)
+        made[(mode, engine)] = (report["engine"], report["artifact"], report["bytes"])
+    assert made[("dynamic", None)][:2] == ("litert-quantizer", "tflite-dynamic")
+    assert made[("dynamic", "tflite-converter")][:2] == ("tflite-converter", "tflite-dynamic-tflite-converter")
+    assert made[("dynamic", None)][2] < made[("dynamic", "tflite-converter")][2]  # why the quantizer makes dynamic
+    assert made[("int4", None)][2] < 0.7 * made[("dynamic", None)][2]
+    refused = run_cli(*args, "--mode", "int4", "--engine", "tflite-converter", "--out", tmp_path / "x.tflite", env=FAST)
+    assert refused.returncode == 2 and "does not make int4 models" in refused.stderr and not (tmp_path / "x.tflite").exists()
+    uncalibrated = run_cli("quantize", demo.model_path(), "--to", "tflite", "--mode", "int16x8", "--out", tmp_path / "y.tflite", env=FAST)
+    assert uncalibrated.returncode == 2 and "int16x8 quantization needs images" in uncalibrated.stderr
+
+
 def test_quantize_tfjs_writes_a_folder(tmp_path):
     out = tmp_path / "web"
     result = run_cli("quantize", demo.model_path(), "--to", "tfjs", "--mode", "uint16", "--out", out, "--json", env=FAST)

@@ -174,7 +174,7 @@ def test_the_installed_wheel_builds_the_demo_outside_the_repository(wheel_env, t
     assert str(ROOT) not in where and "site-packages" in where
     listed = subprocess.run([cli, "profiles", "list"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert listed.returncode == 0 and "npu-int8" in listed.stdout and "web-mobile" in listed.stdout, listed.stderr
-    built = subprocess.run([cli, "build", "--out", "out", "--profile", "npu-int8", "--profile", "web-mobile", "--latency-runs", "3", "--json"],
+    built = subprocess.run([cli, "build", "--out", "out", "--profile", "npu-int8", "--profile", "web-desktop", "--latency-runs", "3", "--json"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr[-2000:]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["npu-int8", "report.html", "report.json", "timings.json", "web-mobile"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["npu-int8", "report.html", "report.json", "timings.json", "web-desktop"]
