@@ -25,7 +25,7 @@ from mobilepre.errors import MobilepreError, engine_errors
 from mobilepre.frontend import FrontendSpec, attach, build_frontend
 from mobilepre.macs import count_macs
 from mobilepre.metrics import OutputKind
-from mobilepre.quantize.export import model_input_spec
+from mobilepre.quantize.export import model_input_spec, model_output_names, output_list
 from mobilepre.safety import scan_model
 
 
@@ -57,7 +57,7 @@ def infer_outputs(model) -> tuple:
     `kind = "logits"` (treating box coordinates as classes is the error this avoids); an L2-normalised
     vector is an embedding; a rank-4 output with a softmax over channels is segmentation, else an image.
     """
-    names = list(getattr(model, "output_names", None) or [t._keras_history[0].name for t in model.outputs])
+    names = model_output_names(model)
     specs = []
     for name, tensor in zip(names, model.outputs):
         shape = tuple(int(d) if d is not None else -1 for d in tensor.shape[1:])
@@ -313,8 +313,7 @@ def serve_references(model, answers) -> None:
                     fused[key] = attach(build_frontend(spec), model)
                 runner = fused[key]
             images = np.load(request["images"], allow_pickle=False)
-            outputs = runner.predict(images, batch_size=256, verbose=0)
-            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+            outputs = output_list(runner, runner.predict(images, batch_size=256, verbose=0))
             np.savez(request["outputs"], *[np.asarray(o, dtype=np.float32) for o in outputs])
             answers.write("ok\n")
         except Exception as error:  # the model's own failure on these images: said to the parent in one line

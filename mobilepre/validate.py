@@ -14,7 +14,7 @@ from mobilepre.artifacts import io_contract, io_lines
 from mobilepre.errors import EXIT_FAILED, MobilepreError
 from mobilepre.metrics import CLASS_SCORES, TOLERANCES, OutputKind
 from mobilepre.models import load_model, settle_kinds
-from mobilepre.quantize.export import signature_output_keys
+from mobilepre.quantize.export import output_list, signature_output_keys
 from mobilepre.runtimes import run_tflite, run_tfjs
 
 PSNR_CAP_DB = 200.0  # identical outputs have infinite PSNR; JSON has no infinity
@@ -330,8 +330,7 @@ def reference_outputs(source, images: np.ndarray) -> tuple[list, float]:
     if source.reference is not None:
         outputs = source.reference.predict(images)
     else:
-        out = source.model.predict(images, batch_size=256, verbose=0)
-        outputs = out if isinstance(out, (list, tuple)) else [out]
+        outputs = output_list(source.model, source.model.predict(images, batch_size=256, verbose=0))
     seconds = time.perf_counter() - started
     return [np.asarray(o, dtype=np.float32) for o in outputs], seconds
 

@@ -24,11 +24,22 @@ def signature_output_keys(output_names) -> tuple[str, ...]:
 
 
 def model_output_names(model) -> list[str]:
-    """The Keras model's output names, in the order the model returns its outputs."""
+    """The Keras model's output names, in the order of `model.outputs`: the keys of a model that returns
+    a dict (Keras flattens it by sorted key), else the output layers' names."""
+    struct = getattr(model, "_outputs_struct", None)
+    if isinstance(struct, dict) and len(struct) == len(model.outputs):
+        return sorted(str(key) for key in struct)
     names = getattr(model, "output_names", None)
     if names and len(names) == len(model.outputs):
         return [str(n) for n in names]
     return [t._keras_history[0].name for t in model.outputs]
+
+
+def output_list(model, outputs) -> list:
+    """What `model(x)` or `model.predict(x)` returned, as a list in the order of `model_output_names`."""
+    if isinstance(outputs, dict):
+        return [outputs[name] for name in model_output_names(model)]
+    return list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
 
 
 def model_input_spec(model, input_shape: tuple[int, ...] | None = None) -> tuple[tuple[int, ...], str]:
@@ -62,12 +73,7 @@ def export_saved_model(model, directory: Path, input_shape: tuple[int, ...] | No
     keys = signature_output_keys(model_output_names(model))
 
     def serve(pixels):
-        outputs = model(pixels, training=False)
-        if isinstance(outputs, dict):
-            outputs = [outputs[name] for name in model_output_names(model)]
-        elif not isinstance(outputs, (list, tuple)):
-            outputs = [outputs]
-        return dict(zip(keys, outputs))
+        return dict(zip(keys, output_list(model, model(pixels, training=False))))
 
     try:
         archive = keras().export.ExportArchive()

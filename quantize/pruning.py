@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .export import output_list
 from .settings import CannotPruneError, QuantizeError
 
 # Layers whose kernels are pruned. Depthwise kernels (the front-end's denoise stage among them), batch
@@ -173,7 +174,7 @@ def prune(model, settings: PruneSettings, images: np.ndarray | None = None, labe
         return PruneResult(student, total, per_layer)
 
     predicted = model.predict(images, batch_size=256, verbose=0)
-    teacher_out = [np.asarray(o, dtype=np.float32) for o in (predicted if isinstance(predicted, (list, tuple)) else [predicted])]
+    teacher_out = [np.asarray(o, dtype=np.float32) for o in output_list(model, predicted)]
     probabilities = [_is_probabilities(o) for o in teacher_out]
     use_labels = labels is not None and len(teacher_out) == 1  # class labels name one output's classes
     optimizer = k.optimizers.Adam(settings.learning_rate)
@@ -186,7 +187,7 @@ def prune(model, settings: PruneSettings, images: np.ndarray | None = None, labe
     def step(x, targets, y_true, use_labels):
         with tf.GradientTape() as tape:
             out = student(x, training=False)  # batch-norm statistics stay those of the float model
-            outs = out if isinstance(out, (list, tuple)) else [out]
+            outs = output_list(student, out)
             loss = 0.0
             for target, got, is_probabilities in zip(targets, outs, probabilities):
                 if is_probabilities:

@@ -215,3 +215,24 @@ def test_real_output_kinds_build_for_every_shipped_profile(keras, detector, tmp_
                     assert not any(label.startswith(("min_top1", "max_accuracy")) and not label.endswith("[face]") for label in checked), checked
                 else:
                     assert any(label.startswith("min_top1_agreement[mask]") for label in checked), checked
+
+
+def test_a_model_that_returns_a_dict_keeps_its_keys_as_output_names(keras, tmp_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from mobilepre import quantize
+    from mobilepre.runtimes import run_tflite
+
+    keras.utils.set_random_seed(8)
+    L = keras.layers
+    inputs = keras.Input((8, 8, 3))
+    x = L.GlobalAveragePooling2D()(inputs)
+    model = keras.Model(inputs, {"zeta": L.Dense(3, activation="softmax", name="cls")(x), "alpha": L.Dense(4, name="box")(x)})
+    assert [(s.name, str(s.kind)) for s in from_keras(model).outputs] == [("alpha", "regression"), ("zeta", "probabilities")]
+    content = quantize.convert(model, quantize.QuantizationSettings("tflite", "float32")).files["model.tflite"]
+    assert sorted(Interpreter(model_content=content).get_signature_list()["serving_default"]["outputs"]) == ["alpha", "zeta"]
+    images = np.random.default_rng(3).uniform(size=(4, 8, 8, 3)).astype(np.float32)
+    got = run_tflite(content, images, output_keys=["alpha", "zeta"]).outputs
+    want = model.predict(images, verbose=0)
+    np.testing.assert_allclose(got[0], want["alpha"], atol=1e-5)
+    np.testing.assert_allclose(got[1], want["zeta"], atol=1e-5)
