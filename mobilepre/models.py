@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import hashlib
@@ -25,7 +26,7 @@ from mobilepre.errors import MobilepreError, engine_errors
 from mobilepre.frontend import FrontendSpec, attach, build_frontend
 from mobilepre.macs import count_macs
 from mobilepre.metrics import OutputKind
-from mobilepre.quantize.export import model_input_spec, model_output_names, output_list
+from mobilepre.quantize.export import INPUT_NAME, is_signature_key, model_input_spec, model_output_names, output_list
 from mobilepre.safety import scan_model
 
 
@@ -256,17 +257,14 @@ def _wrap_saved_model(k, path: Path):
         raise MobilepreError(f"SavedModel {path} has {len(specs)} inputs; mobilepre handles one image input")
     spec = specs[0]
     layer = k.layers.TFSMLayer(str(path), call_endpoint="serving_default")
-    inputs = k.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype.name, name="pixels")
+    inputs = k.Input(shape=tuple(spec.shape[1:]), dtype=spec.dtype.name, name=INPUT_NAME)
     outputs = layer(inputs)
     if isinstance(outputs, dict):
         # each output keeps the name its signature gave it (an Identity layer carries the name)
-        outputs = [k.layers.Identity(name=key)(outputs[key]) if _is_layer_name(key) else outputs[key] for key in sorted(outputs)]
+        outputs = [k.layers.Identity(name=key)(outputs[key]) if is_signature_key(key) and key != INPUT_NAME else outputs[key]
+                   for key in sorted(outputs)]
         outputs = outputs[0] if len(outputs) == 1 else outputs
     return k.Model(inputs, outputs, name=path.name or "saved_model")
-
-
-def _is_layer_name(key: str) -> bool:
-    return key.replace("_", "").replace("-", "").replace(".", "").isalnum() and key[0].isalpha() and key != "pixels"
 
 
 # The child answers on a duplicate of its stdout; whatever the model or TensorFlow prints goes to stderr.
@@ -344,12 +342,9 @@ class ReferenceChild:
     line here. Closed when no SourceModel holds it any more, or when this process ends.
     """
 
-    def __init__(self, path: Path, fmt: str, trust: bool, rescale: tuple | None = None, shared=None):
+    def __init__(self, path: Path, fmt: str, trust: bool):
         self.path = Path(path)
-        self.rescale = rescale
-        if shared is not None:  # a view of a running child with another front-end
-            self._process, self._scratch, self._finalizer, self._lock = shared
-            return
+        self.rescale = None  # (low, high) of `build --frontend`'s in-model rescaling, in a view
         self._lock = threading.Lock()  # one request at a time: they share the scratch files
         self._scratch = Path(tempfile.mkdtemp(prefix="mobilepre-load-"))
         stderr = open(self._scratch / "stderr.txt", "w")
@@ -363,7 +358,9 @@ class ReferenceChild:
         self._finalizer = weakref.finalize(self, _stop_child, self._process, self._scratch)
 
     def with_rescaling(self, input_range: tuple) -> "ReferenceChild":
-        view = ReferenceChild(self.path, "", False, tuple(float(v) for v in input_range), (self._process, self._scratch, self._finalizer, self._lock))
+        """A view of the same child that runs the model behind `build --frontend`'s rescaling."""
+        view = copy.copy(self)  # the same process, scratch folder, lock and finalizer
+        view.rescale = tuple(float(v) for v in input_range)
         view._owner = self  # the child lives while any view of it does
         return view
 

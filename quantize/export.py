@@ -14,11 +14,16 @@ INPUT_NAME = "pixels"
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,127}")
 
 
+def is_signature_key(name: str) -> bool:
+    """A name every runtime keeps as it is (`_KEY`)."""
+    return bool(_KEY.fullmatch(name))
+
+
 def signature_output_keys(output_names) -> tuple[str, ...]:
     """The serving signature's output names: the model's own output names where they make usable, unique
     keys, else `output_0`, `output_1`, ... (what Keras itself exports)."""
     names = [str(name) for name in output_names]
-    if names and len(set(names)) == len(names) and all(_KEY.fullmatch(name) for name in names):
+    if names and len(set(names)) == len(names) and all(is_signature_key(name) for name in names):
         return tuple(names)
     return tuple(f"output_{i}" for i in range(len(names)))
 

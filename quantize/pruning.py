@@ -152,8 +152,9 @@ def prune(model, settings: PruneSettings, images: np.ndarray | None = None, labe
 
     The float `model` is the teacher: the student learns to reproduce each of its outputs on the user's
     unlabelled images (KL divergence for probability outputs, mean squared error otherwise, summed),
-    plus cross-entropy on `labels` when given and the model has one output. Masks are re-applied after every step, so pruned weights
-    stay zero. Sparsity ramps up over the first half of the epochs, then holds.
+    plus cross-entropy on `labels` when given and the model has one output. Masks are re-applied after
+    every step, so pruned weights stay zero. Sparsity ramps up over the first half of the epochs, then
+    holds.
     """
     from ._tf import keras, quiet_tensorflow
 

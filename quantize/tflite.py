@@ -34,20 +34,16 @@ def _converter(tf, saved_model_dir: Path, settings: QuantizationSettings, calibr
     builtins = [tf.lite.OpsSet.TFLITE_BUILTINS]
     extra = [tf.lite.OpsSet.SELECT_TF_OPS] if settings.allow_select_tf_ops else []
     mode = settings.mode
+    if mode is not Mode.FLOAT32:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
     if mode is Mode.FLOAT16:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    elif mode is Mode.DYNAMIC:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif mode is Mode.INT16X8:
+    if settings.needs_calibration:
         check_calibration(calibration)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.representative_dataset = _representative(calibration)
+    if mode is Mode.INT16X8:
         builtins = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     elif mode is Mode.INT8:
-        check_calibration(calibration)
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = _representative(calibration)
         # Selectively float layers need float kernels beside the int8 ones.
         builtins = builtins if settings.float_layers else [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         io = {IOType.INT8: tf.int8, IOType.UINT8: tf.uint8}.get(settings.io_type)
