@@ -197,6 +197,15 @@ def judge(profile, measurement: Measurement, latency: LatencyFigure | None = Non
             checks.append(BudgetCheck("max_latency_ms", None, budget.max_latency_ms, "ms", True, 0.0, "not measured", latency.missing or "not measured"))
         else:
             checks.append(_bound("max_latency_ms", latency.ms, budget.max_latency_ms, "max", "ms", latency.source, latency.missing))
+    return Verdict(tuple(checks) + judge_drift(profile, measurement).checks)
+
+
+def judge_drift(profile, measurement: Measurement) -> Verdict:
+    """The drift budgets of `profile` alone against `measurement` (what a mixed-precision search must
+    meet before sizes and latency are judged)."""
+    if measurement.error is not None:
+        return Verdict((), measurement.error)
+    checks = []
     for output in measurement.outputs:
         kind = OutputKind(output["kind"])
         for name, limit in profile.drift.limits_for(output["name"], kind).items():

@@ -370,7 +370,7 @@ def _build(options: BuildOptions, progress) -> BuildResult:
             source_info["class_names"] = list(validation.class_names or calibration.class_names)
         source_info["outputs"] = [spec.to_dict() for spec in outputs]
         evaluator = Evaluator(source, calibration.images, validation.images, validation.labels, work, progress,
-                              options.prune_epochs, outputs, reference)
+                              options.prune_epochs, outputs, reference, profiles)
         results = search(profiles, evaluator, timings, options.latency_runs, progress, options.jobs)
         check_output(out, options.force, "--out", inputs, previous_output_problem)  # again: another build may have written it
         with staging_folder(out) as staging:
@@ -512,7 +512,7 @@ def _write_outputs(staging: Path, profiles, results: list[FormatResult], evaluat
     )
     result = BuildResult(out, tuple(summaries), candidates, evaluator.conversions, evaluator.validations, source_info)
     stable = [
-        ProfileResult(s.name, s.profile, tuple(FormatResult(f.profile, f.format, tuple(t.without_host_latency() for t in f.tried)) for f in s.formats))
+        ProfileResult(s.name, s.profile, tuple(FormatResult(f.profile, f.format, tuple(t.without_host_latency() for t in f.tried), f.prefer) for f in s.formats))
         for s in summaries
     ]
     report = {

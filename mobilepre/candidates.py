@@ -17,12 +17,15 @@ class Candidate:
     Attributes:
         fmt (Format), mode (Mode), io_type (IOType): as the engine names them.
         sparsity (float): share of zero weights the model is pruned to first (0: not pruned).
+        target (str): for `mixed`, the profile whose drift budgets choose the layers kept higher (a
+            mixed model is found per profile); "" otherwise.
     """
 
     fmt: Format
     mode: Mode
     io_type: IOType = IOType.FLOAT32
     sparsity: float = 0.0
+    target: str = ""
 
     def __post_init__(self):
         object.__setattr__(self, "fmt", Format(self.fmt))
@@ -31,13 +34,14 @@ class Candidate:
 
     @property
     def key(self) -> str:
-        """e.g. `tflite-int8-uint8io-s50`: the name reports, manifests and device timings use."""
+        """e.g. `tflite-int8-uint8io-s50`, `tflite-mixed@ios`: the name reports, manifests and device
+        timings use."""
         parts = [str(self.fmt), str(self.mode)]
         if self.mode is Mode.INT8 and self.io_type is not IOType.FLOAT32:
             parts.append(f"{self.io_type}io")
         if self.sparsity:
             parts.append(f"s{round(self.sparsity * 100):02d}")
-        return "-".join(parts)
+        return "-".join(parts) + (f"@{self.target}" if self.target else "")
 
 
 def candidates_for(profile) -> dict[Format, list[Candidate]]:
@@ -47,7 +51,10 @@ def candidates_for(profile) -> dict[Format, list[Candidate]]:
     for fmt in profile.formats:
         modes = profile.modes_for(fmt)
         io = profile.io_type if fmt is Format.TFLITE else IOType.FLOAT32
-        found = [Candidate(fmt, mode, io if mode is Mode.INT8 else IOType.FLOAT32) for mode in modes]
+        found = [
+            Candidate(fmt, mode, io if mode is Mode.INT8 else IOType.FLOAT32, target=profile.name if mode is Mode.MIXED else "")
+            for mode in modes
+        ]
         # pruning pays off in the integer mode whose zeros compress: int8 (TFLite) or uint8 (TF.js)
         pruned = next((m for m in (Mode.INT8, Mode.UINT8) if m in modes), None)
         # (not when latency decides: dense kernels run as fast with zeros in them)

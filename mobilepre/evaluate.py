@@ -13,6 +13,7 @@ from mobilepre import quantize
 from mobilepre.budgets import Measurement
 from mobilepre.candidates import Candidate
 from mobilepre.errors import MobilepreError
+from mobilepre.mixed import find_mixed
 from mobilepre.quantize.export import export_saved_model
 from mobilepre.quantize.pruning import PruneSettings, prune
 from mobilepre.quantize.settings import Format
@@ -31,6 +32,8 @@ class Measured:
         drift (list[dict]): per output, its name, kind and metrics (`validate.OutputDrift.to_dict()`).
         latency (dict[int, runtimes.Latency]): host latency by thread count (0 for TF.js).
         error (str | None): conversion or runtime failure: the candidate cannot be chosen.
+        mixed (dict | None): for a mixed candidate, the base precision, the layers raised (with their
+            error and byte cost) and every verified step (`mobilepre.mixed.find_mixed`).
     """
 
     candidate: Candidate
@@ -41,6 +44,7 @@ class Measured:
     drift: dict
     latency: dict = field(default_factory=dict)
     error: str | None = None
+    mixed: dict | None = None
 
     def measurement(self, labels: bool) -> Measurement:
         """What judging needs of this candidate."""
@@ -54,7 +58,7 @@ class Evaluator:
     """Converts and validates candidates on demand, each once; prunes each sparsity level once."""
 
     def __init__(self, source, calibration, validation, labels, workdir: Path, progress=None, prune_epochs: int = 30,
-                 outputs=None, reference=None):
+                 outputs=None, reference=None, profiles=()):
         self.source = source
         self.outputs = tuple(outputs or source.outputs)  # OutputSpecs: each output's name and kind
         self.calibration = calibration
@@ -71,13 +75,15 @@ class Evaluator:
         self._lock = threading.Lock()
         self._unsupported: dict = {}  # format -> why its runtime cannot run this model (recurs in every mode)
         self._cannot_prune: str | None = None  # why pruning cannot work on this model (recurs at every sparsity)
+        self.profiles = {p.name: p for p in profiles}  # whose drift budgets a mixed candidate is found for
 
     def reference(self) -> list:
         if self._reference is None:
             self._reference = reference_outputs(self.source, self.validation)[0]
         return self._reference
 
-    def _variant(self, sparsity: float):
+    def variant(self, sparsity: float):
+        """(Keras model, SavedModel export, reached sparsity) of the model pruned to `sparsity`, made once."""
         if sparsity not in self._models:
             model, reached = self.source.model, 0.0
             if sparsity and self._cannot_prune:  # said once: every sparsity fails the same way
@@ -96,6 +102,12 @@ class Evaluator:
     def measure_many(self, candidates, jobs: int = 1) -> dict:
         """Measure the candidates not measured yet: convert one by one (the converters are not
         thread-safe), then validate `jobs` at once (LiteRT and the Node processes run in parallel)."""
+        for candidate in sorted(set(candidates)):
+            if candidate.mode is quantize.Mode.MIXED and candidate not in self.measured:
+                if candidate.fmt in self._unsupported:
+                    self.measured[candidate] = self.failed(candidate, self._unsupported[candidate.fmt])
+                else:
+                    self.measured[candidate] = find_mixed(self, candidate, self.profiles[candidate.target])
         new = [self._convert(c) for c in sorted(set(candidates)) if c not in self.measured]
         ready = [m for m in new if m.error is None]
         if jobs > 1 and len(ready) > 1:
@@ -112,7 +124,7 @@ class Evaluator:
         if candidate.fmt in self._unsupported:  # the same ops fail every mode: do not convert again
             return Measured(candidate, {}, 0, 0, candidate.sparsity, [], error=self._unsupported[candidate.fmt])
         try:
-            model, directory, reached = self._variant(candidate.sparsity)
+            model, directory, reached = self.variant(candidate.sparsity)
         except quantize.CannotPruneError as error:
             self._cannot_prune = str(error)
             return Measured(candidate, {}, 0, 0, candidate.sparsity, [], error=str(error))
@@ -129,6 +141,23 @@ class Evaluator:
             return Measured(candidate, {}, 0, 0, reached, [], error=str(error))
         self.conversions += 1
         return Measured(candidate, artifact.files, artifact.size_bytes, artifact.gzip_bytes, reached, [])
+
+    def failed(self, candidate: Candidate, error: str) -> Measured:
+        """A candidate that cannot be made: `error` says why."""
+        return Measured(candidate, {}, 0, 0, candidate.sparsity, [], error=error)
+
+    def measure_plan(self, candidate: Candidate, plan) -> Measured:
+        """One step of a mixed search: `candidate` converted with per-layer precisions `plan` and validated."""
+        model, directory, _ = self.variant(0.0)
+        settings = quantize.QuantizationSettings(candidate.fmt, quantize.Mode.MIXED, mixed=plan)
+        try:
+            artifact = quantize.convert(model, settings, self.calibration, saved_model_dir=directory)
+        except quantize.QuantizeError as error:
+            return self.failed(candidate, str(error))
+        self.conversions += 1
+        measured = Measured(candidate, artifact.files, artifact.size_bytes, artifact.gzip_bytes, 0.0, [])
+        self._validate(measured)
+        return measured
 
     def _validate(self, measured: Measured) -> None:
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:

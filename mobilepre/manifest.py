@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 
 from mobilepre.artifacts import io_contract
-from mobilepre.quantize.settings import QuantizationSettings
+from mobilepre.quantize.settings import engine_for
 
 MANIFEST_SCHEMA = "mobilepre.manifest/1"
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
@@ -70,7 +70,7 @@ def bundle_files(profile, chosen: list, source_info: dict, data: dict, versions:
                 "bytes": trial.size_bytes,
                 "candidate": trial.candidate,
                 "drift": [dict(d) for d in trial.drift],
-                "engine": str(QuantizationSettings(trial.format, trial.quantization).engine),
+                "engine": str(engine_for(trial.format, trial.quantization)),
                 "files": sorted(prefix + n for n in artifact_files),
                 "format": trial.format,
                 "gzip_bytes": trial.gzip_bytes,
@@ -81,6 +81,7 @@ def bundle_files(profile, chosen: list, source_info: dict, data: dict, versions:
                 "quantization": trial.quantization,
                 "sha256": hashlib.sha256(files[path]).hexdigest(),
                 "sparsity": trial.sparsity,
+                **({"mixed": _mixed_summary(trial.mixed)} if trial.mixed else {}),
             }
         )
         verdicts[trial.format] = trial.verdict.to_dict()
@@ -101,6 +102,12 @@ def bundle_files(profile, chosen: list, source_info: dict, data: dict, versions:
         manifest["created"] = created
     files["manifest.json"] = seal_manifest(manifest)
     return files
+
+
+def _mixed_summary(mixed: dict) -> dict:
+    """What an app needs to know of a mixed artifact: its base precision and the layers kept higher,
+    each with what it cost in bytes (the search's steps stay in report.json)."""
+    return {"base": mixed["base"], "raised": [{k: r[k] for k in ("bytes", "layer", "name", "to")} for r in mixed["raised"]]}
 
 
 # ------------------------------------------------------------------------------------------ reading

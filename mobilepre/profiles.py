@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping
 from mobilepre import toml_reader as toml
 from mobilepre.errors import MobilepreError
 from mobilepre.metrics import TOLERANCES, OutputKind
-from mobilepre.quantize.settings import MODES_BY_FORMAT, Format, IOType, Mode
+from mobilepre.quantize.settings import MODES_BY_FORMAT, Format, IOType, Mode, mixed_ladder
 from mobilepre.sizes import SIZE_UNITS, format_size, parse_size  # noqa: F401  (re-exported)
 from mobilepre.toml_reader import read_toml, size_from_toml, size_from_value
 
@@ -507,6 +507,13 @@ def _check_modes_match_formats(formats: tuple[str, ...], modes: tuple[str, ...])
                 f"formats lists {str(fmt)!r} but quantization has no {_FORMAT_NAMES[fmt]} mode: add one of "
                 f"{', '.join(MODES_BY_FORMAT[fmt])} or remove {str(fmt)!r}"
             )
+        if Mode.MIXED in modes and not mixed_ladder(fmt, modes):
+            need = (
+                "uint8 and float16" if fmt == Format.TFJS
+                else "int4, int8 or dynamic, and a higher precision: dynamic (from int4) or a mode with float kernels "
+                "(float32, float16, dynamic, int4); a device that allows only int8 gets no float layers"
+            )
+            raise _Invalid(f"quantization lists 'mixed' but gives {_FORMAT_NAMES[fmt]} layers no two precisions to mix: allow {need}")
 
 
 _FORMAT_NAMES = {"tflite": "TFLite", "tfjs": "TF.js"}

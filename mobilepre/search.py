@@ -24,6 +24,7 @@ class Trial:
         drift (tuple[dict, ...]): per output, its name, kind and metrics.
         latency (LatencyFigure | None): the figure the profile's latency budget was judged on.
         verdict (Verdict).
+        mixed (dict | None): a mixed candidate's base precision, raised layers and steps.
     """
 
     candidate: str
@@ -36,6 +37,7 @@ class Trial:
     drift: tuple
     latency: LatencyFigure | None
     verdict: Verdict
+    mixed: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -46,7 +48,7 @@ class Trial:
         c = measured.candidate
         return cls(
             c.key, str(c.fmt), str(c.mode), str(c.io_type), round(measured.sparsity, 6), measured.size_bytes,
-            measured.gzip_bytes, tuple(measured.drift), latency, verdict,
+            measured.gzip_bytes, tuple(measured.drift), latency, verdict, measured.mixed,
         )
 
     def metric(self, name: str) -> float | None:
@@ -60,11 +62,11 @@ class Trial:
             latency = LatencyFigure(None, "host", latency.detail)
         return Trial(
             self.candidate, self.format, self.quantization, self.io_type, self.sparsity, self.size_bytes,
-            self.gzip_bytes, self.drift, latency, self.verdict.without_host_latency(),
+            self.gzip_bytes, self.drift, latency, self.verdict.without_host_latency(), self.mixed,
         )
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "bytes": self.size_bytes,
             "candidate": self.candidate,
             "drift": [dict(d) for d in self.drift],
@@ -76,6 +78,9 @@ class Trial:
             "sparsity": self.sparsity,
             "verdict": self.verdict.to_dict(),
         }
+        if self.mixed is not None:
+            out["mixed"] = self.mixed
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> Trial:
@@ -83,6 +88,7 @@ class Trial:
         return cls(
             data["candidate"], data["format"], data["quantization"], data["io_type"], data["sparsity"], data["bytes"],
             data["gzip_bytes"], tuple(dict(d) for d in data["drift"]), latency, Verdict.from_dict(data["verdict"]),
+            data.get("mixed"),
         )
 
 

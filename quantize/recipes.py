@@ -7,6 +7,7 @@ import numpy as np
 
 from .checks import check_calibration
 from .export import INPUT_NAME
+from .mixed import MixedPrecision, configure_quantizer
 from .settings import Mode, QuantizeError
 
 # LiteRT Quantizer recipe (a function of `litert_quantizer.recipe`) per mode.
@@ -21,19 +22,24 @@ RECIPES = {
 MAX_CALIBRATION_SAMPLES = 200
 
 
-def quantize_tflite(float_model: bytes, mode: Mode, calibration: np.ndarray | None = None) -> bytes:
+def quantize_tflite(float_model: bytes, mode: Mode, calibration: np.ndarray | None = None,
+                    mixed: MixedPrecision | None = None) -> bytes:
     """`float_model` (a float32 .tflite with a `serving_default` signature taking `pixels`) quantized by
-    the mode's recipe; calibrated on `calibration` where the recipe quantizes activations."""
+    the mode's recipe, or for `mixed` by the per-layer precisions; calibrated on `calibration` where the
+    recipe quantizes activations."""
     from ._tf import native_stderr_silenced
 
-    if mode not in RECIPES:
-        raise QuantizeError(f"the LiteRT Quantizer makes {', '.join(RECIPES)} models, not {mode}")
+    if mode not in RECIPES and not (mode is Mode.MIXED and mixed is not None):
+        raise QuantizeError(f"the LiteRT Quantizer makes {', '.join(RECIPES)} and mixed models, not {mode}")
     with native_stderr_silenced():
         from litert_quantizer import quantizer, recipe
 
         try:
             engine = quantizer.Quantizer(bytearray(float_model))
-            engine.load_quantization_recipe(getattr(recipe, RECIPES[mode])())
+            if mixed is not None:
+                configure_quantizer(engine, mixed)
+            else:
+                engine.load_quantization_recipe(getattr(recipe, RECIPES[mode])())
             ranges = None
             if engine.need_calibration:
                 check_calibration(calibration)

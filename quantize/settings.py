@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .mixed import MixedPrecision
 
 
 class QuantizeError(Exception):
@@ -24,8 +28,8 @@ class Format(StrEnum):
 
 
 class Mode(StrEnum):
-    """Quantization modes. TFLite: float32, float16, dynamic, int16x8, int8, int4. TF.js: float32,
-    float16, uint16, uint8."""
+    """Quantization modes. TFLite: float32, float16, dynamic, int16x8, int8, mixed, int4. TF.js: float32,
+    float16, uint16, uint8, mixed."""
 
     FLOAT32 = "float32"
     FLOAT16 = "float16"
@@ -35,6 +39,7 @@ class Mode(StrEnum):
     INT4 = "int4"  # TFLite int4 weights only, float activations (weights dequantized for float kernels)
     UINT16 = "uint16"  # TF.js weights as uint16 (affine), dequantized at load
     UINT8 = "uint8"  # TF.js weights as uint8 (affine), dequantized at load
+    MIXED = "mixed"  # per layer: TFLite int4 / int8 / float, TF.js uint8 / float16 (`mixed.MixedPrecision`)
 
 
 class Engine(StrEnum):
@@ -56,8 +61,8 @@ class IOType(StrEnum):
 
 # Highest fidelity first: the order in which a build tries modes.
 MODES_BY_FORMAT: dict[Format, tuple[Mode, ...]] = {
-    Format.TFLITE: (Mode.FLOAT32, Mode.FLOAT16, Mode.DYNAMIC, Mode.INT16X8, Mode.INT8, Mode.INT4),
-    Format.TFJS: (Mode.FLOAT32, Mode.FLOAT16, Mode.UINT16, Mode.UINT8),
+    Format.TFLITE: (Mode.FLOAT32, Mode.FLOAT16, Mode.DYNAMIC, Mode.INT16X8, Mode.INT8, Mode.MIXED, Mode.INT4),
+    Format.TFJS: (Mode.FLOAT32, Mode.FLOAT16, Mode.UINT16, Mode.UINT8, Mode.MIXED),
 }
 
 # Which engine makes each TFLite mode: whichever made the smaller file at no more drift, measured in
@@ -72,10 +77,55 @@ TFLITE_ENGINE: dict[Mode, Engine] = {
     Mode.INT16X8: Engine.LITERT_QUANTIZER,
     Mode.INT8: Engine.TFLITE_CONVERTER,
     Mode.INT4: Engine.LITERT_QUANTIZER,
+    Mode.MIXED: Engine.LITERT_QUANTIZER,  # one recipe, an override per raised op
 }
 
 # The TFLite modes the LiteRT Quantizer makes (`quantize.recipes.RECIPES`).
-QUANTIZER_MODES = (Mode.DYNAMIC, Mode.INT16X8, Mode.INT8, Mode.INT4)
+QUANTIZER_MODES = (Mode.DYNAMIC, Mode.INT16X8, Mode.INT8, Mode.INT4, Mode.MIXED)
+
+# Per format, the precisions a layer of a mixed model can have, lowest first: int4 weights (float
+# kernels), full-integer int8, int8 weights (dynamic-range kernels), float; TF.js: uint8 or float16.
+MIXED_LEVELS: dict[Format, tuple[Mode, ...]] = {
+    Format.TFLITE: (Mode.INT4, Mode.INT8, Mode.DYNAMIC, Mode.FLOAT32),
+    Format.TFJS: (Mode.UINT8, Mode.FLOAT16),
+}
+# TFLite modes that run float kernels: a device allowing none of them (an NPU) gets no float layer.
+FLOAT_KERNEL_MODES = (Mode.FLOAT32, Mode.FLOAT16, Mode.DYNAMIC, Mode.INT4)
+
+
+def mixed_ladder(fmt: Format, allowed) -> tuple[Mode, ...]:
+    """The precisions a mixed model of `fmt` may give its layers, given the modes a device allows:
+    lowest first; () when there is nothing to raise a layer to.
+
+    TFLite starts at int4 weights if allowed, else full-integer int8, else dynamic-range int8; layers
+    rise to int8 weights (dynamic-range) from int4 when dynamic or int8 is allowed, and to float only
+    when the device runs float kernels at all (a device that allows only int8, an NPU, never gets a
+    float layer). TF.js starts at uint8 and raises to float16 when float16 or float32 is allowed.
+    """
+    fmt = Format(fmt)
+    allowed = {Mode(m) for m in allowed} & set(MODES_BY_FORMAT[fmt])
+    if fmt is Format.TFJS:
+        levels = [Mode.UINT8] if Mode.UINT8 in allowed else []
+        if levels and allowed & {Mode.FLOAT16, Mode.FLOAT32}:
+            levels.append(Mode.FLOAT16)
+    else:
+        if Mode.INT4 in allowed:
+            levels = [Mode.INT4] + ([Mode.DYNAMIC] if allowed & {Mode.DYNAMIC, Mode.INT8} else [])
+        elif Mode.INT8 in allowed:
+            levels = [Mode.INT8]
+        elif Mode.DYNAMIC in allowed:
+            levels = [Mode.DYNAMIC]
+        else:
+            levels = []
+        if levels and allowed & set(FLOAT_KERNEL_MODES):
+            levels.append(Mode.FLOAT32)
+    return tuple(levels) if len(levels) > 1 else ()
+
+
+def engine_for(fmt: Format, mode: Mode) -> Engine:
+    """What makes a mode's artifact by default."""
+    return Engine.TENSORFLOWJS if Format(fmt) is Format.TFJS else TFLITE_ENGINE[Mode(mode)]
+
 
 # Bytes one weight takes in each mode, for the size floor (parameters x bytes per weight).
 BYTES_PER_WEIGHT: dict[Mode, float] = {
@@ -109,7 +159,9 @@ class QuantizationSettings:
             the device, which LiteRT's Python interpreter here does not have). Default False.
         engine (Engine | None): what makes the artifact; None chooses per mode (`TFLITE_ENGINE`; layers
             kept in float need the converter). The LiteRT Quantizer makes dynamic, int16x8, int8 (float
-            I/O) and int4; the converter every TFLite mode but int4.
+            I/O), int4 and mixed; the converter every TFLite mode but int4 and mixed.
+        mixed (MixedPrecision | None): the per-layer precisions of a `mixed` model (required there,
+            refused elsewhere); a build finds them against a profile's drift budgets.
     """
 
     format: Format
@@ -120,6 +172,7 @@ class QuantizationSettings:
     strip_metadata: bool = True
     allow_select_tf_ops: bool = False
     engine: Engine | None = None
+    mixed: MixedPrecision | None = None
 
     def __post_init__(self):
         try:
@@ -142,6 +195,15 @@ class QuantizationSettings:
             raise QuantizeError(f"io type {self.io_type.value} needs the full-integer int8 mode, not {mode.value}")
         if self.float_layers and mode not in (Mode.INT8, Mode.DYNAMIC):
             raise QuantizeError("keeping layers in float (float_layers) applies to the int8 and dynamic modes only")
+        if (mode is Mode.MIXED) != (self.mixed is not None):
+            raise QuantizeError(
+                "mode mixed needs its per-layer precisions (a build finds them against a profile's drift budgets)"
+                if self.mixed is None else "per-layer precisions (mixed) apply to the mixed mode only"
+            )
+        if self.mixed is not None:
+            if self.mixed.format() is not self.format:
+                raise QuantizeError(f"mixed precision based on {self.mixed.base} is not a {self.format.value} plan")
+            self.mixed.check()
         if not isinstance(self.shard_size_bytes, int) or self.shard_size_bytes < 1024:
             raise QuantizeError(f"shard size {self.shard_size_bytes!r} must be a whole number of bytes >= 1024")
         object.__setattr__(self, "float_layers", tuple(self.float_layers))
@@ -149,9 +211,7 @@ class QuantizationSettings:
 
     def _resolve_engine(self) -> Engine:
         if self.engine is None:
-            if self.format is Format.TFJS:
-                return Engine.TENSORFLOWJS
-            return Engine.TFLITE_CONVERTER if self.float_layers else TFLITE_ENGINE[self.mode]
+            return Engine.TFLITE_CONVERTER if self.float_layers else engine_for(self.format, self.mode)
         try:
             engine = Engine(self.engine)
         except ValueError:
@@ -160,12 +220,14 @@ class QuantizationSettings:
             raise QuantizeError(f"the {engine.value} engine does not make {self.format.value} models")
         if engine is Engine.LITERT_QUANTIZER and (self.mode not in QUANTIZER_MODES or self.io_type is not IOType.FLOAT32 or self.float_layers):
             raise QuantizeError(f"the LiteRT Quantizer makes {', '.join(QUANTIZER_MODES)} models with float32 I/O and no float layers")
-        if engine is Engine.TFLITE_CONVERTER and self.mode is Mode.INT4:
-            raise QuantizeError("TensorFlow's converter does not make int4 models: use the litert-quantizer engine")
+        if engine is Engine.TFLITE_CONVERTER and self.mode in (Mode.INT4, Mode.MIXED):
+            raise QuantizeError(f"TensorFlow's converter does not make {self.mode} models: use the litert-quantizer engine")
         return engine
 
     @property
     def needs_calibration(self) -> bool:
+        if self.mixed is not None:
+            return self.mixed.needs_calibration
         return self.mode in (Mode.INT8, Mode.INT16X8)
 
 
@@ -177,6 +239,8 @@ class QuantizationSettings:
             parts.append(f"{self.io_type.value}io")
         if self.float_layers:
             parts.append("float-" + "+".join(self.float_layers))
+        if self.mixed is not None:
+            parts.append(self.mixed.base.value + (f"-{len(self.mixed.raised)}raised" if self.mixed.raised else ""))
         if self.format is Format.TFLITE and self.engine is not TFLITE_ENGINE[self.mode] and not self.float_layers:
             parts.append(self.engine.value)
         return "-".join(parts)

@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 
 from .artifact import Artifact
+from .mixed import tfjs_dtype_map
 from .settings import Format, Mode, QuantizationSettings, QuantizeError, UnsupportedOpsError
 from .tfjs_passes import corrected_passes
 
@@ -64,7 +65,7 @@ def convert_tfjs(saved_model_dir: Path, settings: QuantizationSettings, sparsity
                 converter.convert_tf_saved_model(
                     str(saved_model_dir),
                     out,
-                    quantization_dtype_map=_DTYPE_MAP.get(settings.mode),
+                    quantization_dtype_map=tfjs_dtype_map(settings.mixed) if settings.mixed else _DTYPE_MAP.get(settings.mode),
                     weight_shard_size_bytes=settings.shard_size_bytes,
                     strip_debug_ops=True,
                     # `model.predict` of a several-output model returns {output name: tensor}

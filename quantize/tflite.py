@@ -71,8 +71,8 @@ def convert_tflite(
         raise QuantizeError(f"convert_tflite got {settings.format.value} settings")
     if settings.engine is Engine.LITERT_QUANTIZER:
         # the quantizer reads the float model's tensor names: they are stripped from its result
-        float_settings = dataclasses.replace(settings, mode=Mode.FLOAT32, engine=None)
-        content = quantize_tflite(_convert(saved_model_dir, float_settings, None), settings.mode, calibration)
+        float_settings = dataclasses.replace(settings, mode=Mode.FLOAT32, engine=None, mixed=None)
+        content = quantize_tflite(_convert(saved_model_dir, float_settings, None), settings.mode, calibration, settings.mixed)
     else:
         content = _convert(saved_model_dir, settings, calibration)
     if settings.strip_metadata:

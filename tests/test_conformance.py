@@ -7,6 +7,7 @@ import pytest
 from mobilepre import quantize
 from mobilepre.errors import MobilepreError
 from mobilepre.quantize.export import export_saved_model, model_output_names, signature_output_keys
+from mobilepre.quantize.mixed import MixedPrecision, graph_ops, rank_tfjs_weights
 from mobilepre.runtimes import run_tflite, run_tfjs
 
 pytestmark = pytest.mark.slow
@@ -75,6 +76,16 @@ INT16X8_REFUSED = {"mobilenetv2": "DEPTHWISE_CONV_2D", "mobilenetv3small": "ADD"
 FAMILIES = ["mobilenetv2", "mobilenetv3small", "efficientnetb0", "resnet_style", "densenet_style", "unet", "preprocessing", "two_outputs"]
 
 
+def _one_layer_raised(model, fmt, exported):
+    """A mixed plan: the lowest precision, and the first weighted layer one level up the ladder."""
+    if fmt is quantize.Format.TFLITE:
+        named = quantize.convert(model, quantize.QuantizationSettings(fmt, "float32", strip_metadata=False), saved_model_dir=exported)
+        first = next(op["output"] for op in graph_ops(named.files["model.tflite"]) if op["weights"])
+        return MixedPrecision(quantize.Mode.INT4, ((first, quantize.Mode.DYNAMIC),))
+    float_files = quantize.convert(model, quantize.QuantizationSettings(fmt, "float32"), saved_model_dir=exported).files
+    return MixedPrecision(quantize.Mode.UINT8, ((rank_tfjs_weights(float_files)[0].name, quantize.Mode.FLOAT16),))
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_mode_converts_and_runs_and_float32_matches_keras(keras, tmp_path, family):
     model = _families(keras)[family]()
@@ -88,7 +99,7 @@ def test_every_mode_converts_and_runs_and_float32_matches_keras(keras, tmp_path,
     keys = list(signature_output_keys(model_output_names(model)))
     for fmt, modes in quantize.MODES_BY_FORMAT.items():
         for mode in modes:
-            settings = quantize.QuantizationSettings(fmt, mode)
+            settings = quantize.QuantizationSettings(fmt, mode, mixed=_one_layer_raised(model, fmt, exported) if mode is quantize.Mode.MIXED else None)
             artifact = quantize.convert(model, settings, images, saved_model_dir=exported)
             if mode is quantize.Mode.INT16X8 and family in INT16X8_REFUSED:
                 with pytest.raises(MobilepreError, match=f"could not load the model: .*{INT16X8_REFUSED[family]}.* failed to prepare"):

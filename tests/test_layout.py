@@ -23,7 +23,7 @@ LAYERS = [
     {"mobilepre.safety"},
     {"mobilepre.profiles", "mobilepre.data", "mobilepre.models", "mobilepre.runtimes", "mobilepre.frontend",
      "mobilepre.manifest", "mobilepre.latency", "mobilepre.candidates"},
-    {"mobilepre.layers", "mobilepre.validate", "mobilepre.report"},
+    {"mobilepre.layers", "mobilepre.validate", "mobilepre.report", "mobilepre.mixed"},
     {"mobilepre.evaluate", "mobilepre.compress"},
     {"mobilepre.search"},
     {"mobilepre.builder", "mobilepre.check"},

@@ -1,0 +1,180 @@
+"""Mixed precision: the ladder a device allows, per-layer precisions in real TFLite and TF.js files, and
+the search that raises the fewest layers until a profile's drift budgets hold."""
+
+import json
+
+import numpy as np
+import pytest
+
+from mobilepre import quantize
+from mobilepre.builder import BuildOptions, build
+from mobilepre.errors import MobilepreError
+from mobilepre.mixed import MAX_STEPS
+from mobilepre.profiles import load_profile
+from mobilepre.quantize.mixed import MixedPrecision, graph_ops, rank_tflite_ops, rank_tfjs_weights
+from mobilepre.quantize.settings import Mode, mixed_ladder
+from mobilepre.validate import run_candidate
+from tests.conftest import write_artifact
+from tests.test_build import write_profile
+
+INT4, DYNAMIC, INT8, FLOAT32 = Mode.INT4, Mode.DYNAMIC, Mode.INT8, Mode.FLOAT32
+
+
+@pytest.mark.parametrize("allowed, ladder", [
+    (["float32", "int8", "int4", "mixed"], (INT4, DYNAMIC, FLOAT32)),
+    (["int4", "mixed"], (INT4, FLOAT32)),  # int4 runs float kernels: float layers are allowed
+    (["dynamic", "mixed"], (DYNAMIC, FLOAT32)),
+    (["float16", "int8", "mixed"], (INT8, FLOAT32)),  # full-integer with a few float layers
+    (["int8", "mixed"], ()),  # an NPU: no float layer, nothing to mix
+    (["int16x8", "int8", "mixed"], ()),
+])
+def test_the_tflite_ladder_follows_what_the_device_allows(allowed, ladder):
+    assert mixed_ladder("tflite", allowed) == ladder
+
+
+def test_the_tfjs_ladder_is_uint8_then_float16():
+    assert mixed_ladder("tfjs", ["float16", "uint8", "mixed"]) == (Mode.UINT8, Mode.FLOAT16)
+    assert mixed_ladder("tfjs", ["uint8", "mixed"]) == ()
+    assert mixed_ladder("tfjs", ["float32", "float16", "int8"]) == ()  # a TFLite mode does not count
+
+
+def test_a_profile_that_cannot_mix_is_refused_at_load(tmp_path):
+    path = write_profile(tmp_path, "npu", 'formats = ["tflite"]\nquantization = ["int8", "mixed"]\n[budget]\nmax_size = "1 MiB"\n')
+    with pytest.raises(MobilepreError, match="no two precisions to mix.*allows only int8 gets no float layers"):
+        load_profile(path)
+
+
+def test_mixed_settings_need_a_plan_above_their_base():
+    with pytest.raises(quantize.QuantizeError, match="mode mixed needs its per-layer precisions"):
+        quantize.QuantizationSettings("tflite", "mixed")
+    with pytest.raises(quantize.QuantizeError, match="apply to the mixed mode only"):
+        quantize.QuantizationSettings("tflite", "int8", mixed=MixedPrecision(INT4))
+    with pytest.raises(quantize.QuantizeError, match="not above int8"):
+        quantize.QuantizationSettings("tflite", "mixed", mixed=MixedPrecision(INT8, (("conv", INT4),)))
+    with pytest.raises(quantize.QuantizeError, match="not a tfjs plan"):
+        quantize.QuantizationSettings("tfjs", "mixed", mixed=MixedPrecision(INT4))
+    settings = quantize.QuantizationSettings("tflite", "mixed", mixed=MixedPrecision(INT4, (("b", DYNAMIC), ("a", FLOAT32))))
+    assert settings.engine is quantize.Engine.LITERT_QUANTIZER and settings.key == "tflite-mixed-int4-2raised"
+
+
+def test_quantize_mixed_from_the_cli_points_to_build(tiny_model, tmp_path):
+    from tests.conftest import run_cli
+
+    path = tmp_path / "m.keras"
+    tiny_model.save(path)
+    done = run_cli("quantize", str(path), "--to", "tflite", "--mode", "mixed", "--out", str(tmp_path / "m.tflite"))
+    assert done.returncode == 2 and "a build finds them against a profile's drift budgets" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "m.tflite").exists()
+
+
+def _tensor_types(content: bytes) -> dict:
+    """Constant tensors of rank >= 2 by the name of the op that consumes them: their flatbuffer type."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    graph = model.subgraphs[0]
+    types = {}
+    for op in graph.operators:
+        for index in op.inputs:
+            tensor = graph.tensors[index]
+            if index >= 0 and model.buffers[tensor.buffer].data is not None and len(tensor.shape) >= 2:
+                types.setdefault(int(op.outputs[0]), []).append(int(tensor.type))
+    return types
+
+
+def test_a_tflite_plan_keeps_the_raised_op_at_its_precision_and_runs(tiny_model, tiny_images, tmp_path):
+    float_model = quantize.convert(tiny_model, quantize.QuantizationSettings("tflite", "float32", strip_metadata=False)).files["model.tflite"]
+    weighted = [op["output"] for op in graph_ops(float_model) if op["weights"]]
+    assert len(weighted) >= 2
+    plan = MixedPrecision(INT4, ((weighted[0], FLOAT32), (weighted[1], DYNAMIC)))
+    artifact = quantize.convert(tiny_model, quantize.QuantizationSettings("tflite", "mixed", mixed=plan), tiny_images)
+    content = artifact.files["model.tflite"]
+    kinds = sorted(t for types in _tensor_types(content).values() for t in types)
+    # flatbuffer types: 0 float32, 9 int8, 17 int4. One float kernel, one int8, the rest int4.
+    assert kinds.count(0) == 1 and kinds.count(9) == 1 and kinds.count(17) == len(weighted) - 2
+    all_int4 = quantize.convert(tiny_model, quantize.QuantizationSettings("tflite", "int4"), tiny_images)
+    assert all_int4.size_bytes < artifact.size_bytes
+    path = write_artifact(artifact, tmp_path / "mixed")
+    _, run = run_candidate(path, tiny_images[:4])
+    assert np.isfinite(run.outputs[0]).all()
+
+
+def test_full_integer_int8_with_a_float_op_runs(tiny_model, tiny_images, tmp_path):
+    float_model = quantize.convert(tiny_model, quantize.QuantizationSettings("tflite", "float32", strip_metadata=False)).files["model.tflite"]
+    weighted = [op["output"] for op in graph_ops(float_model) if op["weights"]]
+    plan = MixedPrecision(INT8, ((weighted[-1], FLOAT32),))
+    artifact = quantize.convert(tiny_model, quantize.QuantizationSettings("tflite", "mixed", mixed=plan), tiny_images)
+    kinds = sorted(t for types in _tensor_types(artifact.files["model.tflite"]).values() for t in types)
+    assert kinds.count(0) == 1 and kinds.count(9) == len(weighted) - 1
+    _, run = run_candidate(write_artifact(artifact, tmp_path / "mixed"), tiny_images[:4])
+    assert np.isfinite(run.outputs[0]).all()
+
+
+def test_tflite_ranking_measures_every_weighted_op(tiny_model, tiny_images):
+    float_model = quantize.convert(tiny_model, quantize.QuantizationSettings("tflite", "float32", strip_metadata=False)).files["model.tflite"]
+    ranked = rank_tflite_ops(float_model, INT4, tiny_images[:4], "pixels")
+    assert {e.name for e in ranked} == {op["output"] for op in graph_ops(float_model) if op["weights"]}
+    assert [e.error for e in ranked] == sorted((e.error for e in ranked), reverse=True)
+    assert all(e.weights > 0 and e.layer for e in ranked)
+
+
+def test_a_tfjs_plan_keeps_the_raised_weight_in_float16_and_runs(tiny_model, tiny_images, tmp_path):
+    float_files = quantize.convert(tiny_model, quantize.QuantizationSettings("tfjs", "float32")).files
+    ranked = rank_tfjs_weights(float_files)
+    plan = MixedPrecision(Mode.UINT8, ((ranked[0].name, Mode.FLOAT16),))
+    artifact = quantize.convert(tiny_model, quantize.QuantizationSettings("tfjs", "mixed", mixed=plan))
+    weights = {w["name"]: w for g in json.loads(artifact.files["model.json"])["weightsManifest"] for w in g["weights"]}
+    assert weights[ranked[0].name]["quantization"]["dtype"] == "float16"
+    assert all(weights[e.name]["quantization"]["dtype"] == "uint8" for e in ranked[1:])
+    _, run = run_candidate(write_artifact(artifact, tmp_path / "tfjs"), tiny_images[:4])
+    assert np.isfinite(run.outputs[0]).all()
+
+
+@pytest.fixture(scope="module")
+def mixed_build(tmp_path_factory):
+    """The demo model under a drift budget int4 misses (max abs error about 0.25) and dynamic meets
+    (about 0.02): the mixed search must raise some layers, not all."""
+    root = tmp_path_factory.mktemp("mixed")
+    profiles = root / "profiles"
+    write_profile(profiles, "mixer", 'formats = ["tflite", "tfjs"]\nquantization = ["float16", "dynamic", "int4", "uint8", "mixed"]\n'
+                  'prefer = "size"\n[budget]\nmax_size = "1 MiB"\n[drift]\nmax_abs_error = 0.2\n')
+    out = root / "out"
+    return build(BuildOptions(out=out, profiles=profiles, latency_runs=3)), out
+
+
+def test_the_mixed_search_raises_some_layers_and_meets_the_drift_budget(mixed_build):
+    result, out = mixed_build
+    report = json.loads((out / "report.json").read_text())
+    tried = {t["candidate"]: t for f in report["profiles"][0]["formats"] for t in f["tried"]}
+    mixed, int4, dynamic = tried["tflite-mixed@mixer"], tried["tflite-int4"], tried["tflite-dynamic"]
+    assert not int4["verdict"]["passed"] and dynamic["verdict"]["passed"]
+    assert mixed["verdict"]["passed"] and mixed["drift"][0]["max_abs_error"] <= 0.2
+    assert int4["bytes"] < mixed["bytes"] < dynamic["bytes"]
+    detail = mixed["mixed"]
+    assert detail["base"] == "int4" and detail["ladder"] == ["int4", "dynamic", "float32"]
+    assert 1 <= len(detail["raised"]) < 6 and all(r["to"] == "dynamic" and r["bytes"] > 0 and r["layer"] for r in detail["raised"])
+    steps = detail["steps"]
+    assert 2 <= len(steps) <= MAX_STEPS and steps[0]["raised"] == 0 and not steps[0]["passed"]
+    # the fewest raised: every step with fewer raised layers missed the budget
+    assert all(not s["passed"] for s in steps if s["raised"] < len(detail["raised"]))
+    # prefer = "size": the mixed model is the smallest passing TFLite candidate
+    assert result.profile("mixer").format("tflite").chosen.candidate == "tflite-mixed@mixer"
+
+
+def test_the_manifest_names_the_raised_layers_and_their_bytes(mixed_build):
+    _, out = mixed_build
+    manifest = json.loads((out / "mixer" / "manifest.json").read_text())
+    artifact = next(a for a in manifest["artifacts"] if a["format"] == "tflite")
+    report = json.loads((out / "report.json").read_text())
+    tried = next(t for f in report["profiles"][0]["formats"] for t in f["tried"] if t["candidate"] == artifact["candidate"])
+    assert artifact["quantization"] == "mixed" and artifact["engine"] == "litert-quantizer"
+    assert artifact["mixed"]["raised"] == [{k: r[k] for k in ("bytes", "layer", "name", "to")} for r in tried["mixed"]["raised"]]
+
+
+def test_a_tfjs_mixed_model_that_needs_nothing_raised_is_the_uint8_model(mixed_build):
+    _, out = mixed_build
+    report = json.loads((out / "report.json").read_text())
+    tried = {t["candidate"]: t for f in report["profiles"][0]["formats"] for t in f["tried"]}
+    mixed, uint8 = tried["tfjs-mixed@mixer"], tried["tfjs-uint8"]
+    assert uint8["verdict"]["passed"] and mixed["mixed"]["raised"] == [] and mixed["bytes"] == uint8["bytes"]
+    assert len(mixed["mixed"]["steps"]) == 1
