@@ -8,6 +8,7 @@ TITLES = {
     "overhead": "1. Tool overhead",
     "size": "2. Size against the floor",
     "engines": "2b. TFLite engines",
+    "mixed": "2c. Mixed precision",
     "speed": "3. Speed on this host",
     "frontend": "4. Front-end inside the model",
     "startup": "5. Start-up",
@@ -64,7 +65,7 @@ def _rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
         for name, label in (("mobilenet_v2", "MobileNetV2"), ("demo", "demo")):
             model = models[name]
             for fmt, modes in MODES_BY_FORMAT.items():
-                per_mode = [(mode.value, model["artifacts"][f"{fmt.value}-{mode.value}"]) for mode in modes]
+                per_mode = [(mode.value, model["artifacts"][f"{fmt.value}-{mode.value}"]) for mode in modes if mode.value != "mixed"]
                 add("size", f"{fmt.value} bytes / floor, every mode, {label} ({model['parameters']:,} parameters)",
                     ", ".join(f"{mode} {row['ratio']:.2f}" for mode, row in per_mode),
                     ", ".join(_size(row["bytes"]) for _, row in per_mode))
@@ -85,6 +86,18 @@ def _rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
                 add("engines", f"{mode} TFLite, LiteRT Quantizer / converter bytes, {label} (builds use: {row['chosen']})",
                     _x(ratio) if ratio is not None else "-", "; ".join(sides),
                     f"dynamic TFLite, LiteRT Quantizer / converter bytes, {name}" if mode == "dynamic" else None)
+    if "mixed" in sections:
+        mixed = sections["mixed"]
+        rows_by = mixed["candidates"]
+        dynamic = rows_by["tflite-dynamic"]
+        for key in ("tflite-int8", "tflite-dynamic", "tflite-int4", "mixed (weights)", "mixed (integer)"):
+            row = rows_by.get(key)
+            if row is None:
+                continue
+            raised = f", {len(row['raised'])} layers raised from {row['base']}" if "raised" in row else ""
+            add("mixed", f"{key}, demo, max abs error <= {mixed['max_abs_error']} ({'met' if row['passed_drift'] else 'missed'})",
+                _x(row["bytes"] / dynamic["bytes"]) + " dynamic's bytes",
+                f"{_b(row['bytes'])}, max abs {row['max_abs_error']:.3g}, {row['latency_ms']:.3f} ms{raised}")
     if "speed" in sections:
         s = sections["speed"]
         m, r = s["medians"], s["ratios"]
