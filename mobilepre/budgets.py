@@ -23,6 +23,10 @@ class Measurement:
         error (str | None): the artifact cannot be used (conversion or runtime failure).
         size_source (str), drift_source (str): where the figures come from, e.g. "measured",
             "recomputed", "validated", "manifest".
+        peak_memory_bytes (int | None): the runtime's peak memory for loading and one inference, when
+            measured (`runtimes.RunResult`); peak_memory_source: "host" (LiteRT's resident memory on
+            this machine: varies by host, kept out of byte-identical files) or "measured" (TF.js tensor
+            bytes, exact).
     """
 
     size_bytes: int
@@ -32,6 +36,8 @@ class Measurement:
     error: str | None = None
     size_source: str = "measured"
     drift_source: str = "measured"
+    peak_memory_bytes: int | None = None
+    peak_memory_source: str = "host"
 
 
 @dataclass(frozen=True)
@@ -157,13 +163,13 @@ class Verdict:
     def check(self, name: str) -> BudgetCheck | None:
         return next((c for c in self.checks if c.name == name), None)
 
-    def without_host_latency(self) -> Verdict:
-        """The verdict with host-measured latencies blanked: what files that must be byte-identical across
-        runs may hold (a host timing differs every run; whether it passed is kept)."""
+    def without_host_figures(self) -> Verdict:
+        """The verdict with host-measured latencies and resident memory blanked: what files that must be
+        byte-identical across runs may hold (a host figure differs every run; whether it passed is kept)."""
         checks = tuple(
             BudgetCheck(c.name, None, c.limit, c.unit, c.passed, 0.0 if c.passed else math.inf, c.source,
                         "within budget on the build host" if c.passed else "over budget on the build host", c.output)
-            if c.name == "max_latency_ms" and c.source == "host" and c.value is not None else c
+            if c.name in _HOST_FIGURES and c.source == "host" and c.value is not None else c
             for c in self.checks
         )
         return Verdict(checks, self.error)
@@ -174,6 +180,11 @@ class Verdict:
     @classmethod
     def from_dict(cls, data: dict) -> Verdict:
         return cls(tuple(BudgetCheck.from_dict(c) for c in data["checks"]), data.get("error"))
+
+
+# Budgets whose figure measured on this machine differs every run or every host (latency, resident
+# memory): byte-identical files keep whether it passed, not the figure.
+_HOST_FIGURES = ("max_latency_ms", "max_peak_memory")
 
 
 def judge(profile, measurement: Measurement, latency: LatencyFigure | None = None) -> Verdict:
@@ -190,6 +201,9 @@ def judge(profile, measurement: Measurement, latency: LatencyFigure | None = Non
     checks = [_bound("max_size", measurement.size_bytes, budget.max_size, "max", "B", measurement.size_source)]
     if budget.max_compressed_size is not None:
         checks.append(_bound("max_compressed_size", measurement.gzip_bytes, budget.max_compressed_size, "max", "B", measurement.size_source))
+    if budget.max_peak_memory is not None:
+        checks.append(_bound("max_peak_memory", measurement.peak_memory_bytes, budget.max_peak_memory, "max", "B",
+                             measurement.peak_memory_source, None if measurement.peak_memory_bytes is not None else "not measured on this platform"))
     if budget.max_latency_ms is not None:
         if latency is None:
             raise ValueError(f"profile {profile.name} has a latency budget: obtain the latency figure before judging")

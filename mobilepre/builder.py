@@ -145,17 +145,19 @@ class CandidateRecord:
     drift: tuple  # per output: name, kind, metrics
     error: str | None
     latency_ms: dict  # str(threads) -> median ms on this host
+    peak_memory_bytes: int | None = None  # the runtime's peak for loading and one inference, on this host
 
     def to_dict(self) -> dict:
         return {
             "bytes": self.size_bytes, "candidate": self.candidate, "drift": [dict(d) for d in self.drift], "error": self.error,
-            "gzip_bytes": self.gzip_bytes, "latency_ms": dict(self.latency_ms), "sparsity": self.sparsity,
+            "gzip_bytes": self.gzip_bytes, "latency_ms": dict(self.latency_ms), "peak_memory_bytes": self.peak_memory_bytes,
+            "sparsity": self.sparsity,
         }
 
     @classmethod
     def from_dict(cls, data: dict) -> CandidateRecord:
         return cls(data["candidate"], data["bytes"], data["gzip_bytes"], data["sparsity"], tuple(dict(d) for d in data["drift"]),
-                   data["error"], dict(data["latency_ms"]))
+                   data["error"], dict(data["latency_ms"]), data.get("peak_memory_bytes"))
 
 
 @dataclass(frozen=True)
@@ -496,7 +498,7 @@ def _write_outputs(staging: Path, profiles, results: list[FormatResult], evaluat
     for profile in profiles:
         summary = ProfileResult(profile.name, profile, tuple(r for r in results if r.profile == profile.name))
         if summary.passed:
-            chosen = [(f.chosen.without_host_latency(), by_key[f.chosen.candidate].files) for f in summary.formats]
+            chosen = [(f.chosen.without_host_figures(), by_key[f.chosen.candidate].files) for f in summary.formats]
             for name, content in bundle_files(profile, chosen, source_info, data, versions, created, input_range).items():
                 path = staging / profile.name / name
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -506,13 +508,13 @@ def _write_outputs(staging: Path, profiles, results: list[FormatResult], evaluat
         CandidateRecord(
             m.candidate.key, m.size_bytes, m.gzip_bytes, round(m.sparsity, 6),
             tuple(m.drift), m.error,
-            {str(t): round(lat.median_ms, 4) for t, lat in sorted(m.latency.items())},
+            {str(t): round(lat.median_ms, 4) for t, lat in sorted(m.latency.items())}, m.peak_memory_bytes,
         )
         for m in sorted(evaluator.measured.values(), key=lambda m: m.candidate)
     )
     result = BuildResult(out, tuple(summaries), candidates, evaluator.conversions, evaluator.validations, source_info)
     stable = [
-        ProfileResult(s.name, s.profile, tuple(FormatResult(f.profile, f.format, tuple(t.without_host_latency() for t in f.tried), f.prefer) for f in s.formats))
+        ProfileResult(s.name, s.profile, tuple(FormatResult(f.profile, f.format, tuple(t.without_host_figures() for t in f.tried), f.prefer) for f in s.formats))
         for s in summaries
     ]
     report = {

@@ -252,8 +252,9 @@ def _profile_now(manifest: dict, profiles_arg) -> tuple[Profile, str]:
     return Profile.from_dict(manifest["profile"], "manifest.json profile"), "manifest"
 
 
-def _measurement(bundle: Path, artifact: dict, manifest: dict, validation) -> Measurement:
-    """Sizes recomputed from the files; drift re-validated on `--data`, else as the manifest recorded it."""
+def _measurement(bundle: Path, artifact: dict, manifest: dict, validation, peak_memory_bytes: int | None = None) -> Measurement:
+    """Sizes recomputed from the files; drift re-validated on `--data`, else as the manifest recorded it;
+    peak memory as the run here measured it."""
     files = [bundle / f for f in artifact.get("files", [artifact["path"]])]
     size = sum(p.stat().st_size for p in files)
     compressed = sum(gzip_size(p.read_bytes()) for p in files)
@@ -263,7 +264,9 @@ def _measurement(bundle: Path, artifact: dict, manifest: dict, validation) -> Me
         recorded = artifact.get("drift")
         drift = [d for d in recorded if _is_output_drift(d)] if isinstance(recorded, list) else []
         labels, source = bool(manifest.get("data", {}).get("validation", {}).get("labels", False)), "manifest"
-    return Measurement(size, compressed, tuple(drift), labels, size_source="recomputed", drift_source=source)
+    memory_source = "measured" if artifact.get("format") == "tfjs" else "host"
+    return Measurement(size, compressed, tuple(drift), labels, size_source="recomputed", drift_source=source,
+                       peak_memory_bytes=peak_memory_bytes, peak_memory_source=memory_source)
 
 
 def _is_output_drift(entry) -> bool:
@@ -431,7 +434,7 @@ def _check_bundle(bundle: Path, profiles, measure: bool, timings, validation, ve
             return run_candidate(target, images[:1], threads=threads, latency_runs=50)[1].latency
 
         latency = latency_figure(profile, artifact["candidate"], manifest["source"].get("macs"), timings, measure_host if measure else None)
-        verdict = judge(profile, _measurement(bundle, artifact, manifest, validation), latency)
+        verdict = judge(profile, _measurement(bundle, artifact, manifest, validation, run.peak_memory_bytes), latency)
         artifacts.append(ArtifactCheck(artifact["path"], artifact["candidate"], loads, verdict))
     return BundleResult(bundle.name, profile.name, tuple(findings), tuple(artifacts), where)
 

@@ -34,6 +34,7 @@ class Measured:
         error (str | None): conversion or runtime failure: the candidate cannot be chosen.
         mixed (dict | None): for a mixed candidate, the base precision, the layers raised (with their
             error and byte cost) and every verified step (`mobilepre.mixed.find_mixed`).
+        peak_memory_bytes (int | None): the runtime's peak memory for loading and one inference.
     """
 
     candidate: Candidate
@@ -45,10 +46,13 @@ class Measured:
     latency: dict = field(default_factory=dict)
     error: str | None = None
     mixed: dict | None = None
+    peak_memory_bytes: int | None = None
 
     def measurement(self, labels: bool) -> Measurement:
         """What judging needs of this candidate."""
-        return Measurement(self.size_bytes, self.gzip_bytes, tuple(self.drift), labels, self.error)
+        source = "measured" if self.candidate.fmt is Format.TFJS else "host"
+        return Measurement(self.size_bytes, self.gzip_bytes, tuple(self.drift), labels, self.error,
+                           peak_memory_bytes=self.peak_memory_bytes, peak_memory_source=source)
 
     def sha256(self) -> dict:
         return {name: hashlib.sha256(data).hexdigest() for name, data in sorted(self.files.items())}
@@ -170,6 +174,7 @@ class Evaluator:
         with self._lock:
             self.validations += 1
         measured.drift = [d.to_dict() for d in compare(self.reference(), run, self.labels, self.outputs)]
+        measured.peak_memory_bytes = run.peak_memory_bytes
 
     def host_latency(self, measured: Measured, threads: int, runs: int = 50):
         """Single-image latency on this host, measured once per candidate and thread count."""

@@ -65,6 +65,9 @@ class Budget:
             (imported TFLite `benchmark_model` timings). Default "host".
         device_gmacs (float | None): the device's sustained billions of multiply-accumulates per second.
             Required when `latency_source` is "estimate", refused otherwise. Default None.
+        max_peak_memory (int | None): bytes the runtime may hold for loading the model and one inference:
+            LiteRT's resident memory above the process before the interpreter (model, arena, packed
+            weights), TF.js's peak tensor bytes (weights included). Default None (not checked).
     """
 
     max_size: int
@@ -72,9 +75,12 @@ class Budget:
     max_latency_ms: float | None = None
     latency_source: str = "host"
     device_gmacs: float | None = None
+    max_peak_memory: int | None = None
 
     def __post_init__(self):
         _check_bytes("budget.max_size", self.max_size)
+        if self.max_peak_memory is not None:
+            _check_bytes("budget.max_peak_memory", self.max_peak_memory)
         if self.max_compressed_size is not None:
             _check_bytes("budget.max_compressed_size", self.max_compressed_size)
         if self.max_latency_ms is not None:
@@ -399,6 +405,8 @@ def _profile_from_mapping(data: Any, where: str, read_size: _SizeReader) -> Prof
             max_latency_ms=toml.optional(budget_table, "max_latency_ms", lambda v: toml.number(v, where, "budget.max_latency_ms")),
             latency_source=toml.string(budget_table.get("latency_source", "host"), where, "budget.latency_source"),
             device_gmacs=toml.optional(budget_table, "device_gmacs", lambda v: toml.number(v, where, "budget.device_gmacs")),
+            max_peak_memory=toml.optional(budget_table, "max_peak_memory",
+                                          lambda v: read_size(v, f"{where}: budget.max_peak_memory")),
         )
         drift = Drift(
             {k: toml.number(v, where, f"drift.{k}") for k, v in drift_table.items() if k != "outputs"},

@@ -62,6 +62,9 @@ class RunResult:
     outputs: list  # one float32 array per output, in the reference model's output order
     seconds: float  # inference time for all images
     latency: Latency | None
+    peak_memory_bytes: int | None = None  # LiteRT: the child's resident high-water mark above its state
+    # before the interpreter, for loading and one inference; TF.js: tf.profile's peak tensor bytes of one
+    # inference, weights included. None when the platform cannot say.
 
 
 # ------------------------------------------------------------------------------------------- TFLite
@@ -133,7 +136,7 @@ def run_tflite(content: bytes, images: np.ndarray, threads: int = 1, latency_run
     if latency_runs:
         times = answer["latency_ms"]
         latency = Latency(float(np.median(times)), float(np.percentile(times, 90)), latency_runs, warmup, threads, "litert")
-    return RunResult(outputs, float(answer["seconds"]), latency)
+    return RunResult(outputs, float(answer["seconds"]), latency, _bytes(answer.get("peak_memory_bytes")))
 
 
 # -------------------------------------------------------------------------------------------- TF.js
@@ -202,7 +205,11 @@ def run_tfjs(folder: Path, images: np.ndarray, latency_runs: int = 0, warmup: in
     if latency_runs:
         lat = answer["latency_ms"]
         latency = Latency(lat["median"], lat["p90"], lat["runs"], warmup, None, "tfjs-wasm")
-    return RunResult(outputs, float(answer["inference_seconds"]), latency)
+    return RunResult(outputs, float(answer["inference_seconds"]), latency, _bytes(answer.get("peak_memory_bytes")))
+
+
+def _bytes(value) -> int | None:
+    return int(value) if isinstance(value, (int, float)) and value >= 0 else None
 
 
 def _check_tfjs_input(model_json: dict, images: np.ndarray, where: str) -> None:

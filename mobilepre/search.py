@@ -55,14 +55,14 @@ class Trial:
         """`name` of the first output that has it (for one-line summaries; reports show every output)."""
         return next((d[name] for d in self.drift if name in d), None)
 
-    def without_host_latency(self) -> Trial:
+    def without_host_figures(self) -> Trial:
         """This trial as files that must be byte-identical across runs may hold it (see `Verdict`)."""
         latency = self.latency
         if latency is not None and latency.source == "host":
             latency = LatencyFigure(None, "host", latency.detail)
         return Trial(
             self.candidate, self.format, self.quantization, self.io_type, self.sparsity, self.size_bytes,
-            self.gzip_bytes, self.drift, latency, self.verdict.without_host_latency(), self.mixed,
+            self.gzip_bytes, self.drift, latency, self.verdict.without_host_figures(), self.mixed,
         )
 
     def to_dict(self) -> dict:

@@ -73,9 +73,23 @@ def test_an_unusable_candidate_fails_whatever_its_numbers():
 
 def test_host_latency_is_blanked_for_byte_stable_files_but_keeps_its_outcome():
     verdict = judge(profile(max_size=1000, max_latency_ms=5.0), Measurement(10, 10), LatencyFigure(7.0, "host"))
-    stable = verdict.without_host_latency()
+    stable = verdict.without_host_figures()
     assert stable.check("max_latency_ms").value is None and not stable.passed
     assert "over budget on the build host" in stable.failures[0]
+
+
+def test_peak_memory_is_a_budget_blanked_like_host_latency():
+    budget = profile(max_size=1000, max_peak_memory=4096)
+    within = judge(budget, Measurement(10, 10, peak_memory_bytes=4000))
+    over = judge(budget, Measurement(10, 10, peak_memory_bytes=8192, peak_memory_source="measured"))
+    unknown = judge(budget, Measurement(10, 10))
+    assert within.passed and within.check("max_peak_memory").value == 4000
+    assert over.failures == ["max_peak_memory: 8,192 B vs 4,096 B (measured)"] and over.check("max_peak_memory").gap == 1.0
+    assert not unknown.passed and "not measured on this platform" in unknown.failures[0]
+    # LiteRT's resident memory differs by host: byte-stable files keep the outcome; TF.js's exact figure stays
+    assert within.without_host_figures().check("max_peak_memory").value is None and within.without_host_figures().passed
+    assert over.without_host_figures().check("max_peak_memory").value == 8192
+    assert judge(profile(max_size=1000), Measurement(10, 10, peak_memory_bytes=10**9)).check("max_peak_memory") is None
 
 
 def test_verdicts_round_trip_through_json_shapes():

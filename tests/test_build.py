@@ -233,6 +233,31 @@ def test_impossible_profile_exits_1_from_the_cli(tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "report.json", "timings.json"]
 
 
+def test_a_peak_memory_budget_chooses_by_the_runtime_memory_and_check_reverifies_it(tmp_path):
+    """The demo's float32 .tflite needs about 4.6 MB resident in LiteRT, its int8 file about 4.5 MB; TF.js
+    float32 holds about 0.44 MB of tensors at its peak, uint8 weights the same once dequantized."""
+    profiles = tmp_path / "p"
+    write_profile(profiles, "memory", 'formats = ["tflite", "tfjs"]\nquantization = ["float32", "int8", "uint8"]\n'
+                  '[budget]\nmax_size = "1 MiB"\nmax_peak_memory = "4 MiB"\n')
+    result = build(BuildOptions(out=tmp_path / "out", profiles=profiles, latency_runs=3))
+    tflite, tfjs = result.profile("memory").format("tflite"), result.profile("memory").format("tfjs")
+    assert tflite.chosen is None and all("max_peak_memory" in t.verdict.failures[0] for t in tflite.tried)
+    assert tfjs.chosen.candidate == "tfjs-float32" and 300_000 < tfjs.chosen.verdict.check("max_peak_memory").value < 1_000_000
+    records = {c.candidate: c for c in result.candidates}
+    assert records["tflite-int8"].peak_memory_bytes > 1_000_000 and records["tfjs-float32"].peak_memory_bytes > 300_000
+    # host figures stay out of report.json; TF.js's exact one stays
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    checks = {(f["format"], t["candidate"]): {c["name"]: c for c in t["verdict"]["checks"]} for p in report["profiles"] for f in p["formats"] for t in f["tried"]}
+    assert checks[("tflite", "tflite-int8")]["max_peak_memory"]["value"] is None
+    assert checks[("tfjs", "tfjs-float32")]["max_peak_memory"]["value"] > 300_000
+    # a bundle without a TFLite artifact is not written (the profile failed); a TF.js-only profile's bundle is
+    write_profile(profiles, "memory", 'formats = ["tfjs"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\nmax_peak_memory = "4 MiB"\n')
+    build(BuildOptions(out=tmp_path / "web", profiles=profiles, latency_runs=3))
+    write_profile(profiles, "memory", 'formats = ["tfjs"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\nmax_peak_memory = "100 kB"\n')
+    checked = run_cli("check", tmp_path / "web", "--profiles", profiles, env=FAST)
+    assert checked.returncode == 1 and "FAIL max_peak_memory" in checked.stdout, checked.stdout
+
+
 @pytest.mark.slow
 def test_same_inputs_give_byte_identical_bundles_across_processes(tmp_path):
     args = ["--profile", "npu-int8", "--profile", "web-mobile", "--latency-runs", "20"]  # a robust median

@@ -229,6 +229,8 @@ def test_decimal_and_binary_megabytes_differ(tmp_path):
         ("min_top1_agreement = 0.98", "max_rmse = -0.1", "drift.max_rmse"),
         ("[budget]", "max_sparsity = 0.99\n[budget]", "max_sparsity"),
         ("[budget]", "threads = 0\n[budget]", "threads"),
+        ('max_size = "2 MiB"', 'max_size = "2 MiB"\nmax_peak_memory = "0 B"', "budget.max_peak_memory"),
+        ('max_size = "2 MiB"', 'max_size = "2 MiB"\nmax_peak_memory = 64', "budget.max_peak_memory"),
     ],
 )
 def test_negative_or_out_of_range_budget(tmp_path, old, new, key):
@@ -254,6 +256,13 @@ def test_negative_or_out_of_range_budget(tmp_path, old, new, key):
 )
 def test_wrong_type(tmp_path, old, new, key):
     assert_error(write(tmp_path, valid_text().replace(old, new)), key)
+
+
+def test_peak_memory_budget_reads_as_a_size(tmp_path):
+    profile = load_profile(write(tmp_path, valid_text().replace('max_size = "2 MiB"', 'max_size = "2 MiB"\nmax_peak_memory = "64 MiB"')))
+    assert profile.budget.max_peak_memory == 64 * 1024 * 1024
+    assert profile.to_dict()["budget"]["max_peak_memory"] == 64 * 1024 * 1024
+    assert Profile.from_dict(profile.to_dict()) == profile
 
 
 def test_table_of_the_wrong_type(tmp_path):

@@ -54,6 +54,23 @@ def test_float32_has_near_zero_drift_in_its_runtime(demo_source, demo_data, demo
     assert result.macs > 1_000_000 and not result.failures and result.exit_code == 0
 
 
+def test_peak_memory_is_measured_in_each_runtime(demo_data, demo_artifacts):
+    from mobilepre.runtimes import run_tflite, run_tfjs
+
+    images = demo_data[1].images[:2]
+    peaks = {}
+    for mode in ("float32", "int8"):
+        content = demo_artifacts[("tflite", mode)].read_bytes()
+        peaks[mode] = run_tflite(content, images).peak_memory_bytes
+        assert peaks[mode] > len(content)  # the model, its arena and the runtime's own buffers
+    # resident memory moves by whole pages between runs; float32 holds 3.4x int8's weights (124 kB more)
+    assert peaks["float32"] > peaks["int8"] + 64 * 1024, peaks
+    tfjs = run_tfjs(demo_artifacts[("tfjs", "float32")], images)
+    weights = sum(p.stat().st_size for p in demo_artifacts[("tfjs", "float32")].glob("*.bin"))
+    activations = 32 * 32 * 32 * 4  # the largest feature map of one image, float32
+    assert weights + activations <= tfjs.peak_memory_bytes < 2 * (weights + 4 * activations), (tfjs.peak_memory_bytes, weights)
+
+
 def test_tfjs_and_tflite_agree_on_the_same_float_model(demo_data, demo_artifacts):
     from mobilepre.runtimes import run_tflite, run_tfjs
 

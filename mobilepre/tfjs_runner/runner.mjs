@@ -99,6 +99,20 @@ async function main() {
   const outputs = model.outputs.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype }));
   const answer = { backend: tf.getBackend(), inputs, outputs };
 
+  if (req.input_shape) {
+    // Peak tensor bytes of one inference, the weights included (tf.profile: the largest total after
+    // any kernel); the wasm heap holds exactly these tensors.
+    const one = tf.zeros([1, ...req.input_shape.slice(1)], req.input_dtype === 'float32' ? 'float32' : 'int32');
+    const info = await tf.profile(async () => {
+      const y = model.execute(one, req.output_names || undefined);
+      const ys = Array.isArray(y) ? y : [y];
+      await Promise.all(ys.map((t) => t.data()));
+      tf.dispose(ys);
+    });
+    one.dispose();
+    answer.peak_memory_bytes = info.peakBytes;
+  }
+
   if (req.input_path) {
     const batch = req.batch_size || 64;
     const [n, ...rest] = req.input_shape;
