@@ -9,6 +9,8 @@ TITLES = {
     "size": "2. Size against the floor",
     "engines": "2b. TFLite engines",
     "mixed": "2c. Mixed precision",
+    "clustering": "2d. Clustering and pruning",
+    "jobs": "1b. Parallel builds",
     "speed": "3. Speed on this host",
     "frontend": "4. Front-end inside the model",
     "startup": "5. Start-up",
@@ -86,6 +88,10 @@ def _rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
                 add("engines", f"{mode} TFLite, LiteRT Quantizer / converter bytes, {label} (builds use: {row['chosen']})",
                     _x(ratio) if ratio is not None else "-", "; ".join(sides),
                     f"dynamic TFLite, LiteRT Quantizer / converter bytes, {name}" if mode == "dynamic" else None)
+    if "jobs" in sections:
+        for name, row in sections["jobs"]["seconds"].items():
+            add("jobs", f"build wall time --jobs 2 / --jobs 1, {name}", _x(row["jobs_2_over_jobs_1"]),
+                f"{row['jobs_2']:.1f} s vs {row['jobs_1']:.1f} s", f"build wall time --jobs 2 / --jobs 1, {name}")
     if "mixed" in sections:
         mixed = sections["mixed"]
         rows_by = mixed["candidates"]
@@ -98,6 +104,17 @@ def _rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
             add("mixed", f"{key}, demo, max abs error <= {mixed['max_abs_error']} ({'met' if row['passed_drift'] else 'missed'})",
                 _x(row["bytes"] / dynamic["bytes"]) + " dynamic's bytes",
                 f"{_b(row['bytes'])}, max abs {row['max_abs_error']:.3g}, {row['latency_ms']:.3f} ms{raised}")
+    if "clustering" in sections:
+        c = sections["clustering"]
+        for fmt, summary in c["formats"].items():
+            best = summary["smallest_at_equal_drift"]
+            if len(best) < 2:
+                continue
+            pruned, clustered = summary["candidates"][best["pruning"]], summary["candidates"][best["clustering"]]
+            add("clustering", f"{fmt} gzip bytes, smallest clustered / smallest pruned at top-1 >= {c['min_top1_agreement']}, demo",
+                _x(summary["clustering_over_pruning_gzip"]),
+                f"{best['clustering']} {_b(clustered['gzip_bytes'])} (top-1 {clustered['top1_agreement']:.3f}) vs "
+                f"{best['pruning']} {_b(pruned['gzip_bytes'])} (top-1 {pruned['top1_agreement']:.3f})")
     if "speed" in sections:
         s = sections["speed"]
         m, r = s["medians"], s["ratios"]

@@ -51,7 +51,7 @@ class BuildOptions:
             take raw pixels. Default False.
         device_timings (Path | None): JSON of on-device latencies per candidate key.
         force (bool): replace an existing `out`. Default False.
-        jobs (int): candidates validated at once (conversion stays serial). Default 1.
+        jobs (int): candidates converted at once (in worker processes) and validated at once. Default 1.
         latency_runs (int): single-image runs timed per candidate on this host. Default 50.
         prune_epochs (int): distillation epochs of each pruned candidate. Default 30.
         trust_model (bool): lift the model scan's refusals. Default False.
@@ -373,7 +373,10 @@ def _build(options: BuildOptions, progress) -> BuildResult:
         source_info["outputs"] = [spec.to_dict() for spec in outputs]
         evaluator = Evaluator(source, calibration.images, validation.images, validation.labels, work, progress,
                               options.prune_epochs, outputs, reference, profiles)
-        results = search(profiles, evaluator, timings, options.latency_runs, progress, options.jobs)
+        try:
+            results = search(profiles, evaluator, timings, options.latency_runs, progress, options.jobs)
+        finally:
+            evaluator.close()
         check_output(out, options.force, "--out", inputs, previous_output_problem)  # again: another build may have written it
         with staging_folder(out) as staging:
             result = _write_outputs(staging, profiles, results, evaluator, source_info, validation, calibration, str(out), options.input_range)

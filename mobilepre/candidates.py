@@ -8,6 +8,8 @@ from mobilepre.quantize.settings import Format, IOType, Mode
 
 # Sparsity levels tried after every unpruned mode, on int8 (TF.js: uint8), up to a profile's max_sparsity.
 SPARSITY_STEPS = (0.25, 0.5, 0.75, 0.9)
+# Shared values per kernel tried after pruning, on the same mode, down to a profile's min_clusters.
+CLUSTER_STEPS = (64, 16)
 
 
 @dataclass(frozen=True, order=True)
@@ -19,6 +21,7 @@ class Candidate:
         sparsity (float): share of zero weights the model is pruned to first (0: not pruned).
         target (str): for `mixed`, the profile whose drift budgets choose the layers kept higher (a
             mixed model is found per profile); "" otherwise.
+        clusters (int): shared values per kernel the model is clustered to first (0: not clustered).
     """
 
     fmt: Format
@@ -26,6 +29,7 @@ class Candidate:
     io_type: IOType = IOType.FLOAT32
     sparsity: float = 0.0
     target: str = ""
+    clusters: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "fmt", Format(self.fmt))
@@ -34,19 +38,21 @@ class Candidate:
 
     @property
     def key(self) -> str:
-        """e.g. `tflite-int8-uint8io-s50`, `tflite-mixed@ios`: the name reports, manifests and device
-        timings use."""
+        """e.g. `tflite-int8-uint8io-s50`, `tfjs-uint8-c16`, `tflite-mixed@ios`: the name reports,
+        manifests and device timings use."""
         parts = [str(self.fmt), str(self.mode)]
         if self.mode is Mode.INT8 and self.io_type is not IOType.FLOAT32:
             parts.append(f"{self.io_type}io")
         if self.sparsity:
             parts.append(f"s{round(self.sparsity * 100):02d}")
+        if self.clusters:
+            parts.append(f"c{self.clusters}")
         return "-".join(parts) + (f"@{self.target}" if self.target else "")
 
 
 def candidates_for(profile) -> dict[Format, list[Candidate]]:
-    """Per format, the candidates a profile allows, highest fidelity first: modes, then growing sparsity;
-    with an integer `io_type` the candidates with that I/O first."""
+    """Per format, the candidates a profile allows, highest fidelity first: modes, then growing sparsity,
+    then fewer shared values; with an integer `io_type` the candidates with that I/O first."""
     out = {}
     for fmt in profile.formats:
         modes = profile.modes_for(fmt)
@@ -57,10 +63,12 @@ def candidates_for(profile) -> dict[Format, list[Candidate]]:
         ]
         # pruning pays off in the integer mode whose zeros compress: int8 (TFLite) or uint8 (TF.js)
         pruned = next((m for m in (Mode.INT8, Mode.UINT8) if m in modes), None)
-        # (not when latency decides: dense kernels run as fast with zeros in them)
-        if pruned is not None and profile.max_sparsity > 0 and profile.prefer != "latency":
+        if pruned is not None and profile.max_sparsity > 0:
             levels = sorted({s for s in SPARSITY_STEPS if s < profile.max_sparsity} | {profile.max_sparsity})
             found += [Candidate(fmt, pruned, io if pruned is Mode.INT8 else IOType.FLOAT32, s) for s in levels]
+        if pruned is not None and profile.min_clusters:  # after pruning: dense kernels, few values
+            counts = sorted({c for c in CLUSTER_STEPS if c > profile.min_clusters} | {profile.min_clusters}, reverse=True)
+            found += [Candidate(fmt, pruned, io if pruned is Mode.INT8 else IOType.FLOAT32, clusters=c) for c in counts]
         if io is not IOType.FLOAT32:  # the device wants integer I/O: candidates that have it come first
             found.sort(key=lambda c: c.io_type is IOType.FLOAT32)
         out[fmt] = found

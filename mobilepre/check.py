@@ -452,6 +452,10 @@ def _allowed_problem(profile: Profile, artifact: dict) -> str | None:
     sparsity = artifact.get("sparsity", 0.0)
     if not isinstance(sparsity, (int, float)) or sparsity > profile.max_sparsity + 1e-6:
         return f"its sparsity {sparsity} is over the profile's max_sparsity {profile.max_sparsity}"
+    clusters = artifact.get("clusters", 0)
+    if clusters and (type(clusters) is not int or not profile.min_clusters or clusters < profile.min_clusters):
+        allowed = f"min_clusters {profile.min_clusters}" if profile.min_clusters else "no clustering"
+        return f"it is clustered to {clusters} shared values, profile {profile.name} allows {allowed}"
     return None
 
 

@@ -221,7 +221,7 @@ def build(
     input_range: Annotated[Optional[str], typer.Option(help="Float models: decoded pixels map to LOW:HIGH (default 0:1).")] = None,
     device_timings: Annotated[Optional[Path], typer.Option(help="JSON of on-device latencies (ms or benchmark_model output) per candidate.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="Take options from this TOML file; flags given here win.")] = None,
-    jobs: Annotated[Optional[int], typer.Option(help="Candidates validated at once.")] = None,
+    jobs: Annotated[Optional[int], typer.Option(help="Candidates converted (in worker processes) and validated at once.")] = None,
     latency_runs: Annotated[Optional[int], typer.Option(help="Timed single-image runs per candidate (default 50).")] = None,
     prune_epochs: Annotated[Optional[int], typer.Option(help="Distillation epochs per pruned candidate (default 30).")] = None,
     input_shape: ShapeOption = None,

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import hashlib
+import multiprocessing
 import tempfile
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from mobilepre import quantize
 from mobilepre.budgets import Measurement
 from mobilepre.candidates import Candidate
 from mobilepre.errors import MobilepreError
 from mobilepre.mixed import find_mixed
+from mobilepre.quantize.checks import check_weights
 from mobilepre.quantize.export import export_saved_model
 from mobilepre.quantize.pruning import PruneSettings, prune
 from mobilepre.quantize.settings import Format
@@ -58,6 +63,12 @@ class Measured:
         return {name: hashlib.sha256(data).hexdigest() for name, data in sorted(self.files.items())}
 
 
+# Conversions go to worker processes only for models at least this large: a worker imports TensorFlow
+# once (about 5 s), which the demo's (43k parameters) sub-second conversions never earn back (measured:
+# a --jobs 2 demo build took 1.06x as long with workers), while MobileNetV2's (3.5M) do (0.95x).
+WORKER_MIN_PARAMETERS = 1_000_000
+
+
 class Evaluator:
     """Converts and validates candidates on demand, each once; prunes each sparsity level once."""
 
@@ -80,39 +91,49 @@ class Evaluator:
         self._unsupported: dict = {}  # format -> why its runtime cannot run this model (recurs in every mode)
         self._cannot_prune: str | None = None  # why pruning cannot work on this model (recurs at every sparsity)
         self.profiles = {p.name: p for p in profiles}  # whose drift budgets a mixed candidate is found for
+        self._pool = None  # conversion worker processes, with --jobs > 1
 
     def reference(self) -> list:
         if self._reference is None:
             self._reference = reference_outputs(self.source, self.validation)[0]
         return self._reference
 
-    def variant(self, sparsity: float):
-        """(Keras model, SavedModel export, reached sparsity) of the model pruned to `sparsity`, made once."""
-        if sparsity not in self._models:
+    def variant(self, sparsity: float, clusters: int = 0):
+        """(Keras model, SavedModel export, reached sparsity) of the model pruned to `sparsity` or
+        clustered to `clusters` shared values per kernel, made once."""
+        key = (sparsity, clusters)
+        if key not in self._models:
             model, reached = self.source.model, 0.0
-            if sparsity and self._cannot_prune:  # said once: every sparsity fails the same way
+            if (sparsity or clusters) and self._cannot_prune:  # said once: every level fails the same way
                 raise quantize.CannotPruneError(self._cannot_prune)
             if sparsity:
                 self.progress(f"pruning to {sparsity:.0%} and fine-tuning by distillation")
                 result = prune(model, PruneSettings(sparsity, epochs=self.prune_epochs), self.calibration)
                 model, reached = result.model, result.sparsity
-            directory = export_saved_model(model, self.workdir / f"saved_model_s{round(sparsity * 100):02d}", self.source.input_shape)
-            self._models[sparsity] = (model, directory, reached)
-        return self._models[sparsity]
+            elif clusters:
+                self.progress(f"clustering to {clusters} shared values per kernel and fine-tuning by distillation")
+                model = quantize.cluster(model, quantize.ClusterSettings(clusters, epochs=self.prune_epochs), self.calibration).model
+            name = f"saved_model_s{round(sparsity * 100):02d}" + (f"_c{clusters}" if clusters else "")
+            directory = export_saved_model(model, self.workdir / name, self.source.input_shape)
+            self._models[key] = (model, directory, reached)
+        return self._models[key]
 
     def measure(self, candidate: Candidate) -> Measured:
         return self.measure_many([candidate])[candidate]
 
     def measure_many(self, candidates, jobs: int = 1) -> dict:
-        """Measure the candidates not measured yet: convert one by one (the converters are not
-        thread-safe), then validate `jobs` at once (LiteRT and the Node processes run in parallel)."""
+        """Measure the candidates not measured yet: convert them (with `jobs` > 1, for a model of at
+        least `WORKER_MIN_PARAMETERS`, in that many worker processes: the converters are not
+        thread-safe, processes are), then validate `jobs` at once (LiteRT and Node processes in parallel)."""
         for candidate in sorted(set(candidates)):
             if candidate.mode is quantize.Mode.MIXED and candidate not in self.measured:
                 if candidate.fmt in self._unsupported:
                     self.measured[candidate] = self.failed(candidate, self._unsupported[candidate.fmt])
                 else:
                     self.measured[candidate] = find_mixed(self, candidate, self.profiles[candidate.target])
-        new = [self._convert(c) for c in sorted(set(candidates)) if c not in self.measured]
+        pending = [c for c in sorted(set(candidates)) if c not in self.measured]
+        in_workers = jobs > 1 and len(pending) > 1 and (self.source.parameters or 0) >= WORKER_MIN_PARAMETERS
+        new = self._convert_in_workers(pending, jobs) if in_workers else [self._convert(c) for c in pending]
         ready = [m for m in new if m.error is None]
         if jobs > 1 and len(ready) > 1:
             with ThreadPoolExecutor(max_workers=jobs) as pool:
@@ -124,27 +145,89 @@ class Evaluator:
             self.measured[measured.candidate] = measured
         return {c: self.measured[c] for c in candidates}
 
-    def _convert(self, candidate: Candidate) -> Measured:
+    def _prepare(self, candidate: Candidate):
+        """(settings, SavedModel export, reached sparsity) to convert `candidate` from, or the `Measured`
+        failure that makes converting pointless."""
         if candidate.fmt in self._unsupported:  # the same ops fail every mode: do not convert again
-            return Measured(candidate, {}, 0, 0, candidate.sparsity, [], error=self._unsupported[candidate.fmt])
+            return self.failed(candidate, self._unsupported[candidate.fmt])
         try:
-            model, directory, reached = self.variant(candidate.sparsity)
+            model, directory, reached = self.variant(candidate.sparsity, candidate.clusters)
+            settings = quantize.QuantizationSettings(candidate.fmt, candidate.mode, io_type=candidate.io_type)
+            check_weights(model, settings.mode)
         except quantize.CannotPruneError as error:
             self._cannot_prune = str(error)
-            return Measured(candidate, {}, 0, 0, candidate.sparsity, [], error=str(error))
+            return self.failed(candidate, str(error))
         except quantize.QuantizeError as error:  # a failed candidate, not a failed build
-            return Measured(candidate, {}, 0, 0, candidate.sparsity, [], error=str(error))
-        settings = quantize.QuantizationSettings(candidate.fmt, candidate.mode, io_type=candidate.io_type)
-        try:
-            artifact = quantize.convert(model, settings, self.calibration, saved_model_dir=directory, sparsity=reached)
-        except quantize.UnsupportedOpsError as error:
-            self._unsupported[candidate.fmt] = str(error)
-            self.progress(f"{candidate.fmt}: {error}; no {candidate.fmt} mode can be built")
+            return self.failed(candidate, str(error))
+        return settings, directory, reached
+
+    def _converted(self, candidate: Candidate, reached: float, artifact=None, error: Exception | None = None) -> Measured:
+        if isinstance(error, quantize.UnsupportedOpsError):
+            if candidate.fmt not in self._unsupported:
+                self._unsupported[candidate.fmt] = str(error)
+                self.progress(f"{candidate.fmt}: {error}; no {candidate.fmt} mode can be built")
             return Measured(candidate, {}, 0, 0, reached, [], error=str(error))
-        except quantize.QuantizeError as error:
+        if error is not None:
             return Measured(candidate, {}, 0, 0, reached, [], error=str(error))
         self.conversions += 1
         return Measured(candidate, artifact.files, artifact.size_bytes, artifact.gzip_bytes, reached, [])
+
+    def _convert(self, candidate: Candidate) -> Measured:
+        prepared = self._prepare(candidate)
+        if isinstance(prepared, Measured):
+            return prepared
+        settings, directory, reached = prepared
+        try:
+            artifact = quantize.convert_saved_model(directory, settings, self.calibration, reached)
+        except quantize.QuantizeError as error:
+            return self._converted(candidate, reached, error=error)
+        return self._converted(candidate, reached, artifact)
+
+    def _convert_in_workers(self, candidates, jobs: int) -> list:
+        """Convert `candidates` in `jobs` worker processes (each imports TensorFlow once per build and
+        converts from the SavedModel export on disk; calibration images are shared through a file)."""
+        prepared = {c: self._prepare(c) for c in candidates}
+        todo = [c for c in candidates if not isinstance(prepared[c], Measured)]
+        if len(todo) < 2:
+            return [prepared[c] if isinstance(prepared[c], Measured) else self._convert(c) for c in candidates]
+        pool = self._workers(jobs)
+        futures = {c: pool.submit(convert_worker, str(prepared[c][1]), prepared[c][0], self._calibration_file(), prepared[c][2]) for c in todo}
+        out = []
+        for candidate in candidates:
+            if candidate not in futures:
+                out.append(prepared[candidate])
+                continue
+            reached = prepared[candidate][2]
+            try:
+                out.append(self._converted(candidate, reached, futures[candidate].result()))
+            except quantize.QuantizeError as error:
+                out.append(self._converted(candidate, reached, error=error))
+            except BrokenProcessPool:
+                self._pool = None  # a converter crashed its process: this candidate fails, the next pool is fresh
+                out.append(self._converted(candidate, reached, error=quantize.QuantizeError(f"{candidate.key}: the converter's process died")))
+        return out
+
+    def _workers(self, jobs: int):
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+        return self._pool
+
+    def _calibration_file(self) -> str | None:
+        if self.calibration is None:
+            return None
+        path = self.workdir / "calibration.npy"
+        if not path.exists():
+            np.save(path, self.calibration, allow_pickle=False)
+        return str(path)
+
+    def close(self) -> None:
+        """Stop the conversion workers, if any, at once (a build that is interrupted must not wait for
+        a conversion nobody will use)."""
+        if self._pool is not None:
+            for process in list(getattr(self._pool, "_processes", {}).values()):
+                process.terminate()
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     def failed(self, candidate: Candidate, error: str) -> Measured:
         """A candidate that cannot be made: `error` says why."""
@@ -185,6 +268,13 @@ class Evaluator:
                 _, run = run_candidate(path, self.validation[:1], threads=max(1, threads), latency_runs=runs)
             measured.latency[key] = run.latency
         return measured.latency[key]
+
+
+def convert_worker(saved_model_dir: str, settings, calibration_path: str | None, sparsity: float):
+    """In a worker process: one conversion from a SavedModel export (the model's weights were checked
+    by the parent)."""
+    calibration = None if calibration_path is None else np.load(calibration_path, mmap_mode="r", allow_pickle=False)
+    return quantize.convert_saved_model(Path(saved_model_dir), settings, calibration, sparsity)
 
 
 def _write(measured: Measured, folder: Path) -> Path:

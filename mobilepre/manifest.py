@@ -82,6 +82,7 @@ def bundle_files(profile, chosen: list, source_info: dict, data: dict, versions:
                 "sha256": hashlib.sha256(files[path]).hexdigest(),
                 "sparsity": trial.sparsity,
                 **({"mixed": _mixed_summary(trial.mixed)} if trial.mixed else {}),
+                **({"clusters": trial.clusters} if trial.clusters else {}),
             }
         )
         verdicts[trial.format] = trial.verdict.to_dict()

@@ -231,6 +231,9 @@ class Profile:
             "uint8"; anything but "float32" needs format "tflite" and mode "int8". Default "float32".
         max_sparsity (float): largest share of zero weights a candidate may be pruned to, in [0, 0.95].
             Default 0.0 (no pruning).
+        min_clusters (int): fewest shared values per kernel a clustered candidate may have, 0 (no
+            clustering) or 2..256; clustered candidates are tried at 64 and 16 shared values down to it.
+            Default 0.
         threads (int): CPU threads for inference and host latency, 1..64. Default 1.
         prefer (str): among the candidates within every budget, which one a format's bundle gets:
             "fidelity" (the first in search order, highest fidelity first), "latency" (the lowest
@@ -246,6 +249,7 @@ class Profile:
     budget: Budget
     io_type: str = "float32"
     max_sparsity: float = 0.0
+    min_clusters: int = 0
     threads: int = 1
     drift: Drift = Drift()
     prefer: str = "fidelity"
@@ -268,6 +272,8 @@ class Profile:
                 "formats and 'int8' to quantization, or remove io_type"
             )
         _check_range("max_sparsity", self.max_sparsity, 0.0, _MAX_SPARSITY)
+        if type(self.min_clusters) is not int or not (self.min_clusters == 0 or 2 <= self.min_clusters <= 256):
+            raise _Invalid(f"min_clusters {toml.show(self.min_clusters)} is out of range: use 0 (no clustering) or a whole number from 2 to 256")
         if type(self.threads) is not int or not 1 <= self.threads <= _MAX_THREADS:
             raise _Invalid(f"threads {toml.show(self.threads)} is out of range: use a whole number from 1 to 64")
         if not isinstance(self.budget, Budget) or not isinstance(self.drift, Drift):
@@ -299,6 +305,8 @@ class Profile:
         }
         if self.prefer != "fidelity":  # left out when default, so earlier manifests read the same
             out["prefer"] = self.prefer
+        if self.min_clusters:
+            out["min_clusters"] = self.min_clusters
         return dict(sorted(out.items()))
 
     @classmethod
@@ -374,7 +382,7 @@ def default_profiles_dir() -> Path:
 
 # ------------------------------------------------------------------------------------- from mapping
 
-_TOP_KEYS = ("name", "description", "formats", "quantization", "io_type", "max_sparsity", "threads", "prefer",
+_TOP_KEYS = ("name", "description", "formats", "quantization", "io_type", "max_sparsity", "min_clusters", "threads", "prefer",
              "budget", "drift")
 _REQUIRED_TOP = ("name", "description", "formats", "quantization", "budget")
 _BUDGET_KEYS = tuple(f.name for f in fields(Budget))
@@ -419,6 +427,7 @@ def _profile_from_mapping(data: Any, where: str, read_size: _SizeReader) -> Prof
             quantization=toml.string_list(top["quantization"], where, "quantization"),
             io_type=toml.string(top.get("io_type", "float32"), where, "io_type"),
             max_sparsity=toml.number(top.get("max_sparsity", 0.0), where, "max_sparsity"),
+            min_clusters=toml.integer(top.get("min_clusters", 0), where, "min_clusters"),
             threads=toml.integer(top.get("threads", 1), where, "threads"),
             prefer=toml.string(top.get("prefer", "fidelity"), where, "prefer"),
             budget=budget,

@@ -25,6 +25,7 @@ class Trial:
         latency (LatencyFigure | None): the figure the profile's latency budget was judged on.
         verdict (Verdict).
         mixed (dict | None): a mixed candidate's base precision, raised layers and steps.
+        clusters (int): shared values per kernel of a clustered candidate (0: not clustered).
     """
 
     candidate: str
@@ -38,6 +39,7 @@ class Trial:
     latency: LatencyFigure | None
     verdict: Verdict
     mixed: dict | None = None
+    clusters: int = 0
 
     @property
     def passed(self) -> bool:
@@ -48,7 +50,7 @@ class Trial:
         c = measured.candidate
         return cls(
             c.key, str(c.fmt), str(c.mode), str(c.io_type), round(measured.sparsity, 6), measured.size_bytes,
-            measured.gzip_bytes, tuple(measured.drift), latency, verdict, measured.mixed,
+            measured.gzip_bytes, tuple(measured.drift), latency, verdict, measured.mixed, c.clusters,
         )
 
     def metric(self, name: str) -> float | None:
@@ -62,7 +64,7 @@ class Trial:
             latency = LatencyFigure(None, "host", latency.detail)
         return Trial(
             self.candidate, self.format, self.quantization, self.io_type, self.sparsity, self.size_bytes,
-            self.gzip_bytes, self.drift, latency, self.verdict.without_host_figures(), self.mixed,
+            self.gzip_bytes, self.drift, latency, self.verdict.without_host_figures(), self.mixed, self.clusters,
         )
 
     def to_dict(self) -> dict:
@@ -80,6 +82,8 @@ class Trial:
         }
         if self.mixed is not None:
             out["mixed"] = self.mixed
+        if self.clusters:
+            out["clusters"] = self.clusters
         return out
 
     @classmethod
@@ -88,7 +92,7 @@ class Trial:
         return cls(
             data["candidate"], data["format"], data["quantization"], data["io_type"], data["sparsity"], data["bytes"],
             data["gzip_bytes"], tuple(dict(d) for d in data["drift"]), latency, Verdict.from_dict(data["verdict"]),
-            data.get("mixed"),
+            data.get("mixed"), data.get("clusters", 0),
         )
 
 
@@ -156,7 +160,8 @@ def search(
     jobs: int = 1,
 ) -> list[FormatResult]:
     """For each profile and format, the candidate that meets every budget: the first in search order
-    (highest fidelity first), or with `prefer` "latency" / "size" the fastest / smallest of all that do.
+    (highest fidelity first), or with `prefer` "latency" / "size" the fastest / smallest of all that do
+    (latency tries pruned and clustered candidates only when no plain one passed).
 
     The search goes in rounds: each unresolved (profile, format) offers its next candidate, the round's
     new candidates are measured together (`jobs` validations at once), then each is judged. Every
@@ -186,5 +191,9 @@ def search(
             status = "meets every budget" if verdict.passed else "; ".join(verdict.failures)
             progress(f"[{profile.name}] {trial.candidate}: {trial.size_bytes:,} B, {status}")
             if verdict.passed and profile.prefer == "fidelity":  # other preferences compare every candidate
+                done.add((profile.name, fmt))
+            # pruned and clustered models run as fast as dense ones: latency tries them only when no
+            # plain candidate met the budgets (a gzip budget, say)
+            if profile.prefer == "latency" and queue and (queue[0].sparsity or queue[0].clusters) and any(t.passed for t in tried[(profile.name, fmt)]):
                 done.add((profile.name, fmt))
     return [FormatResult(profile.name, str(fmt), tuple(tried[(profile.name, fmt)]), profile.prefer) for profile, fmt, _ in lanes]

@@ -5,7 +5,8 @@ package does not import TensorFlow.
 """
 
 from .artifact import Artifact
-from .pipeline import convert
+from .clustering import ClusterResult, ClusterSettings, cluster
+from .pipeline import convert, convert_saved_model
 from .pruning import PruneResult, PruneSettings, prune
 from .settings import (
     BYTES_PER_WEIGHT,
@@ -25,6 +26,8 @@ __all__ = [
     "MODES_BY_FORMAT",
     "Artifact",
     "CannotPruneError",
+    "ClusterResult",
+    "ClusterSettings",
     "Engine",
     "Format",
     "IOType",
@@ -34,6 +37,8 @@ __all__ = [
     "QuantizationSettings",
     "QuantizeError",
     "UnsupportedOpsError",
+    "cluster",
     "convert",
+    "convert_saved_model",
     "prune",
 ]

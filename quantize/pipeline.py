@@ -30,13 +30,15 @@ def convert(
     """
     check_weights(model, settings.mode)
     if saved_model_dir is not None:
-        return _dispatch(Path(saved_model_dir), settings, calibration, sparsity)
+        return convert_saved_model(Path(saved_model_dir), settings, calibration, sparsity)
     with tempfile.TemporaryDirectory(prefix="mobilepre-sm-") as tmp:
         directory = export_saved_model(model, Path(tmp) / "saved_model", input_shape)
-        return _dispatch(directory, settings, calibration, sparsity)
+        return convert_saved_model(directory, settings, calibration, sparsity)
 
 
-def _dispatch(directory: Path, settings: QuantizationSettings, calibration, sparsity: float) -> Artifact:
+def convert_saved_model(directory: Path, settings: QuantizationSettings, calibration=None, sparsity: float = 0.0) -> Artifact:
+    """Convert a SavedModel export of a float Keras model (whose weights `convert` checked) into one
+    artifact: what a conversion worker process runs."""
     if settings.format is Format.TFLITE:
         return convert_tflite(directory, settings, calibration, sparsity)
     return convert_tfjs(directory, settings, sparsity)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .export import output_list
+from .distil import clone, distil
 from .settings import CannotPruneError, QuantizeError
 
 # Layers whose kernels are pruned. Depthwise kernels (the front-end's denoise stage among them), batch
@@ -133,20 +133,6 @@ def measured_sparsity(kernels) -> tuple[float, dict[str, float]]:
     return (zeros / total if total else 0.0), per_layer
 
 
-def _clone(model):
-    from ._tf import keras
-
-    k = keras()
-    copy = k.models.clone_model(model)
-    copy.set_weights(model.get_weights())
-    return copy
-
-
-def _is_probabilities(y: np.ndarray) -> bool:
-    """Class probabilities (distilled with KL divergence): rows of non-negative values that sum to 1."""
-    return y.ndim == 2 and bool(np.all(y >= 0)) and bool(np.allclose(y.sum(axis=-1), 1.0, atol=1e-3))
-
-
 def prune(model, settings: PruneSettings, images: np.ndarray | None = None, labels: np.ndarray | None = None) -> PruneResult:
     """Prune a copy of `model` to `settings.sparsity`; fine-tune it on `images` by distillation.
 
@@ -156,13 +142,12 @@ def prune(model, settings: PruneSettings, images: np.ndarray | None = None, labe
     every step, so pruned weights stay zero. Sparsity ramps up over the first half of the epochs, then
     holds.
     """
-    from ._tf import keras, quiet_tensorflow
+    from ._tf import quiet_tensorflow
 
     tf = quiet_tensorflow()
-    k = keras()
     if any(type(layer).__name__ == "TFSMLayer" for layer in model.layers):
         raise CannotPruneError("a SavedModel has no Keras layers to prune: give the .keras or .h5 model instead")
-    student = _clone(model)
+    student = clone(model)
     kernels = prunable_kernels(student, settings.include_depthwise, settings.exclude)
     if not kernels:
         raise CannotPruneError(f"model {model.name!r} has no Conv/Dense kernels to prune")
@@ -174,49 +159,21 @@ def prune(model, settings: PruneSettings, images: np.ndarray | None = None, labe
         total, per_layer = measured_sparsity(kernels)
         return PruneResult(student, total, per_layer)
 
-    predicted = model.predict(images, batch_size=256, verbose=0)
-    teacher_out = [np.asarray(o, dtype=np.float32) for o in output_list(model, predicted)]
-    probabilities = [_is_probabilities(o) for o in teacher_out]
-    use_labels = labels is not None and len(teacher_out) == 1  # class labels name one output's classes
-    optimizer = k.optimizers.Adam(settings.learning_rate)
-    rng = np.random.default_rng(settings.seed)
+    state = {"masks": None, "tensors": None}
     ramp = max(1, settings.epochs // 2)
-    loss_value = None
-    trainable = student.trainable_variables
 
-    @tf.function(reduce_retracing=True)
-    def step(x, targets, y_true, use_labels):
-        with tf.GradientTape() as tape:
-            out = student(x, training=False)  # batch-norm statistics stay those of the float model
-            outs = output_list(student, out)
-            loss = 0.0
-            for target, got, is_probabilities in zip(targets, outs, probabilities):
-                if is_probabilities:
-                    loss += tf.reduce_mean(k.losses.kl_divergence(target, got))
-                else:
-                    loss += tf.reduce_mean(tf.square(target - got))
-            if use_labels:
-                loss += tf.reduce_mean(k.losses.sparse_categorical_crossentropy(y_true, outs[0]))
-        grads = tape.gradient(loss, trainable)
-        optimizer.apply_gradients(zip(grads, trainable))
-        return loss
-
-    masks = None
-    for epoch in range(settings.epochs):
+    def before_epoch(epoch: int) -> None:
         progress = min(1.0, (epoch + 1) / ramp)
-        target_sparsity = settings.sparsity * (1.0 - (1.0 - progress) ** 3)
-        if epoch < ramp or masks is None:
-            masks = _masks(kernels, target_sparsity, settings.scope)
-            _apply(kernels, masks)
-        mask_tensors = [tf.constant(m, dtype=kernel.dtype) for m, kernel in zip(masks, kernels)]
-        order = rng.permutation(len(images))
-        losses = []
-        for start in range(0, len(order), settings.batch_size):
-            idx = np.sort(order[start : start + settings.batch_size])
-            y = labels[idx] if labels is not None else np.zeros(len(idx), dtype=np.int64)
-            losses.append(float(step(images[idx], tuple(t[idx] for t in teacher_out), y, use_labels)))
-            for kernel, mask in zip(kernels, mask_tensors):
-                kernel.assign(kernel * mask)
-        loss_value = float(np.mean(losses))
+        if epoch < ramp or state["masks"] is None:
+            state["masks"] = _masks(kernels, settings.sparsity * (1.0 - (1.0 - progress) ** 3), settings.scope)
+            _apply(kernels, state["masks"])
+            state["tensors"] = [tf.constant(m, dtype=kernel.dtype) for m, kernel in zip(state["masks"], kernels)]
+
+    def after_step() -> None:
+        for kernel, mask in zip(kernels, state["tensors"]):
+            kernel.assign(kernel * mask)
+
+    loss_value = distil(model, student, images, labels, epochs=settings.epochs, batch_size=settings.batch_size,
+                        learning_rate=settings.learning_rate, seed=settings.seed, before_epoch=before_epoch, after_step=after_step)
     total, per_layer = measured_sparsity(kernels)
     return PruneResult(student, total, per_layer, fine_tuned=True, distillation_loss=loss_value)

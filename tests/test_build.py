@@ -258,6 +258,18 @@ def test_a_peak_memory_budget_chooses_by_the_runtime_memory_and_check_reverifies
     assert checked.returncode == 1 and "FAIL max_peak_memory" in checked.stdout, checked.stdout
 
 
+def test_conversions_in_worker_processes_write_the_same_bytes(tmp_path, monkeypatch):
+    from mobilepre import evaluate
+
+    monkeypatch.setattr(evaluate, "WORKER_MIN_PARAMETERS", 0)  # the demo is small: workers only when asked
+    profiles = tmp_path / "p"
+    write_profile(profiles, "every", 'formats = ["tflite", "tfjs"]\nquantization = ["float32", "float16", "dynamic", "int8", "uint8"]\n'
+                  'prefer = "size"\n[budget]\nmax_size = "1 MiB"\n')
+    results = {jobs: build(BuildOptions(out=tmp_path / f"jobs{jobs}", profiles=profiles, jobs=jobs, latency_runs=3)) for jobs in (1, 2)}
+    assert results[1].conversions == results[2].conversions == 7
+    assert tree_hashes(tmp_path / "jobs1") == tree_hashes(tmp_path / "jobs2")
+
+
 @pytest.mark.slow
 def test_same_inputs_give_byte_identical_bundles_across_processes(tmp_path):
     args = ["--profile", "npu-int8", "--profile", "web-mobile", "--latency-runs", "20"]  # a robust median

@@ -135,7 +135,8 @@ def test_latency_uses_the_source_the_profile_names(bundles, tmp_path):
     text = (profiles / "web-mobile.toml").read_text().replace('latency_source = "host"', 'latency_source = "device"')
     (profiles / "web-mobile.toml").write_text(text)
     timings = tmp_path / "timings.json"
-    timings.write_text(json.dumps({"tfjs-uint8-s50": 450.0}))  # web-mobile prefers size: pruned uint8
+    shipped = json.loads((bundles / "web-mobile" / "manifest.json").read_text())["artifacts"][0]["candidate"]
+    timings.write_text(json.dumps({shipped: 450.0}))  # web-mobile prefers size: a pruned or clustered uint8
     result = check(bundles, profiles=profiles, device_timings=timings)
     assert _failures(result) == [("web-mobile", "max_latency_ms", "max_latency_ms: 450.000 ms vs 200.000 ms (device)")]
 
