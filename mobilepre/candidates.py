@@ -22,6 +22,7 @@ class Candidate:
         target (str): for `mixed`, the profile whose drift budgets choose the layers kept higher (a
             mixed model is found per profile); "" otherwise.
         clusters (int): shared values per kernel the model is clustered to first (0: not clustered).
+        qat (bool): full-integer int8 from a model fine-tuned for it first (quantization-aware).
     """
 
     fmt: Format
@@ -30,6 +31,7 @@ class Candidate:
     sparsity: float = 0.0
     target: str = ""
     clusters: int = 0
+    qat: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "fmt", Format(self.fmt))
@@ -47,6 +49,8 @@ class Candidate:
             parts.append(f"s{round(self.sparsity * 100):02d}")
         if self.clusters:
             parts.append(f"c{self.clusters}")
+        if self.qat:
+            parts.append("qat")
         return "-".join(parts) + (f"@{self.target}" if self.target else "")
 
 
@@ -57,10 +61,11 @@ def candidates_for(profile) -> dict[Format, list[Candidate]]:
     for fmt in profile.formats:
         modes = profile.modes_for(fmt)
         io = profile.io_type if fmt is Format.TFLITE else IOType.FLOAT32
-        found = [
-            Candidate(fmt, mode, io if mode is Mode.INT8 else IOType.FLOAT32, target=profile.name if mode is Mode.MIXED else "")
-            for mode in modes
-        ]
+        found = []
+        for mode in modes:
+            found.append(Candidate(fmt, mode, io if mode is Mode.INT8 else IOType.FLOAT32, target=profile.name if mode is Mode.MIXED else ""))
+            if mode is Mode.INT8 and not profile.drift.is_empty():  # tried only when calibrated int8 misses drift
+                found.append(Candidate(fmt, mode, io, qat=True))
         # pruning pays off in the integer mode whose zeros compress: int8 (TFLite) or uint8 (TF.js)
         pruned = next((m for m in (Mode.INT8, Mode.UINT8) if m in modes), None)
         if pruned is not None and profile.max_sparsity > 0:

@@ -98,13 +98,13 @@ class Evaluator:
             self._reference = reference_outputs(self.source, self.validation)[0]
         return self._reference
 
-    def variant(self, sparsity: float, clusters: int = 0):
-        """(Keras model, SavedModel export, reached sparsity) of the model pruned to `sparsity` or
-        clustered to `clusters` shared values per kernel, made once."""
-        key = (sparsity, clusters)
+    def variant(self, sparsity: float, clusters: int = 0, qat: bool = False):
+        """(Keras model, SavedModel export, reached sparsity) of the model pruned to `sparsity`, clustered
+        to `clusters` shared values per kernel or fine-tuned for int8 (`qat`), made once."""
+        key = (sparsity, clusters, qat)
         if key not in self._models:
             model, reached = self.source.model, 0.0
-            if (sparsity or clusters) and self._cannot_prune:  # said once: every level fails the same way
+            if (sparsity or clusters or qat) and self._cannot_prune:  # said once: every level fails the same way
                 raise quantize.CannotPruneError(self._cannot_prune)
             if sparsity:
                 self.progress(f"pruning to {sparsity:.0%} and fine-tuning by distillation")
@@ -113,7 +113,10 @@ class Evaluator:
             elif clusters:
                 self.progress(f"clustering to {clusters} shared values per kernel and fine-tuning by distillation")
                 model = quantize.cluster(model, quantize.ClusterSettings(clusters, epochs=self.prune_epochs), self.calibration).model
-            name = f"saved_model_s{round(sparsity * 100):02d}" + (f"_c{clusters}" if clusters else "")
+            elif qat:
+                self.progress("fine-tuning for int8 with fake-quantized weights and activations (quantization-aware)")
+                model = quantize.quantization_aware(model, quantize.QATSettings(), self.calibration).model
+            name = f"saved_model_s{round(sparsity * 100):02d}" + (f"_c{clusters}" if clusters else "") + ("_qat" if qat else "")
             directory = export_saved_model(model, self.workdir / name, self.source.input_shape)
             self._models[key] = (model, directory, reached)
         return self._models[key]
@@ -151,7 +154,7 @@ class Evaluator:
         if candidate.fmt in self._unsupported:  # the same ops fail every mode: do not convert again
             return self.failed(candidate, self._unsupported[candidate.fmt])
         try:
-            model, directory, reached = self.variant(candidate.sparsity, candidate.clusters)
+            model, directory, reached = self.variant(candidate.sparsity, candidate.clusters, candidate.qat)
             settings = quantize.QuantizationSettings(candidate.fmt, candidate.mode, io_type=candidate.io_type)
             check_weights(model, settings.mode)
         except quantize.CannotPruneError as error:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable
 
 from mobilepre.budgets import LatencyFigure, Verdict, judge
-from mobilepre.candidates import candidates_for
+from mobilepre.candidates import Candidate, candidates_for
+from mobilepre.metrics import TOLERANCES
 from mobilepre.evaluate import Evaluator, Measured
 from mobilepre.latency import latency_figure
 
@@ -26,6 +28,8 @@ class Trial:
         verdict (Verdict).
         mixed (dict | None): a mixed candidate's base precision, raised layers and steps.
         clusters (int): shared values per kernel of a clustered candidate (0: not clustered).
+        qat (dict | None): for a quantization-aware int8 candidate, the calibrated int8 candidate it
+            replaces and the drift budgets each missed (what the fine-tuning recovered).
     """
 
     candidate: str
@@ -40,6 +44,7 @@ class Trial:
     verdict: Verdict
     mixed: dict | None = None
     clusters: int = 0
+    qat: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -64,7 +69,7 @@ class Trial:
             latency = LatencyFigure(None, "host", latency.detail)
         return Trial(
             self.candidate, self.format, self.quantization, self.io_type, self.sparsity, self.size_bytes,
-            self.gzip_bytes, self.drift, latency, self.verdict.without_host_figures(), self.mixed, self.clusters,
+            self.gzip_bytes, self.drift, latency, self.verdict.without_host_figures(), self.mixed, self.clusters, self.qat,
         )
 
     def to_dict(self) -> dict:
@@ -84,6 +89,8 @@ class Trial:
             out["mixed"] = self.mixed
         if self.clusters:
             out["clusters"] = self.clusters
+        if self.qat is not None:
+            out["qat"] = self.qat
         return out
 
     @classmethod
@@ -92,7 +99,7 @@ class Trial:
         return cls(
             data["candidate"], data["format"], data["quantization"], data["io_type"], data["sparsity"], data["bytes"],
             data["gzip_bytes"], tuple(dict(d) for d in data["drift"]), latency, Verdict.from_dict(data["verdict"]),
-            data.get("mixed"), data.get("clusters", 0),
+            data.get("mixed"), data.get("clusters", 0), data.get("qat"),
         )
 
 
@@ -151,6 +158,30 @@ class FormatResult:
         return cls(data["profile"], data["format"], tuple(Trial.from_dict(t) for t in data["tried"]), data.get("prefer", "fidelity"))
 
 
+def _plain_int8(candidate, trials):
+    key = Candidate(candidate.fmt, candidate.mode, candidate.io_type).key
+    return next((t for t in trials if t.candidate == key), None)
+
+
+def _needless(candidate, trials) -> bool:
+    """A quantization-aware int8 candidate is tried only when the calibrated int8 model it would replace
+    ran and missed a drift budget (fine-tuning cannot fix a size, a latency or a failed conversion)."""
+    if not candidate.qat:
+        return False
+    plain = _plain_int8(candidate, trials)
+    if plain is None or plain.verdict.error is not None:
+        return True
+    return all(c.passed for c in plain.verdict.checks if c.name in TOLERANCES)
+
+
+def _recovered(trial: Trial, trials) -> dict:
+    """What quantization-aware fine-tuning recovered: the drift budgets the calibrated int8 model missed
+    and those the fine-tuned one still misses."""
+    plain = _plain_int8(Candidate(trial.format, trial.quantization, trial.io_type), trials)
+    missed = lambda t: [c.message for c in t.verdict.checks if c.name in TOLERANCES and not c.passed]  # noqa: E731
+    return {"baseline": plain.candidate, "missed_before": missed(plain), "missed_after": missed(trial) if trial.verdict.error is None else [trial.verdict.error]}
+
+
 def search(
     profiles,
     evaluator: Evaluator,
@@ -173,6 +204,9 @@ def search(
     done = set()
     labels = evaluator.labels is not None
     while True:
+        for profile, fmt, queue in lanes:
+            while queue and _needless(queue[0], tried[(profile.name, fmt)]):
+                queue.pop(0)
         open_lanes = [(p, fmt, queue) for p, fmt, queue in lanes if (p.name, fmt) not in done and queue]
         if not open_lanes:
             break
@@ -187,6 +221,8 @@ def search(
                 )
             verdict = judge(profile, measured.measurement(labels), latency)
             trial = Trial.of(measured, latency, verdict)
+            if measured.candidate.qat:
+                trial = dataclasses.replace(trial, qat=_recovered(trial, tried[(profile.name, fmt)]))
             tried[(profile.name, fmt)].append(trial)
             status = "meets every budget" if verdict.passed else "; ".join(verdict.failures)
             progress(f"[{profile.name}] {trial.candidate}: {trial.size_bytes:,} B, {status}")

@@ -8,6 +8,7 @@ from .artifact import Artifact
 from .clustering import ClusterResult, ClusterSettings, cluster
 from .pipeline import convert, convert_saved_model
 from .pruning import PruneResult, PruneSettings, prune
+from .qat import QATResult, QATSettings, quantization_aware
 from .settings import (
     BYTES_PER_WEIGHT,
     MODES_BY_FORMAT,
@@ -34,6 +35,8 @@ __all__ = [
     "Mode",
     "PruneResult",
     "PruneSettings",
+    "QATResult",
+    "QATSettings",
     "QuantizationSettings",
     "QuantizeError",
     "UnsupportedOpsError",
@@ -41,4 +44,5 @@ __all__ = [
     "convert",
     "convert_saved_model",
     "prune",
+    "quantization_aware",
 ]

@@ -35,14 +35,15 @@ def distil(
     learning_rate: float = 3e-4,
     seed: int = 0,
     before_epoch: Callable[[int], None] | None = None,
+    before_step: Callable[[], None] | None = None,
     after_step: Callable[[], None] | None = None,
 ) -> float:
     """Fine-tune `student` towards `teacher` for `epochs` over `images`; the last epoch's mean loss.
 
     Loss: per output, KL divergence for probability outputs and mean squared error otherwise, summed;
     plus cross-entropy on `labels` when given and the model has one output. Batch-norm statistics stay
-    the teacher's (the student runs in inference mode). `before_epoch(epoch)` and `after_step()` let the
-    caller set and re-impose its constraint (masks, shared values).
+    the teacher's (the student runs in inference mode). `before_epoch(epoch)`, `before_step()` and
+    `after_step()` let the caller set and re-impose its constraint (masks, shared values, rounding).
     """
     from ._tf import keras, quiet_tensorflow
 
@@ -81,6 +82,8 @@ def distil(
         for start in range(0, len(order), batch_size):
             idx = np.sort(order[start : start + batch_size])
             y = labels[idx] if labels is not None else np.zeros(len(idx), dtype=np.int64)
+            if before_step is not None:
+                before_step()
             losses.append(float(step(images[idx], tuple(t[idx] for t in targets_all), y, use_labels)))
             if after_step is not None:
                 after_step()
