@@ -253,7 +253,7 @@ class Evaluator:
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
             path = _write(measured, Path(tmp))
             try:
-                _, run = run_candidate(path, self.validation, output_names=[spec.name for spec in self.outputs])
+                _, run = run_candidate(path, self.validation, output_names=[spec.name for spec in self.outputs], where=measured.candidate.key)
             except MobilepreError as error:
                 measured.error = error.message
                 return
@@ -268,7 +268,7 @@ class Evaluator:
         if key not in measured.latency:
             with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
                 path = _write(measured, Path(tmp))
-                _, run = run_candidate(path, self.validation[:1], threads=max(1, threads), latency_runs=runs)
+                _, run = run_candidate(path, self.validation[:1], threads=max(1, threads), latency_runs=runs, where=measured.candidate.key)
             measured.latency[key] = run.latency
         return measured.latency[key]
 

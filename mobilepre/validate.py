@@ -297,9 +297,11 @@ def candidate_format(path: Path) -> str:
     raise MobilepreError(f"candidate {path} is neither a .tflite file nor a TF.js graph-model folder")
 
 
-def run_candidate(path: Path, images: np.ndarray, threads: int = 1, latency_runs: int = 0, output_names=None):
+def run_candidate(path: Path, images: np.ndarray, threads: int = 1, latency_runs: int = 0, output_names=None,
+                  where: str | None = None):
     """Run a candidate file or folder in its runtime; returns (format, RunResult) with the outputs in the
-    order of `output_names` (the reference model's output names; natural signature order without)."""
+    order of `output_names` (the reference model's output names; natural signature order without).
+    Errors name the candidate by `where` (default: its path)."""
     path = Path(path)
     fmt = candidate_format(path)
     keys = list(signature_output_keys(output_names)) if output_names else None
@@ -308,9 +310,9 @@ def run_candidate(path: Path, images: np.ndarray, threads: int = 1, latency_runs
             content = path.read_bytes()
         except OSError as error:
             raise MobilepreError(f"candidate {path} cannot be read: {error.strerror}") from None
-        return fmt, run_tflite(content, images, threads, latency_runs, where=str(path), output_keys=keys)
+        return fmt, run_tflite(content, images, threads, latency_runs, where=where or str(path), output_keys=keys)
     folder = path if path.is_dir() else path.parent
-    return fmt, run_tfjs(folder, images, latency_runs, where=str(folder), output_keys=keys)
+    return fmt, run_tfjs(folder, images, latency_runs, where=where or str(folder), output_keys=keys)
 
 
 def compare(reference_outputs: list, run, labels: np.ndarray | None, outputs: list) -> list[OutputDrift]:
