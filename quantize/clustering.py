@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .distil import clone, distil
+from .distil import check_fine_tuning, clone, distil
 from .pruning import prunable_kernels
 from .settings import CannotPruneError, QuantizeError
 
@@ -40,10 +40,7 @@ class ClusterSettings:
     def __post_init__(self):
         if type(self.clusters) is not int or not MIN_CLUSTERS <= self.clusters <= MAX_CLUSTERS:
             raise QuantizeError(f"clusters {self.clusters!r}: expected a whole number from {MIN_CLUSTERS} to {MAX_CLUSTERS}, e.g. 16")
-        if not isinstance(self.epochs, int) or self.epochs < 0:
-            raise QuantizeError(f"epochs {self.epochs!r}: expected a whole number >= 0")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise QuantizeError(f"batch size {self.batch_size!r}: expected a whole number >= 1")
+        check_fine_tuning(self.epochs, self.batch_size)
 
 
 @dataclass(frozen=True)

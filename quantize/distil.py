@@ -8,6 +8,15 @@ from typing import Callable
 import numpy as np
 
 from .export import output_list
+from .settings import QuantizeError
+
+
+def check_fine_tuning(epochs, batch_size, min_epochs: int = 0) -> None:
+    """The fine-tuning settings pruning, clustering and QAT share, checked with one wording."""
+    if not isinstance(epochs, int) or epochs < min_epochs:
+        raise QuantizeError(f"epochs {epochs!r}: expected a whole number >= {min_epochs}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise QuantizeError(f"batch size {batch_size!r}: expected a whole number >= 1")
 
 
 def _is_probabilities(y: np.ndarray) -> bool:

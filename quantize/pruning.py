@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .distil import clone, distil
+from .distil import check_fine_tuning, clone, distil
 from .settings import CannotPruneError, QuantizeError
 
 # Layers whose kernels are pruned. Depthwise kernels (the front-end's denoise stage among them), batch
@@ -46,10 +46,7 @@ class PruneSettings:
             raise QuantizeError(f"sparsity {self.sparsity!r}: expected a fraction in [0, 0.99), e.g. 0.5")
         if self.scope not in ("global", "per_layer"):
             raise QuantizeError(f"pruning scope {self.scope!r}: expected global or per_layer")
-        if not isinstance(self.epochs, int) or self.epochs < 0:
-            raise QuantizeError(f"epochs {self.epochs!r}: expected a whole number >= 0")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise QuantizeError(f"batch size {self.batch_size!r}: expected a whole number >= 1")
+        check_fine_tuning(self.epochs, self.batch_size)
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .distil import clone, distil
+from .distil import check_fine_tuning, clone, distil
 from .pruning import prunable_kernels
 from .settings import CannotPruneError, QuantizeError
 
@@ -32,10 +32,7 @@ class QATSettings:
     seed: int = 0
 
     def __post_init__(self):
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise QuantizeError(f"epochs {self.epochs!r}: quantization-aware fine-tuning needs a whole number >= 1")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            raise QuantizeError(f"batch size {self.batch_size!r}: expected a whole number >= 1")
+        check_fine_tuning(self.epochs, self.batch_size, min_epochs=1)
 
 
 @dataclass(frozen=True)
