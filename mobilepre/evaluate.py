@@ -92,6 +92,7 @@ class Evaluator:
         self._cannot_prune: str | None = None  # why pruning cannot work on this model (recurs at every sparsity)
         self.profiles = {p.name: p for p in profiles}  # whose drift budgets a mixed candidate is found for
         self._pool = None  # conversion worker processes, with --jobs > 1
+        self.rankings: dict = {}  # (format, base precision) -> layers by measured error, for mixed searches
 
     def reference(self) -> list:
         if self._reference is None:

@@ -99,10 +99,16 @@ def find_mixed(evaluator, candidate, profile):
 
 
 def _ranking(evaluator, fmt: Format, base: Mode):
-    """The layers of the unpruned model `base` quantizes, worst first."""
-    model, directory, _ = evaluator.variant(0.0)
-    settings = quantize.QuantizationSettings(fmt, Mode.FLOAT32, strip_metadata=False)  # keeps tensor names
-    float_files = quantize.convert(model, settings, saved_model_dir=directory).files
-    if fmt is Format.TFLITE:
-        return rank_tflite_ops(float_files["model.tflite"], base, evaluator.calibration[:RANK_IMAGES], INPUT_NAME)
-    return rank_tfjs_weights(float_files)
+    """The layers of the unpruned model `base` quantizes, worst first; measured once per build (every
+    profile's mixed search from the same base shares it)."""
+    key = (fmt, base)
+    if key not in evaluator.rankings:
+        model, directory, _ = evaluator.variant(0.0)
+        settings = quantize.QuantizationSettings(fmt, Mode.FLOAT32, strip_metadata=False)  # keeps tensor names
+        float_files = quantize.convert(model, settings, saved_model_dir=directory).files
+        if fmt is Format.TFLITE:
+            ranked = rank_tflite_ops(float_files["model.tflite"], base, evaluator.calibration[:RANK_IMAGES], INPUT_NAME)
+        else:
+            ranked = rank_tfjs_weights(float_files)
+        evaluator.rankings[key] = ranked
+    return evaluator.rankings[key]

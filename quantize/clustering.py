@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .distil import check_fine_tuning, clone, distil
+from .distil import check_fine_tuning, check_keras_layers, clone, distil
 from .pruning import prunable_kernels
 from .settings import CannotPruneError, QuantizeError
 
@@ -100,8 +100,7 @@ def cluster(model, settings: ClusterSettings, images: np.ndarray | None = None, 
     """Cluster a copy of `model`'s Conv/Dense kernels to `settings.clusters` shared values each, then
     fine-tune it on `images` by distillation from `model`; after every step each shared value becomes
     the mean of the weights that share it, so the kernels keep their palettes."""
-    if any(type(layer).__name__ == "TFSMLayer" for layer in model.layers):
-        raise CannotPruneError("a SavedModel has no Keras layers to cluster: give the .keras or .h5 model instead")
+    check_keras_layers(model)
     student = clone(model)
     kernels = prunable_kernels(student, settings.include_depthwise, settings.exclude)
     if not kernels:

@@ -8,7 +8,16 @@ from typing import Callable
 import numpy as np
 
 from .export import output_list
-from .settings import QuantizeError
+from .settings import CannotPruneError, QuantizeError
+
+# Said the same for pruning, clustering and QAT, so a build says it once for all of them.
+NO_KERAS_LAYERS = "a SavedModel has no Keras layers to prune, cluster or fine-tune: give the .keras or .h5 model instead"
+
+
+def check_keras_layers(model) -> None:
+    """Fine-tuning needs the model's Keras layers; a SavedModel wrapped for inference has none."""
+    if any(type(layer).__name__ == "TFSMLayer" for layer in model.layers):
+        raise CannotPruneError(NO_KERAS_LAYERS)
 
 
 def check_fine_tuning(epochs, batch_size, min_epochs: int = 0) -> None:

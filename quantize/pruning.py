@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .distil import check_fine_tuning, clone, distil
+from .distil import check_fine_tuning, check_keras_layers, clone, distil
 from .settings import CannotPruneError, QuantizeError
 
 # Layers whose kernels are pruned. Depthwise kernels (the front-end's denoise stage among them), batch
@@ -142,8 +142,7 @@ def prune(model, settings: PruneSettings, images: np.ndarray | None = None, labe
     from ._tf import quiet_tensorflow
 
     tf = quiet_tensorflow()
-    if any(type(layer).__name__ == "TFSMLayer" for layer in model.layers):
-        raise CannotPruneError("a SavedModel has no Keras layers to prune: give the .keras or .h5 model instead")
+    check_keras_layers(model)
     student = clone(model)
     kernels = prunable_kernels(student, settings.include_depthwise, settings.exclude)
     if not kernels:

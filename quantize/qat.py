@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .distil import check_fine_tuning, clone, distil
+from .distil import check_fine_tuning, check_keras_layers, clone, distil
 from .pruning import prunable_kernels
-from .settings import CannotPruneError, QuantizeError
+from .settings import QuantizeError
 
 
 @dataclass(frozen=True)
@@ -99,8 +99,7 @@ def quantization_aware(model, settings: QATSettings, images: np.ndarray, labels:
 
     tf = quiet_tensorflow()
     k = keras()
-    if any(type(layer).__name__ == "TFSMLayer" for layer in model.layers):
-        raise CannotPruneError("a SavedModel has no Keras layers to fine-tune: give the .keras or .h5 model instead")
+    check_keras_layers(model)
     if images is None or len(images) == 0:
         raise QuantizeError("quantization-aware fine-tuning needs images: pass calibration images")
     layer_class = _fake_quant_layer(k, tf)
