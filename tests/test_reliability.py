@@ -72,13 +72,16 @@ def test_a_crash_in_the_native_loader_is_an_error_not_a_crash(tmp_path):
         except MobilepreError as error:
             outcome["result"] = error.message
 
+    me = psutil.Process()
+    # processes this one already has (multiprocessing's resource tracker, left by an earlier test's
+    # worker pool) are not the trial load
+    before = {p.pid for p in me.children()}
     worker = threading.Thread(target=load)
     worker.start()
-    me = psutil.Process()
     deadline = time.monotonic() + 60
     child = None
     while child is None and time.monotonic() < deadline:
-        children = me.children()
+        children = [p for p in me.children() if p.pid not in before]
         child = children[0] if children else None
         time.sleep(0.05)
     assert child is not None, "the model was not trial-loaded in a child process"
