@@ -642,7 +642,8 @@ def io_contract(fmt: str, files: dict, source_info: dict, input_range: tuple) ->
         keys = ordered_keys(signature["outputs"], wanted)
         inputs = [
             {"name": key, "dtype": by_index[i]["dtype"], "shape": by_index[i]["shape"], "tensor_index": i,
-             "tensor_name": by_index[i]["name"], "quantization": list(by_index[i]["quantization"]), "value_range": value_range}
+             "tensor_name": by_index[i]["name"], "quantization": list(by_index[i]["quantization"]), "value_range": value_range,
+             "color_space": _color_space(by_index[i]["shape"])}
             for key, i in sorted(signature["inputs"].items())
         ]
         out = []
@@ -661,7 +662,8 @@ def io_contract(fmt: str, files: dict, source_info: dict, input_range: tuple) ->
     def dtype(spec):
         return spec.get("dtype", "").replace("DT_", "").lower()
 
-    inputs = [{"name": key, "node": spec.get("name"), "dtype": dtype(spec), "shape": shape(spec), "value_range": value_range}
+    inputs = [{"name": key, "node": spec.get("name"), "dtype": dtype(spec), "shape": shape(spec), "value_range": value_range,
+               "color_space": _color_space(shape(spec))}
               for key, spec in sorted((signature.get("inputs") or {}).items())]
     keys = ordered_keys(signature.get("outputs") or {}, wanted)
     # `model.execute(x)` returns the outputs in the converter's node order, which is the sorted order of
@@ -673,9 +675,15 @@ def io_contract(fmt: str, files: dict, source_info: dict, input_range: tuple) ->
     return {"inputs": inputs, "outputs": out}
 
 
+def _color_space(shape) -> str:
+    channels = shape[-1] if shape else None
+    return {1: "GRAYSCALE", 3: "RGB", 4: "RGBA"}.get(channels, "OTHER")
+
+
 def io_lines(io: dict) -> list[str]:
     """The I/O contract as lines for people: each input, then each output in the Keras model's order."""
-    lines = [f"  input   {t['name']} {t['dtype']} {t['shape']} values {t['value_range']}" for t in io.get("inputs", [])]
+    lines = [f"  input   {t['name']} {t['dtype']} {t['shape']} {t.get('color_space', '')} values {t['value_range']}".replace("  values", " values")
+             for t in io.get("inputs", [])]
     for t in io.get("outputs", []):
         lines.append(f"  output  {t['name']} ({t['kind']}) as {t['signature_name']}, position {t['output_position']}, {t['dtype']} {t['shape']}")
     return lines

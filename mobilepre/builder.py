@@ -16,16 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobilepre import demo
-from mobilepre.data import DataOptions, dataset_info
+from mobilepre.data import DataOptions, dataset_info, load_class_names
 from mobilepre.errors import EXIT_FAILED, MobilepreError, engine_errors
 from mobilepre.evaluate import Evaluator
 from mobilepre.fsutil import check_output, fsync_tree, os_error_message, remove_stale_staging, replace_tree, staging_folder
 from mobilepre.latency import parse_device_timings
 from mobilepre.manifest import bundle_files
-from mobilepre.metrics import ALL_KINDS, TOLERANCES
-from mobilepre.models import OutputSpec, load_model, settle_kinds, with_rescaling
+from mobilepre.metrics import ALL_KINDS, CLASS_SCORES, TOLERANCES
+from mobilepre.models import OutputSpec, load_model, settle_kinds, with_stages
 from mobilepre.profiles import Profile, default_profiles_dir, format_size, load_profiles
 from mobilepre.report import render_html
+from mobilepre.sdk_metadata import SdkContract
 from mobilepre.search import FormatResult, search
 from mobilepre.validate import degenerate_reason, reference_outputs
 from mobilepre.signing import SIGNATURE_FILE, sign_bundle
@@ -49,6 +50,13 @@ class BuildOptions:
         input_range (tuple[float, float]): float models: decoded pixels map to this range. Default (0, 1).
         frontend (bool): put a uint8 input and in-model rescaling in front of a float model, so bundles
             take raw pixels. Default False.
+        rgb_input (bool): a grayscale (one-channel) model's bundles take RGB pixels, turned into luma
+            inside the model (a fixed 1x1 convolution, ITU-R BT.601), so every image bundle takes what a
+            camera gives; one-channel images are then repeated into R, G and B. Default True.
+        class_names (Path | None): a text file of class names, one per line in class-index order, for
+            the bundles' metadata (default: the data's class sub-folders or CSV names; the demo's digits).
+        baseline (Path | None): a previous build's output folder: the report adds, per profile, the
+            change in bytes, gzip bytes, latency and drift.
         device_timings (Path | None): JSON of on-device latencies per candidate key.
         force (bool): replace an existing `out`. Default False.
         jobs (int): candidates converted at once (in worker processes) and validated at once. Default 1.
@@ -73,6 +81,9 @@ class BuildOptions:
     labels: Path | None = None
     input_range: tuple[float, float] = (0.0, 1.0)
     frontend: bool = False
+    rgb_input: bool = True
+    class_names: Path | None = None
+    baseline: Path | None = None
     device_timings: Path | None = None
     force: bool = False
     jobs: int = 1
@@ -307,12 +318,12 @@ def _load_inputs(options: BuildOptions):
     calibration = options.calibration or (demo.calibration_path() if options.model is None else None)
     validation = options.validation or (demo.validation_path() if options.model is None else None)
     source = load_model(model_path, trust=options.trust_model, input_shape=options.input_shape)
-    if options.frontend:
-        source = with_rescaling(source, options.input_range)
+    source = with_stages(source, options.input_range if options.frontend else None, luma=options.rgb_input)
     if calibration is None and validation is None:
         raise MobilepreError("a build measures drift on images: pass --validation or --calibration (folder of images, .npy or .npz)")
-    cal = DataOptions(calibration or validation, options.input_range, limit=500).load(source)
-    val = DataOptions(validation or calibration, options.input_range, limit=None, labels=options.labels).load(source)
+    grey_to_rgb = bool(source.stages and source.stages["luma"])
+    cal = DataOptions(calibration or validation, options.input_range, grey_to_rgb, limit=500).load(source)
+    val = DataOptions(validation or calibration, options.input_range, grey_to_rgb, limit=None, labels=options.labels).load(source)
     return source, cal, val
 
 
@@ -331,7 +342,7 @@ def build(options: BuildOptions, progress=None) -> BuildResult:
 def _build(options: BuildOptions, progress) -> BuildResult:
     out = Path(options.out)
     inputs = (options.model, options.profiles, options.calibration, options.validation, options.labels,
-              options.device_timings, options.config, options.sign_key)
+              options.device_timings, options.config, options.sign_key, options.class_names, options.baseline)
     check_output(out, options.force, "--out", inputs, previous_output_problem)
     profiles = load_profiles(options.profiles or default_profiles_dir())
     if options.profile:
@@ -361,6 +372,7 @@ def _build(options: BuildOptions, progress) -> BuildResult:
             "macs": source.macs,
             "name": Path(source.path).name,
             "parameters": source.parameters,
+            "stages": source.stages,
         }
         reference = reference_outputs(source, validation.images)[0]
         outputs = resolve_outputs(source, profiles, reference)
@@ -368,11 +380,16 @@ def _build(options: BuildOptions, progress) -> BuildResult:
         for warning in data_warnings:
             progress(f"warning: {warning}")
         source_info["warnings"] = data_warnings + _degenerate_warnings(outputs, reference, profiles, options.allow_degenerate_reference, progress)
-        if validation.class_names or calibration.class_names:
-            source_info["class_names"] = list(validation.class_names or calibration.class_names)
+        class_names = _class_names(options, calibration, validation, outputs, progress)
+        if class_names:
+            source_info["class_names"] = list(class_names)
         source_info["outputs"] = [spec.to_dict() for spec in outputs]
+        sdk = SdkContract(Path(source.path).stem if options.model else "mobilepre_demo_digits", source.input_dtype,
+                          tuple(source.input_shape), tuple(options.input_range),
+                          tuple((spec.name, spec.kind.value) for spec in outputs), class_names,
+                          bool(source.stages and source.stages["luma"]))
         evaluator = Evaluator(source, calibration.images, validation.images, validation.labels, work, progress,
-                              options.prune_epochs, outputs, reference, profiles)
+                              options.prune_epochs, outputs, reference, profiles, sdk)
         try:
             results = search(profiles, evaluator, timings, options.latency_runs, progress, options.jobs)
         finally:
@@ -406,6 +423,24 @@ def _check_room(out: Path, model: Path) -> None:
             f"--out {out}: {format_size(free)} free on its filesystem, a build of {model.name} needs about "
             f"{format_size(needed)} for its work copies and bundles: free some space or choose another folder"
         )
+
+
+def _class_names(options: BuildOptions, calibration, validation, outputs, progress) -> tuple[str, ...]:
+    """The classifier's class names for the bundles' metadata: `--class-names FILE`, else the data's
+    (class sub-folders, CSV names), else the demo's digits. A file whose count differs from the model's
+    classes is refused; data naming fewer classes than the model has gives no names and a warning."""
+    scores = [spec for spec in outputs if spec.kind in CLASS_SCORES]
+    classes = int(scores[0].shape[-1]) if len(scores) == 1 and scores[0].shape else None
+    if options.class_names is not None:
+        names = load_class_names(options.class_names)
+        if classes is not None and len(names) != classes:
+            raise MobilepreError(f"--class-names {options.class_names}: {len(names)} names, the model's {scores[0].name} output has {classes} classes: give one name per class")
+        return names
+    names = validation.class_names or calibration.class_names or (demo.class_names() if options.model is None else ())
+    if names and classes is not None and len(names) != classes:
+        progress(f"warning: the data names {len(names)} classes, the model has {classes}: bundles carry no class names (pass --class-names FILE)")
+        return ()
+    return tuple(names)
 
 
 def _degenerate_warnings(outputs, reference, profiles, allowed: bool, progress) -> list[str]:

@@ -19,7 +19,7 @@ from mobilepre.errors import EXIT_FAILED, MobilepreError
 from mobilepre.latency import latency_figure, parse_device_timings
 from mobilepre.manifest import IntegrityError, read_manifest, safe_relative
 from mobilepre.metrics import OutputKind
-from mobilepre.models import OutputSpec, load_model
+from mobilepre.models import OutputSpec, load_model, with_stages
 from mobilepre.profiles import Profile, default_profiles_dir, load_profiles
 from mobilepre.quantize.artifact import gzip_size
 from mobilepre.signing import SIGNATURE_FILE, sign_bundle, signature_problem
@@ -259,7 +259,7 @@ def _measurement(bundle: Path, artifact: dict, manifest: dict, validation, peak_
     size = sum(p.stat().st_size for p in files)
     compressed = sum(gzip_size(p.read_bytes()) for p in files)
     if validation is not None:
-        drift, labels, source = validation.drift(bundle, artifact, manifest), validation.dataset.labels is not None, "validated"
+        drift, labels, source = validation.drift(bundle, artifact, manifest), validation.has_labels(manifest), "validated"
     else:
         recorded = artifact.get("drift")
         drift = [d for d in recorded if _is_output_drift(d)] if isinstance(recorded, list) else []
@@ -373,20 +373,40 @@ def _demo_reference_for(bundles) -> Path:
 
 
 class _Validation:
-    """The reference model and data, loaded once for all bundles."""
+    """The reference model and data, loaded once for all bundles; the model behind the pixel stages each
+    bundle's build put in front of it (`manifest["source"]["stages"]`), prepared once per kind of stage."""
 
     def __init__(self, reference, data, input_range, trust):
         self.source = load_model(reference, trust=trust)
-        self.dataset = DataOptions(Path(data), input_range, limit=None).load(self.source)
-        self.reference = reference_outputs(self.source, self.dataset.images)[0]
+        self._data, self._input_range = Path(data), input_range
+        self._prepared = {}
+
+    def prepared(self, manifest: dict):
+        """(source with the bundle's stages, dataset for it, reference outputs) for this bundle."""
+        stages = manifest["source"].get("stages") or {}
+        key = json.dumps(stages, sort_keys=True)
+        if key not in self._prepared:
+            rescale = stages.get("rescale") if isinstance(stages, dict) else None
+            luma = bool(stages.get("luma")) if isinstance(stages, dict) else False
+            source = with_stages(self.source, tuple(rescale) if rescale else None, luma=luma)
+            dataset = DataOptions(self._data, self._input_range, luma, limit=None).load(source)
+            self._prepared[key] = (source, dataset, reference_outputs(source, dataset.images)[0])
+        return self._prepared[key]
+
+    def images(self, manifest: dict):
+        return self.prepared(manifest)[1].images
+
+    def has_labels(self, manifest: dict) -> bool:
+        return self.prepared(manifest)[1].labels is not None
 
     def drift(self, bundle: Path, artifact: dict, manifest: dict) -> list:
         """Drift re-measured on these images, each output judged as the kind the build gave it."""
-        _, run = run_candidate(_target(bundle, artifact), self.dataset.images, output_names=[s.name for s in self.source.outputs])
+        source, dataset, reference = self.prepared(manifest)
+        _, run = run_candidate(_target(bundle, artifact), dataset.images, output_names=[s.name for s in source.outputs])
         recorded = {o.get("name"): o.get("kind") for o in manifest["source"].get("outputs", []) if isinstance(o, dict)}
         specs = [OutputSpec(s.name, OutputKind(recorded[s.name]), s.shape) if recorded.get(s.name) in set(OutputKind) else s
-                 for s in self.source.outputs]
-        return [d.to_dict() for d in compare(self.reference, run, self.dataset.labels, specs)]
+                 for s in source.outputs]
+        return [d.to_dict() for d in compare(reference, run, dataset.labels, specs)]
 
 
 def _target(bundle: Path, artifact: dict) -> Path:
@@ -414,7 +434,7 @@ def _check_bundle(bundle: Path, profiles, measure: bool, timings, validation, ve
     profile, where = _profile_now(manifest, profiles)
     if not manifest["artifacts"]:
         findings.append(Finding("artifacts", False, "manifest.json lists no artifact: a bundle without a model"))
-    images = validation.dataset.images if validation else _sample_input(manifest)
+    images = validation.images(manifest) if validation else _sample_input(manifest)
     artifacts = []
     for artifact in manifest["artifacts"]:
         allowed = _allowed_problem(profile, artifact)

@@ -10,8 +10,8 @@ from mobilepre.builder import BuildOptions
 from mobilepre.errors import MobilepreError
 
 MAX_CONFIG_BYTES = 64 * 1024
-_PATH_KEYS = {"out", "model", "profiles", "calibration", "validation", "labels", "device_timings", "sign_key"}
-_BOOL_KEYS = {"frontend", "force", "trust_model", "allow_degenerate_reference"}
+_PATH_KEYS = {"out", "model", "profiles", "calibration", "validation", "labels", "device_timings", "sign_key", "class_names", "baseline"}
+_BOOL_KEYS = {"frontend", "rgb_input", "force", "trust_model", "allow_degenerate_reference"}
 _INT_KEYS = {"jobs", "latency_runs", "prune_epochs"}
 _NUMBER_LIST_KEYS = {"input_range", "input_shape"}
 

@@ -101,7 +101,8 @@ def load_dataset(
 
     A `.npy`, or a `.npz` with an `images` array (or exactly one array) and optional `labels`: a
     4-D (N, H, W, C) array already in the model's units, cast to its dtype only when that loses
-    nothing. Never unpickled.
+    nothing; with `convert_channels`, one-channel arrays for a 3-channel model are repeated into R, G
+    and B. Never unpickled.
 
     `limit`: if there are more images, `limit` of them are chosen with `seed` (kept in order); the
     same inputs always give the same choice. `labels_path`: labels for all the images (see
@@ -127,7 +128,7 @@ def load_dataset(
         images = _load_images(files, model_input, low, high, convert_channels)
         return Dataset(images, labels, str(path), tuple(str(f) for f in files), class_names, warnings)
     if suffix in ARRAY_SUFFIXES:
-        images, labels = _load_arrays(path, model_input, limit, seed, labels_path)
+        images, labels = _load_arrays(path, model_input, limit, seed, labels_path, convert_channels)
         return Dataset(images, labels, str(path), ())
     raise MobilepreError(
         f"calibration data {path} is a {suffix or 'suffix-less'} file: pass a folder of PNG/JPEG images, a .npy or a .npz"
@@ -442,7 +443,7 @@ def _to_model_units(tf, batch: np.ndarray, model_input: ModelInput, low: float, 
 # --- arrays --------------------------------------------------------------------------------------
 
 
-def _load_arrays(path: Path, model_input: ModelInput, limit, seed: int, labels_path):
+def _load_arrays(path: Path, model_input: ModelInput, limit, seed: int, labels_path, convert_channels: bool = False):
     if path.suffix.lower() == ".npy":
         images, labels = _load_npy(path, mmap=True), None
         _check_declared_size(images.shape, images.dtype, path)
@@ -454,6 +455,9 @@ def _load_arrays(path: Path, model_input: ModelInput, limit, seed: int, labels_p
             labels = _npz_member(archive, "labels", path) if "labels" in archive.files and key != "labels" else None
     where = str(path)
     expected = (model_input.shape[0], model_input.shape[1], model_input.shape[2])
+    grey_to_rgb = convert_channels and images.ndim == 4 and images.shape[-1] == 1 and expected[2] == 3
+    if grey_to_rgb:
+        expected = (expected[0], expected[1], 1)
     if images.ndim != 4 or tuple(images.shape[1:]) != expected:
         raise MobilepreError(
             f"images in {where} have shape {tuple(images.shape)}, the model expects (N, {expected[0]}, "
@@ -470,6 +474,8 @@ def _load_arrays(path: Path, model_input: ModelInput, limit, seed: int, labels_p
         labels = load_labels(labels_path, count)
     chosen = _choose(count, limit, seed)
     images = np.asarray(images[chosen] if len(chosen) < count else images)
+    if grey_to_rgb:  # grey as a camera gives it: the same value in R, G and B
+        images = np.repeat(images, 3, axis=-1)
     return _array_in_model_units(images, model_input.dtype, where), None if labels is None else labels[chosen]
 
 
@@ -696,6 +702,36 @@ class DataOptions:
             seed=self.seed,
             labels_path=self.labels,
         )
+
+
+MAX_CLASS_NAMES_BYTES = 4 * 1024 * 1024
+
+
+def load_class_names(path) -> tuple[str, ...]:
+    """Class names from a UTF-8 text file, one per line in class-index order (`--class-names FILE`);
+    surrounding whitespace is dropped, a trailing empty line ignored, an empty or repeated name refused."""
+    path = Path(path)
+    _check_kind(path, "class names file", folder=False)
+    if path.stat().st_size > MAX_CLASS_NAMES_BYTES:
+        raise MobilepreError(f"class names file {path} is larger than {MAX_CLASS_NAMES_BYTES // 1024**2} MiB: give one name per line")
+    try:
+        lines = path.read_bytes().decode("utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise MobilepreError(f"class names file {path} is not UTF-8 text: save it as UTF-8, one name per line") from None
+    names = [line.strip() for line in lines]
+    while names and not names[-1]:
+        names.pop()
+    if not names:
+        raise MobilepreError(f"class names file {path} holds no names: one name per line, in class-index order")
+    for number, name in enumerate(names, start=1):
+        if not name:
+            raise MobilepreError(f"class names file {path}, line {number}: empty name (one name per line, in class-index order)")
+    seen = {}
+    for number, name in enumerate(names, start=1):
+        if name in seen:
+            raise MobilepreError(f"class names file {path}, line {number}: {name!r} repeats line {seen[name]}")
+        seen[name] = number
+    return tuple(names)
 
 
 def parse_range(text: str) -> tuple[float, float]:

@@ -18,10 +18,12 @@ from mobilepre.budgets import Measurement
 from mobilepre.candidates import Candidate
 from mobilepre.errors import MobilepreError
 from mobilepre.mixed import find_mixed
+from mobilepre.quantize.artifact import gzip_size
 from mobilepre.quantize.checks import check_weights
 from mobilepre.quantize.export import export_saved_model
 from mobilepre.quantize.pruning import PruneSettings, prune
 from mobilepre.quantize.settings import Format
+from mobilepre.sdk_metadata import tflite_with_metadata, tfjs_with_metadata
 from mobilepre.validate import compare, reference_outputs, run_candidate
 
 
@@ -40,6 +42,7 @@ class Measured:
         mixed (dict | None): for a mixed candidate, the base precision, the layers raised (with their
             error and byte cost) and every verified step (`mobilepre.mixed.find_mixed`).
         peak_memory_bytes (int | None): the runtime's peak memory for loading and one inference.
+        metadata (dict | None): the SDK metadata the artifact carries (`carries`), or why none (`note`).
     """
 
     candidate: Candidate
@@ -52,6 +55,7 @@ class Measured:
     error: str | None = None
     mixed: dict | None = None
     peak_memory_bytes: int | None = None
+    metadata: dict | None = None
 
     def measurement(self, labels: bool) -> Measurement:
         """What judging needs of this candidate."""
@@ -73,8 +77,9 @@ class Evaluator:
     """Converts and validates candidates on demand, each once; prunes each sparsity level once."""
 
     def __init__(self, source, calibration, validation, labels, workdir: Path, progress=None, prune_epochs: int = 30,
-                 outputs=None, reference=None, profiles=()):
+                 outputs=None, reference=None, profiles=(), sdk=None):
         self.source = source
+        self.sdk = sdk  # SdkContract: the metadata every artifact carries, written before it is validated
         self.outputs = tuple(outputs or source.outputs)  # OutputSpecs: each output's name and kind
         self.calibration = calibration
         self.validation = validation
@@ -174,7 +179,25 @@ class Evaluator:
         if error is not None:
             return Measured(candidate, {}, 0, 0, reached, [], error=str(error))
         self.conversions += 1
-        return Measured(candidate, artifact.files, artifact.size_bytes, artifact.gzip_bytes, reached, [])
+        return self._with_metadata(Measured(candidate, artifact.files, artifact.size_bytes, artifact.gzip_bytes, reached, []))
+
+    def _with_metadata(self, measured: Measured) -> Measured:
+        """`measured` with the SDK metadata written into its files (what is validated is what ships:
+        its size and gzip size count the metadata)."""
+        if self.sdk is None:
+            return measured
+        files = dict(measured.files)
+        if measured.candidate.fmt is Format.TFLITE:
+            written = tflite_with_metadata(files["model.tflite"], self.sdk)
+            files["model.tflite"] = written.data
+            measured.metadata = {"carries": written.carries, "note": written.note}
+        else:
+            files["model.json"] = tfjs_with_metadata(files["model.json"], self.sdk)
+            measured.metadata = {"carries": ["userDefinedMetadata: I/O contract" + (" and class names" if self.sdk.class_names else "")], "note": None}
+        measured.files = files
+        measured.size_bytes = sum(len(data) for data in files.values())
+        measured.gzip_bytes = sum(gzip_size(data) for data in files.values())
+        return measured
 
     def _convert(self, candidate: Candidate) -> Measured:
         prepared = self._prepare(candidate)
@@ -246,7 +269,7 @@ class Evaluator:
         except quantize.QuantizeError as error:
             return self.failed(candidate, str(error))
         self.conversions += 1
-        measured = Measured(candidate, artifact.files, artifact.size_bytes, artifact.gzip_bytes, 0.0, [])
+        measured = self._with_metadata(Measured(candidate, artifact.files, artifact.size_bytes, artifact.gzip_bytes, 0.0, []))
         self._validate(measured)
         return measured
 

@@ -58,6 +58,10 @@ class FrontendSpec:
         normalize (Normalization): the normalisation stage. Default batchnorm.
         rescale_range (tuple[float, float]): with `uint8_input`, pixels 0..255 map linearly to this
             range inside the model. Default (0, 1).
+        rgb_input (bool): when `input_shape` has one channel (a grayscale model), the front-end still
+            takes 3-channel RGB pixels, as a camera gives them, and turns them into luma inside the model:
+            a fixed 1x1 convolution with the ITU-R BT.601 weights (0.299, 0.587, 0.114). False keeps a
+            one-channel input. Default True; no effect on a 3-channel `input_shape`.
     """
 
     input_shape: tuple[int, int, int] = (224, 224, 3)
@@ -70,6 +74,7 @@ class FrontendSpec:
     )
     normalize: Normalization = Normalization.BATCHNORM
     rescale_range: tuple[float, float] = (0.0, 1.0)
+    rgb_input: bool = True
 
     def __post_init__(self):
         shape = tuple(self.input_shape)
@@ -95,6 +100,17 @@ class FrontendSpec:
         except ValueError:
             choices = ", ".join(n.value for n in Normalization)
             raise MobilepreError(f"Expected normalize to be one of {choices}, got {self.normalize!r}") from None
+
+    @property
+    def luma(self) -> bool:
+        """The front-end converts RGB pixels to one luma channel."""
+        return bool(self.rgb_input) and self.input_shape[2] == 1
+
+    @property
+    def pixel_shape(self) -> tuple[int, int, int]:
+        """The shape of one image as the front-end takes it (3 channels when it converts to luma)."""
+        height, width, channels = self.input_shape
+        return (height, width, 3) if self.luma else (height, width, channels)
 
     @property
     def output_channels(self) -> int:
@@ -146,6 +162,20 @@ def gaussian_kernel(sigma: float, size: int = 3):
 
 
 DENOISE_KERNEL_SIZE = 3
+# ITU-R BT.601 luma: Y = 0.299 R + 0.587 G + 0.114 B. The weights sum to 1, so the stage commutes with
+# the rescaling before it and a grey pixel (R = G = B) keeps its value exactly.
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)
+
+
+def luma_layer(k, name: str = "luma"):
+    """The fixed RGB -> luma stage: a 1x1 convolution, 3 channels in, 1 out, no bias, not trainable (so
+    pruning, clustering and fine-tuning leave it alone). Call `set_luma_weights` once it is built."""
+    return k.layers.Conv2D(1, 1, use_bias=False, trainable=False, name=name,
+                           kernel_initializer=k.initializers.Constant(1.0 / 3.0))
+
+
+def set_luma_weights(layer) -> None:
+    layer.set_weights([np.array(LUMA_WEIGHTS, dtype=np.float32).reshape(1, 1, 3, 1)])
 
 
 def build_frontend(spec: FrontendSpec | None = None, name: str = "frontend"):
@@ -159,11 +189,15 @@ def build_frontend(spec: FrontendSpec | None = None, name: str = "frontend"):
 
     spec = spec or FrontendSpec()
     k = keras()
-    inputs = k.Input(shape=spec.input_shape, dtype="uint8" if spec.uint8_input else "float32", name="pixels")
+    inputs = k.Input(shape=spec.pixel_shape, dtype="uint8" if spec.uint8_input else "float32", name="pixels")
     x = inputs
     if spec.uint8_input:
         low, high = spec.rescale_range
         x = k.layers.Rescaling((high - low) / 255.0, offset=low, name="rescale")(x)
+    if spec.luma:
+        luma = luma_layer(k)
+        x = luma(x)
+        set_luma_weights(luma)
     if spec.denoise:
         size = DENOISE_KERNEL_SIZE
         denoise = k.layers.DepthwiseConv2D(
@@ -278,7 +312,7 @@ def write_frontend(spec: FrontendSpec, out, force: bool = False) -> FrontendResu
     return FrontendResult(
         path=str(out),
         size_bytes=out.stat().st_size,
-        input_shape=spec.input_shape,
+        input_shape=spec.pixel_shape,
         input_dtype="uint8" if spec.uint8_input else "float32",
         output_shape=tuple(int(d) for d in model.outputs[0].shape[1:]),
         parameters=int(model.count_params()),

@@ -84,6 +84,7 @@ def bundle_files(profile, chosen: list, source_info: dict, data: dict, versions:
                 **({"mixed": _mixed_summary(trial.mixed)} if trial.mixed else {}),
                 **({"clusters": trial.clusters} if trial.clusters else {}),
                 **({"qat": True} if trial.qat is not None else {}),
+                **({"metadata": trial.metadata} if trial.metadata is not None else {}),
             }
         )
         verdicts[trial.format] = trial.verdict.to_dict()

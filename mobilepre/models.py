@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilepre.errors import MobilepreError, engine_errors
-from mobilepre.frontend import FrontendSpec, attach, build_frontend
+from mobilepre.frontend import FrontendSpec, attach, build_frontend, luma_layer, set_luma_weights
 from mobilepre.macs import count_macs
 from mobilepre.metrics import OutputKind
 from mobilepre.quantize.export import INPUT_NAME, is_signature_key, model_input_spec, model_output_names, output_list
@@ -127,6 +127,8 @@ class SourceModel:
         outputs (tuple[OutputSpec, ...]): each output's name and kind, in the model's order.
         reference (ReferenceChild | None): the same model loaded in a sandboxed child process, which
             runs every reference inference (`reference_outputs`); None when loads are not isolated.
+        stages (dict | None): the pixel stages a build put in front of the user's model
+            (`with_stages`: {"rescale": [low, high] or None, "luma": bool}); None for the model as loaded.
     """
 
     model: object
@@ -137,6 +139,7 @@ class SourceModel:
     input_dtype: str
     outputs: tuple = ()
     reference: object = dataclasses.field(default=None, compare=False, repr=False)
+    stages: dict | None = None
 
     @property
     def parameters(self) -> int:
@@ -212,19 +215,48 @@ def load_model(path, trust: bool = False, input_shape: tuple | None = None, isol
     return dataclasses.replace(source, reference=child)
 
 
-def with_rescaling(source: SourceModel, input_range: tuple) -> SourceModel:
-    """`source` taking raw uint8 pixels, rescaled inside the model to `input_range` (`build --frontend`)."""
-    if source.input_dtype == "uint8":
+def with_stages(source: SourceModel, input_range: tuple | None = None, luma: bool = False) -> SourceModel:
+    """`source` behind the pixel stages a build adds inside the model: with `input_range`, a uint8 input
+    rescaled to that range (`build --frontend`); with `luma`, 3-channel RGB pixels turned into the one
+    channel of a grayscale model (ITU-R BT.601). The result keeps `source`'s identity (the user's model)
+    and records the stages in `stages`, so `check` can rebuild the same reference."""
+    if input_range is not None and source.input_dtype == "uint8":
         raise MobilepreError(f"--frontend: model {source.path} already takes uint8 pixels")
-    spec = rescaling_spec(source.input_shape, input_range)
-    fused = from_keras(attach(build_frontend(spec), source.model), path=source.path, fmt=source.format)
-    child = source.reference.with_rescaling(input_range) if source.reference is not None else None
-    return dataclasses.replace(fused, reference=child)
+    luma = bool(luma) and source.input_shape[-1] == 1
+    if input_range is None and not luma:
+        return source
+    stages = {"rescale": None if input_range is None else [float(v) for v in input_range], "luma": luma}
+    frontend = stages_frontend(source.input_shape, source.input_dtype, stages)
+    fused = from_keras(attach(frontend, source.model), path=source.path, fmt=source.format)
+    child = source.reference.with_stages(stages) if source.reference is not None else None
+    return dataclasses.replace(fused, identity=source.identity, stages=stages, reference=child)
 
 
-def rescaling_spec(input_shape: tuple, input_range: tuple) -> FrontendSpec:
-    low, high = input_range
-    return FrontendSpec(input_shape=tuple(input_shape), denoise=False, features=(), normalize="none", rescale_range=(low, high))
+def stages_frontend(input_shape: tuple, input_dtype: str, stages: dict):
+    """The Keras front-end of `with_stages` for a model taking `input_shape` / `input_dtype`.
+
+    Rescaling (a float model) comes first and the luma stage after it, as in `mobilepre frontend`. A
+    model that takes uint8 itself gets its luma rounded (+0.5, then its own input's cast truncates), so
+    a grey pixel given as R = G = B reaches it unchanged; such a graph keeps that cast, where a model
+    whose own front-end was built RGB (`mobilepre frontend`) has none.
+    """
+    from mobilepre._tf import keras
+
+    rescale = stages.get("rescale")
+    luma = bool(stages.get("luma")) and input_shape[-1] == 1
+    if rescale is not None or input_dtype != "uint8":
+        spec = FrontendSpec(input_shape=tuple(input_shape), uint8_input=rescale is not None, denoise=False, features=(),
+                            normalize="none", rescale_range=tuple(rescale) if rescale else (0.0, 1.0), rgb_input=luma)
+        return build_frontend(spec, name="stages")
+    k = keras()
+    height, width, _ = input_shape
+    inputs = k.Input(shape=(height, width, 3), dtype="uint8", name="pixels")
+    x = k.layers.Rescaling(1.0, name="to_float")(inputs)
+    layer = luma_layer(k)
+    x = layer(x)
+    set_luma_weights(layer)
+    x = k.layers.Rescaling(1.0, offset=0.5, name="luma_round")(x)
+    return k.Model(inputs, x, name="stages")
 
 
 def _load(path: Path, fmt: str, trust: bool):
@@ -304,11 +336,11 @@ def serve_references(model, answers) -> None:
         try:
             request = json.loads(line)
             runner = model
-            if request.get("rescale"):
-                key = tuple(request["rescale"])
+            if request.get("stages"):
+                key = json.dumps(request["stages"], sort_keys=True)
                 if key not in fused:
-                    spec = rescaling_spec(tuple(model.inputs[0].shape[1:]), key)
-                    fused[key] = attach(build_frontend(spec), model)
+                    frontend = stages_frontend(tuple(model.inputs[0].shape[1:]), model.inputs[0].dtype, request["stages"])
+                    fused[key] = attach(frontend, model)
                 runner = fused[key]
             images = np.load(request["images"], allow_pickle=False)
             outputs = output_list(runner, runner.predict(images, batch_size=256, verbose=0))
@@ -344,7 +376,7 @@ class ReferenceChild:
 
     def __init__(self, path: Path, fmt: str, trust: bool):
         self.path = Path(path)
-        self.rescale = None  # (low, high) of `build --frontend`'s in-model rescaling, in a view
+        self.stages = None  # the pixel stages of `with_stages`, in a view
         self._lock = threading.Lock()  # one request at a time: they share the scratch files
         self._scratch = Path(tempfile.mkdtemp(prefix="mobilepre-load-"))
         stderr = open(self._scratch / "stderr.txt", "w")
@@ -357,10 +389,10 @@ class ReferenceChild:
             stderr.close()
         self._finalizer = weakref.finalize(self, _stop_child, self._process, self._scratch)
 
-    def with_rescaling(self, input_range: tuple) -> "ReferenceChild":
-        """A view of the same child that runs the model behind `build --frontend`'s rescaling."""
+    def with_stages(self, stages: dict) -> "ReferenceChild":
+        """A view of the same child that runs the model behind the pixel stages of `with_stages`."""
         view = copy.copy(self)  # the same process, scratch folder, lock and finalizer
-        view.rescale = tuple(float(v) for v in input_range)
+        view.stages = dict(stages)
         view._owner = self  # the child lives while any view of it does
         return view
 
@@ -378,7 +410,7 @@ class ReferenceChild:
             return self._predict(images)
 
     def _predict(self, images: np.ndarray) -> list:
-        request = {"images": str(self._scratch / "images.npy"), "outputs": str(self._scratch / "outputs.npz"), "rescale": self.rescale}
+        request = {"images": str(self._scratch / "images.npy"), "outputs": str(self._scratch / "outputs.npz"), "stages": self.stages}
         np.save(request["images"], np.ascontiguousarray(images), allow_pickle=False)
         try:
             self._process.stdin.write(json.dumps(request) + "\n")

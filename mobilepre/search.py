@@ -30,6 +30,7 @@ class Trial:
         clusters (int): shared values per kernel of a clustered candidate (0: not clustered).
         qat (dict | None): for a quantization-aware int8 candidate, the calibrated int8 candidate it
             replaces and the drift budgets each missed (what the fine-tuning recovered).
+        metadata (dict | None): the SDK metadata the artifact carries, or why none (`Measured.metadata`).
     """
 
     candidate: str
@@ -45,6 +46,7 @@ class Trial:
     mixed: dict | None = None
     clusters: int = 0
     qat: dict | None = None
+    metadata: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -56,6 +58,7 @@ class Trial:
         return cls(
             c.key, str(c.fmt), str(c.mode), str(c.io_type), round(measured.sparsity, 6), measured.size_bytes,
             measured.gzip_bytes, tuple(measured.drift), latency, verdict, measured.mixed, c.clusters,
+            metadata=measured.metadata,
         )
 
     def metric(self, name: str) -> float | None:
@@ -70,6 +73,7 @@ class Trial:
         return Trial(
             self.candidate, self.format, self.quantization, self.io_type, self.sparsity, self.size_bytes,
             self.gzip_bytes, self.drift, latency, self.verdict.without_host_figures(), self.mixed, self.clusters, self.qat,
+            self.metadata,
         )
 
     def to_dict(self) -> dict:
@@ -91,6 +95,8 @@ class Trial:
             out["clusters"] = self.clusters
         if self.qat is not None:
             out["qat"] = self.qat
+        if self.metadata is not None:
+            out["metadata"] = self.metadata
         return out
 
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -10,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilepre.artifacts import io_contract, io_lines
+from mobilepre.artifacts import io_contract, io_lines, tflite_io
 from mobilepre.errors import EXIT_FAILED, MobilepreError
 from mobilepre.metrics import CLASS_SCORES, TOLERANCES, OutputKind
-from mobilepre.models import load_model, settle_kinds
+from mobilepre.models import load_model, settle_kinds, with_stages
 from mobilepre.quantize.export import output_list, signature_output_keys
 from mobilepre.runtimes import run_tflite, run_tfjs
 
@@ -284,6 +285,33 @@ class ValidationResult:
         return "\n".join(lines)
 
 
+def _behind_stages(source, candidate: Path, fmt: str, input_range: tuple):
+    """The reference as a build's bundle sees it: behind `build --frontend`'s rescaling when the candidate
+    takes uint8 pixels and the model floats, and behind the luma stage when the candidate takes RGB and
+    the model one channel."""
+    shape, dtype = candidate_input(candidate, fmt)
+    if not shape:
+        return source
+    rescale = input_range if dtype == "uint8" and source.input_dtype == "float32" else None
+    luma = shape[-1] == 3 and source.input_shape[-1] == 1
+    return with_stages(source, rescale, luma=luma)
+
+
+def candidate_input(candidate: Path, fmt: str) -> tuple[list, str]:
+    """(shape, dtype) of the candidate's first input, read from the file; ([], "") when it says none."""
+    if fmt == "tflite":
+        inputs = tflite_io(candidate.read_bytes(), str(candidate))["inputs"]
+        return (list(inputs[0]["shape"]), inputs[0]["dtype"]) if inputs else ([], "")
+    folder = candidate if candidate.is_dir() else candidate.parent
+    try:
+        signature = json.loads((folder / "model.json").read_bytes()).get("signature") or {}
+        spec = next(iter((signature.get("inputs") or {}).values()))
+        shape = [int(d.get("size", -1)) for d in spec.get("tensorShape", {}).get("dim", [])]
+        return shape, spec.get("dtype", "").replace("DT_", "").lower()
+    except (OSError, ValueError, StopIteration, AttributeError, TypeError):
+        return [], ""  # the runtime says what is wrong with the folder
+
+
 def candidate_format(path: Path) -> str:
     path = Path(path)
     if path.is_dir():
@@ -390,8 +418,11 @@ def validate_files(
     trust: bool = False,
 ) -> ValidationResult:
     """`mobilepre validate`: load the reference (scanned), the data, then `validate`."""
-    candidate_format(candidate)  # refuse a wrong candidate before the slow model load
+    fmt = candidate_format(candidate)  # refuse a wrong candidate before the slow model load
     source = load_model(reference, trust=trust)
+    source = _behind_stages(source, Path(candidate), fmt, data.input_range)
+    if source.stages and source.stages["luma"]:
+        data = dataclasses.replace(data, convert_channels=True)
     dataset = data.load(source, "validation")
     result = validate(source, candidate, dataset.images, dataset.labels, threads, latency_runs, tolerances, data.input_range)
     return dataclasses.replace(result, warnings=[*dataset.warnings, *result.warnings])

@@ -1,8 +1,9 @@
 """Train the demo digit classifier that ships in `mobilepre/demo/`, with its calibration and validation images.
 
 Deterministic and offline: scikit-learn's bundled 8x8 handwritten digits are upscaled to 32x32 raw uint8
-pixels, split 80/20 (stratified, fixed seed), and a small CNN is trained end to end behind the default
-front-end. The saved model names only stock Keras objects (the Gaussian denoise kernel travels as
+pixels given as RGB (grey ink: R = G = B, as a camera gives a grey page), split 80/20 (stratified, fixed
+seed), and a small CNN is trained end to end behind the default front-end, which takes RGB and turns it
+into luma inside the model (a fixed 1x1 convolution, ITU-R BT.601). The saved model names only stock Keras objects (the Gaussian denoise kernel travels as
 weights), so `keras.models.load_model` reads it without mobilepre. Run from the repository root:
 
     .venv/bin/python scripts/train_demo.py
@@ -32,7 +33,7 @@ DEMO_DIR = Path(__file__).resolve().parent.parent / "mobilepre" / "demo"
 
 
 def load_digit_pixels(tf) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's digits as raw uint8 pixels (N, 32, 32, 1) and int64 labels (N,)."""
+    """scikit-learn's digits as raw uint8 RGB pixels (N, 32, 32, 3), grey (R = G = B), and int64 labels (N,)."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
@@ -40,7 +41,7 @@ def load_digit_pixels(tf) -> tuple[np.ndarray, np.ndarray]:
     small = digits.images.astype(np.float32)[..., None] * (255.0 / 16.0)
     large = tf.image.resize(small, (IMAGE_SIZE, IMAGE_SIZE), method="bilinear").numpy()
     pixels = np.clip(np.round(large), 0, 255).astype(np.uint8)
-    return pixels, digits.target.astype(np.int64)
+    return np.repeat(pixels, 3, axis=-1), digits.target.astype(np.int64)
 
 
 def build_classifier(keras, input_shape: tuple[int, int, int]):

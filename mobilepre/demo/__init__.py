@@ -9,7 +9,8 @@ _HERE = Path(__file__).resolve().parent
 
 
 def model_path() -> Path:
-    """The trained Keras model (front-end + CNN), uint8 (32, 32, 1) pixels -> 10 digit probabilities.
+    """The trained Keras model (front-end + CNN), uint8 RGB (32, 32, 3) pixels -> 10 digit probabilities
+    (the front-end turns RGB into luma inside the model).
 
     A plain Keras 3 file: `keras.models.load_model(model_path())` needs no mobilepre import; it names
     only stock Keras objects and carries the Gaussian denoise kernel as weights.
@@ -18,13 +19,18 @@ def model_path() -> Path:
 
 
 def calibration_path() -> Path:
-    """128 training images (`images` uint8 (128, 32, 32, 1), `labels` int64) for int8 calibration."""
+    """128 training images (`images` uint8 RGB (128, 32, 32, 3), `labels` int64) for int8 calibration."""
     return _HERE / "calibration.npz"
 
 
 def validation_path() -> Path:
-    """The whole held-out test split (`images` uint8 (N, 32, 32, 1), `labels` int64)."""
+    """The whole held-out test split (`images` uint8 RGB (N, 32, 32, 3), `labels` int64)."""
     return _HERE / "validation.npz"
+
+
+def class_names() -> tuple[str, ...]:
+    """The name of each class index: the ten digits."""
+    return tuple(str(digit) for digit in range(10))
 
 
 def info() -> dict:
