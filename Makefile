@@ -10,6 +10,10 @@ RUNNER := mobilepre/tfjs_runner
 install: $(STAMP)
 
 $(STAMP): pyproject.toml requirements.lock $(RUNNER)/package-lock.json
+	@# Chromium from Debian's packages: the browser runtime (validate --runtime chromium, browser tests).
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q chromium || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
 	$(PY) -c "from mobilepre.quantize._tf import tensorflowjs_converter; tensorflowjs_converter(); import keras, ai_edge_litert"

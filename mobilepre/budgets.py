@@ -169,7 +169,7 @@ class Verdict:
         checks = tuple(
             BudgetCheck(c.name, None, c.limit, c.unit, c.passed, 0.0 if c.passed else math.inf, c.source,
                         "within budget on the build host" if c.passed else "over budget on the build host", c.output)
-            if c.name in _HOST_FIGURES and c.source == "host" and c.value is not None else c
+            if c.name in _HOST_FIGURES and c.source in ("host", "browser") and c.value is not None else c
             for c in self.checks
         )
         return Verdict(checks, self.error)

@@ -450,8 +450,8 @@ def _check_bundle(bundle: Path, profiles, measure: bool, timings, validation, ve
         shapes = ", ".join(str(tuple(o.shape[1:])) for o in run.outputs)
         loads = Finding(f"loads[{fmt}]", True, f"runs in {'LiteRT' if fmt == 'tflite' else 'TF.js (Node, wasm)'}: outputs {shapes}")
 
-        def measure_host(threads, target=target):
-            return run_candidate(target, images[:1], threads=threads, latency_runs=50)[1].latency
+        def measure_host(threads, browser=None, target=target):
+            return run_candidate(target, images[:1], threads=threads, latency_runs=50, browser=browser)[1].latency
 
         latency = latency_figure(profile, artifact["candidate"], manifest["source"].get("macs"), timings, measure_host if measure else None)
         verdict = judge(profile, _measurement(bundle, artifact, manifest, validation, run.peak_memory_bytes), latency)

@@ -79,6 +79,10 @@ def frontend(
         bool,
         typer.Option("--uint8-input/--float-input", help="Take raw 0..255 uint8 pixels and rescale inside the model."),
     ] = True,
+    rgb_input: Annotated[
+        bool,
+        typer.Option("--rgb-input/--gray-input", help="A 1-channel front-end takes RGB pixels and turns them into luma inside (BT.601); --gray-input keeps 1 channel."),
+    ] = True,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing front-end file.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ):
@@ -93,6 +97,7 @@ def frontend(
         l2=l2,
         features=parse_features(features),
         normalize=Normalization(normalize),
+        rgb_input=rgb_input,
     )
     _emit(write_frontend(spec, out, force), as_json)
 
@@ -193,16 +198,23 @@ def validate(
     max_accuracy_drop: Annotated[Optional[float], typer.Option(help="Fail (exit 1) if accuracy drops more (needs labels).")] = None,
     input_range: RangeOption = "0:1",
     convert_channels: ChannelsOption = False,
+    runtime: Annotated[str, typer.Option(help="TF.js candidates: node (Node.js, wasm) or chromium (headless Chromium through the loader page).")] = "node",
+    browser_backend: Annotated[str, typer.Option(help="With --runtime chromium: the TF.js backend, wasm or webgl.")] = "wasm",
     trust_model: TrustOption = False,
     as_json: JsonOption = False,
 ):
     """Measure drift and latency of a compressed candidate against its float reference, in the real runtime."""
+    if runtime not in ("node", "chromium"):
+        raise MobilepreError(f"--runtime {runtime!r}: expected node or chromium")
+    if browser_backend not in ("wasm", "webgl"):
+        raise MobilepreError(f"--browser-backend {browser_backend!r}: expected wasm or webgl")
     result = validate_files(
         reference, candidate,
         data=_data(data, input_range, convert_channels, labels=labels, limit=limit),
         threads=threads, latency_runs=latency_runs,
         tolerances={"min_top1_agreement": min_top1, "max_abs_error": max_abs, "max_accuracy_drop": max_accuracy_drop},
         trust=trust_model,
+        browser=browser_backend if runtime == "chromium" else None,
     )
     _emit(result, as_json)
     raise typer.Exit(result.exit_code)
@@ -218,6 +230,8 @@ def build(
     validation: Annotated[Optional[Path], typer.Option(help="Images to measure drift on (default: the calibration images).")] = None,
     labels: Annotated[Optional[Path], typer.Option(help="Labels of the validation images.")] = None,
     frontend: Annotated[Optional[bool], typer.Option("--frontend/--no-frontend", help="Give a float model a uint8 input with in-model rescaling.")] = None,
+    rgb_input: Annotated[Optional[bool], typer.Option("--rgb-input/--gray-input", help="A 1-channel model's bundles take RGB, turned into luma inside the model (default); --gray-input keeps 1 channel.")] = None,
+    class_names: Annotated[Optional[Path], typer.Option(help="Class names for the bundles' metadata: a text file, one per line in class order.")] = None,
     input_range: Annotated[Optional[str], typer.Option(help="Float models: decoded pixels map to LOW:HIGH (default 0:1).")] = None,
     device_timings: Annotated[Optional[Path], typer.Option(help="JSON of on-device latencies (ms or benchmark_model output) per candidate.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="Take options from this TOML file; flags given here win.")] = None,
@@ -236,6 +250,7 @@ def build(
     given = {
         "model": model, "out": out, "profiles": profiles, "profile": tuple(profile) if profile else None,
         "calibration": calibration, "validation": validation, "labels": labels, "frontend": frontend,
+        "rgb_input": rgb_input, "class_names": class_names,
         "input_range": parse_range(input_range) if input_range else None, "device_timings": device_timings,
         "jobs": jobs, "latency_runs": latency_runs, "prune_epochs": prune_epochs,
         "input_shape": _shape(input_shape), "trust_model": trust_model, "force": force, "sign_key": sign_key,

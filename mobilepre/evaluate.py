@@ -286,13 +286,15 @@ class Evaluator:
         measured.drift = [d.to_dict() for d in compare(self.reference(), run, self.labels, self.outputs)]
         measured.peak_memory_bytes = run.peak_memory_bytes
 
-    def host_latency(self, measured: Measured, threads: int, runs: int = 50):
-        """Single-image latency on this host, measured once per candidate and thread count."""
-        key = threads if measured.candidate.fmt is Format.TFLITE else 0
+    def host_latency(self, measured: Measured, threads: int, runs: int = 50, browser: str | None = None):
+        """Single-image latency on this host, measured once per candidate and thread count (TF.js: per
+        runtime, Node's wasm or Chromium's `browser` backend, through the bundle's own page)."""
+        key = threads if measured.candidate.fmt is Format.TFLITE else (browser or 0)
         if key not in measured.latency:
             with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
                 path = _write(measured, Path(tmp))
-                _, run = run_candidate(path, self.validation[:1], threads=max(1, threads), latency_runs=runs, where=measured.candidate.key)
+                _, run = run_candidate(path, self.validation[:1], threads=max(1, threads), latency_runs=runs,
+                                       where=measured.candidate.key, browser=browser)
             measured.latency[key] = run.latency
         return measured.latency[key]
 

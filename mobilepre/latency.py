@@ -29,8 +29,10 @@ def latency_figure(
 ) -> LatencyFigure | None:
     """The figure for `profile`'s latency budget, or None when it has none.
 
-    `measure_host(threads)` returns a `runtimes.Latency` on this host; None means host latency is not
-    to be measured (a `check --no-measure`): the figure is then marked skipped.
+    `measure_host(threads, browser_backend)` returns a `runtimes.Latency` on this host (`browser_backend`
+    None: the format's own runtime; "wasm" / "webgl": TF.js in headless Chromium, for latency_source
+    "browser"); None means latency is not to be measured here (a `check --no-measure`): the figure is
+    then marked skipped.
     """
     budget = profile.budget
     if budget.max_latency_ms is None:
@@ -43,9 +45,13 @@ def latency_figure(
         value = (device_timings or {}).get(candidate_key)
         missing = None if value is not None else f"no device timing for {candidate_key}: pass --device-timings FILE"
         return LatencyFigure(value, "device", missing=missing)
+    source = "browser" if budget.latency_source == "browser" else "host"
     if measure_host is None:
-        return LatencyFigure(None, "host", skipped=True, missing="not measured (--no-measure)")
-    latency = measure_host(profile.threads)
+        return LatencyFigure(None, source, skipped=True, missing="not measured (--no-measure)")
+    if source == "browser":
+        latency = measure_host(profile.threads, budget.browser_backend or "wasm")
+        return LatencyFigure(latency.median_ms, "browser", {"runtime": latency.runtime})
+    latency = measure_host(profile.threads, None)
     return LatencyFigure(latency.median_ms, "host", {"runtime": latency.runtime, "threads": latency.threads})
 
 

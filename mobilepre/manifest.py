@@ -10,6 +10,7 @@ import stat
 from pathlib import Path
 
 from mobilepre.artifacts import io_contract
+from mobilepre.runtimes import web_page_files
 from mobilepre.quantize.settings import engine_for
 
 MANIFEST_SCHEMA = "mobilepre.manifest/1"
@@ -88,6 +89,8 @@ def bundle_files(profile, chosen: list, source_info: dict, data: dict, versions:
             }
         )
         verdicts[trial.format] = trial.verdict.to_dict()
+        if trial.format == "tfjs":  # a web bundle opens in a browser as it is: its loader page beside tfjs/
+            files.update(web_page_files())
     manifest = {
         "artifacts": sorted(artifacts, key=lambda a: a["path"]),
         "data": data,

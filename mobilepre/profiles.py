@@ -29,7 +29,8 @@ from mobilepre.toml_reader import read_toml, size_from_toml, size_from_value
 FORMATS: tuple[Format, ...] = tuple(Format)
 ALL_MODES: tuple[Mode, ...] = tuple(Mode)
 IO_TYPES: tuple[IOType, ...] = tuple(IOType)
-LATENCY_SOURCES: tuple[str, ...] = ("host", "estimate", "device")
+LATENCY_SOURCES: tuple[str, ...] = ("host", "estimate", "device", "browser")
+BROWSER_BACKENDS: tuple[str, ...] = ("wasm", "webgl")
 # What a format's bundle gets among the candidates within every budget (`Profile.prefer`).
 PREFERENCES: tuple[str, ...] = ("fidelity", "latency", "size")
 MAX_PROFILE_BYTES = 64 * 1024
@@ -62,7 +63,10 @@ class Budget:
             checked).
         latency_source (str): how latency is obtained: "host" (measured on this machine with the
             profile's threads), "estimate" (the model's MACs divided by `device_gmacs`) or "device"
-            (imported TFLite `benchmark_model` timings). Default "host".
+            (imported TFLite `benchmark_model` timings) or "browser" (TF.js bundles: measured through the
+            bundle's own page in headless Chromium on this machine). Default "host".
+        browser_backend (str | None): with latency_source "browser", the TF.js backend timed: "wasm"
+            (default) or "webgl" (SwiftShader where the machine has no GPU). Refused otherwise.
         device_gmacs (float | None): the device's sustained billions of multiply-accumulates per second.
             Required when `latency_source` is "estimate", refused otherwise. Default None.
         max_peak_memory (int | None): bytes the runtime may hold for loading the model and one inference:
@@ -76,6 +80,7 @@ class Budget:
     latency_source: str = "host"
     device_gmacs: float | None = None
     max_peak_memory: int | None = None
+    browser_backend: str | None = None
 
     def __post_init__(self):
         _check_bytes("budget.max_size", self.max_size)
@@ -93,6 +98,13 @@ class Budget:
                 "budget.latency_source 'estimate' needs budget.device_gmacs: add the device's sustained "
                 "billions of multiply-accumulates per second, e.g. device_gmacs = 5.0"
             )
+        if self.browser_backend is not None:
+            _check_choice("budget.browser_backend", self.browser_backend, BROWSER_BACKENDS)
+            if self.latency_source != "browser":
+                raise _Invalid(
+                    f"budget.browser_backend is only used when latency_source = 'browser' (it is "
+                    f"{self.latency_source!r}): remove browser_backend or set latency_source = 'browser'"
+                )
         if self.latency_source != "estimate" and self.device_gmacs is not None:
             raise _Invalid(
                 f"budget.device_gmacs is only used when latency_source = 'estimate' (it is "
@@ -279,6 +291,11 @@ class Profile:
         if not isinstance(self.budget, Budget) or not isinstance(self.drift, Drift):
             raise TypeError("Profile.budget must be a Budget and Profile.drift a Drift")
         _check_choice("prefer", self.prefer, PREFERENCES)
+        if self.budget.latency_source == "browser" and "tflite" in self.formats:
+            raise _Invalid(
+                "budget.latency_source 'browser' times TF.js bundles in Chromium; this profile lists tflite: "
+                "give the TFLite formats their own profile, or use latency_source = 'host'"
+            )
         if self.prefer == "latency" and self.budget.max_latency_ms is None:
             raise _Invalid("prefer = 'latency' needs a latency figure to compare: add budget.max_latency_ms")
 
@@ -415,6 +432,7 @@ def _profile_from_mapping(data: Any, where: str, read_size: _SizeReader) -> Prof
             device_gmacs=toml.optional(budget_table, "device_gmacs", lambda v: toml.number(v, where, "budget.device_gmacs")),
             max_peak_memory=toml.optional(budget_table, "max_peak_memory",
                                           lambda v: read_size(v, f"{where}: budget.max_peak_memory")),
+            browser_backend=toml.optional(budget_table, "browser_backend", lambda v: toml.string(v, where, "budget.browser_backend")),
         )
         drift = Drift(
             {k: toml.number(v, where, f"drift.{k}") for k, v in drift_table.items() if k != "outputs"},

@@ -208,6 +208,92 @@ def run_tfjs(folder: Path, images: np.ndarray, latency_runs: int = 0, warmup: in
     return RunResult(outputs, float(answer["inference_seconds"]), latency, _bytes(answer.get("peak_memory_bytes")))
 
 
+WEB_DIR = Path(__file__).resolve().parent / "web"
+WEB_PAGE_FILES = ("index.html", "loader.mjs")
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def web_page_files() -> dict[str, bytes]:
+    """The loader page every web bundle ships beside its `tfjs/` folder: `index.html` and `loader.mjs`."""
+    return {name: (WEB_DIR / name).read_bytes() for name in WEB_PAGE_FILES}
+
+
+def check_chromium() -> str:
+    """Chromium's executable (MOBILEPRE_CHROMIUM, else chromium on PATH), or one line saying how to install it."""
+    override = os.environ.get("MOBILEPRE_CHROMIUM")
+    if override:
+        if not (Path(override).is_file() and os.access(override, os.X_OK)):
+            raise MobilepreError(f"MOBILEPRE_CHROMIUM={override} is not an executable file: point it at a Chrome or Chromium binary")
+        return override
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    raise MobilepreError(
+        "Chromium is needed to run TF.js in a browser and was not found: install it (Debian/Ubuntu: "
+        "`sudo apt-get install chromium`; `make install` does it) or set MOBILEPRE_CHROMIUM to a Chrome/Chromium binary"
+    )
+
+
+def _bundle_page(folder: Path) -> Path | None:
+    """The web bundle `folder` (a `tfjs/` model folder) sits in, when it is one: its own page is used."""
+    parent = folder.resolve().parent
+    if folder.name == "tfjs" and (parent / "manifest.json").is_file() and all((parent / n).is_file() for n in WEB_PAGE_FILES):
+        return parent
+    return None
+
+
+def run_browser(folder: Path, images: np.ndarray, latency_runs: int = 0, warmup: int = 5, where: str = "candidate",
+                output_keys: list | None = None, backend: str = "wasm") -> RunResult:
+    """Run `images` through a TF.js graph model in headless Chromium on `backend` ("wasm" or "webgl"),
+    through the loader page of the bundle it sits in (else the page mobilepre ships), served from
+    127.0.0.1; outputs in the order of `output_keys`, as for `run_tfjs`."""
+    model_json = verify_tfjs_folder(Path(folder), where)
+    node, runner = check_node()
+    if not (runner / "node_modules" / "puppeteer-core" / "package.json").is_file():
+        raise MobilepreError(f"puppeteer-core is not installed in {runner}: run `npm ci` there (`make install` does it)")
+    chromium = check_chromium()
+    _check_tfjs_input(model_json, images, where)
+    page_dir = _bundle_page(Path(folder)) or WEB_DIR
+    with tempfile.TemporaryDirectory(prefix="mobilepre-browser-run-") as tmp:
+        tmp = Path(tmp)
+        np.ascontiguousarray(images).tofile(tmp / "input.bin")
+        request = {
+            "chromium": chromium,
+            "profile_dir": str(tmp / "chromium-profile"),
+            "page_dir": str(page_dir),
+            "model_dir": str(Path(folder).resolve()),
+            "model_url": "/model/model.json",
+            "backend": backend,
+            "input_path": str(tmp / "input.bin"),
+            "input_shape": list(images.shape),
+            "input_dtype": "float32" if images.dtype == np.float32 else images.dtype.name,
+            "output_path": str(tmp / "output.bin"),
+            "output_names": _tfjs_output_nodes(model_json, output_keys),
+            "batch_size": BATCH,
+            "latency_runs": latency_runs,
+            "warmup_runs": warmup,
+        }
+        (tmp / "request.json").write_text(json.dumps(request))
+        timeout = run_timeout_s(len(images), latency_runs + warmup) + BROWSER_START_S
+        result = _run_child([node, str(runner / "browser.mjs"), str(tmp / "request.json")], timeout, where, "TF.js in Chromium")
+        answer = _runner_answer(result, where)
+        flat = np.fromfile(tmp / "output.bin", dtype=np.float32)
+    outputs, offset = [], 0
+    for shape in answer["output_shapes"]:
+        size = int(np.prod(shape))
+        outputs.append(flat[offset : offset + size].reshape(shape))
+        offset += size
+    latency = None
+    if latency_runs and answer.get("latency_ms"):
+        lat = answer["latency_ms"]
+        latency = Latency(lat["median"], lat["p90"], lat["runs"], warmup, None, f"chromium-{answer.get('backend', backend)}")
+    return RunResult(outputs, float(answer["inference_seconds"]), latency, _bytes(answer.get("peak_memory_bytes")))
+
+
+BROWSER_START_S = 60.0  # Chromium's start and the page's load, on top of the per-image time limit
+
+
 def _bytes(value) -> int | None:
     return int(value) if isinstance(value, (int, float)) and value >= 0 else None
 

@@ -68,8 +68,8 @@ class Trial:
     def without_host_figures(self) -> Trial:
         """This trial as files that must be byte-identical across runs may hold it (see `Verdict`)."""
         latency = self.latency
-        if latency is not None and latency.source == "host":
-            latency = LatencyFigure(None, "host", latency.detail)
+        if latency is not None and latency.source in ("host", "browser"):
+            latency = LatencyFigure(None, latency.source, latency.detail)
         return Trial(
             self.candidate, self.format, self.quantization, self.io_type, self.sparsity, self.size_bytes,
             self.gzip_bytes, self.drift, latency, self.verdict.without_host_figures(), self.mixed, self.clusters, self.qat,
@@ -223,7 +223,7 @@ def search(
             if measured.error is None:
                 latency = latency_figure(
                     profile, measured.candidate.key, evaluator.source.macs, device_timings,
-                    lambda threads, m=measured: evaluator.host_latency(m, threads, latency_runs),
+                    lambda threads, browser=None, m=measured: evaluator.host_latency(m, threads, latency_runs, browser),
                 )
             verdict = judge(profile, measured.measurement(labels), latency)
             trial = Trial.of(measured, latency, verdict)

@@ -16,7 +16,7 @@ from mobilepre.errors import EXIT_FAILED, MobilepreError
 from mobilepre.metrics import CLASS_SCORES, TOLERANCES, OutputKind
 from mobilepre.models import load_model, settle_kinds, with_stages
 from mobilepre.quantize.export import output_list, signature_output_keys
-from mobilepre.runtimes import run_tflite, run_tfjs
+from mobilepre.runtimes import check_chromium, run_browser, run_tflite, run_tfjs
 
 PSNR_CAP_DB = 200.0  # identical outputs have infinite PSNR; JSON has no infinity
 
@@ -196,6 +196,20 @@ def degenerate_reason(reference: np.ndarray, kind) -> str | None:
     return None
 
 
+_TOLERANCE_FLAGS = {"min_top1_agreement": "--min-top1", "max_abs_error": "--max-abs", "max_accuracy_drop": "--max-accuracy-drop"}
+
+
+def _check_tolerances(tolerances: dict) -> None:
+    """A tolerance outside the range its metric can take is a mistake, not a test (`--min-top1 2`)."""
+    for name, limit in tolerances.items():
+        if limit is None:
+            continue
+        tolerance = TOLERANCES[name]
+        flag = _TOLERANCE_FLAGS.get(name, name)
+        if not (math.isfinite(limit) and tolerance.low <= limit <= tolerance.high):
+            raise MobilepreError(f"{flag} {limit:g}: expected a number from {tolerance.low:g} to {tolerance.high:g} ({tolerance.meaning})")
+
+
 def tolerance_failures(drifts: list, tolerances: dict) -> list[str]:
     """Each tolerance not met, per output where it makes sense for the output's kind, as
     'name[output]: measured vs limit'. A metric that applies but was not measured fails its bound."""
@@ -326,10 +340,11 @@ def candidate_format(path: Path) -> str:
 
 
 def run_candidate(path: Path, images: np.ndarray, threads: int = 1, latency_runs: int = 0, output_names=None,
-                  where: str | None = None):
+                  where: str | None = None, browser: str | None = None):
     """Run a candidate file or folder in its runtime; returns (format, RunResult) with the outputs in the
     order of `output_names` (the reference model's output names; natural signature order without).
-    Errors name the candidate by `where` (default: its path)."""
+    `browser` ("wasm" or "webgl"): a TF.js candidate runs in headless Chromium on that backend instead
+    of Node. Errors name the candidate by `where` (default: its path)."""
     path = Path(path)
     fmt = candidate_format(path)
     keys = list(signature_output_keys(output_names)) if output_names else None
@@ -340,6 +355,8 @@ def run_candidate(path: Path, images: np.ndarray, threads: int = 1, latency_runs
             raise MobilepreError(f"candidate {path} cannot be read: {error.strerror}") from None
         return fmt, run_tflite(content, images, threads, latency_runs, where=where or str(path), output_keys=keys)
     folder = path if path.is_dir() else path.parent
+    if browser:
+        return fmt, run_browser(folder, images, latency_runs, where=where or str(folder), output_keys=keys, backend=browser)
     return fmt, run_tfjs(folder, images, latency_runs, where=where or str(folder), output_keys=keys)
 
 
@@ -374,11 +391,13 @@ def validate(
     latency_runs: int = 50,
     tolerances: dict | None = None,
     input_range: tuple = (0.0, 1.0),
+    browser: str | None = None,
 ) -> ValidationResult:
     """Compare `candidate` (a .tflite file or TF.js folder) with the float `source` model on `images`;
-    `input_range` is what a float input's values mean, for the I/O contract."""
+    `input_range` is what a float input's values mean, for the I/O contract; `browser` ("wasm" or
+    "webgl") runs a TF.js candidate in headless Chromium instead of Node."""
     reference, ref_seconds = reference_outputs(source, images)
-    fmt, run = run_candidate(candidate, images, threads, latency_runs, [spec.name for spec in source.outputs])
+    fmt, run = run_candidate(candidate, images, threads, latency_runs, [spec.name for spec in source.outputs], browser=browser)
     specs = settle_kinds(source.outputs, reference)
     drifts = compare(reference, run, labels, specs)
     failures = tolerance_failures(drifts, tolerances or {})
@@ -416,13 +435,19 @@ def validate_files(
     latency_runs: int = 50,
     tolerances: dict | None = None,
     trust: bool = False,
+    browser: str | None = None,
 ) -> ValidationResult:
     """`mobilepre validate`: load the reference (scanned), the data, then `validate`."""
     fmt = candidate_format(candidate)  # refuse a wrong candidate before the slow model load
+    _check_tolerances(tolerances or {})
+    if browser is not None:
+        if fmt != "tfjs":
+            raise MobilepreError(f"--runtime chromium runs TF.js models; {candidate} is a TFLite file (it runs in LiteRT)")
+        check_chromium()  # before the slow model load
     source = load_model(reference, trust=trust)
     source = _behind_stages(source, Path(candidate), fmt, data.input_range)
     if source.stages and source.stages["luma"]:
         data = dataclasses.replace(data, convert_channels=True)
     dataset = data.load(source, "validation")
-    result = validate(source, candidate, dataset.images, dataset.labels, threads, latency_runs, tolerances, data.input_range)
+    result = validate(source, candidate, dataset.images, dataset.labels, threads, latency_runs, tolerances, data.input_range, browser)
     return dataclasses.replace(result, warnings=[*dataset.warnings, *result.warnings])

@@ -48,7 +48,8 @@ def tiny_classifier(keras, input_shape=(16, 16, 32), classes=4, seed=0, name="ti
 
 @pytest.fixture(scope="session")
 def tiny_model(keras):
-    """Front-end (16x16x1 uint8 in, 32 features) attached to a tiny classifier."""
+    """Front-end (a 16x16 grayscale core that takes RGB uint8 pixels, luma inside; 32 features)
+    attached to a tiny classifier."""
     from mobilepre.frontend import FrontendSpec, attach, build_frontend
 
     keras.utils.set_random_seed(1)
@@ -58,7 +59,7 @@ def tiny_model(keras):
 
 @pytest.fixture(scope="session")
 def tiny_images():
-    return np.random.default_rng(0).integers(0, 256, (48, 16, 16, 1)).astype(np.uint8)
+    return np.random.default_rng(0).integers(0, 256, (48, 16, 16, 3)).astype(np.uint8)
 
 
 def litert_run(content: bytes, x: np.ndarray) -> np.ndarray:
@@ -112,9 +113,9 @@ def write_artifact(artifact, folder: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def endless_tflite(tf, tmp_path_factory):
-    """A structurally valid .tflite (demo-shaped uint8 32x32x1 input) whose WHILE loop never ends."""
+    """A structurally valid .tflite (demo-shaped uint8 32x32x3 input) whose WHILE loop never ends."""
 
-    @tf.function(input_signature=[tf.TensorSpec([1, 32, 32, 1], tf.uint8)])
+    @tf.function(input_signature=[tf.TensorSpec([1, 32, 32, 3], tf.uint8)])
     def forever(pixels):
         start = tf.reduce_sum(tf.cast(pixels, tf.float32))
         end = tf.while_loop(lambda x: x > -1.0, lambda x: x + 1.0, [start])[0]  # x + 1 never goes below -1

@@ -25,7 +25,7 @@ from tests.conftest import litert_run, run_cli, tiny_classifier
 
 def denoise_only(channels=3, sigma=1.0, size=64):
     return build_frontend(
-        FrontendSpec(input_shape=(size, size, channels), uint8_input=False, sigma=sigma, features=(), normalize="none")
+        FrontendSpec(input_shape=(size, size, channels), uint8_input=False, sigma=sigma, features=(), normalize="none", rgb_input=False)
     )
 
 
@@ -84,7 +84,7 @@ def test_features_flag_produces_the_layers_it_names(keras):
     "normalize, cls", [("batchnorm", "BatchNormalization"), ("sigmoid", "Conv2D"), ("none", None)]
 )
 def test_normalize_flag_produces_the_layer_it_names(keras, normalize, cls):
-    model = build_frontend(FrontendSpec(input_shape=(8, 8, 1), normalize=normalize))
+    model = build_frontend(FrontendSpec(input_shape=(8, 8, 1), normalize=normalize, rgb_input=False))
     names = {layer.name: type(layer).__name__ for layer in model.layers}
     assert names.get("normalize") == cls
     if normalize == "sigmoid":
@@ -96,8 +96,8 @@ def test_normalize_flag_produces_the_layer_it_names(keras, normalize, cls):
 
 
 def test_uint8_input_rescales_inside_the_model(keras):
-    raw = build_frontend(FrontendSpec(input_shape=(8, 8, 1), features=(), normalize="none"))
-    scaled = build_frontend(FrontendSpec(input_shape=(8, 8, 1), features=(), normalize="none", uint8_input=False))
+    raw = build_frontend(FrontendSpec(input_shape=(8, 8, 1), features=(), normalize="none", rgb_input=False))
+    scaled = build_frontend(FrontendSpec(input_shape=(8, 8, 1), features=(), normalize="none", uint8_input=False, rgb_input=False))
     assert raw.input.dtype == "uint8" and scaled.input.dtype == "float32"
     x = np.random.default_rng(2).integers(0, 256, (2, 8, 8, 1)).astype(np.uint8)
     np.testing.assert_allclose(np.asarray(raw(x)), np.asarray(scaled(x.astype(np.float32) / 255.0)), atol=1e-6)
@@ -111,6 +111,22 @@ def test_saved_frontend_round_trips(keras, tmp_path):
     np.testing.assert_allclose(np.asarray(model(x)), np.asarray(loaded(x)), atol=1e-6)
     kernel = loaded.get_layer("denoise").get_weights()[0]
     np.testing.assert_array_equal(kernel, np.broadcast_to(gaussian_kernel(1.7)[:, :, None, None], (3, 3, 3, 1)))
+
+
+def test_grayscale_frontend_takes_rgb_and_sees_bt601_luma(keras):
+    model = build_frontend(FrontendSpec(input_shape=(8, 8, 1), denoise=False, features=(), normalize="none"))
+    assert tuple(model.input.shape) == (None, 8, 8, 3) and tuple(model.output.shape) == (None, 8, 8, 1)
+    rgb = np.random.default_rng(5).integers(0, 256, (4, 8, 8, 3)).astype(np.uint8)
+    want = (rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114]))[..., None] / 255.0
+    np.testing.assert_allclose(model.predict(rgb, verbose=0), want, atol=1e-6)
+    grey = np.repeat(rgb[..., :1], 3, axis=-1)  # a grey pixel (R = G = B) keeps its value
+    np.testing.assert_allclose(model.predict(grey, verbose=0), grey[..., :1] / 255.0, atol=1e-6)
+    luma = model.get_layer("luma")
+    assert not luma.trainable and luma.kernel in model.non_trainable_weights  # pruning and fine-tuning leave it alone
+    kept = build_frontend(FrontendSpec(input_shape=(8, 8, 1), rgb_input=False))
+    assert tuple(kept.input.shape) == (None, 8, 8, 1) and "luma" not in [layer.name for layer in kept.layers]
+    colour = build_frontend(FrontendSpec(input_shape=(8, 8, 3)))
+    assert "luma" not in [layer.name for layer in colour.layers]
 
 
 def test_attach_checks_shapes(keras):
@@ -285,7 +301,7 @@ def test_written_frontends_load_and_predict_in_plain_keras_without_mobilepre(ker
     assert result.returncode == 0, result.stderr
     rng = np.random.default_rng(4)
     x_written = rng.integers(0, 256, (3, 12, 12, 3)).astype(np.uint8)
-    x_cli = rng.integers(0, 256, (3, 10, 10, 1)).astype(np.uint8)
+    x_cli = rng.integers(0, 256, (3, 10, 10, 3)).astype(np.uint8)  # a grayscale front-end takes RGB
     got = predict_in_plain_keras(tmp_path, (written, x_written), (cli, x_cli))
     for path, x, y in zip((written, cli), (x_written, x_cli), got):
         want = np.asarray(keras.models.load_model(path).predict(x, verbose=0))

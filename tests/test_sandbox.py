@@ -78,18 +78,21 @@ def test_reference_inference_runs_in_the_sandboxed_child(tmp_path):
     assert process.poll() is not None  # closed with its source
 
 
-def test_build_frontend_reference_runs_the_same_rescaling_in_the_child(tmp_path, keras):
+@pytest.mark.parametrize("channels", [3, 1])
+def test_build_stages_reference_runs_the_same_stages_in_the_child(tmp_path, keras, channels):
     import numpy as np
 
-    from mobilepre.models import load_model, with_rescaling
+    from mobilepre.models import load_model, with_stages
     from mobilepre.validate import reference_outputs
 
     keras.utils.set_random_seed(1)
-    inputs = keras.Input((8, 8, 3))
+    inputs = keras.Input((8, 8, channels))
     model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs)))
     model.save(tmp_path / "float.keras")
-    fused = with_rescaling(load_model(tmp_path / "float.keras", isolate=True), (-1.0, 1.0))
-    assert fused.input_dtype == "uint8" and fused.reference.rescale == (-1.0, 1.0)
+    source = load_model(tmp_path / "float.keras", isolate=True)
+    fused = with_stages(source, (-1.0, 1.0), luma=True)
+    assert fused.input_dtype == "uint8" and fused.input_shape == (8, 8, 3) and fused.identity == source.identity
+    assert fused.reference.stages == {"rescale": [-1.0, 1.0], "luma": channels == 1}
     images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
     (child,), _ = reference_outputs(fused, images)
     np.testing.assert_allclose(child, fused.model.predict(images, verbose=0), atol=1e-6)

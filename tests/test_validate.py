@@ -136,7 +136,7 @@ def test_scrambled_tfjs_weights_show_large_drift(demo_source, demo_data, scrambl
 
 def test_candidate_with_another_input_shape_says_both_shapes(tiny_model, demo_source, demo_data, tmp_path):
     other = write_artifact(quantize.convert(tiny_model, quantize.QuantizationSettings("tflite", "float32")), tmp_path / "o")
-    with pytest.raises(MobilepreError, match=r"takes images of shape \(16, 16, 1\), the data has \(32, 32, 1\)"):
+    with pytest.raises(MobilepreError, match=r"takes images of shape \(16, 16, 3\), the data has \(32, 32, 3\)"):
         validate(demo_source, other, demo_data[1].images[:4], latency_runs=0)
 
 
@@ -174,7 +174,7 @@ def test_validate_of_an_endless_model_stops_at_the_time_limit(endless_tflite, tm
     from tests.conftest import run_cli
 
     data = tmp_path / "d.npz"
-    np.savez(data, images=np.zeros((2, 32, 32, 1), np.uint8))
+    np.savez(data, images=np.zeros((2, 32, 32, 3), np.uint8))
     result = run_cli("--run-timeout", "2", "validate", demo.model_path(), endless_tflite, "--data", data, timeout=120)
     lines = result.stderr.strip().splitlines()
     assert result.returncode == 1 and len(lines) == 1 and "did not finish within 2 s" in lines[0], result.stderr

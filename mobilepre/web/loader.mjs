@@ -1,0 +1,140 @@
+// mobilepre's loader for a web bundle: loads the bundle's TF.js model and classifies images with it.
+//
+// Copy index.html and this file next to the bundle's tfjs/ folder and serve the folder over HTTP(S).
+// It needs the global `tf` of TF.js 4.22 (index.html loads it) and reads everything else from the model:
+// model.json's userDefinedMetadata.mobilepre holds the input (dtype, shape, colour space, normalisation),
+// each output's kind and the class names, written by `mobilepre build`.
+//
+//   const bundle = await loadBundle('./tfjs/model.json', 'webgl');
+//   const { top, ms } = await classify(bundle, imageElement);   // top: [{index, name, score}, ...]
+
+const tf = globalThis.tf;
+export const TFJS_VERSION = '4.22.0';
+export const WASM_PATH = `https://cdn.jsdelivr.net/npm/@tensorflow/tfjs-backend-wasm@${TFJS_VERSION}/dist/`;
+
+// Load the model on `backend` ('webgl', 'wasm', 'webgpu' or 'cpu'); throws when the browser has no such backend.
+export async function loadBundle(modelUrl = './tfjs/model.json', backend = 'webgl') {
+  if (!tf) throw new Error('TF.js is not loaded: include tf.min.js (and tf-backend-wasm.min.js for wasm) before this module');
+  if (backend === 'wasm') tf.wasm.setWasmPaths(WASM_PATH);
+  if (!(await tf.setBackend(backend))) throw new Error(`the TF.js ${backend} backend is not available in this browser`);
+  await tf.ready();
+  const model = await tf.loadGraphModel(modelUrl);
+  const contract = (model.metadata && model.metadata.mobilepre) || {};
+  const input = contract.input || {};
+  const shape = input.shape || model.inputs[0].shape;
+  return {
+    model,
+    contract,
+    backend: tf.getBackend(),
+    height: shape[1],
+    width: shape[2],
+    channels: shape[3],
+    dtype: input.dtype || model.inputs[0].dtype,
+    normalization: input.normalization || null,
+    classNames: contract.class_names || [],
+    kind: (contract.outputs && contract.outputs[0] && contract.outputs[0].kind) || 'probabilities',
+  };
+}
+
+// One image (img, canvas, video or ImageData) as the model takes it: resized, in its dtype and units.
+export function toInput(bundle, source) {
+  return tf.tidy(() => {
+    let x = tf.browser.fromPixels(source, bundle.channels === 1 ? 1 : 3);
+    if (x.shape[0] !== bundle.height || x.shape[1] !== bundle.width) {
+      x = tf.image.resizeBilinear(x, [bundle.height, bundle.width]).round().clipByValue(0, 255);
+    }
+    if (bundle.dtype === 'float32') {
+      x = x.toFloat();
+      if (bundle.normalization) x = x.sub(bundle.normalization.mean).div(bundle.normalization.std);
+    } else {
+      x = x.toInt(); // TF.js has no uint8 tensor: raw pixels 0..255 go in as int32, which the graph casts
+    }
+    return x.expandDims(0);
+  });
+}
+
+// The `top` classes of one image and the inference time in ms (model.execute to scores on the CPU).
+export async function classify(bundle, source, top = 3) {
+  const x = toInput(bundle, source);
+  const t0 = performance.now();
+  const y = bundle.model.execute(x);
+  const first = Array.isArray(y) ? y[0] : y;
+  let scores = await first.data();
+  const ms = performance.now() - t0;
+  tf.dispose([x, y]);
+  if (bundle.kind === 'logits') {
+    const max = Math.max(...scores);
+    const exps = Array.from(scores, (v) => Math.exp(v - max));
+    const sum = exps.reduce((a, b) => a + b, 0);
+    scores = exps.map((v) => v / sum);
+  }
+  const ranked = Array.from(scores, (score, index) => ({ index, name: bundle.classNames[index] ?? String(index), score }));
+  ranked.sort((a, b) => b.score - a.score);
+  return { top: ranked.slice(0, top), ms };
+}
+
+// Raw pixels in, raw outputs out (used by `mobilepre validate --runtime chromium` and the tests):
+// `values` a typed array of N images of `shape` [N, H, W, C]; returns every output as float32 rows,
+// the shapes, the inference seconds, the median and p90 of `latencyRuns` single-image runs and the
+// peak tensor bytes of one inference.
+export async function runBatch(bundle, values, shape, outputNames = null, latencyRuns = 0, warmupRuns = 5, batch = 64) {
+  const [n, ...rest] = shape;
+  const dtype = bundle.dtype === 'float32' ? 'float32' : 'int32';
+  const all = tf.tensor(dtype === 'float32' ? Float32Array.from(values) : Int32Array.from(values), shape, dtype);
+  const run = (x) => {
+    const y = bundle.model.execute(x, outputNames || undefined);
+    return Array.isArray(y) ? y : [y];
+  };
+  const one = tf.zeros([1, ...rest], dtype);
+  const profile = await tf.profile(async () => {
+    const ys = run(one);
+    await Promise.all(ys.map((t) => t.data()));
+    tf.dispose(ys);
+  });
+  const chunks = [];
+  const t0 = performance.now();
+  for (let start = 0; start < n; start += batch) {
+    const size = Math.min(batch, n - start);
+    const x = tf.slice(all, [start, ...rest.map(() => 0)], [size, ...rest]);
+    const ys = run(x);
+    chunks.push(await Promise.all(ys.map(async (t) => ({ shape: t.shape, data: await t.data() }))));
+    tf.dispose([x, ...ys]);
+  }
+  const inferenceSeconds = (performance.now() - t0) / 1000;
+  all.dispose();
+  const outputShapes = [];
+  const parts = [];
+  for (let k = 0; k < (chunks[0] || []).length; k++) {
+    let rows = 0;
+    for (const c of chunks) {
+      parts.push(Float32Array.from(c[k].data));
+      rows += c[k].shape[0];
+    }
+    outputShapes.push([rows, ...chunks[0][k].shape.slice(1)]);
+  }
+  const times = [];
+  if (latencyRuns) {
+    const once = async () => {
+      const ys = run(one);
+      await Promise.all(ys.map((t) => t.data()));
+      tf.dispose(ys);
+    };
+    for (let i = 0; i < warmupRuns; i++) await once();
+    for (let i = 0; i < latencyRuns; i++) {
+      const s = performance.now();
+      await once();
+      times.push(performance.now() - s);
+    }
+    times.sort((a, b) => a - b);
+  }
+  one.dispose();
+  const at = (q) => times[Math.min(times.length - 1, Math.max(0, Math.ceil(q * times.length) - 1))];
+  return {
+    outputs: parts,
+    outputShapes,
+    inferenceSeconds,
+    latencyMs: latencyRuns ? { median: at(0.5), p90: at(0.9), runs: times.length } : null,
+    peakMemoryBytes: profile.peakBytes,
+    backend: tf.getBackend(),
+  };
+}

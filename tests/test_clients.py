@@ -1,0 +1,144 @@
+"""The bundles in the clients that use them as they are: MediaPipe Tasks' ImageClassifier (the engine of
+Android, iOS and the web) reading the TFLite metadata, and TF.js in a real headless Chromium through the
+web bundle's own loader page."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+from mobilepre import demo
+from mobilepre.builder import BuildOptions, build
+from mobilepre.runtimes import check_chromium, runner_dir
+from tests.conftest import run_cli
+from tests.test_build import write_profile
+
+FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
+
+
+@pytest.fixture(scope="module")
+def demo_build(tmp_path_factory):
+    """The demo build over every shipped profile, as `make demo` makes it."""
+    out = tmp_path_factory.mktemp("clients") / "out"
+    result = build(BuildOptions(out=out, latency_runs=5))
+    assert result.exit_code == 0, [(p.name, p.passed) for p in result.profiles]
+    return out
+
+
+def _manifest(bundle):
+    return json.loads((bundle / "manifest.json").read_text())
+
+
+def _classify_all(model_path, images):
+    """Top category (index, name) of each image by MediaPipe Tasks' ImageClassifier."""
+    import mediapipe as mp
+    from mediapipe.tasks.python import vision
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(model_path)), max_results=1)
+    found = []
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        for image in images:
+            result = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
+            top = result.classifications[0].categories[0]
+            found.append((top.index, top.category_name))
+    return found
+
+
+def test_every_tflite_bundle_of_the_demo_runs_in_mediapipe_with_its_class_names(demo_build, keras):
+    validation = np.load(demo.validation_path())
+    images = validation["images"]
+    assert images.shape[-1] == 3  # camera-ready: the demo's bundles take RGB
+    keras_top1 = keras.models.load_model(demo.model_path()).predict(images, verbose=0).argmax(axis=1)
+    bundles = [b for b in sorted(demo_build.iterdir()) if (b / "model.tflite").is_file()]
+    assert len(bundles) >= 4
+    for bundle in bundles:
+        manifest = _manifest(bundle)
+        (artifact,) = [a for a in manifest["artifacts"] if a["format"] == "tflite"]
+        assert artifact["metadata"]["carries"] == ["image input", "classification output with class names"]
+        found = _classify_all(bundle / "model.tflite", images)
+        names = manifest["source"]["class_names"]
+        assert names == [str(d) for d in range(10)]
+        assert all(name == names[index] for index, name in found), bundle.name  # the names come from the metadata
+        agreement = float(np.mean([index for index, _ in found] == keras_top1))
+        recorded = artifact["drift"][0]["top1_agreement"]
+        assert agreement >= recorded - 1e-9, (bundle.name, agreement, recorded)
+
+
+def test_a_float_input_bundle_carries_the_normalisation_mediapipe_applies(tmp_path, keras):
+    """A float model without --frontend takes [-1, 1]: MediaPipe must map its 0..255 pixels there itself."""
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(8, 3, activation="relu")(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(4, activation="softmax", name="scores")(x))
+    model.save(tmp_path / "float.keras")
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (40, 16, 16, 3)).astype(np.uint8)
+    np.save(tmp_path / "images.npy", (pixels / 127.5 - 1.0).astype(np.float32))
+    (tmp_path / "names.txt").write_text("cat\ndog\nbird\nfish\n")
+    profiles = tmp_path / "profiles"
+    write_profile(profiles, "float", 'formats = ["tflite"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n')
+    result = build(BuildOptions(out=tmp_path / "out", model=tmp_path / "float.keras", profiles=profiles,
+                                calibration=tmp_path / "images.npy", input_range=(-1.0, 1.0),
+                                class_names=tmp_path / "names.txt", latency_runs=1, allow_degenerate_reference=True))
+    assert result.exit_code == 0
+    bundle = tmp_path / "out" / "float"
+    assert _manifest(bundle)["artifacts"][0]["metadata"]["carries"] == ["image input with normalization", "classification output with class names"]
+    found = _classify_all(bundle / "model.tflite", pixels)
+    want = model.predict(pixels / 127.5 - 1.0, verbose=0).argmax(axis=1)
+    assert [index for index, _ in found] == list(want)
+    assert [name for _, name in found] == [["cat", "dog", "bird", "fish"][i] for i in want]
+
+
+def _browser(request: dict, tmp_path) -> dict:
+    path = tmp_path / "request.json"
+    path.write_text(json.dumps({"chromium": check_chromium(), "profile_dir": str(tmp_path / "profile"), **request}))
+    done = subprocess.run(["node", str(runner_dir() / "browser.mjs"), str(path)], capture_output=True, text=True, timeout=300)
+    answer = json.loads(done.stdout.strip().splitlines()[-1])
+    assert done.returncode == 0, answer
+    return answer
+
+
+@pytest.mark.parametrize("backend", ["wasm", "webgl"])
+def test_web_bundle_page_classifies_an_uploaded_image_in_chromium(demo_build, tmp_path, backend):
+    from PIL import Image
+
+    bundle = demo_build / "web-mobile"
+    assert {"index.html", "loader.mjs"} <= {p.name for p in bundle.iterdir()}
+    validation = np.load(demo.validation_path())
+    Image.fromarray(validation["images"][0]).save(tmp_path / "digit.png")
+    answer = _browser({"page_dir": str(bundle), "backend": backend, "upload": str(tmp_path / "digit.png")}, tmp_path)
+    assert answer["backend"] == backend and answer["class_names"] == [str(d) for d in range(10)]
+    assert answer["shown"][0]["index"] == int(validation["labels"][0])
+    assert answer["shown"][0]["text"].startswith(str(int(validation["labels"][0])) + " ")
+    assert "ms on " + backend in answer["shown_latency"]
+    assert answer["page_errors"] == []  # every request stayed on this machine
+
+
+@pytest.mark.parametrize("backend", ["wasm", "webgl"])
+def test_validate_runtime_chromium_matches_the_reference(demo_build, backend):
+    result = run_cli("validate", demo.model_path(), demo_build / "web-mobile" / "tfjs", "--data", demo.validation_path(),
+                     "--runtime", "chromium", "--browser-backend", backend, "--latency-runs", "5", "--min-top1", "0.99", "--json", env=FAST)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["latency"]["runtime"] == f"chromium-{backend}"
+    assert report["outputs"][0]["top1_agreement"] >= 0.99 and report["images"] == 360
+
+
+def test_missing_chromium_is_one_line_saying_how_to_install_it(demo_build, tmp_path):
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    (bare / "node").symlink_to(shutil.which("node"))
+    env = {**FAST, "PATH": str(bare)}
+    env.pop("MOBILEPRE_CHROMIUM", None)
+    result = run_cli("validate", demo.model_path(), demo_build / "web-mobile" / "tfjs", "--data", demo.validation_path(),
+                     "--runtime", "chromium", env=env)
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "Chromium" in result.stderr and "apt-get install chromium" in result.stderr
+    result = run_cli("validate", demo.model_path(), demo_build / "android-low-end" / "model.tflite", "--data",
+                     demo.validation_path(), "--runtime", "chromium", env=FAST)
+    assert result.returncode == 2 and "runs TF.js models" in result.stderr
