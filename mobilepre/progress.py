@@ -1,0 +1,113 @@
+"""What a long command says while it works: a live display on a terminal, one-line events in logs.
+
+A build calls its reporter with events (`reporter("message")`: results, warnings), the step running now
+(`stage`), and its progress through the candidates it may try (`plan`, `advance`). `Reporter` does
+nothing with any of them (`--quiet`, library callers); `LineReporter` writes events and steps as plain
+lines on stderr (CI logs: a step that hangs is the last line); `LiveReporter` draws rich's progress
+display on a terminal: the step, a bar over the candidates, elapsed time and an estimate of what is left,
+with events printed above it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+
+
+class Reporter:
+    """Says nothing. The base of every reporter, and what a plain callable becomes (`as_reporter`)."""
+
+    def __call__(self, message: str) -> None:
+        pass
+
+    def stage(self, text: str) -> None:
+        """The step running now, e.g. "converting tflite-int8"."""
+
+    def plan(self, total: int) -> None:
+        """The most candidates the build may measure (the bar's length)."""
+
+    def advance(self, count: int = 1) -> None:
+        """`count` more candidates measured or found needless."""
+
+    def close(self) -> None:
+        pass
+
+
+class _Callback(Reporter):
+    def __init__(self, callback):
+        self._callback = callback
+
+    def __call__(self, message: str) -> None:
+        self._callback(message)
+
+
+def as_reporter(progress) -> Reporter:
+    """A `Reporter` for `progress`: itself, a plain `callable(message)` taking only events, or silence."""
+    if isinstance(progress, Reporter):
+        return progress
+    return _Callback(progress) if callable(progress) else Reporter()
+
+
+class LineReporter(Reporter):
+    """Events and steps as `mobilepre: ...` lines on stderr, steps with the seconds since the start."""
+
+    def __init__(self, stream=None):
+        self._stream = stream or sys.stderr
+        self._started = time.monotonic()
+        self._done = 0
+        self._total = 0
+
+    def __call__(self, message: str) -> None:
+        print(f"mobilepre: {message}", file=self._stream, flush=True)
+
+    def stage(self, text: str) -> None:
+        counted = f" ({self._done}/{self._total})" if self._total else ""
+        print(f"mobilepre: [{time.monotonic() - self._started:.0f} s]{counted} {text}", file=self._stream, flush=True)
+
+    def plan(self, total: int) -> None:
+        self._total = total
+
+    def advance(self, count: int = 1) -> None:
+        self._done = min(self._total, self._done + count) if self._total else self._done + count
+
+
+class LiveReporter(Reporter):
+    """rich's live progress display on stderr (a terminal): spinner, step, bar, counts, elapsed, left."""
+
+    def __init__(self):
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+        self._console = Console(stderr=True, highlight=False)
+        self._progress = Progress(
+            SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+            TextColumn("candidates"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+            console=self._console, transient=True,
+        )
+        self._task = self._progress.add_task("starting", total=None)
+        self._progress.start()
+
+    def __call__(self, message: str) -> None:
+        self._progress.console.print(f"mobilepre: {message}", markup=False, highlight=False)
+
+    def stage(self, text: str) -> None:
+        self._progress.update(self._task, description=text)
+
+    def plan(self, total: int) -> None:
+        self._progress.update(self._task, total=total)
+
+    def advance(self, count: int = 1) -> None:
+        self._progress.advance(self._task, count)
+
+    def close(self) -> None:
+        self._progress.stop()
+
+
+def reporter_for(quiet: bool, stream=None) -> Reporter:
+    """`--quiet`: silence; stderr a terminal: the live display; else plain lines."""
+    stream = stream or sys.stderr
+    if quiet:
+        return Reporter()
+    if stream.isatty():
+        return LiveReporter()
+    return LineReporter(stream)
