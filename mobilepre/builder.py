@@ -24,7 +24,9 @@ from mobilepre.latency import parse_device_timings
 from mobilepre.manifest import bundle_files
 from mobilepre.metrics import ALL_KINDS, CLASS_SCORES, TOLERANCES
 from mobilepre.models import OutputSpec, load_model, settle_kinds, with_stages
+from mobilepre.overview import latency_figures, load_baseline, markdown
 from mobilepre.profiles import Profile, default_profiles_dir, format_size, load_profiles
+from mobilepre.progress import as_reporter
 from mobilepre.report import render_html
 from mobilepre.sdk_metadata import SdkContract
 from mobilepre.search import FormatResult, search
@@ -53,6 +55,8 @@ class BuildOptions:
         rgb_input (bool): a grayscale (one-channel) model's bundles take RGB pixels, turned into luma
             inside the model (a fixed 1x1 convolution, ITU-R BT.601), so every image bundle takes what a
             camera gives; one-channel images are then repeated into R, G and B. Default True.
+        shard_size (int): TF.js weight shard bytes (browsers fetch shards in parallel; some CDNs cap a
+            file's size). Default 4 MiB, the converter's own.
         class_names (Path | None): a text file of class names, one per line in class-index order, for
             the bundles' metadata (default: the data's class sub-folders or CSV names; the demo's digits).
         baseline (Path | None): a previous build's output folder: the report adds, per profile, the
@@ -82,6 +86,7 @@ class BuildOptions:
     input_range: tuple[float, float] = (0.0, 1.0)
     frontend: bool = False
     rgb_input: bool = True
+    shard_size: int = 4 * 1024 * 1024
     class_names: Path | None = None
     baseline: Path | None = None
     device_timings: Path | None = None
@@ -100,6 +105,8 @@ class BuildOptions:
             raise MobilepreError(f"--jobs {self.jobs!r}: expected a whole number from 1 to 16")
         if not isinstance(self.latency_runs, int) or not 1 <= self.latency_runs <= 10_000:
             raise MobilepreError(f"latency_runs {self.latency_runs!r}: expected a whole number from 1 to 10000")
+        if not isinstance(self.shard_size, int) or isinstance(self.shard_size, bool) or self.shard_size < 1024:
+            raise MobilepreError(f"--shard-size {self.shard_size!r}: expected at least 1 KiB, e.g. '4 MiB'")
         if not isinstance(self.prune_epochs, int) or self.prune_epochs < 0:
             raise MobilepreError(f"prune_epochs {self.prune_epochs!r}: expected a whole number >= 0")
 
@@ -238,7 +245,8 @@ class BuildResult:
                 )
         lines += [f"warning: {w}" for w in self.source.get("warnings", [])]
         written = sum(p.passed for p in self.profiles)
-        where = f"{written} of {len(self.profiles)} bundles in {self.out}" if written else "no bundle written"
+        where = (f"{written} of {len(self.profiles)} bundles written to {self.out}" if written
+                 else f"no bundle written; the reports are in {self.out}")
         lines.append(f"{self.conversions} conversions, {self.validations} validations; {where}")
         return "\n".join(lines)
 
@@ -333,16 +341,19 @@ def build(options: BuildOptions, progress=None) -> BuildResult:
     Everything checkable about the output comes first (it replaces nothing it should not, its folder is
     writable); an OS error anywhere becomes one line naming the path, and the previous output stays.
     """
+    reporter = as_reporter(progress)
     try:
-        return _build(options, progress or (lambda message: None))
+        return _build(options, reporter)
     except OSError as error:
         raise MobilepreError(os_error_message(error, error.filename or options.out)) from None
+    finally:
+        reporter.close()
 
 
 def _build(options: BuildOptions, progress) -> BuildResult:
     out = Path(options.out)
     inputs = (options.model, options.profiles, options.calibration, options.validation, options.labels,
-              options.device_timings, options.config, options.sign_key, options.class_names, options.baseline)
+              options.device_timings, options.config, options.sign_key, options.class_names)
     check_output(out, options.force, "--out", inputs, previous_output_problem)
     profiles = load_profiles(options.profiles or default_profiles_dir())
     if options.profile:
@@ -355,6 +366,7 @@ def _build(options: BuildOptions, progress) -> BuildResult:
     if any(p.budget.latency_source == "device" for p in profiles) and timings is None:
         name = next(p.name for p in profiles if p.budget.latency_source == "device")
         raise MobilepreError(f"profile {name} takes latency from the device: pass --device-timings FILE")
+    baseline = load_baseline(options.baseline) if options.baseline is not None else None  # before `out` may replace it
     for stale in remove_stale_staging(out):
         progress(f"removed {stale.name}, left beside {out} by a build that did not finish")
     _check_room(out, Path(options.model or demo.model_path()))
@@ -362,6 +374,7 @@ def _build(options: BuildOptions, progress) -> BuildResult:
     # creating it proves the folder is writable before any conversion, and a killed build's copy of
     # the model is removed by the next build (`remove_stale_staging`).
     with _signals_unwind(), _build_lock(out, progress), staging_folder(out, "work") as work:
+        progress.stage(f"loading {Path(options.model).name if options.model else 'the demo model'} and its images")
         with engine_errors(str(options.model or "demo model")):
             source, calibration, validation = _load_inputs(options)
         source_info = {
@@ -374,6 +387,7 @@ def _build(options: BuildOptions, progress) -> BuildResult:
             "parameters": source.parameters,
             "stages": source.stages,
         }
+        progress.stage(f"running the float model on {len(validation)} validation images")
         reference = reference_outputs(source, validation.images)[0]
         outputs = resolve_outputs(source, profiles, reference)
         data_warnings = list(dict.fromkeys([*calibration.warnings, *validation.warnings]))
@@ -389,14 +403,16 @@ def _build(options: BuildOptions, progress) -> BuildResult:
                           tuple((spec.name, spec.kind.value) for spec in outputs), class_names,
                           bool(source.stages and source.stages["luma"]))
         evaluator = Evaluator(source, calibration.images, validation.images, validation.labels, work, progress,
-                              options.prune_epochs, outputs, reference, profiles, sdk)
+                              options.prune_epochs, outputs, reference, profiles, sdk, options.shard_size)
         try:
             results = search(profiles, evaluator, timings, options.latency_runs, progress, options.jobs)
         finally:
             evaluator.close()
         check_output(out, options.force, "--out", inputs, previous_output_problem)  # again: another build may have written it
+        progress.stage("writing bundles and reports")
         with staging_folder(out) as staging:
-            result = _write_outputs(staging, profiles, results, evaluator, source_info, validation, calibration, str(out), options.input_range)
+            result = _write_outputs(staging, profiles, results, evaluator, source_info, validation, calibration, str(out),
+                                    options.input_range, baseline)
             if options.sign_key:
                 for summary in result.profiles:
                     if summary.bundle:
@@ -528,7 +544,7 @@ def previous_output_problem(folder: Path) -> str | None:
 
 
 def _write_outputs(staging: Path, profiles, results: list[FormatResult], evaluator, source_info, validation, calibration, out: str,
-                   input_range: tuple = (0.0, 1.0)) -> BuildResult:
+                   input_range: tuple = (0.0, 1.0), baseline: dict | None = None) -> BuildResult:
     data = {"calibration": dataset_info(calibration), "validation": dataset_info(validation)}
     versions, created = toolchain_versions(), _created()
     by_key = {m.candidate.key: m for m in evaluator.measured.values()}
@@ -552,7 +568,7 @@ def _write_outputs(staging: Path, profiles, results: list[FormatResult], evaluat
     )
     result = BuildResult(out, tuple(summaries), candidates, evaluator.conversions, evaluator.validations, source_info)
     stable = [
-        ProfileResult(s.name, s.profile, tuple(FormatResult(f.profile, f.format, tuple(t.without_host_figures() for t in f.tried), f.prefer) for f in s.formats))
+        ProfileResult(s.name, s.profile, tuple(f.without_host_figures() for f in s.formats))
         for s in summaries
     ]
     report = {
@@ -563,10 +579,15 @@ def _write_outputs(staging: Path, profiles, results: list[FormatResult], evaluat
         "versions": versions,
     }
     (staging / "report.json").write_text(json.dumps(_finite(report), indent=2, sort_keys=True) + "\n")
-    (staging / "timings.json").write_text(json.dumps({"candidates": [c.to_dict() for c in candidates]}, indent=2, sort_keys=True) + "\n")
-    (staging / "report.html").write_text(render_html(result))
+    latencies = latency_figures(result)
+    chosen_latency = [{"profile": p, "format": f, "ms": ms, "source": source} for (p, f), (ms, source) in sorted(latencies.items())]
+    timings = {"candidates": [c.to_dict() for c in candidates], "profiles": chosen_latency}
+    (staging / "timings.json").write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
+    (staging / "report.html").write_text(render_html(result, latencies, baseline))
+    (staging / "report.md").write_text(markdown(result, latencies, baseline))
     return result
 
 
 def stderr_progress(message: str) -> None:
+    """Events as plain lines on stderr (`progress.LineReporter` adds steps and counts)."""
     print(f"mobilepre: {message}", file=sys.stderr, flush=True)

@@ -10,7 +10,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from mobilepre.builder import BuildOptions, stderr_progress
+from mobilepre.builder import BuildOptions
 from mobilepre.builder import build as run_build
 from mobilepre.check import check as run_check
 from mobilepre.check import sign_bundles
@@ -21,6 +21,7 @@ from mobilepre.errors import MobilepreError
 from mobilepre.frontend import FrontendSpec, Normalization, parse_features, parse_input_shape, write_frontend
 from mobilepre.fsutil import atomic_file
 from mobilepre.profiles import default_profiles_dir, format_size, load_profiles, parse_size
+from mobilepre.progress import reporter_for
 from mobilepre.validate import validate_files
 from mobilepre.versions import package_version
 
@@ -167,6 +168,7 @@ def prune(
     out: Annotated[Path, typer.Option(help="Where to write the pruned model (.keras).")],
     calibration: Annotated[Optional[Path], typer.Option(help="Unlabelled images to fine-tune on by distillation.")] = None,
     labels: Annotated[Optional[Path], typer.Option(help="Optional labels for the calibration images.")] = None,
+    validation: Annotated[Optional[Path], typer.Option(help="Held-out images: top-1 agreement measured on images fine-tuning never saw.")] = None,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs; 0 prunes one-shot.")] = 30,
     scope: Annotated[str, typer.Option(help="global (rank all kernels together) or per_layer.")] = "global",
     input_range: RangeOption = "0:1",
@@ -180,6 +182,7 @@ def prune(
         model, sparsity, out,
         data=_data(calibration, input_range, convert_channels, labels=labels, limit=None),
         epochs=epochs, scope=scope, trust=trust_model, force=force,
+        validation=_data(validation, input_range, convert_channels, limit=None) if validation else None,
     )
     _emit(result, as_json)
 
@@ -223,7 +226,7 @@ def validate(
 @app.command()
 def build(
     model: Annotated[Optional[Path], typer.Argument(help="A .keras, .h5 or SavedModel folder; none builds the embedded demo model.")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder: one bundle per profile, report.json, report.html.")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="Output folder: one bundle per profile, report.json, report.html, report.md.")] = None,
     profiles: Annotated[Optional[Path], typer.Option(help="A profile TOML file or a folder of them (default: the shipped ones).")] = None,
     profile: Annotated[Optional[list[str]], typer.Option(help="Build only this profile (repeatable).")] = None,
     calibration: Annotated[Optional[Path], typer.Option(help="Images for int8 calibration and pruning.")] = None,
@@ -232,17 +235,20 @@ def build(
     frontend: Annotated[Optional[bool], typer.Option("--frontend/--no-frontend", help="Give a float model a uint8 input with in-model rescaling.")] = None,
     rgb_input: Annotated[Optional[bool], typer.Option("--rgb-input/--gray-input", help="A 1-channel model's bundles take RGB, turned into luma inside the model (default); --gray-input keeps 1 channel.")] = None,
     class_names: Annotated[Optional[Path], typer.Option(help="Class names for the bundles' metadata: a text file, one per line in class order.")] = None,
+    baseline: Annotated[Optional[Path], typer.Option(help="A previous build's output folder: the reports add the change in bytes, gzip, latency and drift.")] = None,
     input_range: Annotated[Optional[str], typer.Option(help="Float models: decoded pixels map to LOW:HIGH (default 0:1).")] = None,
     device_timings: Annotated[Optional[Path], typer.Option(help="JSON of on-device latencies (ms or benchmark_model output) per candidate.")] = None,
     config: Annotated[Optional[Path], typer.Option(help="Take options from this TOML file; flags given here win.")] = None,
     jobs: Annotated[Optional[int], typer.Option(help="Candidates converted (in worker processes) and validated at once.")] = None,
     latency_runs: Annotated[Optional[int], typer.Option(help="Timed single-image runs per candidate (default 50).")] = None,
     prune_epochs: Annotated[Optional[int], typer.Option(help="Distillation epochs per pruned candidate (default 30).")] = None,
+    shard_size: Annotated[Optional[str], typer.Option(help="TF.js weight shard size, e.g. '1 MiB' (default 4 MiB).")] = None,
     input_shape: ShapeOption = None,
     trust_model: Annotated[Optional[bool], typer.Option("--trust-model", help="Lift the model scan's refusals (see README).")] = None,
     sign_key: Annotated[Optional[Path], typer.Option(help="Sign each bundle with this elliptic-curve private key (PEM).")] = None,
     allow_degenerate_reference: Annotated[Optional[bool], typer.Option("--allow-degenerate-reference", help="Build even when the float model gives one class for nearly every validation image.")] = None,
     force: Annotated[Optional[bool], typer.Option("--force", help="Replace an existing output folder.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress display or events on stderr (errors still say one line).")] = False,
     as_json: JsonOption = False,
 ):
     """Build one size-budgeted bundle per device profile. Exit 1 if a profile has no candidate within budget."""
@@ -250,7 +256,8 @@ def build(
     given = {
         "model": model, "out": out, "profiles": profiles, "profile": tuple(profile) if profile else None,
         "calibration": calibration, "validation": validation, "labels": labels, "frontend": frontend,
-        "rgb_input": rgb_input, "class_names": class_names,
+        "rgb_input": rgb_input, "class_names": class_names, "baseline": baseline,
+        "shard_size": parse_size(shard_size, "--shard-size") if shard_size else None,
         "input_range": parse_range(input_range) if input_range else None, "device_timings": device_timings,
         "jobs": jobs, "latency_runs": latency_runs, "prune_epochs": prune_epochs,
         "input_shape": _shape(input_shape), "trust_model": trust_model, "force": force, "sign_key": sign_key,
@@ -259,7 +266,7 @@ def build(
     options.update({k: v for k, v in given.items() if v is not None})
     if "out" not in options:
         raise MobilepreError("build needs an output folder: pass --out DIR (or out = \"DIR\" in --config)")
-    result = run_build(BuildOptions(**options), progress=stderr_progress)
+    result = run_build(BuildOptions(**options), progress=reporter_for(quiet))
     _emit(result, as_json)
     raise typer.Exit(result.exit_code)
 
@@ -337,16 +344,33 @@ def profiles_check(file: Annotated[Path, typer.Argument(help="A profile TOML fil
         typer.echo(f"ok {p.name}")
 
 
+def _fail(message: str, exit_code: int, as_json: bool) -> None:
+    """One line on stderr; with `--json`, also `{"error": ..., "exit_code": ...}` on stdout (scripts read one stream)."""
+    if as_json:
+        typer.echo(json.dumps({"error": message, "exit_code": exit_code}))
+    typer.echo(f"mobilepre: error: {message}", err=True)
+    sys.exit(exit_code)
+
+
 def main() -> None:
     """Entry point: one line and a documented exit code for every user mistake."""
+    as_json = "--json" in sys.argv[1:]
     try:
-        app()
+        code = app(standalone_mode=False)
     except MobilepreError as error:
-        typer.echo(f"mobilepre: error: {error.message}", err=True)
-        sys.exit(error.exit_code)
+        _fail(error.message, error.exit_code, as_json)
+    except typer.Abort:
+        typer.echo("mobilepre: interrupted; outputs were left as they were before this run", err=True)
+        sys.exit(130)
+    except typer.TyperException as error:  # a usage mistake Typer found: unknown option, bad value, no command
+        if type(error).__name__ == "NoArgsIsHelpError":  # `mobilepre` alone: the help, as Typer shows it
+            error.show()
+            sys.exit(error.exit_code)
+        _fail(error.format_message(), getattr(error, "exit_code", 2), as_json)
     except KeyboardInterrupt:
         typer.echo("mobilepre: interrupted; outputs were left as they were before this run", err=True)
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

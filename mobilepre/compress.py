@@ -145,6 +145,8 @@ class PruneFileResult:
     tflite_gzip_bytes: int
     top1_agreement: float | None
     images: int
+    held_out_top1_agreement: float | None = None  # on --validation images, which fine-tuning never saw
+    held_out_images: int = 0
 
     def to_dict(self) -> dict:
         d = dict(self.__dict__)
@@ -156,10 +158,14 @@ class PruneFileResult:
         lines = [
             f"wrote {self.path}: sparsity {self.sparsity:.4f} (target {self.target_sparsity:.4f}), "
             + (f"fine-tuned {self.epochs} epochs by distillation" if self.fine_tuned else "one-shot"),
-            f"  .keras {self.size_bytes} bytes (gzip {self.gzip_bytes}); float32 .tflite {self.tflite_bytes} bytes (gzip {self.tflite_gzip_bytes})",
+            f"  .keras {self.size_bytes:,} B (gzip {self.gzip_bytes:,} B); float32 .tflite {self.tflite_bytes:,} B (gzip {self.tflite_gzip_bytes:,} B)",
         ]
         if self.top1_agreement is not None:
-            lines.append(f"  top-1 agreement with the float model on the {self.images} calibration images: {self.top1_agreement:.4f}")
+            tuned = "it was fine-tuned on" if self.fine_tuned else "given"
+            lines.append(f"  top-1 agreement with the float model on the {self.images} images {tuned}: {self.top1_agreement:.4f}"
+                         + ("" if self.held_out_top1_agreement is not None else " (not held out: pass --validation DATA for a held-out figure)"))
+        if self.held_out_top1_agreement is not None:
+            lines.append(f"  top-1 agreement on {self.held_out_images} held-out --validation images: {self.held_out_top1_agreement:.4f}")
         for name, value in sorted(self.per_layer.items()):
             lines.append(f"  {name:<40} {value:.4f}")
         return "\n".join(lines)
@@ -174,27 +180,26 @@ def prune_file(
     scope: str = "global",
     trust: bool = False,
     force: bool = False,
+    validation: DataOptions | None = None,
 ) -> PruneFileResult:
-    """Prune the model at `model_path`, fine-tune it by distillation on the calibration images, save it."""
+    """Prune the model at `model_path`, fine-tune it by distillation on the calibration images, save it;
+    with `validation`, also measure top-1 agreement on those held-out images."""
     with engine_errors():
         settings = PruneSettings(sparsity=sparsity, epochs=epochs, scope=scope)
     out = Path(out)
     if out.suffix != ".keras":
         raise MobilepreError(f"--out {out}: the pruned model is saved as a Keras model, name it *.keras")
-    check_output(out, force, "--out", (model_path, data.path, data.labels), keras_file_problem)
+    check_output(out, force, "--out", (model_path, data.path, data.labels, validation.path if validation else None), keras_file_problem)
     source = load_model(model_path, trust=trust)
     dataset = data.load(source, "pruning with fine-tuning" if epochs else None)
+    held_out = validation.load(source) if validation is not None else None
     images = dataset.images if dataset is not None else None
     labels = dataset.labels if dataset is not None else None
     with engine_errors(str(model_path)):
         result = prune(source.model, settings, images, labels)
         tflite = quantize.convert(result.model, quantize.QuantizationSettings("tflite", "float32"), input_shape=source.input_shape)
-    agreement = None
-    if images is not None:
-        want = np.asarray(source.model.predict(images, verbose=0))
-        got = np.asarray(result.model.predict(images, verbose=0))
-        if want.ndim == 2 and want.shape[1] > 1:
-            agreement = float(np.mean(want.argmax(1) == got.argmax(1)))
+    agreement = _agreement(source.model, result.model, images) if images is not None else None
+    held_out_agreement = _agreement(source.model, result.model, held_out.images) if held_out is not None else None
     with atomic_file(out) as tmp:
         result.model.save(tmp)
     raw = out.read_bytes()
@@ -211,4 +216,15 @@ def prune_file(
         tflite_gzip_bytes=tflite.gzip_bytes,
         top1_agreement=agreement,
         images=0 if images is None else len(images),
+        held_out_top1_agreement=held_out_agreement,
+        held_out_images=0 if held_out is None else len(held_out),
     )
+
+
+def _agreement(reference, pruned, images) -> float | None:
+    """Top-1 agreement of two classifiers on `images`; None for outputs that are not class scores."""
+    want = np.asarray(reference.predict(images, verbose=0))
+    got = np.asarray(pruned.predict(images, verbose=0))
+    if want.ndim == 2 and want.shape[1] > 1:
+        return float(np.mean(want.argmax(1) == got.argmax(1)))
+    return None

@@ -8,6 +8,7 @@ from pathlib import Path
 from mobilepre import toml_reader as toml
 from mobilepre.builder import BuildOptions
 from mobilepre.errors import MobilepreError
+from mobilepre.profiles import parse_size
 
 MAX_CONFIG_BYTES = 64 * 1024
 _PATH_KEYS = {"out", "model", "profiles", "calibration", "validation", "labels", "device_timings", "sign_key", "class_names", "baseline"}
@@ -39,6 +40,8 @@ def load_build_config(path: Path) -> dict:
             value = toml.boolean(value, where, key)
         elif key in _INT_KEYS:
             value = toml.integer(value, where, key)
+        elif key == "shard_size":
+            value = parse_size(toml.string(value, where, key), f"{where}: shard_size")
         options[key] = value
     options["config"] = path
     return options

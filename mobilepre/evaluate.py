@@ -18,6 +18,7 @@ from mobilepre.budgets import Measurement
 from mobilepre.candidates import Candidate
 from mobilepre.errors import MobilepreError
 from mobilepre.mixed import find_mixed
+from mobilepre.progress import as_reporter
 from mobilepre.quantize.artifact import gzip_size
 from mobilepre.quantize.checks import check_weights
 from mobilepre.quantize.export import export_saved_model
@@ -77,15 +78,16 @@ class Evaluator:
     """Converts and validates candidates on demand, each once; prunes each sparsity level once."""
 
     def __init__(self, source, calibration, validation, labels, workdir: Path, progress=None, prune_epochs: int = 30,
-                 outputs=None, reference=None, profiles=(), sdk=None):
+                 outputs=None, reference=None, profiles=(), sdk=None, shard_size: int = 4 * 1024 * 1024):
         self.source = source
+        self.shard_size = shard_size  # TF.js weight shard bytes
         self.sdk = sdk  # SdkContract: the metadata every artifact carries, written before it is validated
         self.outputs = tuple(outputs or source.outputs)  # OutputSpecs: each output's name and kind
         self.calibration = calibration
         self.validation = validation
         self.labels = labels
         self.workdir = Path(workdir)
-        self.progress = progress or (lambda message: None)
+        self.progress = as_reporter(progress)
         self.prune_epochs = prune_epochs
         self.measured: dict[Candidate, Measured] = {}
         self.conversions = 0
@@ -161,7 +163,7 @@ class Evaluator:
             return self.failed(candidate, self._unsupported[candidate.fmt])
         try:
             model, directory, reached = self.variant(candidate.sparsity, candidate.clusters, candidate.qat)
-            settings = quantize.QuantizationSettings(candidate.fmt, candidate.mode, io_type=candidate.io_type)
+            settings = quantize.QuantizationSettings(candidate.fmt, candidate.mode, io_type=candidate.io_type, shard_size_bytes=self.shard_size)
             check_weights(model, settings.mode)
         except quantize.CannotPruneError as error:
             self._cannot_prune = str(error)
@@ -204,6 +206,7 @@ class Evaluator:
         if isinstance(prepared, Measured):
             return prepared
         settings, directory, reached = prepared
+        self.progress.stage(f"converting {candidate.key}")
         try:
             artifact = quantize.convert_saved_model(directory, settings, self.calibration, reached)
         except quantize.QuantizeError as error:
@@ -218,6 +221,7 @@ class Evaluator:
         if len(todo) < 2:
             return [prepared[c] if isinstance(prepared[c], Measured) else self._convert(c) for c in candidates]
         pool = self._workers(jobs)
+        self.progress.stage(f"converting {', '.join(c.key for c in todo)} in {jobs} processes")
         futures = {c: pool.submit(convert_worker, str(prepared[c][1]), prepared[c][0], self._calibration_file(), prepared[c][2]) for c in todo}
         out = []
         for candidate in candidates:
@@ -263,7 +267,7 @@ class Evaluator:
     def measure_plan(self, candidate: Candidate, plan) -> Measured:
         """One step of a mixed search: `candidate` converted with per-layer precisions `plan` and validated."""
         model, directory, _ = self.variant(0.0)
-        settings = quantize.QuantizationSettings(candidate.fmt, quantize.Mode.MIXED, mixed=plan)
+        settings = quantize.QuantizationSettings(candidate.fmt, quantize.Mode.MIXED, mixed=plan, shard_size_bytes=self.shard_size)
         try:
             artifact = quantize.convert(model, settings, self.calibration, saved_model_dir=directory)
         except quantize.QuantizeError as error:
@@ -274,6 +278,8 @@ class Evaluator:
         return measured
 
     def _validate(self, measured: Measured) -> None:
+        runtime = "LiteRT" if measured.candidate.fmt is Format.TFLITE else "TF.js (Node, wasm)"
+        self.progress.stage(f"validating {measured.candidate.key} in {runtime} on {len(self.validation)} images")
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
             path = _write(measured, Path(tmp))
             try:
@@ -291,6 +297,9 @@ class Evaluator:
         runtime, Node's wasm or Chromium's `browser` backend, through the bundle's own page)."""
         key = threads if measured.candidate.fmt is Format.TFLITE else (browser or 0)
         if key not in measured.latency:
+            where = (f"LiteRT ({max(1, threads)} threads)" if measured.candidate.fmt is Format.TFLITE
+                     else f"Chromium ({browser})" if browser else "TF.js (Node, wasm)")
+            self.progress.stage(f"timing {measured.candidate.key} in {where}")
             with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
                 path = _write(measured, Path(tmp))
                 _, run = run_candidate(path, self.validation[:1], threads=max(1, threads), latency_runs=runs,

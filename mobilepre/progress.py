@@ -77,11 +77,13 @@ class LiveReporter(Reporter):
     def __init__(self):
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.table import Column
 
         self._console = Console(stderr=True, highlight=False)
+        step = Column(no_wrap=True, overflow="ellipsis", ratio=1)  # the step gives way first on a narrow terminal
         self._progress = Progress(
-            SpinnerColumn(), TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-            TextColumn("candidates"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+            SpinnerColumn(), TextColumn("{task.description}", markup=False, table_column=step), BarColumn(bar_width=16),
+            MofNCompleteColumn(), TextColumn("candidates"), TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
             console=self._console, transient=True,
         )
         self._task = self._progress.add_task("starting", total=None)

@@ -1,15 +1,19 @@
-"""report.html: the build's search shown to a person, a table per profile and a size-against-drift chart."""
+"""report.html: the build's search shown to a person: the overview first (failures first), then per profile
+a table of every candidate tried and charts of size against drift and latency, every budget drawn."""
 
 from __future__ import annotations
 
 import html
 import math
 
+from mobilepre import overview
+
 _STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1100px}
+body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1500px}
+table.overview td{white-space:nowrap}table.overview td.wrap{white-space:normal;min-width:16em}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}tr.chosen td{background:#e8f6e8;font-weight:600}
-tr.fail td{color:#777}.ok{color:#176f2c}.no{color:#b3261e}svg{border:1px solid #ddd;background:#fff}
+tr.fail td{color:#777}table.overview tr.fail td{color:#b3261e;background:#fdf0ef}.ok{color:#176f2c}.no{color:#b3261e}svg{border:1px solid #ddd;background:#fff}
 """
 
 
@@ -17,62 +21,76 @@ def _drift_metric(rows) -> str:
     return "top1_agreement" if any(r.metric("top1_agreement") is not None for r in rows) else "cosine"
 
 
-def _chart(profile, rows: list, metric: str) -> str:
-    """SVG scatter: x = artifact bytes on a log scale (sizes and budgets span decades), y = the drift
-    metric; dashed lines at the size and drift budgets."""
-    width, height, pad = 520, 300, 50
-    points = [(r.size_bytes, r.metric(metric)) for r in rows if r.size_bytes and r.metric(metric) is not None]
-    max_size = profile.budget.max_size
-    drift_limit = profile.drift.get("min_top1_agreement" if metric == "top1_agreement" else "min_cosine")
-    xs = [p[0] for p in points] + [max_size]
-    ys = [p[1] for p in points] + ([drift_limit] if drift_limit is not None else [])
+def _scatter(points: list, x_label: str, y_label: str, x_lines: list, y_lines: list) -> str:
+    """SVG scatter of labelled points (label, x, y, passed) with dashed budget lines at x (`x_lines`:
+    (value, label)) and y (`y_lines`); x on a log scale (sizes and budgets span decades)."""
+    width, height, pad = 620, 320, 56
     if not points:
-        return "<p>No candidate produced a measurable artifact.</p>"
-    log_lo = math.floor(math.log10(min(xs)))
-    log_hi = math.ceil(math.log10(max(xs)))
-    if log_hi == log_lo:
-        log_hi += 1
-    y_lo, y_hi = min(ys), max(ys)
-    if y_hi - y_lo < 1e-6:
-        y_lo, y_hi = y_lo - 0.01, y_hi + 0.01
-    span = y_hi - y_lo
+        return ""
+    xs = [p[1] for p in points] + [v for v, _ in x_lines]
+    ys = [p[2] for p in points] + [v for v, _ in y_lines]
+    lo, hi = math.floor(math.log10(min(xs))), math.ceil(math.log10(max(xs)))
+    hi = hi + 1 if hi == lo else hi
 
     def sx(v):
-        return pad + (width - 2 * pad) * (math.log10(v) - log_lo) / (log_hi - log_lo)
+        return pad + (width - 2 * pad) * (math.log10(v) - lo) / (hi - lo)
+    y_lo, y_hi = min(ys), max(ys)
+    if y_hi - y_lo < 1e-9:
+        y_lo, y_hi = y_lo - 0.01 * (abs(y_lo) or 1), y_hi + 0.01 * (abs(y_hi) or 1)
+    span = y_hi - y_lo
 
     def sy(v):
         return height - pad - (height - 2 * pad) * (v - y_lo) / span
 
-    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="size against {metric}">']
+    parts = [f'<svg width="{width}" height="{height}" role="img" aria-label="{html.escape(x_label)} against {html.escape(y_label)}">']
     parts.append(f'<line x1="{pad}" y1="{height - pad}" x2="{width - pad}" y2="{height - pad}" stroke="#999"/>')
     parts.append(f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{height - pad}" stroke="#999"/>')
-    parts.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">artifact bytes (log scale)</text>')
-    for exponent in range(log_lo, log_hi + 1):
+    parts.append(f'<text x="{width / 2}" y="{height - 12}" text-anchor="middle">{html.escape(x_label)}</text>')
+    for exponent in range(lo, hi + 1):
         tick = sx(10**exponent)
         parts.append(f'<line x1="{tick:.1f}" y1="{height - pad}" x2="{tick:.1f}" y2="{height - pad + 4}" stroke="#999"/>')
         parts.append(f'<text x="{tick:.1f}" y="{height - pad + 16}" text-anchor="middle" font-size="11">{_bytes_label(10**exponent)}</text>')
-    parts.append(f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">{metric}</text>')
+    parts.append(f'<text x="14" y="{height / 2}" transform="rotate(-90 14 {height / 2})" text-anchor="middle">{html.escape(y_label)}</text>')
     parts.append(f'<text x="{pad - 4}" y="{sy(y_hi) + 4}" text-anchor="end" font-size="11">{y_hi:.4g}</text>')
     parts.append(f'<text x="{pad - 4}" y="{sy(y_lo) + 4}" text-anchor="end" font-size="11">{y_lo:.4g}</text>')
-    x = sx(max_size)
-    parts.append(f'<line x1="{x:.1f}" y1="{pad}" x2="{x:.1f}" y2="{height - pad}" stroke="#b3261e" stroke-dasharray="5,4"/>')
-    parts.append(f'<text x="{x + 3:.1f}" y="{pad + 10}" font-size="11" fill="#b3261e">max_size</text>')
-    if drift_limit is not None:
-        y = sy(drift_limit)
+    for i, (value, label) in enumerate(x_lines):
+        x = sx(value)
+        parts.append(f'<line x1="{x:.1f}" y1="{pad}" x2="{x:.1f}" y2="{height - pad}" stroke="#b3261e" stroke-dasharray="5,4"/>')
+        parts.append(f'<text x="{x + 3:.1f}" y="{pad + 10 + 12 * i}" font-size="11" fill="#b3261e">{html.escape(label)}</text>')
+    for value, label in y_lines:
+        y = sy(value)
         parts.append(f'<line x1="{pad}" y1="{y:.1f}" x2="{width - pad}" y2="{y:.1f}" stroke="#b3261e" stroke-dasharray="5,4"/>')
-        parts.append(f'<text x="{width - pad}" y="{y - 4:.1f}" font-size="11" text-anchor="end" fill="#b3261e">min {metric}</text>')
-    for row in rows:
-        value = row.metric(metric)
-        if not row.size_bytes or value is None:
-            continue
-        colour = "#176f2c" if row.passed else "#b3261e"
-        label = html.escape(row.candidate)
-        parts.append(
-            f'<circle cx="{sx(row.size_bytes):.1f}" cy="{sy(value):.1f}" r="5" fill="{colour}"><title>{label}: '
-            f'{row.size_bytes} B, {metric} {value:.5f}</title></circle>'
-        )
+        parts.append(f'<text x="{width - pad}" y="{y - 4:.1f}" font-size="11" text-anchor="end" fill="#b3261e">{html.escape(label)}</text>')
+    for i, (label, x_value, y_value, passed) in enumerate(points):
+        colour = "#176f2c" if passed else "#b3261e"
+        cx, cy = sx(x_value), sy(y_value)
+        parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{colour}"><title>{html.escape(label)}: {x_value:,} B, {y_value:.5g}</title></circle>')
+        dy = -8 if i % 2 == 0 else 14  # alternate above and below: neighbours at the same size stay readable
+        parts.append(f'<text x="{cx + 6:.1f}" y="{cy + dy:.1f}" font-size="10" fill="{colour}">{html.escape(label)}</text>')
     parts.append("</svg>")
     return "".join(parts)
+
+
+def _charts(profile, rows: list, metric: str) -> str:
+    """Two labelled charts per format: bytes (and gzip bytes) against the drift metric, with the size, gzip
+    and drift budgets; bytes against latency, with the latency budget, when latency was measured."""
+    budget = profile.budget
+    drift_limit = profile.drift.get("min_top1_agreement" if metric == "top1_agreement" else "min_cosine")
+    usable = [r for r in rows if r.size_bytes and r.metric(metric) is not None]
+    if not usable:
+        return "<p>No candidate produced a measurable artifact.</p>"
+    points = [(r.candidate, r.size_bytes, r.metric(metric), r.passed) for r in usable]
+    points += [(r.candidate + " (gzip)", r.gzip_bytes, r.metric(metric), r.passed) for r in usable if budget.max_compressed_size]
+    x_lines = [(budget.max_size, "max_size")]
+    if budget.max_compressed_size:
+        x_lines.append((budget.max_compressed_size, "max_compressed_size (gzip)"))
+    y_lines = [(drift_limit, f"min {metric}")] if drift_limit is not None else []
+    out = [_scatter(points, "artifact bytes (log scale)", metric, x_lines, y_lines)]
+    timed = [(r.candidate, r.size_bytes, r.latency.ms, r.passed) for r in usable if r.latency and r.latency.ms is not None]
+    if timed:
+        limit = [(budget.max_latency_ms, f"max_latency_ms ({budget.latency_source})")] if budget.max_latency_ms else []
+        out.append(_scatter(timed, "artifact bytes (log scale)", "latency ms", [(budget.max_size, "max_size")], limit))
+    return "".join(out)
 
 
 def _bytes_label(n: int) -> str:
@@ -92,29 +110,60 @@ def _table(rows: list, chosen_key: str | None) -> str:
         verdict = "meets every budget" if r.passed else "; ".join(r.verdict.failures)
         cls = "chosen" if r.candidate == chosen_key else ("" if r.passed else "fail")
         body.append(
-            f"<tr class='{cls}'><td class=l>{html.escape(r.candidate)}</td><td>{r.size_bytes}</td>"
-            f"<td>{r.gzip_bytes}</td><td>{r.sparsity:.2f}</td>"
+            f"<tr class='{cls}'><td class=l>{html.escape(r.candidate)}</td><td>{r.size_bytes:,}</td>"
+            f"<td>{r.gzip_bytes:,}</td><td>{r.sparsity:.2f}</td>"
             f"<td>{'-' if top1 is None else f'{top1:.4f}'}</td><td>{'-' if mae is None else f'{mae:.4g}'}</td>"
             f"<td>{'-' if lat is None else f'{lat:.3f}'}</td><td class=l>{html.escape(verdict)}</td></tr>"
         )
     return f"<table>{head}{''.join(body)}</table>"
 
 
-def render_html(result) -> str:
-    """The whole report as one self-contained HTML page (no scripts, no external files)."""
+def _overview(result, latencies: dict, baseline: dict | None) -> str:
+    """The table a reviewer reads first: one row per profile and format, failures first."""
+    head = ["", "profile", "format", "chosen", "bytes", "gzip", "latency (source)", "drift", "accuracy", "verdict"]
+    if baseline is not None:
+        head += ["Δ bytes", "Δ gzip", "Δ latency", "Δ drift"]
+    cells = "".join(f"<th class=l>{h}</th>" if h in ("profile", "format", "chosen", "verdict", "drift") else f"<th>{h}</th>" for h in head)
+    body = []
+    for row in overview.rows(result, latencies, baseline):
+        f = row.figures
+        mark = "<span class=ok>&#10003;</span>" if row.passed else "<span class=no>&#10007;</span>"
+        chosen = html.escape(f.candidate) if f else "-"
+        if not row.passed and f:
+            chosen += " <small>(closest)</small>"
+        tds = [mark, f"<a href='#{html.escape(row.profile)}'>{html.escape(row.profile)}</a>", row.format, chosen,
+               overview.size(f.size_bytes if f else None), overview.size(f.gzip_bytes if f else None), overview.latency_text(f),
+               html.escape(overview.drift_text(f)), "-" if row.accuracy is None else f"{row.accuracy:.4f}", html.escape(row.verdict)]
+        if baseline is not None:
+            b = row.baseline
+            was = f" <small>(was {html.escape(b.candidate)})</small>" if b and f and b.candidate != f.candidate else ""
+            tds[3] += was
+            tds += [overview.change(f.size_bytes if f else None, b.size_bytes if b else None),
+                    overview.change(f.gzip_bytes if f else None, b.gzip_bytes if b else None),
+                    overview.latency_change(f, b), html.escape(overview.drift_change(f, b))]
+        left, wrap = {1, 2, 3, 7, 9}, {9}
+        body.append(f"<tr class='{'' if row.passed else 'fail'}'>" + "".join(
+            f"<td class='l{' wrap' if i in wrap else ''}'>{t}</td>" if i in left else f"<td>{t}</td>" for i, t in enumerate(tds)) + "</tr>")
+    return f"<h2>Overview</h2><table class=overview><tr>{cells}</tr>{''.join(body)}</table>"
+
+
+def render_html(result, latencies: dict | None = None, baseline: dict | None = None) -> str:
+    """The whole report as one self-contained HTML page (no scripts, no external files): the overview
+    (with the change since `baseline`, a previous build's figures), then each profile in detail."""
     out = ["<!doctype html><html><head><meta charset='utf-8'><title>mobilepre build report</title>"]
     out.append(f"<style>{_STYLE}</style></head><body><h1>mobilepre build report</h1>")
     src = result.source
     out.append(
-        f"<p>Model <b>{html.escape(src['name'])}</b>: {src['parameters']} parameters, {src['macs']} MACs per image, "
+        f"<p>Model <b>{html.escape(src['name'])}</b>: {src['parameters']:,} parameters, {src['macs']:,} MACs per image, "
         f"input {src['input_dtype']} {src['input_shape']}; identity <code>{src['identity'][:16]}…</code>. "
         f"{result.conversions} conversions and {result.validations} validations in all.</p>"
     )
     for warning in src.get("warnings", []):
         out.append(f"<p class=no>Warning: {html.escape(warning)}.</p>")
+    out.append(_overview(result, latencies if latencies is not None else overview.latency_figures(result), baseline))
     for profile in result.profiles:
         status = "<span class=ok>bundle written</span>" if profile.passed else "<span class=no>no candidate within budget</span>"
-        out.append(f"<h2>{html.escape(profile.name)}: {status}</h2><p>{html.escape(profile.profile.description)}</p>")
+        out.append(f"<h2 id='{html.escape(profile.name)}'>{html.escape(profile.name)}: {status}</h2><p>{html.escape(profile.profile.description)}</p>")
         for entry in profile.formats:
             chosen, closest = entry.chosen, entry.closest
             out.append(f"<h3>{entry.format}</h3>")
@@ -126,6 +175,6 @@ def render_html(result) -> str:
                     f"{html.escape('; '.join(closest.verdict.failures))}.</p>"
                 )
             out.append(_table(entry.tried, chosen.candidate if chosen else None))
-            out.append(_chart(profile.profile, entry.tried, _drift_metric(entry.tried)))
+            out.append(_charts(profile.profile, entry.tried, _drift_metric(entry.tried)))
     out.append("</body></html>\n")
     return "".join(out)

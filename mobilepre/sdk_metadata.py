@@ -11,9 +11,11 @@ MediaPipe is imported only when a TFLite file is written.
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import types
+import zipfile
 from dataclasses import dataclass, field
 
 from mobilepre.errors import MobilepreError
@@ -119,7 +121,29 @@ def tflite_with_metadata(model: bytes, contract: SdkContract) -> Written:
         return Written(model, [], f"MediaPipe's metadata writer refused the model: {error}")
     finally:
         writer._temp_folder.cleanup()
-    return Written(bytes(data), carries)
+    return Written(_fixed_zip_times(bytes(data)), carries)
+
+
+# The populator appends the associated files (labels.txt) as a zip stamped with the time of writing;
+# a build's bytes must not depend on the clock, so the entries are written again with zip's earliest date.
+_ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+def _fixed_zip_times(data: bytes) -> bytes:
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        return data
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        entries = archive.infolist()
+        contents = [archive.read(entry) for entry in entries]
+    start = min(entry.header_offset for entry in entries) if entries else len(data)
+    out = io.BytesIO(data[:start])
+    out.seek(0, io.SEEK_END)
+    with zipfile.ZipFile(out, "a") as archive:  # as the populator appends: a zip after the flatbuffer
+        for entry, content in zip(entries, contents):
+            info = zipfile.ZipInfo(entry.filename, date_time=_ZIP_EPOCH)
+            info.external_attr = 0o600 << 16
+            archive.writestr(info, content, compress_type=entry.compress_type)
+    return out.getvalue()
 
 
 def tfjs_with_metadata(model_json: bytes, contract: SdkContract) -> bytes:

@@ -12,6 +12,7 @@ from mobilepre.candidates import Candidate, candidates_for
 from mobilepre.metrics import TOLERANCES
 from mobilepre.evaluate import Evaluator, Measured
 from mobilepre.latency import latency_figure
+from mobilepre.progress import as_reporter
 
 
 @dataclass(frozen=True)
@@ -119,12 +120,15 @@ class FormatResult:
             first that passes).
         prefer (str): the profile's `prefer`: which passing trial is chosen (size: gzip bytes first for
             TF.js, which is served compressed; bytes on disk first for TFLite).
+        chosen_key (str | None): the trial chosen, when it was chosen already: a copy without host
+            figures (`without_host_figures`) cannot choose the fastest again, nor can its reader.
     """
 
     profile: str
     format: str
     tried: tuple
     prefer: str = "fidelity"
+    chosen_key: str | None = None
 
     @property
     def chosen(self) -> Trial | None:
@@ -133,6 +137,8 @@ class FormatResult:
         passed = [t for t in self.tried if t.passed]
         if not passed:
             return None
+        if self.chosen_key is not None:
+            return next((t for t in passed if t.candidate == self.chosen_key), None)
         if self.prefer == "latency":
             return min(passed, key=lambda t: t.latency.ms if t.latency and t.latency.ms is not None else math.inf)
         if self.prefer == "size":  # TF.js files are served compressed; a .tflite ships as it is
@@ -145,6 +151,12 @@ class FormatResult:
         if self.chosen or not self.tried:
             return None
         return min(self.tried, key=lambda t: t.verdict.gap)
+
+    def without_host_figures(self) -> FormatResult:
+        """This result as byte-stable files hold it: host figures blanked, the choice kept."""
+        chosen = self.chosen
+        return FormatResult(self.profile, self.format, tuple(t.without_host_figures() for t in self.tried), self.prefer,
+                            chosen.candidate if chosen else None)
 
     def to_dict(self) -> dict:
         chosen, closest = self.chosen, self.closest
@@ -161,7 +173,8 @@ class FormatResult:
 
     @classmethod
     def from_dict(cls, data: dict) -> FormatResult:
-        return cls(data["profile"], data["format"], tuple(Trial.from_dict(t) for t in data["tried"]), data.get("prefer", "fidelity"))
+        return cls(data["profile"], data["format"], tuple(Trial.from_dict(t) for t in data["tried"]), data.get("prefer", "fidelity"),
+                   data.get("chosen"))
 
 
 def _plain_int8(candidate, trials):
@@ -205,14 +218,20 @@ def search(
     profile still tries its candidates in order and stops at the first that fits, so the choices are
     those of a one-by-one search.
     """
+    progress = as_reporter(progress)
     lanes = [(profile, fmt, list(candidates)) for profile in profiles for fmt, candidates in candidates_for(profile).items()]
     tried = {(p.name, fmt): [] for p, fmt, _ in lanes}
     done = set()
     labels = evaluator.labels is not None
+    total = sum(len(queue) for _, _, queue in lanes)  # the most this search can measure: the bar's length
+    progress.plan(total)
+    counted = 0
     while True:
         for profile, fmt, queue in lanes:
             while queue and _needless(queue[0], tried[(profile.name, fmt)]):
                 queue.pop(0)
+                progress.advance()
+                counted += 1
         open_lanes = [(p, fmt, queue) for p, fmt, queue in lanes if (p.name, fmt) not in done and queue]
         if not open_lanes:
             break
@@ -230,12 +249,19 @@ def search(
             if measured.candidate.qat:
                 trial = dataclasses.replace(trial, qat=_recovered(trial, tried[(profile.name, fmt)]))
             tried[(profile.name, fmt)].append(trial)
+            progress.advance()
+            counted += 1
             status = "meets every budget" if verdict.passed else "; ".join(verdict.failures)
             progress(f"[{profile.name}] {trial.candidate}: {trial.size_bytes:,} B, {status}")
-            if verdict.passed and profile.prefer == "fidelity":  # other preferences compare every candidate
-                done.add((profile.name, fmt))
+            finished = verdict.passed and profile.prefer == "fidelity"  # other preferences compare every candidate
             # pruned and clustered models run as fast as dense ones: latency tries them only when no
             # plain candidate met the budgets (a gzip budget, say)
-            if profile.prefer == "latency" and queue and (queue[0].sparsity or queue[0].clusters) and any(t.passed for t in tried[(profile.name, fmt)]):
+            finished = finished or (profile.prefer == "latency" and queue and (queue[0].sparsity or queue[0].clusters)
+                                    and any(t.passed for t in tried[(profile.name, fmt)]))
+            if finished:
                 done.add((profile.name, fmt))
+                progress.advance(len(queue))  # the rest of this lane is not needed
+                counted += len(queue)
+                queue.clear()
+    progress.advance(max(0, total - counted))
     return [FormatResult(profile.name, str(fmt), tuple(tried[(profile.name, fmt)]), profile.prefer) for profile, fmt, _ in lanes]

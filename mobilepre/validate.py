@@ -438,8 +438,8 @@ def validate_files(
     browser: str | None = None,
 ) -> ValidationResult:
     """`mobilepre validate`: load the reference (scanned), the data, then `validate`."""
-    fmt = candidate_format(candidate)  # refuse a wrong candidate before the slow model load
     _check_tolerances(tolerances or {})
+    fmt = candidate_format(candidate)  # refuse a wrong candidate before the slow model load
     if browser is not None:
         if fmt != "tfjs":
             raise MobilepreError(f"--runtime chromium runs TF.js models; {candidate} is a TFLite file (it runs in LiteRT)")

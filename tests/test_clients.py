@@ -142,3 +142,20 @@ def test_missing_chromium_is_one_line_saying_how_to_install_it(demo_build, tmp_p
     result = run_cli("validate", demo.model_path(), demo_build / "android-low-end" / "model.tflite", "--data",
                      demo.validation_path(), "--runtime", "chromium", env=FAST)
     assert result.returncode == 2 and "runs TF.js models" in result.stderr
+
+
+def test_a_browser_latency_profile_is_timed_in_chromium_at_build_and_at_check(tmp_path):
+    profiles = tmp_path / "profiles"
+    write_profile(profiles, "web", 'formats = ["tfjs"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n'
+                  'max_latency_ms = 2000.0\nlatency_source = "browser"\nbrowser_backend = "webgl"\n')
+    result = build(BuildOptions(out=tmp_path / "out", profiles=profiles, latency_runs=5))
+    assert result.exit_code == 0
+    trial = result.profile("web").formats[0].chosen
+    assert trial.latency.source == "browser" and trial.latency.detail["runtime"] == "chromium-webgl" and trial.latency.ms > 0
+    timings = json.loads((tmp_path / "out" / "timings.json").read_text())
+    assert timings["profiles"] == [{"format": "tfjs", "ms": round(trial.latency.ms, 4), "profile": "web", "source": "browser"}]
+    check = run_cli("check", tmp_path / "out", "--profiles", profiles, "--json", env=FAST)
+    assert check.returncode == 0, check.stdout + check.stderr
+    latency = [c for b in json.loads(check.stdout)["bundles"] for a in b["artifacts"] for c in a["verdict"]["checks"]
+               if c["name"] == "max_latency_ms"]
+    assert latency and latency[0]["source"] == "browser" and latency[0]["value"] > 0

@@ -1,0 +1,223 @@
+"""The overview a reviewer reads first: one row per profile and format (chosen artifact, bytes, gzip,
+latency with its source, drift per output, accuracy, verdict), failures first; with a baseline (a previous
+build's output), the change of each figure. Shared by report.html and report.md (a pull-request comment
+or a CI job summary).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from mobilepre.errors import MobilepreError
+from mobilepre.metrics import CLASS_SCORES, OutputKind
+from mobilepre.toml_reader import read_regular_file
+
+MAX_BASELINE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Figures:
+    """The figures of one chosen (or closest) artifact, now or in the baseline."""
+
+    candidate: str
+    size_bytes: int
+    gzip_bytes: int
+    latency_ms: float | None
+    latency_source: str | None
+    drift: tuple  # per output: {"name", "kind", metrics...}
+
+    def drift_value(self, name: str) -> tuple[str, float] | None:
+        """(metric, value) that sums up output `name`: top-1 agreement for class scores and pixel classes,
+        else the max absolute error."""
+        entry = next((d for d in self.drift if d.get("name") == name), None)
+        return None if entry is None else _headline(entry)
+
+
+def _headline(entry: dict) -> tuple[str, float] | None:
+    kind = entry.get("kind")
+    if kind in {str(k) for k in CLASS_SCORES} | {str(OutputKind.SEGMENTATION)} and entry.get("top1_agreement") is not None:
+        return "top-1", float(entry["top1_agreement"])
+    if entry.get("max_abs_error") is not None:
+        return "max abs", float(entry["max_abs_error"])
+    return None
+
+
+@dataclass(frozen=True)
+class Row:
+    """One profile and format of the overview."""
+
+    profile: str
+    format: str
+    passed: bool
+    figures: Figures | None  # the chosen artifact, else the closest candidate
+    verdict: str
+    accuracy: float | None = None
+    baseline: Figures | None = None
+    notes: tuple = field(default=())
+
+
+def rows(result, latencies: dict, baseline: dict | None = None) -> list[Row]:
+    """Overview rows of a `BuildResult`, failures first. `latencies`: (profile, format) -> (ms, source) of
+    the chosen artifact's latency figure (host figures are kept out of the byte-stable reports)."""
+    out = []
+    for profile in result.profiles:
+        for entry in profile.formats:
+            trial = entry.chosen or entry.closest
+            figures = None
+            accuracy = None
+            if trial is not None and trial.size_bytes:
+                ms, source = latencies.get((profile.name, entry.format), (None, None))
+                figures = Figures(trial.candidate, trial.size_bytes, trial.gzip_bytes, ms, source, tuple(trial.drift))
+                accuracy = next((d["accuracy_candidate"] for d in trial.drift if d.get("accuracy_candidate") is not None), None)
+            verdict = "ok" if entry.chosen else ("no candidate: " + "; ".join(trial.verdict.failures) if trial else "no candidate could be made")
+            prior = (baseline or {}).get((profile.name, entry.format))
+            out.append(Row(profile.name, entry.format, entry.chosen is not None, figures, verdict, accuracy, prior))
+    return sorted(out, key=lambda r: (r.passed, r.profile, r.format))
+
+
+def latency_figures(result) -> dict:
+    """(profile, format) -> (ms, source) of each chosen or closest artifact's latency figure."""
+    out = {}
+    for profile in result.profiles:
+        for entry in profile.formats:
+            trial = entry.chosen or entry.closest
+            if trial is not None and trial.latency is not None and trial.latency.ms is not None:
+                out[(profile.name, entry.format)] = (round(trial.latency.ms, 4), trial.latency.source)
+    return out
+
+
+# ------------------------------------------------------------------------------------------ baseline
+
+
+def load_baseline(folder: Path) -> dict:
+    """`--baseline DIR`: (profile, format) -> `Figures` of what that earlier build chose. Reads its
+    report.json (bytes, gzip, drift) and timings.json (latency); one line naming the file when either
+    is not a mobilepre build's."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise MobilepreError(f"--baseline {folder}: not a folder; give the output folder of an earlier `mobilepre build`")
+    report = _json(folder / "report.json", "--baseline")
+    if not isinstance(report, dict) or not str(report.get("schema", "")).startswith("mobilepre.report/"):
+        raise MobilepreError(f"--baseline {folder}: report.json is not a mobilepre build report")
+    latency = {}
+    if (folder / "timings.json").exists():
+        timings = _json(folder / "timings.json", "--baseline")
+        for item in (timings.get("profiles") or []) if isinstance(timings, dict) else []:
+            if isinstance(item, dict) and isinstance(item.get("ms"), (int, float)):
+                latency[(item.get("profile"), item.get("format"))] = (float(item["ms"]), item.get("source"))
+    out = {}
+    try:
+        for profile in report.get("profiles", []):
+            for entry in profile.get("formats", []):
+                name = entry.get("chosen") or entry.get("closest")
+                trial = next((t for t in entry.get("tried", []) if t.get("candidate") == name), None)
+                if trial is None or not trial.get("bytes"):
+                    continue
+                key = (profile["name"], entry["format"])
+                ms, source = latency.get(key, (None, None))
+                out[key] = Figures(name, int(trial["bytes"]), int(trial["gzip_bytes"]), ms, source,
+                                   tuple(d for d in trial.get("drift", []) if isinstance(d, dict)))
+    except (AttributeError, KeyError, TypeError, ValueError):
+        raise MobilepreError(f"--baseline {folder}: report.json does not have the layout of a mobilepre build report") from None
+    return out
+
+
+def _json(path: Path, flag: str):
+    raw = read_regular_file(path, flag, MAX_BASELINE_BYTES)
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
+        raise MobilepreError(f"{flag} {path.parent}: {path.name} is not JSON ({error})") from None
+
+
+# ------------------------------------------------------------------------------------------ text
+
+
+def size(n: int | None) -> str:
+    return "-" if n is None else f"{n:,} B"
+
+
+def change(now: float | None, before: float | None, unit: str = "B", digits: int = 0) -> str:
+    """`+1,234 B (+2.3%)`, `-0.12 ms (-8.0%)`, `0` or `-` when either figure is missing."""
+    if now is None or before is None:
+        return "-"
+    delta = now - before
+    if abs(delta) < 10 ** -(digits + 1):
+        return "0"
+    text = f"{delta:+,.{digits}f}" + (f" {unit}" if unit else "")
+    if before:
+        text += f" ({delta / before:+.1%})"
+    return text
+
+
+def latency_text(figures: Figures | None) -> str:
+    if figures is None or figures.latency_ms is None:
+        return "-"
+    return f"{figures.latency_ms:.2f} ms ({figures.latency_source})"
+
+
+def drift_text(figures: Figures | None) -> str:
+    if figures is None:
+        return "-"
+    parts = []
+    for entry in figures.drift:
+        headline = _headline(entry)
+        if headline:
+            metric, value = headline
+            parts.append(f"{entry.get('name')}: {metric} {value:.4f}" if metric == "top-1" else f"{entry.get('name')}: {metric} {value:.4g}")
+    return ", ".join(parts) or "-"
+
+
+def latency_change(figures: Figures | None, before: Figures | None) -> str:
+    """The latency change, only between figures of the same source (a host and a device figure differ by
+    more than the model does)."""
+    if figures is None or before is None or figures.latency_source != before.latency_source:
+        return "-"
+    return change(figures.latency_ms, before.latency_ms, "ms", 2)
+
+
+def drift_change(figures: Figures | None, before: Figures | None) -> str:
+    if figures is None or before is None:
+        return "-"
+    parts = []
+    for entry in figures.drift:
+        now, then = _headline(entry), before.drift_value(entry.get("name"))
+        if now and then and now[0] == then[0]:
+            delta = change(now[1], then[1], "", 4).split(" (")[0]
+            parts.append(f"{entry.get('name')}: {now[0]} {'unchanged' if delta == '0' else delta}")
+    return ", ".join(parts) or "-"
+
+
+def markdown(result, latencies: dict, baseline: dict | None = None) -> str:
+    """report.md: the overview as a Markdown table (failures first), with the change since `baseline`."""
+    table = rows(result, latencies, baseline)
+    written = sum(p.passed for p in result.profiles)
+    lines = [f"## mobilepre build: {written} of {len(result.profiles)} bundles", ""]
+    src = result.source
+    lines.append(f"Model `{src.get('name')}`: {src.get('parameters'):,} parameters, input {src.get('input_dtype')} "
+                 f"{src.get('input_shape')}; {result.conversions} conversions, {result.validations} validations.")
+    lines.append("")
+    head = ["", "profile", "format", "chosen", "bytes", "gzip", "latency", "drift", "accuracy", "verdict"]
+    if baseline is not None:
+        head += ["Δ bytes", "Δ gzip", "Δ latency", "Δ drift"]
+    lines.append("| " + " | ".join(head) + " |")
+    lines.append("|" + "|".join("---" for _ in head) + "|")
+    for row in table:
+        f = row.figures
+        cells = ["✅" if row.passed else "❌", row.profile, row.format, f"`{f.candidate}`" if f else "-",
+                 size(f.size_bytes if f else None), size(f.gzip_bytes if f else None), latency_text(f), drift_text(f),
+                 "-" if row.accuracy is None else f"{row.accuracy:.4f}", row.verdict]
+        if baseline is not None:
+            b = row.baseline
+            cells += [change(f.size_bytes if f else None, b.size_bytes if b else None),
+                      change(f.gzip_bytes if f else None, b.gzip_bytes if b else None),
+                      latency_change(f, b),
+                      drift_change(f, b)]
+            if b is not None and f is not None and b.candidate != f.candidate:
+                cells[3] += f" (was `{b.candidate}`)"
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    for warning in src.get("warnings", []):
+        lines += ["", f"> warning: {warning}"]
+    return "\n".join(lines) + "\n"
