@@ -10,7 +10,7 @@ from mobilepre import overview
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:2em;color:#222;max-width:1500px}
-table.overview td{white-space:nowrap}table.overview td.wrap{white-space:normal;min-width:16em}
+table.overview td{white-space:nowrap}table.overview td.wrap{white-space:normal;min-width:9em}
 table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}tr.chosen td{background:#e8f6e8;font-weight:600}
 tr.fail td{color:#777}table.overview tr.fail td{color:#b3261e;background:#fdf0ef}.ok{color:#176f2c}.no{color:#b3261e}svg{border:1px solid #ddd;background:#fff}
@@ -118,12 +118,28 @@ def _table(rows: list, chosen_key: str | None) -> str:
     return f"<table>{head}{''.join(body)}</table>"
 
 
+def _metadata_line(trial) -> str:
+    """What SDK metadata the chosen artifact carries, or why it carries none."""
+    metadata = trial.metadata or {}
+    if metadata.get("note"):
+        return f"<span class=no>No SDK metadata: {html.escape(metadata['note'])}.</span>"
+    if metadata.get("carries"):
+        return f"SDK metadata: {html.escape(', '.join(metadata['carries']))}."
+    return ""
+
+
+def _two_lines(text: str) -> str:
+    """`-84,848 B (-47.8%)` as the change over its percentage, so the overview fits a screen's width."""
+    value, _, share = text.partition(" (")
+    return html.escape(value) + (f"<br><small>({html.escape(share)}</small>" if share else "")
+
+
 def _overview(result, latencies: dict, baseline: dict | None) -> str:
     """The table a reviewer reads first: one row per profile and format, failures first."""
     head = ["", "profile", "format", "chosen", "bytes", "gzip", "latency (source)", "drift", "accuracy", "verdict"]
     if baseline is not None:
         head += ["Δ bytes", "Δ gzip", "Δ latency", "Δ drift"]
-    cells = "".join(f"<th class=l>{h}</th>" if h in ("profile", "format", "chosen", "verdict", "drift") else f"<th>{h}</th>" for h in head)
+    cells = "".join(f"<th class=l>{h}</th>" if h in ("profile", "format", "chosen", "verdict", "drift", "Δ drift") else f"<th>{h}</th>" for h in head)
     body = []
     for row in overview.rows(result, latencies, baseline):
         f = row.figures
@@ -138,10 +154,10 @@ def _overview(result, latencies: dict, baseline: dict | None) -> str:
             b = row.baseline
             was = f" <small>(was {html.escape(b.candidate)})</small>" if b and f and b.candidate != f.candidate else ""
             tds[3] += was
-            tds += [overview.change(f.size_bytes if f else None, b.size_bytes if b else None),
-                    overview.change(f.gzip_bytes if f else None, b.gzip_bytes if b else None),
-                    overview.latency_change(f, b), html.escape(overview.drift_change(f, b))]
-        left, wrap = {1, 2, 3, 7, 9}, {9}
+            tds += [_two_lines(overview.change(f.size_bytes if f else None, b.size_bytes if b else None)),
+                    _two_lines(overview.change(f.gzip_bytes if f else None, b.gzip_bytes if b else None)),
+                    _two_lines(overview.latency_change(f, b)), html.escape(overview.drift_change(f, b))]
+        left, wrap = {1, 2, 3, 7, 9, 13}, {3, 7, 9, 13}
         body.append(f"<tr class='{'' if row.passed else 'fail'}'>" + "".join(
             f"<td class='l{' wrap' if i in wrap else ''}'>{t}</td>" if i in left else f"<td>{t}</td>" for i, t in enumerate(tds)) + "</tr>")
     return f"<h2>Overview</h2><table class=overview><tr>{cells}</tr>{''.join(body)}</table>"
@@ -168,7 +184,7 @@ def render_html(result, latencies: dict | None = None, baseline: dict | None = N
             chosen, closest = entry.chosen, entry.closest
             out.append(f"<h3>{entry.format}</h3>")
             if chosen:
-                out.append(f"<p>Chosen: <b>{html.escape(chosen.candidate)}</b>.</p>")
+                out.append(f"<p>Chosen: <b>{html.escape(chosen.candidate)}</b>. {_metadata_line(chosen)}</p>")
             elif closest:
                 out.append(
                     f"<p class=no>Closest: <b>{html.escape(closest.candidate)}</b>, failing "

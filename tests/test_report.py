@@ -178,3 +178,44 @@ def test_unknown_tolerance_ranges_and_browser_profiles_are_refused(tmp_path):
                   '[budget]\nmax_size = "1 MiB"\nbrowser_backend = "webgl"\n')
     with pytest.raises(MobilepreError, match="browser_backend is only used when latency_source = 'browser'"):
         load_profiles(tmp_path)
+
+
+PAGE_CHECK = """
+import puppeteer from 'puppeteer-core';
+const [chromium, url, shot] = process.argv.slice(1);
+const browser = await puppeteer.launch({ executablePath: chromium, headless: true,
+  args: ['--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'] });
+const page = await browser.newPage();
+await page.setViewport({ width: 1400, height: 900 });
+await page.goto(url, { waitUntil: 'load' });
+const seen = await page.evaluate(() => {
+  const table = document.querySelector('table.overview');
+  const box = table.getBoundingClientRect();
+  const rows = [...table.querySelectorAll('tr')].slice(1).map((tr) => [...tr.cells].map((td) => td.textContent.trim()));
+  const labels = [...document.querySelectorAll('svg text')].map((t) => t.textContent);
+  return { top: box.top, bottom: box.bottom, width: box.width, rows, labels, overflow: document.documentElement.scrollWidth };
+});
+await page.screenshot({ path: shot });
+await browser.close();
+process.stdout.write(JSON.stringify(seen));
+"""
+
+
+def test_report_html_in_chromium_shows_the_overview_first(two_builds, tmp_path):
+    """The report as a reviewer sees it: rendered by Chromium, the overview is on the first screen, the
+    failing profile on its first row, and the charts' points and budget lines carry labels."""
+    import subprocess
+
+    from mobilepre.runtimes import check_chromium, runner_dir
+
+    _, out = two_builds
+    shot = tmp_path / "report.png"
+    done = subprocess.run(["node", "--input-type=module", "-e", PAGE_CHECK, check_chromium(), (out / "report.html").as_uri(), str(shot)],
+                          capture_output=True, text=True, timeout=120, cwd=runner_dir())
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert 0 < seen["top"] < 300 and seen["bottom"] < 900  # on the first screen of a 1400x900 window
+    assert seen["rows"][0][1] == "watch" and seen["rows"][1][1] == "phone"
+    assert seen["overflow"] <= 1400  # the overview fits the width: no sideways scrolling
+    assert {"max_size", "tflite-float16", "tflite-float32"} <= set(seen["labels"])
+    assert shot.stat().st_size > 10_000
