@@ -49,18 +49,23 @@ def as_reporter(progress) -> Reporter:
 
 
 class LineReporter(Reporter):
-    """Events and steps as `mobilepre: ...` lines on stderr, steps with the seconds since the start."""
+    """Events and steps as `mobilepre: ...` lines on stderr, steps with the seconds since the start.
+
+    Steps are written from the start of the search (`plan`) on: loading the model and the data is quick
+    and is where bad inputs are found, and a bad input must stay one line on stderr."""
 
     def __init__(self, stream=None):
         self._stream = stream or sys.stderr
         self._started = time.monotonic()
         self._done = 0
-        self._total = 0
+        self._total = None
 
     def __call__(self, message: str) -> None:
         print(f"mobilepre: {message}", file=self._stream, flush=True)
 
     def stage(self, text: str) -> None:
+        if self._total is None:
+            return
         counted = f" ({self._done}/{self._total})" if self._total else ""
         print(f"mobilepre: [{time.monotonic() - self._started:.0f} s]{counted} {text}", file=self._stream, flush=True)
 

@@ -174,26 +174,35 @@ def run_tfjs(folder: Path, images: np.ndarray, latency_runs: int = 0, warmup: in
     """Run `images` through a TF.js graph model in Node.js on the wasm backend, in one process; outputs in
     the order of `output_keys`, as for `run_tflite`."""
     model_json = verify_tfjs_folder(Path(folder), where)
-    node, runner = check_node()
+    check_node()
     _check_tfjs_input(model_json, images, where)
+    return _run_tfjs_script("runner.mjs", "TF.js", "tfjs-wasm", folder, model_json, images, latency_runs, warmup, where, output_keys)
+
+
+def _run_tfjs_script(script: str, what: str, runtime: str, folder: Path, model_json: dict, images: np.ndarray, latency_runs: int,
+                     warmup: int, where: str, output_keys: list | None, extra=lambda tmp: {}, start_s: float = 0.0) -> RunResult:
+    """Run one of the Node scripts (`runner.mjs`, `browser.mjs`) on `images`: the request they share
+    (plus `extra(tmp)`), the raw input and output files, and the answer read back. `start_s` is added
+    to the time limit (a browser's start)."""
+    node, runner = check_node()
     with tempfile.TemporaryDirectory(prefix="mobilepre-tfjs-run-") as tmp:
         tmp = Path(tmp)
-        dtype = "float32" if images.dtype == np.float32 else images.dtype.name
         np.ascontiguousarray(images).tofile(tmp / "input.bin")
         request = {
             "model_dir": str(Path(folder).resolve()),
             "input_path": str(tmp / "input.bin"),
             "input_shape": list(images.shape),
-            "input_dtype": dtype,
+            "input_dtype": "float32" if images.dtype == np.float32 else images.dtype.name,
             "output_path": str(tmp / "output.bin"),
             "output_names": _tfjs_output_nodes(model_json, output_keys),
             "batch_size": BATCH,
             "latency_runs": latency_runs,
             "warmup_runs": warmup,
+            **extra(tmp),
         }
         (tmp / "request.json").write_text(json.dumps(request))
-        timeout = run_timeout_s(len(images), latency_runs + warmup)
-        result = _run_child([node, str(runner / "runner.mjs"), str(tmp / "request.json")], timeout, where, "TF.js")
+        timeout = run_timeout_s(len(images), latency_runs + warmup) + start_s
+        result = _run_child([node, str(runner / script), str(tmp / "request.json")], timeout, where, what)
         answer = _runner_answer(result, where)
         flat = np.fromfile(tmp / "output.bin", dtype=np.float32)
     outputs, offset = [], 0
@@ -202,9 +211,9 @@ def run_tfjs(folder: Path, images: np.ndarray, latency_runs: int = 0, warmup: in
         outputs.append(flat[offset : offset + size].reshape(shape))
         offset += size
     latency = None
-    if latency_runs:
+    if latency_runs and answer.get("latency_ms"):
         lat = answer["latency_ms"]
-        latency = Latency(lat["median"], lat["p90"], lat["runs"], warmup, None, "tfjs-wasm")
+        latency = Latency(lat["median"], lat["p90"], lat["runs"], warmup, None, runtime)
     return RunResult(outputs, float(answer["inference_seconds"]), latency, _bytes(answer.get("peak_memory_bytes")))
 
 
@@ -249,46 +258,19 @@ def run_browser(folder: Path, images: np.ndarray, latency_runs: int = 0, warmup:
     through the loader page of the bundle it sits in (else the page mobilepre ships), served from
     127.0.0.1; outputs in the order of `output_keys`, as for `run_tfjs`."""
     model_json = verify_tfjs_folder(Path(folder), where)
-    node, runner = check_node()
+    _, runner = check_node()
     if not (runner / "node_modules" / "puppeteer-core" / "package.json").is_file():
         raise MobilepreError(f"puppeteer-core is not installed in {runner}: run `npm ci` there (`make install` does it)")
     chromium = check_chromium()
     _check_tfjs_input(model_json, images, where)
     page_dir = _bundle_page(Path(folder)) or WEB_DIR
-    with tempfile.TemporaryDirectory(prefix="mobilepre-browser-run-") as tmp:
-        tmp = Path(tmp)
-        np.ascontiguousarray(images).tofile(tmp / "input.bin")
-        request = {
-            "chromium": chromium,
-            "profile_dir": str(tmp / "chromium-profile"),
-            "page_dir": str(page_dir),
-            "model_dir": str(Path(folder).resolve()),
-            "model_url": "/model/model.json",
-            "backend": backend,
-            "input_path": str(tmp / "input.bin"),
-            "input_shape": list(images.shape),
-            "input_dtype": "float32" if images.dtype == np.float32 else images.dtype.name,
-            "output_path": str(tmp / "output.bin"),
-            "output_names": _tfjs_output_nodes(model_json, output_keys),
-            "batch_size": BATCH,
-            "latency_runs": latency_runs,
-            "warmup_runs": warmup,
-        }
-        (tmp / "request.json").write_text(json.dumps(request))
-        timeout = run_timeout_s(len(images), latency_runs + warmup) + BROWSER_START_S
-        result = _run_child([node, str(runner / "browser.mjs"), str(tmp / "request.json")], timeout, where, "TF.js in Chromium")
-        answer = _runner_answer(result, where)
-        flat = np.fromfile(tmp / "output.bin", dtype=np.float32)
-    outputs, offset = [], 0
-    for shape in answer["output_shapes"]:
-        size = int(np.prod(shape))
-        outputs.append(flat[offset : offset + size].reshape(shape))
-        offset += size
-    latency = None
-    if latency_runs and answer.get("latency_ms"):
-        lat = answer["latency_ms"]
-        latency = Latency(lat["median"], lat["p90"], lat["runs"], warmup, None, f"chromium-{answer.get('backend', backend)}")
-    return RunResult(outputs, float(answer["inference_seconds"]), latency, _bytes(answer.get("peak_memory_bytes")))
+
+    def extra(tmp: Path) -> dict:
+        return {"chromium": chromium, "profile_dir": str(tmp / "chromium-profile"), "page_dir": str(page_dir),
+                "model_url": "/model/model.json", "backend": backend}
+
+    return _run_tfjs_script("browser.mjs", "TF.js in Chromium", f"chromium-{backend}", folder, model_json, images,
+                            latency_runs, warmup, where, output_keys, extra, BROWSER_START_S)
 
 
 BROWSER_START_S = 60.0  # Chromium's start and the page's load, on top of the per-image time limit

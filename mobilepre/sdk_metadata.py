@@ -152,7 +152,10 @@ def tfjs_with_metadata(model_json: bytes, contract: SdkContract) -> bytes:
         document = json.loads(model_json)
     except ValueError as error:
         raise MobilepreError(f"TF.js model.json is not JSON: {error}") from None
-    document["userDefinedMetadata"] = {"mobilepre": contract.to_dict()}
+    user = document.get("userDefinedMetadata")
+    user = dict(user) if isinstance(user, dict) else {}
+    user["mobilepre"] = contract.to_dict()  # beside the converter's own (structuredOutputKeys: predict's dict keys)
+    document["userDefinedMetadata"] = user
     return json.dumps(document, separators=(",", ":")).encode()
 
 

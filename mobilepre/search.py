@@ -106,7 +106,7 @@ class Trial:
         return cls(
             data["candidate"], data["format"], data["quantization"], data["io_type"], data["sparsity"], data["bytes"],
             data["gzip_bytes"], tuple(dict(d) for d in data["drift"]), latency, Verdict.from_dict(data["verdict"]),
-            data.get("mixed"), data.get("clusters", 0), data.get("qat"),
+            data.get("mixed"), data.get("clusters", 0), data.get("qat"), data.get("metadata"),
         )
 
 

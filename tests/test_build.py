@@ -27,7 +27,7 @@ def write_profile(folder: Path, name: str, body: str) -> Path:
 TFLITE_ALL = 'formats = ["tflite"]\nquantization = ["float32", "float16", "dynamic", "int8"]\n'
 
 
-def tree_hashes(root: Path, skip=("timings.json", "report.html")) -> dict:
+def tree_hashes(root: Path, skip=("timings.json", "report.html", "report.md")) -> dict:
     return {
         str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
         for p in sorted(root.rglob("*"))
@@ -159,7 +159,8 @@ def test_report_files_explain_the_search(search_build):
     tight = next(p for p in report["profiles"] if p["name"] == "tight")
     assert [r["candidate"] for r in tight["formats"][0]["tried"]][-1] == tight["formats"][0]["chosen"]
     page = (out / "report.html").read_text()
-    assert page.count("<table>") == 7 and page.count("<svg") == 7 and "max_size" in page  # one per profile
+    assert page.count("<table>") == 7 and "<table class=overview>" in page and "max_size" in page  # one per profile
+    assert page.count('against top1_agreement"') + page.count('against cosine"') == 7  # a size-against-drift chart each
     assert "Closest: <b>tflite-dynamic</b>" in page
     timings = json.loads((out / "timings.json").read_text())
     assert all("latency_ms" in c for c in timings["candidates"])
@@ -230,7 +231,8 @@ def test_impossible_profile_exits_1_from_the_cli(tmp_path):
     result = run_cli("build", "--profiles", path, "--out", tmp_path / "out", env=FAST)
     assert result.returncode == 1, result.stderr
     assert "NO CANDIDATE" in result.stdout and "tflite-dynamic" in result.stdout
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "report.json", "timings.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["report.html", "report.json", "report.md", "timings.json"]
+    assert "no bundle written; the reports are in" in result.stdout
 
 
 def test_a_peak_memory_budget_chooses_by_the_runtime_memory_and_check_reverifies_it(tmp_path):

@@ -109,7 +109,7 @@ def test_a_tightened_size_budget_fails_old_bundles(bundles, tmp_path):
     text = (profiles / "npu-int8.toml").read_text().replace('max_size = "8 MiB"', 'max_size = "50 KiB"')
     (profiles / "npu-int8.toml").write_text(text)
     result = check(bundles, profiles=profiles, measure=False)
-    assert _failures(result) == [("npu-int8", "max_size", "max_size: 52,512 B vs 51,200 B (recomputed)")]
+    assert _failures(result) == [("npu-int8", "max_size", "max_size: 53,713 B vs 51,200 B (recomputed)")]
     assert result.bundles[0].budgets_from == str(profiles)
 
 

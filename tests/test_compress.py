@@ -77,12 +77,12 @@ def test_prune_cli_reaches_the_target(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def rgb_pngs(tmp_path_factory):
+def grey_pngs(tmp_path_factory):
     from PIL import Image
 
-    folder = tmp_path_factory.mktemp("rgb")
+    folder = tmp_path_factory.mktemp("grey")
     for i in range(3):
-        Image.new("RGB", (32, 32), (i * 40, 0, 0)).save(folder / f"img{i}.png")
+        Image.new("L", (32, 32), i * 40).save(folder / f"img{i}.png")
     return folder
 
 
@@ -101,7 +101,7 @@ def bad_arrays(tmp_path_factory):
     "case",
     ["no-calibration", "wrong-mode", "io-type", "suffix", "missing-model", "grey-vs-rgb", "objects", "nan", "empty", "range"],
 )
-def test_bad_inputs_end_with_one_line_and_exit_2(tmp_path, rgb_pngs, bad_arrays, case):
+def test_bad_inputs_end_with_one_line_and_exit_2(tmp_path, grey_pngs, bad_arrays, case):
     model = demo.model_path()
     out = tmp_path / "out.tflite"
     base = ["quantize", model, "--to", "tflite", "--out", out]
@@ -111,7 +111,7 @@ def test_bad_inputs_end_with_one_line_and_exit_2(tmp_path, rgb_pngs, bad_arrays,
         "io-type": (base + ["--mode", "float16", "--io-type", "int8"], ["int8"]),
         "suffix": (["quantize", model, "--to", "tflite", "--mode", "float32", "--out", tmp_path / "m.bin"], ["*.tflite"]),
         "missing-model": (["quantize", tmp_path / "nope.keras", "--to", "tflite", "--mode", "float32", "--out", out], ["nope.keras", "does not exist"]),
-        "grey-vs-rgb": (base + ["--mode", "int8", "--calibration", rgb_pngs], ["img0.png", "3 channels", "expects 1"]),
+        "grey-vs-rgb": (base + ["--mode", "int8", "--calibration", grey_pngs], ["img0.png", "1 channel", "expects 3"]),
         "objects": (base + ["--mode", "int8", "--calibration", bad_arrays / "objects.npy"], ["objects.npy"]),
         "nan": (base + ["--mode", "int8", "--calibration", bad_arrays / "nan.npy"], ["nan.npy"]),
         "empty": (base + ["--mode", "int8", "--calibration", bad_arrays / "empty"], ["empty"]),

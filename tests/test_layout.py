@@ -17,12 +17,12 @@ PACKAGES = {"mobilepre": ROOT / "mobilepre", "mobilepre.quantize": ROOT / "quant
 # The chain of the brief, lowest first: a module imports only from its own layer or lower ones.
 LAYERS = [
     {"mobilepre.quantize", "mobilepre.errors", "mobilepre.metrics", "mobilepre.sizes", "mobilepre._tf", "mobilepre.versions",
-     "mobilepre.litert_child", "mobilepre.sandbox"},
+     "mobilepre.litert_child", "mobilepre.sandbox", "mobilepre.progress"},
     {"mobilepre.graph_scan", "mobilepre.signing", "mobilepre.toml_reader", "mobilepre.fsutil", "mobilepre.macs", "mobilepre.artifacts",
-     "mobilepre.budgets", "mobilepre.demo", "mobilepre.tfjs_runner"},
+     "mobilepre.budgets", "mobilepre.demo", "mobilepre.tfjs_runner", "mobilepre.sdk_metadata"},
     {"mobilepre.safety"},
     {"mobilepre.profiles", "mobilepre.data", "mobilepre.models", "mobilepre.runtimes", "mobilepre.frontend",
-     "mobilepre.manifest", "mobilepre.latency", "mobilepre.candidates"},
+     "mobilepre.manifest", "mobilepre.latency", "mobilepre.candidates", "mobilepre.overview"},
     {"mobilepre.layers", "mobilepre.validate", "mobilepre.report", "mobilepre.mixed"},
     {"mobilepre.evaluate", "mobilepre.compress"},
     {"mobilepre.search"},
@@ -177,4 +177,5 @@ def test_the_installed_wheel_builds_the_demo_outside_the_repository(wheel_env, t
     built = subprocess.run([cli, "build", "--out", "out", "--profile", "npu-int8", "--profile", "web-desktop", "--latency-runs", "3", "--json"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr[-2000:]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["npu-int8", "report.html", "report.json", "timings.json", "web-desktop"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["npu-int8", "report.html", "report.json", "report.md", "timings.json", "web-desktop"]
+    assert {"index.html", "loader.mjs"} <= {p.name for p in (tmp_path / "out" / "web-desktop").iterdir()}  # package data

@@ -86,7 +86,7 @@ def test_a_tflite_plan_keeps_the_raised_op_at_its_precision_and_runs(tiny_model,
     float_model = quantize.convert(tiny_model, quantize.QuantizationSettings("tflite", "float32", strip_metadata=False)).files["model.tflite"]
     weighted = [op["output"] for op in graph_ops(float_model) if op["weights"]]
     assert len(weighted) >= 2
-    plan = MixedPrecision(INT4, ((weighted[0], FLOAT32), (weighted[1], DYNAMIC)))
+    plan = MixedPrecision(INT4, ((weighted[-1], FLOAT32), (weighted[-2], DYNAMIC)))  # the largest kernels
     artifact = quantize.convert(tiny_model, quantize.QuantizationSettings("tflite", "mixed", mixed=plan), tiny_images)
     content = artifact.files["model.tflite"]
     kinds = sorted(t for types in _tensor_types(content).values() for t in types)
@@ -132,12 +132,12 @@ def test_a_tfjs_plan_keeps_the_raised_weight_in_float16_and_runs(tiny_model, tin
 
 @pytest.fixture(scope="module")
 def mixed_build(tmp_path_factory):
-    """The demo model under a drift budget int4 misses (max abs error about 0.25) and dynamic meets
-    (about 0.02): the mixed search must raise some layers, not all."""
+    """The demo model under a drift budget int4 misses (max abs error about 0.125) and dynamic meets
+    (about 0.011): the mixed search must raise some layers, not all."""
     root = tmp_path_factory.mktemp("mixed")
     profiles = root / "profiles"
     write_profile(profiles, "mixer", 'formats = ["tflite", "tfjs"]\nquantization = ["float16", "dynamic", "int4", "uint8", "mixed"]\n'
-                  'prefer = "size"\n[budget]\nmax_size = "1 MiB"\n[drift]\nmax_abs_error = 0.2\n')
+                  'prefer = "size"\n[budget]\nmax_size = "1 MiB"\n[drift]\nmax_abs_error = 0.1\n')
     out = root / "out"
     return build(BuildOptions(out=out, profiles=profiles, latency_runs=3)), out
 
@@ -148,7 +148,7 @@ def test_the_mixed_search_raises_some_layers_and_meets_the_drift_budget(mixed_bu
     tried = {t["candidate"]: t for f in report["profiles"][0]["formats"] for t in f["tried"]}
     mixed, int4, dynamic = tried["tflite-mixed@mixer"], tried["tflite-int4"], tried["tflite-dynamic"]
     assert not int4["verdict"]["passed"] and dynamic["verdict"]["passed"]
-    assert mixed["verdict"]["passed"] and mixed["drift"][0]["max_abs_error"] <= 0.2
+    assert mixed["verdict"]["passed"] and mixed["drift"][0]["max_abs_error"] <= 0.1
     assert int4["bytes"] < mixed["bytes"] < dynamic["bytes"]
     detail = mixed["mixed"]
     assert detail["base"] == "int4" and detail["ladder"] == ["int4", "dynamic", "float32"]

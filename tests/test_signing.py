@@ -74,7 +74,9 @@ def test_unsigned_wrong_key_and_changed_file_fail(release, keys):
     assert sign_bundles(release, private).signed == ("npu-int8",)
     assert check(release, measure=False, verify_key=public).passed
     model = release / "npu-int8" / "model.tflite"
-    model.write_bytes(model.read_bytes()[:-1] + b"\0")
+    data = bytearray(model.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one byte of the model changed
+    model.write_bytes(bytes(data))
     assert not check(release, measure=False, verify_key=public).passed
 
 
