@@ -657,10 +657,10 @@ def io_contract(fmt: str, files: dict, source_info: dict, input_range: tuple) ->
     signature = json.loads(files["model.json"]).get("signature", {})
 
     def shape(spec):
-        return [int(d.get("size", -1)) for d in spec.get("tensorShape", {}).get("dim", [])]
+        return tfjs_tensor(spec)[0]
 
     def dtype(spec):
-        return spec.get("dtype", "").replace("DT_", "").lower()
+        return tfjs_tensor(spec)[1]
 
     inputs = [{"name": key, "node": spec.get("name"), "dtype": dtype(spec), "shape": shape(spec), "value_range": value_range,
                "color_space": _color_space(shape(spec))}
@@ -673,6 +673,11 @@ def io_contract(fmt: str, files: dict, source_info: dict, input_range: tuple) ->
             "node": signature["outputs"][key].get("name"), "dtype": dtype(signature["outputs"][key]), "shape": shape(signature["outputs"][key])}
            for spec, key in zip(outputs, keys)]
     return {"inputs": inputs, "outputs": out}
+
+
+def tfjs_tensor(spec: dict) -> tuple[list, str]:
+    """(shape, dtype) of a tensor in a TF.js `model.json` signature: `[-1, 32, 32, 3]`, "uint8"."""
+    return [int(d.get("size", -1)) for d in spec.get("tensorShape", {}).get("dim", [])], spec.get("dtype", "").replace("DT_", "").lower()
 
 
 def _color_space(shape) -> str:

@@ -11,7 +11,6 @@ import os
 import shutil
 import signal
 import stat
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -329,9 +328,8 @@ def _load_inputs(options: BuildOptions):
     source = with_stages(source, options.input_range if options.frontend else None, luma=options.rgb_input)
     if calibration is None and validation is None:
         raise MobilepreError("a build measures drift on images: pass --validation or --calibration (folder of images, .npy or .npz)")
-    grey_to_rgb = bool(source.stages and source.stages["luma"])
-    cal = DataOptions(calibration or validation, options.input_range, grey_to_rgb, limit=500).load(source)
-    val = DataOptions(validation or calibration, options.input_range, grey_to_rgb, limit=None, labels=options.labels).load(source)
+    cal = DataOptions(calibration or validation, options.input_range, source.luma, limit=500).load(source)
+    val = DataOptions(validation or calibration, options.input_range, source.luma, limit=None, labels=options.labels).load(source)
     return source, cal, val
 
 
@@ -400,8 +398,7 @@ def _build(options: BuildOptions, progress) -> BuildResult:
         source_info["outputs"] = [spec.to_dict() for spec in outputs]
         sdk = SdkContract(Path(source.path).stem if options.model else "mobilepre_demo_digits", source.input_dtype,
                           tuple(source.input_shape), tuple(options.input_range),
-                          tuple((spec.name, spec.kind.value) for spec in outputs), class_names,
-                          bool(source.stages and source.stages["luma"]))
+                          tuple((spec.name, spec.kind.value) for spec in outputs), class_names, source.luma)
         evaluator = Evaluator(source, calibration.images, validation.images, validation.labels, work, progress,
                               options.prune_epochs, outputs, reference, profiles, sdk, options.shard_size)
         try:
@@ -587,7 +584,3 @@ def _write_outputs(staging: Path, profiles, results: list[FormatResult], evaluat
     (staging / "report.md").write_text(markdown(result, latencies, baseline))
     return result
 
-
-def stderr_progress(message: str) -> None:
-    """Events as plain lines on stderr (`progress.LineReporter` adds steps and counts)."""
-    print(f"mobilepre: {message}", file=sys.stderr, flush=True)

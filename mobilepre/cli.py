@@ -20,7 +20,7 @@ from mobilepre.data import DataOptions, parse_range
 from mobilepre.errors import MobilepreError
 from mobilepre.frontend import FrontendSpec, Normalization, parse_features, parse_input_shape, write_frontend
 from mobilepre.fsutil import atomic_file
-from mobilepre.profiles import default_profiles_dir, format_size, load_profiles, parse_size
+from mobilepre.profiles import BROWSER_BACKENDS, default_profiles_dir, format_size, load_profiles, parse_size
 from mobilepre.progress import reporter_for
 from mobilepre.validate import validate_files
 from mobilepre.versions import package_version
@@ -209,8 +209,8 @@ def validate(
     """Measure drift and latency of a compressed candidate against its float reference, in the real runtime."""
     if runtime not in ("node", "chromium"):
         raise MobilepreError(f"--runtime {runtime!r}: expected node or chromium")
-    if browser_backend not in ("wasm", "webgl"):
-        raise MobilepreError(f"--browser-backend {browser_backend!r}: expected wasm or webgl")
+    if browser_backend not in BROWSER_BACKENDS:
+        raise MobilepreError(f"--browser-backend {browser_backend!r}: expected {' or '.join(BROWSER_BACKENDS)}")
     result = validate_files(
         reference, candidate,
         data=_data(data, input_range, convert_channels, labels=labels, limit=limit),

@@ -723,11 +723,10 @@ def load_class_names(path) -> tuple[str, ...]:
         names.pop()
     if not names:
         raise MobilepreError(f"class names file {path} holds no names: one name per line, in class-index order")
+    seen = {}
     for number, name in enumerate(names, start=1):
         if not name:
             raise MobilepreError(f"class names file {path}, line {number}: empty name (one name per line, in class-index order)")
-    seen = {}
-    for number, name in enumerate(names, start=1):
         if name in seen:
             raise MobilepreError(f"class names file {path}, line {number}: {name!r} repeats line {seen[name]}")
         seen[name] = number

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import multiprocessing
 import tempfile
@@ -19,7 +20,6 @@ from mobilepre.candidates import Candidate
 from mobilepre.errors import MobilepreError
 from mobilepre.mixed import find_mixed
 from mobilepre.progress import as_reporter
-from mobilepre.quantize.artifact import gzip_size
 from mobilepre.quantize.checks import check_weights
 from mobilepre.quantize.export import export_saved_model
 from mobilepre.quantize.pruning import PruneSettings, prune
@@ -181,25 +181,23 @@ class Evaluator:
         if error is not None:
             return Measured(candidate, {}, 0, 0, reached, [], error=str(error))
         self.conversions += 1
-        return self._with_metadata(Measured(candidate, artifact.files, artifact.size_bytes, artifact.gzip_bytes, reached, []))
+        return self._measured(candidate, artifact, reached)
 
-    def _with_metadata(self, measured: Measured) -> Measured:
-        """`measured` with the SDK metadata written into its files (what is validated is what ships:
-        its size and gzip size count the metadata)."""
-        if self.sdk is None:
-            return measured
-        files = dict(measured.files)
-        if measured.candidate.fmt is Format.TFLITE:
-            written = tflite_with_metadata(files["model.tflite"], self.sdk)
-            files["model.tflite"] = written.data
-            measured.metadata = {"carries": written.carries, "note": written.note}
-        else:
-            files["model.json"] = tfjs_with_metadata(files["model.json"], self.sdk)
-            measured.metadata = {"carries": ["userDefinedMetadata: I/O contract" + (" and class names" if self.sdk.class_names else "")], "note": None}
-        measured.files = files
-        measured.size_bytes = sum(len(data) for data in files.values())
-        measured.gzip_bytes = sum(gzip_size(data) for data in files.values())
-        return measured
+    def _measured(self, candidate: Candidate, artifact, sparsity: float) -> Measured:
+        """A converted artifact with the SDK metadata written into its files, before it is validated
+        (what is validated is what ships: its size and gzip size count the metadata)."""
+        metadata = None
+        if self.sdk is not None:
+            files = dict(artifact.files)
+            if candidate.fmt is Format.TFLITE:
+                written = tflite_with_metadata(files["model.tflite"], self.sdk)
+                files["model.tflite"] = written.data
+                metadata = {"carries": written.carries, "note": written.note}
+            else:
+                files["model.json"] = tfjs_with_metadata(files["model.json"], self.sdk)
+                metadata = {"carries": ["userDefinedMetadata: I/O contract" + (" and class names" if self.sdk.class_names else "")], "note": None}
+            artifact = dataclasses.replace(artifact, files=files)
+        return Measured(candidate, artifact.files, artifact.size_bytes, artifact.gzip_bytes, sparsity, [], metadata=metadata)
 
     def _convert(self, candidate: Candidate) -> Measured:
         prepared = self._prepare(candidate)
@@ -273,7 +271,7 @@ class Evaluator:
         except quantize.QuantizeError as error:
             return self.failed(candidate, str(error))
         self.conversions += 1
-        measured = self._with_metadata(Measured(candidate, artifact.files, artifact.size_bytes, artifact.gzip_bytes, 0.0, []))
+        measured = self._measured(candidate, artifact, 0.0)
         self._validate(measured)
         return measured
 

@@ -145,6 +145,11 @@ class SourceModel:
     def parameters(self) -> int:
         return int(self.model.count_params())
 
+    @property
+    def luma(self) -> bool:
+        """A build put the RGB-to-luma stage in front of the user's one-channel model."""
+        return bool(self.stages and self.stages.get("luma"))
+
     @functools.cached_property
     def macs(self) -> int:
         """Multiply-accumulates per image, counted once from the model's layers."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilepre.artifacts import io_contract, io_lines, tflite_io
+from mobilepre.artifacts import io_contract, io_lines, tflite_io, tfjs_tensor
 from mobilepre.errors import EXIT_FAILED, MobilepreError
 from mobilepre.metrics import CLASS_SCORES, TOLERANCES, OutputKind
 from mobilepre.models import load_model, settle_kinds, with_stages
@@ -319,9 +319,7 @@ def candidate_input(candidate: Path, fmt: str) -> tuple[list, str]:
     folder = candidate if candidate.is_dir() else candidate.parent
     try:
         signature = json.loads((folder / "model.json").read_bytes()).get("signature") or {}
-        spec = next(iter((signature.get("inputs") or {}).values()))
-        shape = [int(d.get("size", -1)) for d in spec.get("tensorShape", {}).get("dim", [])]
-        return shape, spec.get("dtype", "").replace("DT_", "").lower()
+        return tfjs_tensor(next(iter((signature.get("inputs") or {}).values())))
     except (OSError, ValueError, StopIteration, AttributeError, TypeError):
         return [], ""  # the runtime says what is wrong with the folder
 
@@ -446,7 +444,7 @@ def validate_files(
         check_chromium()  # before the slow model load
     source = load_model(reference, trust=trust)
     source = _behind_stages(source, Path(candidate), fmt, data.input_range)
-    if source.stages and source.stages["luma"]:
+    if source.luma:
         data = dataclasses.replace(data, convert_channels=True)
     dataset = data.load(source, "validation")
     result = validate(source, candidate, dataset.images, dataset.labels, threads, latency_runs, tolerances, data.input_range, browser)
