@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime
 import fcntl
+import hashlib
+import io
 import json
 import math
 import os
+import platform
 import shutil
 import signal
 import stat
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from mobilepre import demo
+from mobilepre.cache import CACHE_SCHEMA, DEFAULT_MAX_BYTES, CandidateCache, code_fingerprint, content_key
 from mobilepre.data import DataOptions, dataset_info, load_class_names
 from mobilepre.errors import EXIT_FAILED, MobilepreError, engine_errors
 from mobilepre.evaluate import Evaluator
@@ -73,6 +80,13 @@ class BuildOptions:
             the validation images (one class for nearly all, constant or tied scores). Default False:
             class-score budgets judged on such images say nothing, so the build is refused.
         config (Path | None): the `--config` file these options came from; the output may not replace it.
+        cache (Path | None): the candidate cache folder (`mobilepre.cache`): candidates measured by an
+            earlier build of the same content are reused, not converted again. None (the library's
+            default; the CLI's is `default_cache_dir()`): no cache.
+        cache_max_bytes (int): the cache's size bound; least recently used entries go first. Default 5 GiB.
+        cache_latency (bool): also reuse host latencies measured on a machine of this one's identity (CPU
+            model, CPU count, memory, OS) with the same threads and runs. Default False: latencies are
+            measurements, taken again by every build.
     """
 
     out: Path
@@ -98,6 +112,9 @@ class BuildOptions:
     sign_key: Path | None = None
     allow_degenerate_reference: bool = False
     config: Path | None = None
+    cache: Path | None = None
+    cache_max_bytes: int = DEFAULT_MAX_BYTES
+    cache_latency: bool = False
 
     def __post_init__(self):
         if not isinstance(self.jobs, int) or not 1 <= self.jobs <= 16:
@@ -108,6 +125,8 @@ class BuildOptions:
             raise MobilepreError(f"--shard-size {self.shard_size!r}: expected at least 1 KiB, e.g. '4 MiB'")
         if not isinstance(self.prune_epochs, int) or self.prune_epochs < 0:
             raise MobilepreError(f"prune_epochs {self.prune_epochs!r}: expected a whole number >= 0")
+        if not isinstance(self.cache_max_bytes, int) or isinstance(self.cache_max_bytes, bool) or self.cache_max_bytes < 1024 * 1024:
+            raise MobilepreError(f"--cache-max {self.cache_max_bytes!r}: expected at least 1 MiB, e.g. '5 GiB'")
 
 
 @dataclass(frozen=True)
@@ -187,6 +206,7 @@ class BuildResult:
         candidates (tuple[CandidateRecord, ...]): every measured candidate.
         conversions (int), validations (int): how much work the build did.
         source (dict): the model's name, identity, input, parameters and MACs.
+        cache (dict | None): what the candidate cache gave and took (`cache.CacheStats`), when one was used.
     """
 
     out: str
@@ -195,6 +215,7 @@ class BuildResult:
     conversions: int
     validations: int
     source: dict
+    cache: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -209,6 +230,7 @@ class BuildResult:
 
     def to_dict(self) -> dict:
         return _finite({
+            "cache": self.cache,
             "candidates": [c.to_dict() for c in self.candidates],
             "conversions": self.conversions,
             "out": self.out,
@@ -223,7 +245,7 @@ class BuildResult:
         return cls(
             data["out"], tuple(ProfileResult.from_dict(p) for p in data["profiles"]),
             tuple(CandidateRecord.from_dict(c) for c in data["candidates"]), data["conversions"], data["validations"],
-            dict(data["source"]),
+            dict(data["source"]), data.get("cache"),
         )
 
     def to_text(self) -> str:
@@ -246,7 +268,8 @@ class BuildResult:
         written = sum(p.passed for p in self.profiles)
         where = (f"{written} of {len(self.profiles)} bundles written to {self.out}" if written
                  else f"no bundle written; the reports are in {self.out}")
-        lines.append(f"{self.conversions} conversions, {self.validations} validations; {where}")
+        reused = f" ({self.cache['hits']} candidates from the cache)" if self.cache and self.cache.get("hits") else ""
+        lines.append(f"{self.conversions} conversions, {self.validations} validations{reused}; {where}")
         return "\n".join(lines)
 
 
@@ -353,7 +376,7 @@ def _build(options: BuildOptions, progress) -> BuildResult:
     inputs = (options.model, options.profiles, options.calibration, options.validation, options.labels,
               options.device_timings, options.config, options.sign_key, options.class_names)
     check_output(out, options.force, "--out", inputs, previous_output_problem)
-    profiles = load_profiles(options.profiles or default_profiles_dir())
+    profiles = every_profile = load_profiles(options.profiles or default_profiles_dir())
     if options.profile:
         known = {p.name for p in profiles}
         missing = [name for name in options.profile if name not in known]
@@ -368,6 +391,7 @@ def _build(options: BuildOptions, progress) -> BuildResult:
     for stale in remove_stale_staging(out):
         progress(f"removed {stale.name}, left beside {out} by a build that did not finish")
     _check_room(out, Path(options.model or demo.model_path()))
+    cache = _open_cache(options, out)
     # The work folder (exports of the model, artifacts under validation) lives beside the output, so
     # creating it proves the folder is writable before any conversion, and a killed build's copy of
     # the model is removed by the next build (`remove_stale_staging`).
@@ -385,9 +409,11 @@ def _build(options: BuildOptions, progress) -> BuildResult:
             "parameters": source.parameters,
             "stages": source.stages,
         }
-        progress.stage(f"running the float model on {len(validation)} validation images")
-        reference = reference_outputs(source, validation.images)[0]
-        outputs = resolve_outputs(source, profiles, reference)
+        parts = _cache_parts(source, calibration, validation, options)
+        reference = _reference(source, validation, cache, parts, progress)
+        # output kinds as every profile of the folder declares them, so that a build of some profiles
+        # (one cell of a CI matrix) judges them as the build of all does
+        outputs = resolve_outputs(source, every_profile, reference)
         data_warnings = list(dict.fromkeys([*calibration.warnings, *validation.warnings]))
         for warning in data_warnings:
             progress(f"warning: {warning}")
@@ -399,8 +425,9 @@ def _build(options: BuildOptions, progress) -> BuildResult:
         sdk = SdkContract(Path(source.path).stem if options.model else "mobilepre_demo_digits", source.input_dtype,
                           tuple(source.input_shape), tuple(options.input_range),
                           tuple((spec.name, spec.kind.value) for spec in outputs), class_names, source.luma)
+        parts.update(outputs=[spec.to_dict() for spec in outputs], sdk=dataclasses.asdict(sdk), shard_size=options.shard_size)
         evaluator = Evaluator(source, calibration.images, validation.images, validation.labels, work, progress,
-                              options.prune_epochs, outputs, reference, profiles, sdk, options.shard_size)
+                              options.prune_epochs, outputs, reference, profiles, sdk, options.shard_size, cache, parts)
         try:
             results = search(profiles, evaluator, timings, options.latency_runs, progress, options.jobs)
         finally:
@@ -410,6 +437,8 @@ def _build(options: BuildOptions, progress) -> BuildResult:
         with staging_folder(out) as staging:
             result = _write_outputs(staging, profiles, results, evaluator, source_info, validation, calibration, str(out),
                                     options.input_range, baseline)
+            if cache is not None:
+                result = dataclasses.replace(result, cache=cache.stats.to_dict())
             if options.sign_key:
                 for summary in result.profiles:
                     if summary.bundle:
@@ -417,6 +446,42 @@ def _build(options: BuildOptions, progress) -> BuildResult:
             fsync_tree(staging)
             replace_tree(staging, out)
     return result
+
+
+def _open_cache(options: BuildOptions, out: Path) -> CandidateCache | None:
+    if options.cache is None:
+        return None
+    cache_dir, target = Path(options.cache).absolute(), out.absolute()
+    if cache_dir == target or target in cache_dir.parents or cache_dir in target.parents:
+        raise MobilepreError(f"--cache {options.cache}: the cache folder and --out {out} may not hold one another: choose another cache folder")
+    return CandidateCache(cache_dir, options.cache_max_bytes, options.cache_latency).open()
+
+
+def _cache_parts(source, calibration, validation, options: BuildOptions) -> dict:
+    """What every cached result of this build depends on (each candidate adds its own settings)."""
+    labels = None if validation.labels is None else hashlib.sha256(np.ascontiguousarray(validation.labels).tobytes()).hexdigest()
+    return {
+        "calibration": dataset_info(calibration)["sha256"], "code": code_fingerprint(), "input": [source.input_dtype, list(source.input_shape)],
+        "labels": labels, "model": source.identity, "schema": CACHE_SCHEMA, "stages": source.stages, "system": platform.system() + "-" + platform.machine(),
+        "toolchain": toolchain_versions(), "validation": dataset_info(validation)["sha256"],
+    }
+
+
+def _reference(source, validation, cache: CandidateCache | None, parts: dict, progress) -> list:
+    """The float model's outputs on the validation images, from the cache when this model, these stages
+    and these images were run before."""
+    key = content_key({k: parts[k] for k in ("code", "input", "model", "schema", "stages", "system", "toolchain", "validation")} | {"reference": True})
+    entry = cache.get(key) if cache is not None else None
+    if entry is not None:
+        with np.load(io.BytesIO(entry.files["reference.npz"]), allow_pickle=False) as stored:
+            return [stored[f"output_{i}"] for i in range(entry.record["outputs"])]
+    progress.stage(f"running the float model on {len(validation)} validation images")
+    reference = reference_outputs(source, validation.images)[0]
+    if cache is not None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **{f"output_{i}": np.asarray(values) for i, values in enumerate(reference)})
+        cache.put(key, {"outputs": len(reference)}, {"reference.npz": buffer.getvalue()}, {"reference": source.identity})
+    return reference
 
 
 # A build keeps SavedModel exports of the model (one per pruning level) and the candidates beside the
@@ -561,26 +626,32 @@ def _write_outputs(staging: Path, profiles, results: list[FormatResult], evaluat
             tuple(m.drift), m.error,
             {str(t): round(lat.median_ms, 4) for t, lat in sorted(m.latency.items())}, m.peak_memory_bytes,
         )
-        for m in sorted(evaluator.measured.values(), key=lambda m: m.candidate)
+        for m in sorted(evaluator.measured.values(), key=lambda m: m.candidate.key)  # by key: a merge orders them so too
     )
     result = BuildResult(out, tuple(summaries), candidates, evaluator.conversions, evaluator.validations, source_info)
-    stable = [
-        ProfileResult(s.name, s.profile, tuple(f.without_host_figures() for f in s.formats))
-        for s in summaries
-    ]
+    write_reports(staging, result, data, versions, baseline)
+    return result
+
+
+def write_reports(folder: Path, result: BuildResult, data: dict, versions: dict, baseline: dict | None = None) -> None:
+    """report.json (every figure that is the same on every run), timings.json (host figures: latencies,
+    and every trial as judged), report.html and report.md. The reports are rendered from the results as
+    the files record them, so `mobilepre merge`, which reads them back, renders the same bytes."""
+    recorded = BuildResult.from_dict(json.loads(json.dumps(result.to_dict())))
+    stable = [ProfileResult(p.name, p.profile, tuple(f.without_host_figures() for f in p.formats)) for p in recorded.profiles]
     report = {
         "data": data,
-        "profiles": [s.to_dict() for s in stable],
+        "profiles": [p.to_dict() for p in stable],
         "schema": REPORT_SCHEMA,
-        "source": source_info,
+        "source": recorded.source,
         "versions": versions,
     }
-    (staging / "report.json").write_text(json.dumps(_finite(report), indent=2, sort_keys=True) + "\n")
-    latencies = latency_figures(result)
+    (folder / "report.json").write_text(json.dumps(_finite(report), indent=2, sort_keys=True) + "\n")
+    latencies = latency_figures(recorded)
     chosen_latency = [{"profile": p, "format": f, "ms": ms, "source": source} for (p, f), (ms, source) in sorted(latencies.items())]
-    timings = {"candidates": [c.to_dict() for c in candidates], "profiles": chosen_latency}
-    (staging / "timings.json").write_text(json.dumps(timings, indent=2, sort_keys=True) + "\n")
-    (staging / "report.html").write_text(render_html(result, latencies, baseline))
-    (staging / "report.md").write_text(markdown(result, latencies, baseline))
-    return result
+    timings = {"candidates": [c.to_dict() for c in recorded.candidates], "profiles": chosen_latency,
+               "results": [p.to_dict() for p in recorded.profiles]}
+    (folder / "timings.json").write_text(json.dumps(_finite(timings), indent=2, sort_keys=True) + "\n")
+    (folder / "report.html").write_text(render_html(recorded, latencies, baseline))
+    (folder / "report.md").write_text(markdown(recorded, latencies, baseline))
 

@@ -225,6 +225,24 @@ def _verify_files(bundle: Path, manifest: dict) -> None:
             raise IntegrityError(f"{relative} does not match its sha256 in manifest.json (modified or damaged)")
 
 
+def bundle_problem(bundle: Path, verify_key: Path | None = None, profile: str | None = None) -> str | None:
+    """Why `bundle` is not intact, or None: with `verify_key` its signature first, then its manifest, every
+    file's size and sha256, nothing unlisted, each artifact parsing, and (given) the profile it is for."""
+    if verify_key is not None:
+        problem = signature_problem(bundle, verify_key)
+        if problem:
+            return problem
+    try:
+        manifest = read_manifest(bundle)
+        _verify_files(bundle, manifest)
+        _verify_artifacts(bundle, manifest)
+    except IntegrityError as error:
+        return str(error)
+    if profile is not None and manifest["profile"].get("name") != profile:
+        return f"its manifest is for profile {manifest['profile'].get('name')!r}, not {profile!r}"
+    return None
+
+
 def _verify_artifacts(bundle: Path, manifest: dict) -> None:
     """Artifacts parse in a verifier before any runtime sees them."""
     for artifact in manifest["artifacts"]:

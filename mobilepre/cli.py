@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import typer
 
 from mobilepre.builder import BuildOptions
+from mobilepre.cache import DEFAULT_MAX_BYTES, CandidateCache, default_cache_dir
 from mobilepre.builder import build as run_build
 from mobilepre.check import check as run_check
 from mobilepre.check import sign_bundles
@@ -20,6 +21,8 @@ from mobilepre.data import DataOptions, parse_range
 from mobilepre.errors import MobilepreError
 from mobilepre.frontend import FrontendSpec, Normalization, parse_features, parse_input_shape, write_frontend
 from mobilepre.fsutil import atomic_file
+from mobilepre.merge import merge as run_merge
+from mobilepre.plan import plan as make_plan
 from mobilepre.profiles import BROWSER_BACKENDS, default_profiles_dir, format_size, load_profiles, parse_size
 from mobilepre.progress import reporter_for
 from mobilepre.validate import validate_files
@@ -114,6 +117,13 @@ ChannelsOption = Annotated[
     bool, typer.Option("--convert-channels", help="Convert grey <-> RGB images instead of refusing a channel mismatch.")
 ]
 ShapeOption = Annotated[Optional[str], typer.Option(help="H,W,C for models with dynamic input sizes.")]
+
+
+def _names(values: list[str] | None) -> tuple[str, ...] | None:
+    """Repeated options whose values may also list names separated by commas."""
+    if not values:
+        return None
+    return tuple(name.strip() for value in values for name in value.split(",") if name.strip())
 
 
 def _data(path, input_range: str, convert_channels: bool, labels=None, limit: int | None = 500):
@@ -228,7 +238,7 @@ def build(
     model: Annotated[Optional[Path], typer.Argument(help="A .keras, .h5 or SavedModel folder; none builds the embedded demo model.")] = None,
     out: Annotated[Optional[Path], typer.Option(help="Output folder: one bundle per profile, report.json, report.html, report.md.")] = None,
     profiles: Annotated[Optional[Path], typer.Option(help="A profile TOML file or a folder of them (default: the shipped ones).")] = None,
-    profile: Annotated[Optional[list[str]], typer.Option(help="Build only this profile (repeatable).")] = None,
+    profile: Annotated[Optional[list[str]], typer.Option(help="Build only this profile (repeatable, or names separated by commas: a `plan` cell).")] = None,
     calibration: Annotated[Optional[Path], typer.Option(help="Images for int8 calibration and pruning.")] = None,
     validation: Annotated[Optional[Path], typer.Option(help="Images to measure drift on (default: the calibration images).")] = None,
     labels: Annotated[Optional[Path], typer.Option(help="Labels of the validation images.")] = None,
@@ -248,22 +258,31 @@ def build(
     sign_key: Annotated[Optional[Path], typer.Option(help="Sign each bundle with this elliptic-curve private key (PEM).")] = None,
     allow_degenerate_reference: Annotated[Optional[bool], typer.Option("--allow-degenerate-reference", help="Build even when the float model gives one class for nearly every validation image.")] = None,
     force: Annotated[Optional[bool], typer.Option("--force", help="Replace an existing output folder.")] = None,
+    cache: Annotated[Optional[Path], typer.Option(help="Candidate cache folder (default: MOBILEPRE_CACHE, else ~/.cache/mobilepre).")] = None,
+    no_cache: Annotated[bool, typer.Option("--no-cache", help="Convert and validate every candidate; read and write no cache.")] = False,
+    cache_max: Annotated[Optional[str], typer.Option(help="The cache's size bound, least recently used entries evicted (default 5 GiB).")] = None,
+    cache_latency: Annotated[Optional[bool], typer.Option("--cache-latency", help="Also reuse host latencies measured on a machine like this one (same CPU, core count, memory, OS).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="No progress display or events on stderr (errors still say one line).")] = False,
     as_json: JsonOption = False,
 ):
     """Build one size-budgeted bundle per device profile. Exit 1 if a profile has no candidate within budget."""
     options = load_build_config(config) if config else {}
     given = {
-        "model": model, "out": out, "profiles": profiles, "profile": tuple(profile) if profile else None,
+        "model": model, "out": out, "profiles": profiles, "profile": _names(profile),
         "calibration": calibration, "validation": validation, "labels": labels, "frontend": frontend,
         "rgb_input": rgb_input, "class_names": class_names, "baseline": baseline,
         "shard_size": parse_size(shard_size, "--shard-size") if shard_size else None,
         "input_range": parse_range(input_range) if input_range else None, "device_timings": device_timings,
         "jobs": jobs, "latency_runs": latency_runs, "prune_epochs": prune_epochs,
         "input_shape": _shape(input_shape), "trust_model": trust_model, "force": force, "sign_key": sign_key,
-        "allow_degenerate_reference": allow_degenerate_reference,
+        "allow_degenerate_reference": allow_degenerate_reference, "cache": cache, "cache_latency": cache_latency,
+        "cache_max_bytes": parse_size(cache_max, "--cache-max") if cache_max else None,
     }
     options.update({k: v for k, v in given.items() if v is not None})
+    if no_cache:
+        options["cache"] = None
+    elif "cache" not in options:
+        options["cache"] = default_cache_dir()
     if "out" not in options:
         raise MobilepreError("build needs an output folder: pass --out DIR (or out = \"DIR\" in --config)")
     result = run_build(BuildOptions(**options), progress=reporter_for(quiet))
@@ -301,6 +320,33 @@ def check(
 
 
 @app.command()
+def plan(
+    models: Annotated[Optional[list[Path]], typer.Argument(help="Models to build (.keras, .h5, SavedModel folders); none: the demo.")] = None,
+    profiles: Annotated[Optional[Path], typer.Option(help="A profile TOML file or a folder of them (default: the shipped ones).")] = None,
+    by: Annotated[str, typer.Option(help="One job per model and 'profile', or per model and group of profiles that share candidates ('shared').")] = "profile",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the matrix as one line of JSON, as GitHub Actions' strategy.matrix takes it.")] = False,
+):
+    """Print the build matrix for CI: each cell is one `mobilepre build --profile ...` job."""
+    result = make_plan(models or (), profiles, by)
+    typer.echo(result.to_json() if as_json else result.to_text())
+
+
+@app.command()
+def merge(
+    out: Annotated[Path, typer.Argument(help="The merged output folder (as `build --out` writes it).")],
+    parts: Annotated[list[Path], typer.Argument(help="Output folders of builds of the same model and images, some profiles each.")],
+    verify_key: Annotated[Optional[Path], typer.Option(help="Require every bundle to be signed by the private key of this public key (PEM).")] = None,
+    baseline: Annotated[Optional[Path], typer.Option(help="A previous build's output folder: the reports add the change in bytes, gzip, latency and drift.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output folder.")] = False,
+    as_json: JsonOption = False,
+):
+    """Assemble build parts (CI matrix cells) into one output, as one build of all their profiles writes it. Exit 1 if a profile has no bundle."""
+    result = run_merge(out, parts, force=force, verify_key=verify_key, baseline=baseline)
+    _emit(result, as_json)
+    raise typer.Exit(result.exit_code)
+
+
+@app.command()
 def sign(
     root: Annotated[Path, typer.Argument(help="A build output folder, or one bundle.")],
     key: Annotated[Path, typer.Option(help="Elliptic-curve private key (PEM).")],
@@ -310,6 +356,27 @@ def sign(
     result = sign_bundles(root, key)
     _emit(result, as_json)
     raise typer.Exit(result.exit_code)
+
+
+cache_app = typer.Typer(help="Show or empty the candidate cache builds share.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+CacheDir = Annotated[Optional[Path], typer.Option("--cache", help="Cache folder (default: MOBILEPRE_CACHE, else ~/.cache/mobilepre).")]
+
+
+@cache_app.command("info")
+def cache_info(cache: CacheDir = None, as_json: JsonOption = False):
+    """Where the cache is, how many entries it holds and their size."""
+    _emit(CandidateCache(cache or default_cache_dir(), DEFAULT_MAX_BYTES).info(), as_json)
+
+
+@cache_app.command("clear")
+def cache_clear(cache: CacheDir = None):
+    """Remove every entry (a build using the cache meanwhile only misses)."""
+    root = cache or default_cache_dir()
+    if root.exists() and not (root / "entries").is_dir():
+        raise MobilepreError(f"--cache {root} is not a mobilepre cache folder (no entries/ in it): nothing removed")
+    removed = CandidateCache(root).clear() if root.exists() else 0
+    typer.echo(f"removed {removed} entries from {root}")
 
 
 profiles_app = typer.Typer(help="List, show and check device profiles.", no_args_is_help=True)

@@ -11,8 +11,8 @@ from mobilepre.errors import MobilepreError
 from mobilepre.profiles import parse_size
 
 MAX_CONFIG_BYTES = 64 * 1024
-_PATH_KEYS = {"out", "model", "profiles", "calibration", "validation", "labels", "device_timings", "sign_key", "class_names", "baseline"}
-_BOOL_KEYS = {"frontend", "rgb_input", "force", "trust_model", "allow_degenerate_reference"}
+_PATH_KEYS = {"out", "model", "profiles", "calibration", "validation", "labels", "device_timings", "sign_key", "class_names", "baseline", "cache"}
+_BOOL_KEYS = {"frontend", "rgb_input", "force", "trust_model", "allow_degenerate_reference", "cache_latency"}
 _INT_KEYS = {"jobs", "latency_runs", "prune_epochs"}
 _NUMBER_LIST_KEYS = {"input_range", "input_shape"}
 
@@ -40,8 +40,8 @@ def load_build_config(path: Path) -> dict:
             value = toml.boolean(value, where, key)
         elif key in _INT_KEYS:
             value = toml.integer(value, where, key)
-        elif key == "shard_size":
-            value = parse_size(toml.string(value, where, key), f"{where}: shard_size")
+        elif key in ("shard_size", "cache_max_bytes"):
+            value = parse_size(toml.string(value, where, key), f"{where}: {key}")
         options[key] = value
     options["config"] = path
     return options

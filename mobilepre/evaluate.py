@@ -16,6 +16,7 @@ import numpy as np
 
 from mobilepre import quantize
 from mobilepre.budgets import Measurement
+from mobilepre.cache import CandidateCache, content_key
 from mobilepre.candidates import Candidate
 from mobilepre.errors import MobilepreError
 from mobilepre.mixed import find_mixed
@@ -24,6 +25,7 @@ from mobilepre.quantize.checks import check_weights
 from mobilepre.quantize.export import export_saved_model
 from mobilepre.quantize.pruning import PruneSettings, prune
 from mobilepre.quantize.settings import Format
+from mobilepre.runtimes import Latency
 from mobilepre.sdk_metadata import tflite_with_metadata, tfjs_with_metadata
 from mobilepre.validate import compare, reference_outputs, run_candidate
 
@@ -78,8 +80,12 @@ class Evaluator:
     """Converts and validates candidates on demand, each once; prunes each sparsity level once."""
 
     def __init__(self, source, calibration, validation, labels, workdir: Path, progress=None, prune_epochs: int = 30,
-                 outputs=None, reference=None, profiles=(), sdk=None, shard_size: int = 4 * 1024 * 1024):
+                 outputs=None, reference=None, profiles=(), sdk=None, shard_size: int = 4 * 1024 * 1024,
+                 cache: CandidateCache | None = None, cache_parts: dict | None = None):
         self.source = source
+        self.cache = cache  # measured candidates from earlier builds, keyed by content (`candidate_key`)
+        self.cache_parts = cache_parts or {}  # what every candidate's key holds: model, data, toolchain...
+        self._cached: dict = {}  # candidate -> (cache key, its entry's host latencies)
         self.shard_size = shard_size  # TF.js weight shard bytes
         self.sdk = sdk  # SdkContract: the metadata every artifact carries, written before it is validated
         self.outputs = tuple(outputs or source.outputs)  # OutputSpecs: each output's name and kind
@@ -100,6 +106,7 @@ class Evaluator:
         self.profiles = {p.name: p for p in profiles}  # whose drift budgets a mixed candidate is found for
         self._pool = None  # conversion worker processes, with --jobs > 1
         self.rankings: dict = {}  # (format, base precision) -> layers by measured error, for mixed searches
+        self._converter_failures: set = set()  # candidates the converter refused (the same again next time)
 
     def reference(self) -> list:
         if self._reference is None:
@@ -137,11 +144,15 @@ class Evaluator:
         least `WORKER_MIN_PARAMETERS`, in that many worker processes: the converters are not
         thread-safe, processes are), then validate `jobs` at once (LiteRT and Node processes in parallel)."""
         for candidate in sorted(set(candidates)):
+            if candidate not in self.measured and self.cache is not None:
+                self._from_cache(candidate)
+        for candidate in sorted(set(candidates)):
             if candidate.mode is quantize.Mode.MIXED and candidate not in self.measured:
                 if candidate.fmt in self._unsupported:
                     self.measured[candidate] = self.failed(candidate, self._unsupported[candidate.fmt])
                 else:
                     self.measured[candidate] = find_mixed(self, candidate, self.profiles[candidate.target])
+                    self._to_cache(self.measured[candidate])
         pending = [c for c in sorted(set(candidates)) if c not in self.measured]
         in_workers = jobs > 1 and len(pending) > 1 and (self.source.parameters or 0) >= WORKER_MIN_PARAMETERS
         new = self._convert_in_workers(pending, jobs) if in_workers else [self._convert(c) for c in pending]
@@ -154,7 +165,60 @@ class Evaluator:
                 self._validate(measured)
         for measured in new:
             self.measured[measured.candidate] = measured
+            self._to_cache(measured)
         return {c: self.measured[c] for c in candidates}
+
+    # ---------------------------------------------------------------------------------- the cache
+
+    def candidate_key(self, candidate: Candidate) -> str:
+        """The cache key of `candidate`: the build's parts (model identity and stages, data hashes, output
+        kinds, SDK contract, shard size, toolchain and code) and what makes this candidate (format,
+        mode, I/O; pruning, clustering or fine-tuning settings; a mixed candidate's precision ladder and
+        drift budgets, which choose its layers)."""
+        parts = {**self.cache_parts, "candidate": {
+            "clusters": candidate.clusters, "format": str(candidate.fmt), "io_type": str(candidate.io_type),
+            "mode": str(candidate.mode), "qat": candidate.qat, "sparsity": candidate.sparsity,
+        }}
+        if candidate.sparsity or candidate.clusters or candidate.qat:
+            parts["fine_tuning"] = {"epochs": self.prune_epochs, "settings": repr(
+                PruneSettings(candidate.sparsity, epochs=self.prune_epochs) if candidate.sparsity
+                else quantize.ClusterSettings(candidate.clusters, epochs=self.prune_epochs) if candidate.clusters
+                else quantize.QATSettings())}
+        if candidate.mode is quantize.Mode.MIXED:
+            profile = self.profiles[candidate.target]
+            parts["mixed"] = {"drift": profile.drift.to_dict(), "ladder": [str(m) for m in profile.modes_for(str(candidate.fmt))]}
+        return content_key(parts)
+
+    def _from_cache(self, candidate: Candidate) -> None:
+        key = self.candidate_key(candidate)
+        entry = self.cache.get(key)
+        if entry is None:
+            return
+        r = entry.record
+        measured = Measured(candidate, entry.files, r["size_bytes"], r["gzip_bytes"], r["sparsity"], r["drift"], error=r["error"],
+                            mixed=r["mixed"], peak_memory_bytes=r["peak_memory_bytes"], metadata=r["metadata"])
+        if r.get("unsupported") and candidate.fmt not in self._unsupported:
+            self._unsupported[candidate.fmt] = r["error"]
+        self._cached[candidate] = (key, entry)
+        self.measured[candidate] = measured
+        self.progress(f"{candidate.key}: from the cache")
+
+    def _to_cache(self, measured: Measured) -> None:
+        """Store a candidate whose measurement would come out the same again: one validated, or one whose
+        conversion failed in the converter (not one whose process died or whose run failed, which may not recur)."""
+        candidate = measured.candidate
+        if self.cache is None or candidate in self._cached:
+            return
+        if measured.error is not None and candidate not in self._converter_failures:
+            return
+        key = self.candidate_key(candidate)
+        record = {
+            "drift": measured.drift, "error": measured.error, "gzip_bytes": measured.gzip_bytes, "metadata": measured.metadata,
+            "mixed": measured.mixed, "peak_memory_bytes": measured.peak_memory_bytes, "size_bytes": measured.size_bytes,
+            "sparsity": measured.sparsity, "unsupported": self._unsupported.get(candidate.fmt) == measured.error and measured.error is not None,
+        }
+        self.cache.put(key, record, measured.files, {"candidate": candidate.key, "model": self.source.identity})
+        self._cached[candidate] = (key, None)
 
     def _prepare(self, candidate: Candidate):
         """(settings, SavedModel export, reached sparsity) to convert `candidate` from, or the `Measured`
@@ -172,7 +236,9 @@ class Evaluator:
             return self.failed(candidate, str(error))
         return settings, directory, reached
 
-    def _converted(self, candidate: Candidate, reached: float, artifact=None, error: Exception | None = None) -> Measured:
+    def _converted(self, candidate: Candidate, reached: float, artifact=None, error: Exception | None = None, died: bool = False) -> Measured:
+        if error is not None and not died:
+            self._converter_failures.add(candidate)
         if isinstance(error, quantize.UnsupportedOpsError):
             if candidate.fmt not in self._unsupported:
                 self._unsupported[candidate.fmt] = str(error)
@@ -233,7 +299,7 @@ class Evaluator:
                 out.append(self._converted(candidate, reached, error=error))
             except BrokenProcessPool:
                 self._pool = None  # a converter crashed its process: this candidate fails, the next pool is fresh
-                out.append(self._converted(candidate, reached, error=quantize.QuantizeError(f"{candidate.key}: the converter's process died")))
+                out.append(self._converted(candidate, reached, error=quantize.QuantizeError(f"{candidate.key}: the converter's process died"), died=True))
         return out
 
     def _workers(self, jobs: int):
@@ -294,6 +360,12 @@ class Evaluator:
         """Single-image latency on this host, measured once per candidate and thread count (TF.js: per
         runtime, Node's wasm or Chromium's `browser` backend, through the bundle's own page)."""
         key = threads if measured.candidate.fmt is Format.TFLITE else (browser or 0)
+        cached = self._cached.get(measured.candidate) if self.cache is not None and self.cache.latency else None
+        slot = f"{measured.candidate.fmt}:{key}:{runs}"
+        if key not in measured.latency and cached is not None and cached[1] is not None:
+            found = self.cache.latency_for(cached[1], slot)
+            if found is not None:
+                measured.latency[key] = Latency.from_dict(found)
         if key not in measured.latency:
             where = (f"LiteRT ({max(1, threads)} threads)" if measured.candidate.fmt is Format.TFLITE
                      else f"Chromium ({browser})" if browser else "TF.js (Node, wasm)")
@@ -303,6 +375,8 @@ class Evaluator:
                 _, run = run_candidate(path, self.validation[:1], threads=max(1, threads), latency_runs=runs,
                                        where=measured.candidate.key, browser=browser)
             measured.latency[key] = run.latency
+            if cached is not None:
+                self.cache.add_latency(cached[0], slot, dataclasses.asdict(run.latency))  # unrounded: judged as measured
         return measured.latency[key]
 
 

@@ -197,7 +197,7 @@ def markdown(result, latencies: dict, baseline: dict | None = None) -> str:
     lines = [f"## mobilepre build: {written} of {len(result.profiles)} bundles", ""]
     src = result.source
     lines.append(f"Model `{src.get('name')}`: {src.get('parameters'):,} parameters, input {src.get('input_dtype')} "
-                 f"{src.get('input_shape')}; {result.conversions} conversions, {result.validations} validations.")
+                 f"{src.get('input_shape')}; {len(result.candidates)} candidates measured.")
     lines.append("")
     head = ["", "profile", "format", "chosen", "bytes", "gzip", "latency", "drift", "accuracy", "verdict"]
     if baseline is not None:

@@ -172,7 +172,7 @@ def render_html(result, latencies: dict | None = None, baseline: dict | None = N
     out.append(
         f"<p>Model <b>{html.escape(src['name'])}</b>: {src['parameters']:,} parameters, {src['macs']:,} MACs per image, "
         f"input {src['input_dtype']} {src['input_shape']}; identity <code>{src['identity'][:16]}…</code>. "
-        f"{result.conversions} conversions and {result.validations} validations in all.</p>"
+        f"{len(result.candidates)} candidates measured.</p>"
     )
     for warning in src.get("warnings", []):
         out.append(f"<p class=no>Warning: {html.escape(warning)}.</p>")

@@ -56,6 +56,10 @@ class Latency:
             "source": self.source,
         }
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Latency:
+        return cls(data["median_ms"], data["p90_ms"], data["runs"], data["warmup"], data["threads"], data["runtime"], data.get("source", "host"))
+
 
 @dataclass(frozen=True)
 class RunResult:

@@ -22,6 +22,13 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     )
 
 
+@pytest.fixture(autouse=True)
+def own_cache(tmp_path_factory, monkeypatch):
+    """Every test gets an empty candidate cache (the CLI's default), as a fresh machine has: no test
+    reads what another measured, and none writes into the user's ~/.cache."""
+    monkeypatch.setenv("MOBILEPRE_CACHE", str(tmp_path_factory.mktemp("cache")))
+
+
 @pytest.fixture(scope="session")
 def tf():
     from mobilepre._tf import quiet_tensorflow
