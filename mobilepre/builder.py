@@ -425,7 +425,7 @@ def _build(options: BuildOptions, progress) -> BuildResult:
         sdk = SdkContract(Path(source.path).stem if options.model else "mobilepre_demo_digits", source.input_dtype,
                           tuple(source.input_shape), tuple(options.input_range),
                           tuple((spec.name, spec.kind.value) for spec in outputs), class_names, source.luma)
-        parts.update(outputs=[spec.to_dict() for spec in outputs], sdk=dataclasses.asdict(sdk), shard_size=options.shard_size)
+        parts.update(outputs=[spec.to_dict() for spec in outputs], sdk=dataclasses.asdict(sdk))
         evaluator = Evaluator(source, calibration.images, validation.images, validation.labels, work, progress,
                               options.prune_epochs, outputs, reference, profiles, sdk, options.shard_size, cache, parts)
         try:

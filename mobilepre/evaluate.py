@@ -172,13 +172,15 @@ class Evaluator:
 
     def candidate_key(self, candidate: Candidate) -> str:
         """The cache key of `candidate`: the build's parts (model identity and stages, data hashes, output
-        kinds, SDK contract, shard size, toolchain and code) and what makes this candidate (format,
-        mode, I/O; pruning, clustering or fine-tuning settings; a mixed candidate's precision ladder and
+        kinds, SDK contract, toolchain and code) and what makes this candidate (format, mode, I/O; TF.js
+        shard size; pruning, clustering or fine-tuning settings; a mixed candidate's precision ladder and
         drift budgets, which choose its layers)."""
         parts = {**self.cache_parts, "candidate": {
             "clusters": candidate.clusters, "format": str(candidate.fmt), "io_type": str(candidate.io_type),
             "mode": str(candidate.mode), "qat": candidate.qat, "sparsity": candidate.sparsity,
         }}
+        if candidate.fmt is Format.TFJS:
+            parts["shard_size"] = self.shard_size
         if candidate.sparsity or candidate.clusters or candidate.qat:
             parts["fine_tuning"] = {"epochs": self.prune_epochs, "settings": repr(
                 PruneSettings(candidate.sparsity, epochs=self.prune_epochs) if candidate.sparsity
