@@ -39,8 +39,8 @@ def test_shared_groups_join_profiles_that_share_a_candidate():
 
 
 def test_a_cell_builds_with_the_profiles_it_names(tmp_path):
-    write_profile(tmp_path / "p", "one", 'formats = ["tflite"]\nquantization = ["float32"]\n')
-    write_profile(tmp_path / "p", "two", 'formats = ["tfjs"]\nquantization = ["float32"]\n')
+    write_profile(tmp_path / "p", "one", 'formats = ["tflite"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n')
+    write_profile(tmp_path / "p", "two", 'formats = ["tfjs"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n')
     cells = plan(profiles=tmp_path / "p", by="shared").cells
     assert [c.profiles for c in cells] == [("one",), ("two",)]
     assert cells[0].to_dict() == {"candidates": 1, "model": "", "name": "demo", "part": "demo--one", "profiles": "one"}
