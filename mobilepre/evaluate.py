@@ -25,7 +25,7 @@ from mobilepre.quantize.checks import check_weights
 from mobilepre.quantize.export import export_saved_model
 from mobilepre.quantize.pruning import PruneSettings, prune
 from mobilepre.quantize.settings import Format
-from mobilepre.runtimes import Latency
+from mobilepre.runtimes import ImagesOnDisk, Latency
 from mobilepre.sdk_metadata import tflite_with_metadata, tfjs_with_metadata
 from mobilepre.validate import compare, reference_outputs, run_candidate
 
@@ -106,6 +106,7 @@ class Evaluator:
         self.profiles = {p.name: p for p in profiles}  # whose drift budgets a mixed candidate is found for
         self._pool = None  # conversion worker processes, with --jobs > 1
         self.rankings: dict = {}  # (format, base precision) -> layers by measured error, for mixed searches
+        self._images = None  # the validation images on disk (`_validation_on_disk`)
         self._converter_failures: set = set()  # candidates the converter refused (the same again next time)
 
     def reference(self) -> list:
@@ -349,7 +350,7 @@ class Evaluator:
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
             path = _write(measured, Path(tmp))
             try:
-                _, run = run_candidate(path, self.validation, output_names=[spec.name for spec in self.outputs], where=measured.candidate.key)
+                _, run = run_candidate(path, self._validation_on_disk(), output_names=[spec.name for spec in self.outputs], where=measured.candidate.key)
             except MobilepreError as error:
                 measured.error = error.message
                 return
@@ -357,6 +358,13 @@ class Evaluator:
             self.validations += 1
         measured.drift = [d.to_dict() for d in compare(self.reference(), run, self.labels, self.outputs)]
         measured.peak_memory_bytes = run.peak_memory_bytes
+
+    def _validation_on_disk(self) -> ImagesOnDisk:
+        """The validation images, written once per build for every candidate's run (not once per run)."""
+        with self._lock:
+            if self._images is None:
+                self._images = ImagesOnDisk.write(self.validation, self.workdir, "validation")
+        return self._images
 
     def host_latency(self, measured: Measured, threads: int, runs: int = 50, browser: str | None = None):
         """Single-image latency on this host, measured once per candidate and thread count (TF.js: per

@@ -33,7 +33,7 @@ def run(request: dict) -> dict:
     from ai_edge_litert.interpreter import Interpreter
 
     where = request["where"]
-    images = np.load(request["images_path"], allow_pickle=False)
+    images = np.load(request["images_path"], mmap_mode="r", allow_pickle=False)  # paged in as read, never copied whole
     baseline = memory_baseline()
     try:
         interpreter = Interpreter(model_path=request["model_path"], num_threads=request["threads"])
@@ -62,10 +62,9 @@ def run(request: dict) -> dict:
     collected = [[] for _ in outputs]
     # One image per invoke, at the model's own batch of 1: on XNNPACK this is faster per image than
     # batches of 64 (measured on MobileNetV2: 140 against 111 images/s), and needs no tensor resizing.
-    ready = quantize_input(images, detail)
     started = time.perf_counter()
     for i in range(len(images)):
-        interpreter.set_tensor(detail["index"], ready[i : i + 1])
+        interpreter.set_tensor(detail["index"], quantize_input(images[i : i + 1], detail))
         interpreter.invoke()
         for k, out in enumerate(outputs):
             collected[k].append(interpreter.get_tensor(out["index"]).copy())
@@ -74,7 +73,7 @@ def run(request: dict) -> dict:
     np.savez(request["outputs_path"], *results)
     answer = {"seconds": seconds, "peak_memory_bytes": peak}
     if request["latency_runs"]:
-        answer["latency_ms"] = latency(interpreter, detail, ready[:1], request["latency_runs"], request["warmup"])
+        answer["latency_ms"] = latency(interpreter, detail, quantize_input(images[:1], detail), request["latency_runs"], request["warmup"])
     return answer
 
 

@@ -74,6 +74,35 @@ class RunResult:
 # ------------------------------------------------------------------------------------------- TFLite
 
 
+@dataclass(frozen=True)
+class ImagesOnDisk:
+    """Images written once for every run of a build: an .npy for LiteRT (its child maps it, not reads it
+    whole) and raw bytes for TF.js. A run given these writes no copy of its own.
+
+    Attributes:
+        array (np.ndarray): the images. npy (Path), raw (Path): the same images on disk.
+    """
+
+    array: np.ndarray
+    npy: Path
+    raw: Path
+
+    @classmethod
+    def write(cls, images: np.ndarray, folder: Path, name: str = "images") -> ImagesOnDisk:
+        images = np.ascontiguousarray(images)
+        npy, raw = Path(folder) / f"{name}.npy", Path(folder) / f"{name}.bin"
+        np.save(npy, images, allow_pickle=False)
+        images.tofile(raw)
+        return cls(images, npy, raw)
+
+    def __len__(self) -> int:
+        return len(self.array)
+
+
+def _array(images) -> np.ndarray:
+    return images.array if isinstance(images, ImagesOnDisk) else images
+
+
 def run_timeout_s(images: int, runs: int) -> float:
     """How long one run of an artifact may take: `MOBILEPRE_RUN_TIMEOUT` (the CLI's `--run-timeout`), else
     a second per image and per timed run, and at least a minute."""
@@ -112,10 +141,14 @@ def run_tflite(content: bytes, images: np.ndarray, threads: int = 1, latency_run
     with tempfile.TemporaryDirectory(prefix="mobilepre-litert-") as tmp:
         tmp = Path(tmp)
         (tmp / "model.tflite").write_bytes(content)
-        np.save(tmp / "images.npy", np.ascontiguousarray(images), allow_pickle=False)
+        if isinstance(images, ImagesOnDisk):
+            images_path = images.npy
+        else:
+            images_path = tmp / "images.npy"
+            np.save(images_path, np.ascontiguousarray(images), allow_pickle=False)
         request = {
             "answer_path": str(tmp / "answer.json"),
-            "images_path": str(tmp / "images.npy"),
+            "images_path": str(images_path),
             "latency_runs": latency_runs,
             "model_path": str(tmp / "model.tflite"),
             "output_keys": output_keys,
@@ -179,7 +212,7 @@ def run_tfjs(folder: Path, images: np.ndarray, latency_runs: int = 0, warmup: in
     the order of `output_keys`, as for `run_tflite`."""
     model_json = verify_tfjs_folder(Path(folder), where)
     check_node()
-    _check_tfjs_input(model_json, images, where)
+    _check_tfjs_input(model_json, _array(images), where)
     return _run_tfjs_script("runner.mjs", "TF.js", "tfjs-wasm", folder, model_json, images, latency_runs, warmup, where, output_keys)
 
 
@@ -191,10 +224,14 @@ def _run_tfjs_script(script: str, what: str, runtime: str, folder: Path, model_j
     node, runner = check_node()
     with tempfile.TemporaryDirectory(prefix="mobilepre-tfjs-run-") as tmp:
         tmp = Path(tmp)
-        np.ascontiguousarray(images).tofile(tmp / "input.bin")
+        if isinstance(images, ImagesOnDisk):
+            input_path, images = images.raw, images.array
+        else:
+            input_path = tmp / "input.bin"
+            np.ascontiguousarray(images).tofile(input_path)
         request = {
             "model_dir": str(Path(folder).resolve()),
-            "input_path": str(tmp / "input.bin"),
+            "input_path": str(input_path),
             "input_shape": list(images.shape),
             "input_dtype": "float32" if images.dtype == np.float32 else images.dtype.name,
             "output_path": str(tmp / "output.bin"),
@@ -266,7 +303,7 @@ def run_browser(folder: Path, images: np.ndarray, latency_runs: int = 0, warmup:
     if not (runner / "node_modules" / "puppeteer-core" / "package.json").is_file():
         raise MobilepreError(f"puppeteer-core is not installed in {runner}: run `npm ci` there (`make install` does it)")
     chromium = check_chromium()
-    _check_tfjs_input(model_json, images, where)
+    _check_tfjs_input(model_json, _array(images), where)
     page_dir = _bundle_page(Path(folder)) or WEB_DIR
 
     def extra(tmp: Path) -> dict:
