@@ -1,6 +1,6 @@
 """`python -m benchmarks [NAME ...]`: run the benchmarks, write benchmarks/results.json and results.md.
 
-With names (startup, overhead, jobs, size, engines, mixed, clustering, speed, frontend), only those run and their sections replace the
+With names (startup, overhead, jobs, scale, size, engines, mixed, clustering, speed, frontend), only those run and their sections replace the
 ones in an existing results.json; with none, all run.
 """
 
@@ -19,7 +19,7 @@ from benchmarks import report
 from benchmarks.timing import load_average
 
 HERE = Path(__file__).resolve().parent
-NAMES = ("startup", "overhead", "jobs", "size", "engines", "mixed", "clustering", "speed", "frontend")  # subprocess benchmarks first, in-process after
+NAMES = ("startup", "overhead", "jobs", "scale", "size", "engines", "mixed", "clustering", "speed", "frontend")  # subprocess benchmarks first, in-process after
 ROUNDS = {"startup": 15, "overhead": 7, "speed": 5}
 
 
@@ -101,6 +101,10 @@ def run_one(name: str, work: Path, models: Subjects) -> tuple[dict, list]:
         from benchmarks import jobs
 
         return jobs.run(work / "jobs", progress)
+    if name == "scale":
+        from benchmarks import scale
+
+        return scale.run(work / "scale", progress)
     if name == "clustering":
         from benchmarks import clustering
 

@@ -11,6 +11,7 @@ TITLES = {
     "mixed": "2c. Mixed precision",
     "clustering": "2d. Clustering and pruning",
     "jobs": "1b. Parallel builds",
+    "scale": "1c. Costs at scale",
     "speed": "3. Speed on this host",
     "frontend": "4. Front-end inside the model",
     "startup": "5. Start-up",
@@ -57,6 +58,41 @@ def _rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
         add("overhead", "8 profiles reusing the 4 artifacts / 4 profiles",
             _x(r["reused_profiles_over_build"]), f"{m['build_reused_profiles']:.1f} s vs {m['build']:.1f} s",
             "4 more profiles reusing the 4 artifacts")
+    if "scale" in sections:
+        sc = sections["scale"]
+        for name, row in sc["cache"].items():
+            t = row["seconds"]
+            add("scale", f"warm rebuild / cold build, {name} (cached latencies)", _x(row["warm_over_cold"]),
+                f"{t['warm']:.1f} s vs {t['cold']:.1f} s", f"warm rebuild / cold build, {name}")
+            add("scale", f"warm rebuild timing the candidates again / cold build, {name}", _x(row["warm_timing_again_over_cold"]),
+                f"{t['warm_timing_again']:.1f} s vs {t['cold']:.1f} s")
+            add("scale", f"budget-only change / cold build, {name}", _x(row["budget_changed_over_cold"]),
+                f"{t['budget_changed']:.1f} s vs {t['cold']:.1f} s", f"budget-only change / cold build, {name}")
+            if "cold_no_cache" in t:
+                add("scale", f"cold build writing the cache / without a cache, {name}", _x(t["cold"] / t["cold_no_cache"]),
+                    f"{t['cold']:.1f} s vs {t['cold_no_cache']:.1f} s")
+        p = sc["profiles"]
+        add("scale", "16 / 4 profiles sharing 4 candidates (8 / 4 beside)", _x(p["16_over_4"]),
+            f"{p['seconds']['16']:.1f} s vs {p['seconds']['4']:.1f} s (8: {p['seconds']['8']:.1f} s, {_x(p['8_over_4'])})")
+        m = sc["model_size"]
+        add("scale", "cold build, MobileNetV2 224 / demo (82x the parameters)", _x(m["mobilenet_v2_224_over_demo"]),
+            f"{m['seconds']['mobilenet_v2_224']:.1f} s vs {m['seconds']['demo']:.1f} s (96x96: {m['seconds']['mobilenet_v2_96']:.1f} s)")
+        for fmt, label in (("tflite", "LiteRT"), ("tfjs", "TF.js")):
+            r = sc["validation"]["runs"][fmt]
+            add("scale", f"validation ms per image, 1,000-5,000 / 100-1,000 images, {label}", _x(r["growth"]),
+                f"{r['marginal_ms_per_image_1000_to_5000']:.3f} ms vs {r['marginal_ms_per_image_100_to_1000']:.3f} ms",
+                f"validation cost per image, 1,000-5,000 / 100-1,000 images, {fmt}")
+        v = sc["validation"]
+        resident = v["resident_bytes_after_each_candidate"]
+        add("scale", "build process memory after 8 / after 2 candidates (5,000 images)", _x(resident[-1] / resident[1]),
+            f"{resident[-1] / 1e6:.0f} MB vs {resident[1] / 1e6:.0f} MB")
+        g = sc["merge"]
+        add("scale", "merge of 6 parts / one build of the 6 profiles", _x(g["merge_over_one_build"]),
+            f"{g['merge_seconds']:.1f} s vs {g['one_build_seconds']:.1f} s")
+        add("scale", "CI critical path (longest part + merge) / one build", _x(g["critical_path_over_one_build"]),
+            f"{max(g['part_seconds'].values()) + g['merge_seconds']:.1f} s vs {g['one_build_seconds']:.1f} s")
+        add("scale", "all 6 parts + merge (CPU time spent) / one build", _x(g["all_parts_over_one_build"]),
+            f"{sum(g['part_seconds'].values()) + g['merge_seconds']:.1f} s vs {g['one_build_seconds']:.1f} s")
     if "size" in sections:
         models = sections["size"]["models"]
         for mode in ("int8", "dynamic"):
