@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import platform
+import re
 import shutil
 import tempfile
 import time
@@ -28,6 +29,9 @@ CACHE_SCHEMA = "mobilepre.cache/1"
 DEFAULT_MAX_BYTES = 5 * 1024 ** 3
 ENTRY_FILE = "entry.json"
 USED_FILE = "used"  # its mtime is the entry's last use (reads touch it; eviction sorts by it)
+MAX_ENTRY_BYTES = 64 * 1024 * 1024  # entry.json is read whole: a cap, like every file read whole
+STALE_STAGING_S = 3600  # a build's staged entry older than this was left by a killed process
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # artifact file names: no folder, no way out of the entry
 TAG_FILE = "CACHEDIR.TAG"  # https://bford.info/cachedir/: backup tools skip the folder
 TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# mobilepre's candidate cache: `mobilepre cache clear` empties it.\n"
 
@@ -147,6 +151,7 @@ class CandidateCache:
                 tag.write_text(TAG)
             probe = tempfile.NamedTemporaryFile(dir=self.root / "tmp", delete=True)
             probe.close()
+            self._remove_stale_staging()
         except OSError as error:
             raise MobilepreError(f"{flag} {self.root}: cannot be used as a cache folder ({error.strerror or error}): "
                                  "give a writable folder, or pass --no-cache") from None
@@ -196,6 +201,8 @@ class CandidateCache:
         """The entry, None when absent, False when damaged."""
         folder = self._entry(key)
         try:
+            if (folder / ENTRY_FILE).stat().st_size > MAX_ENTRY_BYTES:
+                return False
             document = json.loads((folder / ENTRY_FILE).read_bytes())
         except FileNotFoundError:
             return None
@@ -207,8 +214,11 @@ class CandidateCache:
         files = {}
         for name, expected in document["files"].items():
             path = folder / "files" / name
+            if not _SAFE_NAME.fullmatch(name) or not isinstance(expected, dict):
+                return False
             try:
-                data = path.read_bytes() if path.is_file() and not path.is_symlink() else None
+                sized = path.is_file() and not path.is_symlink() and path.stat().st_size == expected.get("bytes")
+                data = path.read_bytes() if sized else None
             except OSError:
                 data = None
             if data is None or len(data) != expected.get("bytes") or hashlib.sha256(data).hexdigest() != expected.get("sha256"):
@@ -221,6 +231,8 @@ class CandidateCache:
     def put(self, key: str, record: dict, files: dict, components: dict) -> None:
         """Store a measured candidate under `key` (kept as it is when another build stored it first). A
         cache that cannot be written (full disk) costs this build nothing but the entry."""
+        if not all(_SAFE_NAME.fullmatch(name) for name in files):
+            raise ValueError(f"cache entry file names must be plain names: {sorted(files)}")
         try:
             staged = Path(tempfile.mkdtemp(prefix=f"{key[:16]}.", dir=self.root / "tmp"))
             try:
@@ -319,11 +331,16 @@ class CandidateCache:
                 with self._lock(folder.name, exclusive=True):
                     shutil.rmtree(folder, ignore_errors=True)
                     removed += 1
+        self._remove_stale_staging()
+        return removed
+
+    def _remove_stale_staging(self) -> None:
+        """Entries a killed build was staging (a live build renames its own within seconds)."""
         with contextlib.suppress(FileNotFoundError):
             for leftover in (self.root / "tmp").iterdir():
-                if time.time() - leftover.stat().st_mtime > 3600:  # a build's staging older than an hour is dead
-                    shutil.rmtree(leftover, ignore_errors=True)
-        return removed
+                with contextlib.suppress(OSError):
+                    if time.time() - leftover.lstat().st_mtime > STALE_STAGING_S:
+                        shutil.rmtree(leftover, ignore_errors=True)
 
 
 def _fsync_all(folder: Path) -> None:

@@ -242,3 +242,35 @@ def test_the_cli_uses_the_default_cache_and_no_cache_turns_it_off(tmp_path):
     assert json.loads(second.stdout)["conversions"] == 0 and json.loads(second.stdout)["cache"]["hits"] == 3
     assert json.loads(off.stdout)["conversions"] == 2 and json.loads(off.stdout)["cache"] is None
     assert CandidateCache(Path(os.environ["MOBILEPRE_CACHE"])).info().entries == 3
+
+
+def test_an_entry_naming_a_file_outside_itself_is_refused(tmp_path):
+    cache = CandidateCache(tmp_path / "c").open()
+    key = content_key({"k": "escape"})
+    cache.put(key, RECORD, FILES, {})
+    (tmp_path / "secret").write_bytes(b"not the cache's")
+    document_path = entry_folder(cache, key) / "entry.json"
+    doc = json.loads(document_path.read_text())
+    import hashlib
+
+    doc["files"] = {"../../../../secret": {"bytes": 15, "sha256": hashlib.sha256(b"not the cache's").hexdigest()}}
+    from mobilepre.cache import _digest
+
+    doc["digest"] = _digest(doc)
+    document_path.write_text(json.dumps(doc))
+    assert cache.get(key) is None and cache.stats.damaged == 1
+    with pytest.raises(ValueError):
+        cache.put(content_key({"k": 2}), {}, {"../x": b"1"}, {})
+
+
+def test_a_killed_builds_staged_entry_is_removed_by_the_next(tmp_path):
+    cache = CandidateCache(tmp_path / "c").open()
+    stale = tmp_path / "c" / "tmp" / "abc.123"
+    stale.mkdir()
+    (stale / "model.tflite").write_bytes(b"half")
+    old = time.time() - 7200
+    os.utime(stale, (old, old))
+    fresh = tmp_path / "c" / "tmp" / "def.456"
+    fresh.mkdir()
+    CandidateCache(tmp_path / "c").open()
+    assert not stale.exists() and fresh.exists()  # another build's entry in the making stays
