@@ -72,12 +72,13 @@ def code_fingerprint() -> str:
     """A hash of this package's own files (Python, the TF.js runner, the web page): a build of changed
     code never reuses what older code measured, whatever its version number says."""
     root = Path(__file__).parent
+    files = []
+    for folder, subfolders, names in os.walk(root):
+        subfolders[:] = [d for d in subfolders if d not in ("node_modules", "__pycache__", "demo")]  # never walked
+        files += [Path(folder) / name for name in names]
     digest = hashlib.sha256()
-    for path in sorted(root.rglob("*")):
-        relative = path.relative_to(root)
-        if not path.is_file() or {"node_modules", "__pycache__", "demo"} & set(relative.parts):
-            continue
-        digest.update(relative.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in sorted(files):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 

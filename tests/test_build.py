@@ -345,3 +345,17 @@ def test_the_python_entry_point_returns_the_result(tmp_path):
     assert result.profile("npu-int8").format("tflite").chosen.candidate == "tflite-int8-uint8io"
     checked = mobilepre.check(tmp_path / "out", measure=False)
     assert checked.passed and mobilepre.CheckResult.from_dict(checked.to_dict()) == checked
+
+
+def test_a_build_of_some_profiles_judges_outputs_as_the_whole_folder_declares_them(tmp_path):
+    """One cell of a CI matrix must describe the model as the build of every profile does, or parts
+    could not merge: a kind declared by a profile not built still applies."""
+    profiles = tmp_path / "p"
+    write_profile(profiles, "declares", 'formats = ["tflite"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n'
+                  '[drift.outputs.digits_cnn]\nkind = "embedding"\nmin_cosine = 0.9\n')
+    write_profile(profiles, "plain", 'formats = ["tflite"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n')
+    result = build(BuildOptions(out=tmp_path / "out", profiles=profiles, profile=("plain",), latency_runs=3))
+    (output,) = result.source["outputs"]
+    assert output["kind"] == "embedding" and "declares" in output["evidence"]
+    drift = result.profile("plain").format("tflite").chosen.drift[0]
+    assert "cosine" in drift and "top1_agreement" not in drift

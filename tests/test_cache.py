@@ -274,3 +274,20 @@ def test_a_killed_builds_staged_entry_is_removed_by_the_next(tmp_path):
     fresh.mkdir()
     CandidateCache(tmp_path / "c").open()
     assert not stale.exists() and fresh.exists()  # another build's entry in the making stays
+
+
+@pytest.mark.slow
+def test_two_builds_sharing_a_cache_at_once_both_succeed_with_the_same_bundles(tmp_path):
+    import subprocess
+
+    from tests.conftest import CLI
+
+    write_profile(tmp_path / "p", "small", PROFILE)
+    env = {**os.environ, "MOBILEPRE_CACHE": str(tmp_path / "shared-cache"), "SOURCE_DATE_EPOCH": "1700000000"}
+    runs = [subprocess.Popen([*CLI, "build", "--profiles", str(tmp_path / "p"), "--out", str(tmp_path / name), "--quiet"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for name in ("a", "b")]
+    outcomes = [run.communicate(timeout=600) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outcomes
+    assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
+    cache = CandidateCache(tmp_path / "shared-cache")
+    assert cache.info().entries == 3 and not any((tmp_path / "shared-cache" / "tmp").iterdir())

@@ -80,7 +80,12 @@ export async function classify(bundle, source, top = 3) {
 export async function runBatch(bundle, values, shape, outputNames = null, latencyRuns = 0, warmupRuns = 5, batch = 64) {
   const [n, ...rest] = shape;
   const dtype = bundle.dtype === 'float32' ? 'float32' : 'int32';
-  const all = tf.tensor(dtype === 'float32' ? Float32Array.from(values) : Int32Array.from(values), shape, dtype);
+  const per = rest.reduce((a, b) => a * b, 1);
+  // one tensor per batch: the whole set never sits in the backend's memory
+  const batchTensor = (start, size) => {
+    const part = values.subarray(start * per, (start + size) * per);
+    return tf.tensor(dtype === 'float32' ? Float32Array.from(part) : Int32Array.from(part), [size, ...rest], dtype);
+  };
   const run = (x) => {
     const y = bundle.model.execute(x, outputNames || undefined);
     return Array.isArray(y) ? y : [y];
@@ -95,13 +100,12 @@ export async function runBatch(bundle, values, shape, outputNames = null, latenc
   const t0 = performance.now();
   for (let start = 0; start < n; start += batch) {
     const size = Math.min(batch, n - start);
-    const x = tf.slice(all, [start, ...rest.map(() => 0)], [size, ...rest]);
+    const x = batchTensor(start, size);
     const ys = run(x);
     chunks.push(await Promise.all(ys.map(async (t) => ({ shape: t.shape, data: await t.data() }))));
     tf.dispose([x, ...ys]);
   }
   const inferenceSeconds = (performance.now() - t0) / 1000;
-  all.dispose();
   const outputShapes = [];
   const parts = [];
   for (let k = 0; k < (chunks[0] || []).length; k++) {
