@@ -29,7 +29,7 @@ from mobilepre.fsutil import check_output, fsync_tree, os_error_message, remove_
 from mobilepre.latency import parse_device_timings
 from mobilepre.manifest import bundle_files
 from mobilepre.metrics import ALL_KINDS, CLASS_SCORES, TOLERANCES
-from mobilepre.models import OutputSpec, load_model, settle_kinds, with_stages
+from mobilepre.models import OutputSpec, ReferenceChild, isolated_loads, load_model, settle_kinds, with_stages
 from mobilepre.overview import latency_figures, load_baseline, markdown
 from mobilepre.profiles import Profile, default_profiles_dir, format_size, load_profiles
 from mobilepre.progress import as_reporter
@@ -343,11 +343,18 @@ def _signals_unwind():
 # ------------------------------------------------------------------------------------------ the build
 
 
-def _load_inputs(options: BuildOptions):
+def _load_inputs(options: BuildOptions, cache: CandidateCache | None = None):
     model_path = options.model or demo.model_path()
     calibration = options.calibration or (demo.calibration_path() if options.model is None else None)
     validation = options.validation or (demo.validation_path() if options.model is None else None)
-    source = load_model(model_path, trust=options.trust_model, input_shape=options.input_shape)
+    # A file whose very bytes loaded in the sandboxed child before (with this toolchain and code) is
+    # loaded here at once: the trial load guards against a crash this file is known not to cause. Its
+    # reference inferences still run in a child (`_reference`).
+    loaded_key = _loaded_key(Path(model_path), options) if cache is not None else None
+    known = loaded_key is not None and cache.get(loaded_key) is not None
+    source = load_model(model_path, trust=options.trust_model, input_shape=options.input_shape, isolate=False if known else None)
+    if loaded_key is not None and not known and source.reference is not None:
+        cache.put(loaded_key, {"loaded": True}, {}, {"loaded": str(model_path)})
     source = with_stages(source, options.input_range if options.frontend else None, luma=options.rgb_input)
     if calibration is None and validation is None:
         raise MobilepreError("a build measures drift on images: pass --validation or --calibration (folder of images, .npy or .npz)")
@@ -398,7 +405,7 @@ def _build(options: BuildOptions, progress) -> BuildResult:
     with _signals_unwind(), _build_lock(out, progress), staging_folder(out, "work") as work:
         progress.stage(f"loading {Path(options.model).name if options.model else 'the demo model'} and its images")
         with engine_errors(str(options.model or "demo model")):
-            source, calibration, validation = _load_inputs(options)
+            source, calibration, validation = _load_inputs(options, cache)
         source_info = {
             "format": source.format,
             "identity": source.identity,
@@ -410,7 +417,7 @@ def _build(options: BuildOptions, progress) -> BuildResult:
             "stages": source.stages,
         }
         parts = _cache_parts(source, calibration, validation, options)
-        reference = _reference(source, validation, cache, parts, progress)
+        reference = _reference(source, validation, cache, parts, progress, options.trust_model)
         # output kinds as every profile of the folder declares them, so that a build of some profiles
         # (one cell of a CI matrix) judges them as the build of all does
         outputs = resolve_outputs(source, every_profile, reference)
@@ -467,7 +474,20 @@ def _cache_parts(source, calibration, validation, options: BuildOptions) -> dict
     }
 
 
-def _reference(source, validation, cache: CandidateCache | None, parts: dict, progress) -> list:
+def _loaded_key(model: Path, options: BuildOptions) -> str:
+    """The cache key saying this model file, byte for byte, loaded in the sandboxed child before."""
+    files = sorted(p for p in model.rglob("*") if p.is_file()) if model.is_dir() else [model]
+    digest = hashlib.sha256()
+    for path in files:
+        digest.update(path.relative_to(model).as_posix().encode() if model.is_dir() else b"")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return content_key({"code": code_fingerprint(), "file": digest.hexdigest(), "input_shape": options.input_shape, "loaded": True,
+                        "schema": CACHE_SCHEMA, "toolchain": toolchain_versions(), "trust": options.trust_model})
+
+
+def _reference(source, validation, cache: CandidateCache | None, parts: dict, progress, trust: bool = False) -> list:
     """The float model's outputs on the validation images, from the cache when this model, these stages
     and these images were run before."""
     key = content_key({k: parts[k] for k in ("code", "input", "model", "schema", "stages", "system", "toolchain", "validation")} | {"reference": True})
@@ -476,7 +496,16 @@ def _reference(source, validation, cache: CandidateCache | None, parts: dict, pr
         with np.load(io.BytesIO(entry.files["reference.npz"]), allow_pickle=False) as stored:
             return [stored[f"output_{i}"] for i in range(entry.record["outputs"])]
     progress.stage(f"running the float model on {len(validation)} validation images")
-    reference = reference_outputs(source, validation.images)[0]
+    if source.reference is None and isolated_loads():  # loaded here at once (`_load_inputs`): infer in a child still
+        child = ReferenceChild(Path(source.path), source.format, trust)
+        try:
+            child.wait_loaded()
+            view = child.with_stages(source.stages) if source.stages else child
+            reference = reference_outputs(dataclasses.replace(source, reference=view), validation.images)[0]
+        finally:
+            child.close()
+    else:
+        reference = reference_outputs(source, validation.images)[0]
     if cache is not None:
         buffer = io.BytesIO()
         np.savez(buffer, **{f"output_{i}": np.asarray(values) for i, values in enumerate(reference)})

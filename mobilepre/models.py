@@ -182,7 +182,8 @@ def from_keras(model, input_shape: tuple | None = None, path: str = "<memory>", 
     return SourceModel(model, path, fmt, model_identity(model), shape, dtype, infer_outputs(model))
 
 
-def _isolate_default() -> bool:
+def isolated_loads() -> bool:
+    """Whether user models load and run in a sandboxed child (off only with MOBILEPRE_ISOLATE_LOADS=0)."""
     return os.environ.get("MOBILEPRE_ISOLATE_LOADS", "1") != "0"
 
 
@@ -198,7 +199,7 @@ def load_model(path, trust: bool = False, input_shape: tuple | None = None, isol
     The child costs one TensorFlow start-up, overlapped with this process's own.
     """
     if isolate is None:
-        isolate = _isolate_default()
+        isolate = isolated_loads()
     path = Path(path)
     if not path.exists():
         raise MobilepreError(f"model {path} does not exist")

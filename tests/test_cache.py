@@ -180,9 +180,10 @@ def cached_builds(tmp_path_factory):
 
 def test_a_warm_rebuild_converts_nothing_and_writes_the_same_bundles(cached_builds):
     root, results = cached_builds
-    assert results["cold"].conversions == 2 and results["cold"].cache["writes"] == 3  # two candidates and the reference
+    # two candidates, the reference outputs, and that the model file loaded in the sandbox
+    assert results["cold"].conversions == 2 and results["cold"].cache["writes"] == 4
     assert results["warm"].conversions == results["warm"].validations == 0
-    assert results["warm"].cache["hits"] == 3
+    assert results["warm"].cache["hits"] == 4
     assert tree_hashes(root / "warm") == tree_hashes(root / "cold") == tree_hashes(root / "uncached")
 
 
@@ -239,9 +240,9 @@ def test_the_cli_uses_the_default_cache_and_no_cache_turns_it_off(tmp_path):
     second = run_cli(*args, "--out", tmp_path / "b")
     off = run_cli(*args, "--out", tmp_path / "c", "--no-cache")
     assert first.returncode == second.returncode == off.returncode == 0, first.stderr + second.stderr + off.stderr
-    assert json.loads(second.stdout)["conversions"] == 0 and json.loads(second.stdout)["cache"]["hits"] == 3
+    assert json.loads(second.stdout)["conversions"] == 0 and json.loads(second.stdout)["cache"]["hits"] == 4
     assert json.loads(off.stdout)["conversions"] == 2 and json.loads(off.stdout)["cache"] is None
-    assert CandidateCache(Path(os.environ["MOBILEPRE_CACHE"])).info().entries == 3
+    assert CandidateCache(Path(os.environ["MOBILEPRE_CACHE"])).info().entries == 4
 
 
 def test_an_entry_naming_a_file_outside_itself_is_refused(tmp_path):
@@ -290,4 +291,21 @@ def test_two_builds_sharing_a_cache_at_once_both_succeed_with_the_same_bundles(t
     assert [run.returncode for run in runs] == [0, 0], outcomes
     assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
     cache = CandidateCache(tmp_path / "shared-cache")
-    assert cache.info().entries == 3 and not any((tmp_path / "shared-cache" / "tmp").iterdir())
+    assert cache.info().entries == 4 and not any((tmp_path / "shared-cache" / "tmp").iterdir())
+
+
+def test_a_model_file_loaded_before_skips_the_trial_load_but_still_infers_in_a_child(cached_builds, monkeypatch, tmp_path):
+    root, _ = cached_builds
+    from mobilepre import builder, models
+
+    loads, predictions = [], []
+    real_load, real_predict = builder.load_model, models.ReferenceChild.predict
+    monkeypatch.setattr(builder, "load_model", lambda *a, **kw: loads.append(kw.get("isolate")) or real_load(*a, **kw))
+    monkeypatch.setattr(models.ReferenceChild, "predict", lambda self, images: predictions.append(len(images)) or real_predict(self, images))
+    with np.load(demo.validation_path()) as stored:
+        np.save(tmp_path / "other.npy", stored["images"][-50:])
+    result = build(BuildOptions(out=tmp_path / "out", profiles=root / "profiles", cache=root / "cache", latency_runs=3,
+                                validation=tmp_path / "other.npy", calibration=demo.calibration_path()))
+    assert loads == [False]  # the demo file loaded in the sandbox in an earlier build of this cache
+    assert predictions == [50]  # the new images' reference outputs came from a sandboxed child
+    assert result.conversions == 2 and result.passed
