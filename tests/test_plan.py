@@ -56,3 +56,31 @@ def test_bad_plans_are_one_line(tmp_path):
         plan([tmp_path / "m.keras", tmp_path / "x" / "m.keras"])
     result = run_cli("plan", "--by", "model")
     assert result.returncode == 2 and "--by 'model'" in result.stderr
+
+
+def test_the_readme_workflow_is_valid_yaml_and_uses_only_options_that_exist():
+    import re
+
+    import yaml
+
+    from tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("A complete workflow:", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
+    workflow = yaml.safe_load(block)
+    jobs = workflow["jobs"]
+    assert list(jobs) == ["plan", "build", "merge"]
+    assert jobs["build"]["strategy"]["matrix"] == "${{ fromJSON(needs.plan.outputs.matrix) }}"
+    assert jobs["merge"]["needs"] == ["plan", "build"]
+    cache_step = next(s for s in jobs["build"]["steps"] if s.get("uses", "").startswith("actions/cache@"))
+    assert cache_step["with"]["path"] == "~/.cache/mobilepre"  # where the CLI's default cache is
+    commands = [line for job in jobs.values() for step in job["steps"] for line in [step.get("run", "")] if "mobilepre " in line]
+    used = {}
+    for command in commands:
+        for match in re.finditer(r"mobilepre (plan|build|merge|check)\b([^\n|;]*(?:\n[^\n]*)?)", command):
+            used.setdefault(match.group(1), set()).update(re.findall(r"(--[a-z-]+)", match.group(2)))
+    assert set(used) == {"plan", "build", "merge", "check"}
+    for name, flags in used.items():
+        help_text = run_cli(name, "--help").stdout
+        for flag in flags:
+            assert flag in help_text, f"the README's workflow passes {flag} to mobilepre {name}, which has no such option"
