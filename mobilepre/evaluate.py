@@ -85,7 +85,7 @@ class Evaluator:
         self.source = source
         self.cache = cache  # measured candidates from earlier builds, keyed by content (`candidate_key`)
         self.cache_parts = cache_parts or {}  # what every candidate's key holds: model, data, toolchain...
-        self._cached: dict = {}  # candidate -> (cache key, its entry's host latencies)
+        self._cached: dict = {}  # candidate -> (its cache key, the entry it came from, or None when this build stored it)
         self.shard_size = shard_size  # TF.js weight shard bytes
         self.sdk = sdk  # SdkContract: the metadata every artifact carries, written before it is validated
         self.outputs = tuple(outputs or source.outputs)  # OutputSpecs: each output's name and kind

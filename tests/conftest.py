@@ -15,10 +15,15 @@ REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "mobilepre"]
 
 
+def with_cache(env: dict | None) -> dict | None:
+    """`env` (copied from os.environ when a test module was imported) with this test's own cache."""
+    return None if env is None else {**env, "MOBILEPRE_CACHE": os.environ["MOBILEPRE_CACHE"]}
+
+
 def run_cli(*args, cwd=None, env=None, timeout=600):
     """Run the real `mobilepre` command in a child process; return the CompletedProcess."""
     return subprocess.run(
-        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout
+        [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=with_cache(env), timeout=timeout
     )
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from mobilepre.builder import BuildOptions, BuildResult, build
 from mobilepre.errors import MobilepreError
-from tests.conftest import CLI, run_cli
+from tests.conftest import CLI, run_cli, with_cache
 
 FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
 
@@ -294,7 +294,7 @@ def test_interrupted_build_leaves_the_previous_output_and_no_temporary_folders(t
     before = tree_hashes(out, skip=())
     process = subprocess.Popen(
         [*CLI, "build", "--out", str(out), "--force", "--latency-runs", "200"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=FAST,
+        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=with_cache(FAST),
     )
     for line in process.stderr:  # wait until the build is converting and validating
         if "[" in line:
@@ -316,7 +316,7 @@ def test_two_builds_into_the_same_folder_are_serialised_by_an_os_lock(tmp_path):
     fcntl.flock(holder, fcntl.LOCK_EX)  # as a running build holds it
     process = subprocess.Popen(
         [*CLI, "build", "--out", str(out), "--profile", "npu-int8", "--latency-runs", "3"],
-        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=FAST,
+        stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=with_cache(FAST),
     )
     waited = False
     for line in process.stderr:

@@ -23,11 +23,11 @@ LAYERS = [
     {"mobilepre.safety"},
     {"mobilepre.profiles", "mobilepre.data", "mobilepre.models", "mobilepre.runtimes", "mobilepre.frontend",
      "mobilepre.manifest", "mobilepre.latency", "mobilepre.candidates", "mobilepre.overview"},
-    {"mobilepre.layers", "mobilepre.validate", "mobilepre.report", "mobilepre.mixed"},
+    {"mobilepre.layers", "mobilepre.validate", "mobilepre.report", "mobilepre.mixed", "mobilepre.cache"},
     {"mobilepre.evaluate", "mobilepre.compress"},
-    {"mobilepre.search"},
+    {"mobilepre.search", "mobilepre.plan"},
     {"mobilepre.builder", "mobilepre.check"},
-    {"mobilepre.config"},
+    {"mobilepre.config", "mobilepre.merge"},
     {"mobilepre", "mobilepre.cli", "mobilepre.__main__"},
 ]
 

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from mobilepre import demo
 from mobilepre.errors import MobilepreError
-from tests.conftest import run_cli
+from tests.conftest import run_cli, with_cache
 
 FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
 
@@ -247,7 +247,7 @@ def test_a_killed_build_leaves_a_copy_the_next_build_removes(tmp_path):
 
     out = tmp_path / "out"
     child = subprocess.Popen([sys.executable, "-m", "mobilepre", "build", "--out", str(out), "--profile", "web-mobile"],
-                             env=FAST, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             env=with_cache(FAST), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while time.time() < deadline and not list(tmp_path.glob(".out.work.*.tmp/saved_model_s00/saved_model.pb")):
         time.sleep(0.2)
