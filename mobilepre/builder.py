@@ -15,6 +15,7 @@ import platform
 import shutil
 import signal
 import stat
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -493,8 +494,11 @@ def _reference(source, validation, cache: CandidateCache | None, parts: dict, pr
     key = content_key({k: parts[k] for k in ("code", "input", "model", "schema", "stages", "system", "toolchain", "validation")} | {"reference": True})
     entry = cache.get(key) if cache is not None else None
     if entry is not None:
-        with np.load(io.BytesIO(entry.files["reference.npz"]), allow_pickle=False) as stored:
-            return [stored[f"output_{i}"] for i in range(entry.record["outputs"])]
+        try:
+            with np.load(io.BytesIO(entry.files["reference.npz"]), allow_pickle=False) as stored:
+                return [np.asarray(stored[f"output_{i}"], dtype=np.float32) for i in range(int(entry.record["outputs"]))]
+        except (KeyError, TypeError, ValueError, OSError, EOFError, zipfile.BadZipFile):  # unreadable: run the model again
+            cache.discard(key)
     progress.stage(f"running the float model on {len(validation)} validation images")
     if source.reference is None and isolated_loads():  # loaded here at once (`_load_inputs`): infer in a child still
         child = ReferenceChild(Path(source.path), source.format, trust)

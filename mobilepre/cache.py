@@ -261,6 +261,15 @@ class CandidateCache:
             if error.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EROFS, errno.EPERM, errno.ENOENT):
                 raise
 
+    def discard(self, key: str) -> None:
+        """Remove an entry whose record this version cannot use (hashes fine, content not): a miss from now on."""
+        self.stats.damaged += 1
+        self.stats.hits -= 1
+        self.stats.misses += 1
+        with contextlib.suppress(OSError), self._lock(key, exclusive=True, wait=False) as locked:
+            if locked:
+                shutil.rmtree(self._entry(key), ignore_errors=True)
+
     def latency_for(self, entry: CacheEntry, slot: str) -> dict | None:
         """A host latency stored with `entry` for this host and `slot` (runtime, threads, runs), when latencies are cached."""
         if not self.latency:

@@ -197,9 +197,12 @@ class Evaluator:
         entry = self.cache.get(key)
         if entry is None:
             return
+        try:
+            measured = _measured_from(candidate, entry)
+        except (KeyError, TypeError, ValueError, AttributeError):  # an entry this version cannot read: measure again
+            self.cache.discard(key)
+            return
         r = entry.record
-        measured = Measured(candidate, entry.files, r["size_bytes"], r["gzip_bytes"], r["sparsity"], r["drift"], error=r["error"],
-                            mixed=r["mixed"], peak_memory_bytes=r["peak_memory_bytes"], metadata=r["metadata"])
         if r.get("unsupported") and candidate.fmt not in self._unsupported:
             self._unsupported[candidate.fmt] = r["error"]
         self._cached[candidate] = (key, entry)
@@ -374,8 +377,11 @@ class Evaluator:
         slot = f"{measured.candidate.fmt}:{key}:{runs}"
         if key not in measured.latency and cached is not None and cached[1] is not None:
             found = self.cache.latency_for(cached[1], slot)
-            if found is not None:
-                measured.latency[key] = Latency.from_dict(found)
+            try:
+                if found is not None:
+                    measured.latency[key] = Latency.from_dict(found)
+            except (KeyError, TypeError):  # unreadable: measured again below
+                pass
         if key not in measured.latency:
             where = (f"LiteRT ({max(1, threads)} threads)" if measured.candidate.fmt is Format.TFLITE
                      else f"Chromium ({browser})" if browser else "TF.js (Node, wasm)")
@@ -388,6 +394,27 @@ class Evaluator:
             if cached is not None:
                 self.cache.add_latency(cached[0], slot, dataclasses.asdict(run.latency))  # unrounded: judged as measured
         return measured.latency[key]
+
+
+def _measured_from(candidate: Candidate, entry) -> Measured:
+    """A cache entry as the `Measured` it recorded; KeyError, TypeError or ValueError when it is not one."""
+    r = entry.record
+    if not isinstance(r["drift"], list) or not all(isinstance(d, dict) for d in r["drift"]):
+        raise TypeError("drift")
+    if r["error"] is not None and not isinstance(r["error"], str):
+        raise TypeError("error")
+    if (candidate.fmt is Format.TFLITE and r["error"] is None) != ("model.tflite" in entry.files):
+        raise ValueError("files")
+    peak = r["peak_memory_bytes"]
+    return Measured(candidate, dict(entry.files), int(_number(r["size_bytes"])), int(_number(r["gzip_bytes"])), _number(r["sparsity"]),
+                    list(r["drift"]), error=r["error"], mixed=r["mixed"], peak_memory_bytes=None if peak is None else int(_number(peak)),
+                    metadata=r["metadata"])
+
+
+def _number(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{value!r} is not a number")
+    return value
 
 
 def convert_worker(saved_model_dir: str, settings, calibration_path: str | None, sparsity: float):

@@ -81,7 +81,7 @@ def _read_part(part: Path, verify_key: Path | None) -> tuple[Path, dict, BuildRe
         result = BuildResult(str(part), tuple(ProfileResult.from_dict(p) for p in timings["results"]),
                              tuple(CandidateRecord.from_dict(c) for c in timings["candidates"]), 0, 0, report["source"])
         stable = [ProfileResult(p.name, p.profile, tuple(f.without_host_figures() for f in p.formats)).to_dict() for p in result.profiles]
-    except (KeyError, TypeError, ValueError, AttributeError, MobilepreError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError, MobilepreError) as error:
         raise MobilepreError(f"part {part}: report.json or timings.json does not have a build's layout ({error}): build the part again") from None
     if _finite(stable) != report.get("profiles"):
         raise MobilepreError(f"part {part}: report.json and timings.json disagree on the profiles' results (edited or damaged): build the part again")

@@ -3,6 +3,7 @@
 import json
 import multiprocessing
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -309,3 +310,26 @@ def test_a_model_file_loaded_before_skips_the_trial_load_but_still_infers_in_a_c
     assert loads == [False]  # the demo file loaded in the sandbox in an earlier build of this cache
     assert predictions == [50]  # the new images' reference outputs came from a sandboxed child
     assert result.conversions == 2 and result.passed
+
+
+def test_an_entry_with_good_hashes_but_a_record_this_version_cannot_read_is_measured_again(cached_builds, tmp_path):
+    """A digest is a checksum, not a signature: a record rewritten with a fresh digest must still never
+    become a traceback or a result."""
+    root, _ = cached_builds
+    import hashlib
+
+    from mobilepre.cache import _digest
+
+    cache = tmp_path / "cache"
+    shutil.copytree(root / "cache", cache)
+    for document_path in (cache / "entries").glob("*/entry.json"):
+        doc = json.loads(document_path.read_text())
+        if "size_bytes" in doc["record"]:
+            doc["record"]["size_bytes"] = "many"
+        elif "outputs" in doc["record"]:  # the reference outputs: an archive that is not one
+            (document_path.parent / "files" / "reference.npz").write_bytes(b"not a zip")
+            doc["files"]["reference.npz"] = {"bytes": 9, "sha256": hashlib.sha256(b"not a zip").hexdigest()}
+        doc["digest"] = _digest(doc)
+        document_path.write_text(json.dumps(doc))
+    result = build(BuildOptions(out=tmp_path / "out", profiles=root / "profiles", cache=cache, latency_runs=3))
+    assert result.passed and result.conversions == 2 and result.cache["damaged"] == 3
