@@ -417,7 +417,8 @@ def _build(options: BuildOptions, progress) -> BuildResult:
             "parameters": source.parameters,
             "stages": source.stages,
         }
-        parts = _cache_parts(source, calibration, validation, options)
+        data = {"calibration": dataset_info(calibration), "validation": dataset_info(validation)}  # hashes each set once
+        parts = _cache_parts(source, data, validation, options)
         reference = _reference(source, validation, cache, parts, progress, options.trust_model)
         # output kinds as every profile of the folder declares them, so that a build of some profiles
         # (one cell of a CI matrix) judges them as the build of all does
@@ -443,8 +444,7 @@ def _build(options: BuildOptions, progress) -> BuildResult:
         check_output(out, options.force, "--out", inputs, previous_output_problem)  # again: another build may have written it
         progress.stage("writing bundles and reports")
         with staging_folder(out) as staging:
-            result = _write_outputs(staging, profiles, results, evaluator, source_info, validation, calibration, str(out),
-                                    options.input_range, baseline)
+            result = _write_outputs(staging, profiles, results, evaluator, source_info, data, str(out), options.input_range, baseline)
             if cache is not None:
                 result = dataclasses.replace(result, cache=cache.stats.to_dict())
             if options.sign_key:
@@ -465,13 +465,13 @@ def _open_cache(options: BuildOptions, out: Path) -> CandidateCache | None:
     return CandidateCache(cache_dir, options.cache_max_bytes, options.cache_latency).open()
 
 
-def _cache_parts(source, calibration, validation, options: BuildOptions) -> dict:
+def _cache_parts(source, data: dict, validation, options: BuildOptions) -> dict:
     """What every cached result of this build depends on (each candidate adds its own settings)."""
     labels = None if validation.labels is None else hashlib.sha256(np.ascontiguousarray(validation.labels).tobytes()).hexdigest()
     return {
-        "calibration": dataset_info(calibration)["sha256"], "code": code_fingerprint(), "input": [source.input_dtype, list(source.input_shape)],
+        "calibration": data["calibration"]["sha256"], "code": code_fingerprint(), "input": [source.input_dtype, list(source.input_shape)],
         "labels": labels, "model": source.identity, "schema": CACHE_SCHEMA, "stages": source.stages, "system": platform.system() + "-" + platform.machine(),
-        "toolchain": toolchain_versions(), "validation": dataset_info(validation)["sha256"],
+        "toolchain": toolchain_versions(), "validation": data["validation"]["sha256"],
     }
 
 
@@ -638,9 +638,8 @@ def previous_output_problem(folder: Path) -> str | None:
     return None
 
 
-def _write_outputs(staging: Path, profiles, results: list[FormatResult], evaluator, source_info, validation, calibration, out: str,
+def _write_outputs(staging: Path, profiles, results: list[FormatResult], evaluator, source_info, data: dict, out: str,
                    input_range: tuple = (0.0, 1.0), baseline: dict | None = None) -> BuildResult:
-    data = {"calibration": dataset_info(calibration), "validation": dataset_info(validation)}
     versions, created = toolchain_versions(), _created()
     by_key = {m.candidate.key: m for m in evaluator.measured.values()}
     summaries = []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -68,6 +69,7 @@ def host_identity() -> dict:
     return {"cpu": cpu, "cpus": os.cpu_count(), "memory_gib": memory, "system": f"{platform.system()}-{platform.machine()}"}
 
 
+@functools.cache
 def code_fingerprint() -> str:
     """A hash of this package's own files (Python, the TF.js runner, the web page): a build of changed
     code never reuses what older code measured, whatever its version number says."""
