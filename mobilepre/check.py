@@ -225,19 +225,28 @@ def _verify_files(bundle: Path, manifest: dict) -> None:
             raise IntegrityError(f"{relative} does not match its sha256 in manifest.json (modified or damaged)")
 
 
-def bundle_problem(bundle: Path, verify_key: Path | None = None, profile: str | None = None) -> str | None:
-    """Why `bundle` is not intact, or None: with `verify_key` its signature first, then its manifest, every
-    file's size and sha256, nothing unlisted, each artifact parsing, and (given) the profile it is for."""
+def _integrity(bundle: Path, verify_key: Path | None) -> tuple[dict | None, str | None, str | None]:
+    """(manifest, None, None) for an intact bundle, else (None, the check that failed, why): with
+    `verify_key` its signature first (before anything of the bundle is parsed), then its manifest, every
+    file's size and sha256, nothing unlisted, and each artifact parsing in a verifier."""
     if verify_key is not None:
         problem = signature_problem(bundle, verify_key)
         if problem:
-            return problem
+            return None, "signature", problem
     try:
         manifest = read_manifest(bundle)
         _verify_files(bundle, manifest)
         _verify_artifacts(bundle, manifest)
     except IntegrityError as error:
-        return str(error)
+        return None, "integrity", str(error)
+    return manifest, None, None
+
+
+def bundle_problem(bundle: Path, verify_key: Path | None = None, profile: str | None = None) -> str | None:
+    """Why `bundle` is not intact (`_integrity`) or not the bundle of `profile`, or None."""
+    manifest, _, problem = _integrity(bundle, verify_key)
+    if problem:
+        return problem
     if profile is not None and manifest["profile"].get("name") != profile:
         return f"its manifest is for profile {manifest['profile'].get('name')!r}, not {profile!r}"
     return None
@@ -433,16 +442,9 @@ def _target(bundle: Path, artifact: dict) -> Path:
 
 
 def _check_bundle(bundle: Path, profiles, measure: bool, timings, validation, verify_key=None) -> BundleResult:
-    if verify_key is not None:  # before anything of the bundle is parsed: a signed release is trusted only as signed
-        problem = signature_problem(bundle, verify_key)
-        if problem:
-            return BundleResult(bundle.name, None, (Finding("signature", False, f"{bundle.name}: {problem}"),))
-    try:
-        manifest = read_manifest(bundle)
-        _verify_files(bundle, manifest)
-        _verify_artifacts(bundle, manifest)
-    except IntegrityError as error:
-        return BundleResult(bundle.name, None, (Finding("integrity", False, f"{bundle.name}: {error}"),))
+    manifest, failed, problem = _integrity(bundle, verify_key)  # a signed release is trusted only as signed
+    if problem:
+        return BundleResult(bundle.name, None, (Finding(failed, False, f"{bundle.name}: {problem}"),))
     findings = [Finding("integrity", True, f"{len(manifest['files'])} files match manifest.json; artifacts verified")]
     if verify_key is not None:
         findings.append(Finding("signature", True, f"every file is signed by the key of {Path(verify_key).name}"))
