@@ -229,6 +229,17 @@ class BuildResult:
     def profile(self, name: str) -> ProfileResult:
         return next(p for p in self.profiles if p.name == name)
 
+    def failure(self) -> str | None:
+        """One line naming each profile without a bundle and its closest candidate's first failure, or None."""
+        reasons = []
+        for p in self.profiles:
+            for f in p.formats:
+                if f.chosen is None:
+                    row = f.closest
+                    why = f"closest {row.candidate}: {row.verdict.failures[0]}" if row and row.verdict.failures else "no candidate could be measured"
+                    reasons.append(f"profile {p.name} ({f.format}): no candidate within budget ({why})")
+        return "; ".join(reasons) or None
+
     def to_dict(self) -> dict:
         return _finite({
             "cache": self.cache,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import html
 import json
@@ -17,7 +18,7 @@ from mobilepre.budgets import Measurement, Verdict, judge
 from mobilepre.data import DataOptions
 from mobilepre.errors import EXIT_FAILED, MobilepreError
 from mobilepre.latency import latency_figure, parse_device_timings
-from mobilepre.manifest import IntegrityError, read_manifest, safe_relative
+from mobilepre.manifest import MANIFEST_SCHEMA, MAX_MANIFEST_BYTES, IntegrityError, read_manifest, safe_relative
 from mobilepre.metrics import OutputKind
 from mobilepre.models import OutputSpec, load_model, with_stages
 from mobilepre.profiles import Profile, default_profiles_dir, load_profiles
@@ -85,7 +86,7 @@ class BundleResult:
     """One bundle's check.
 
     Attributes:
-        bundle (str): its folder name.
+        bundle (str): its folder name (`check_files`: its path).
         profile (str | None): the profile it was built for, when the manifest could be read.
         findings (tuple[Finding, ...]): integrity (and the reference's identity, when re-validating).
         artifacts (tuple[ArtifactCheck, ...]).
@@ -147,7 +148,8 @@ class CheckResult:
 
     @property
     def passed(self) -> bool:
-        return bool(self.bundles) and all(b.passed for b in self.bundles) and all(f.passed for f in self.release)
+        checked = bool(self.bundles) or bool(self.release)  # no bundle and no finding: nothing was checked
+        return checked and all(b.passed for b in self.bundles) and all(f.passed for f in self.release)
 
     @property
     def exit_code(self) -> int:
@@ -165,6 +167,15 @@ class CheckResult:
     def from_dict(cls, data: dict) -> CheckResult:
         return cls(data["root"], tuple(BundleResult.from_dict(b) for b in data["bundles"]),
                    tuple(Finding.from_dict(f) for f in data["release"]))
+
+    def failure(self) -> str | None:
+        """One line: the first failed check (and how many more), or None when the release passes."""
+        failed = [f"{f.name}: {f.message}" for f in self.release if not f.passed]
+        failed += [f"{b.bundle} {c.name}: {c.message}" for b in self.bundles for c in b.checks if not c.passed]
+        if not failed:
+            return None if self.passed else "no bundle found"
+        more = f" (and {len(failed) - 1} more failed checks)" if len(failed) > 1 else ""
+        return f"release fails: {failed[0]}{more}"
 
     def to_text(self) -> str:
         lines = [f"{'ok  ' if f.passed else 'FAIL'} {f.name:<22} {f.message}" for f in self.release]
@@ -342,6 +353,60 @@ def check(
     single = bundles == [Path(root)]
     release = () if single or only_present else _release_findings(Path(root), results, profiles)
     return CheckResult(str(root), results, release)
+
+
+def check_files(
+    paths, profiles: Path | None = None, measure: bool = False, verify_key: Path | None = None, root: Path = Path("."),
+) -> CheckResult:
+    """Check the bundles that `paths` belong to (what a pre-commit hook is given: changed files), each on
+    its own. A changed profile (.toml) checks every bundle under `root`. A bundle is a folder whose
+    manifest.json names mobilepre's schema; files in no bundle are not mobilepre's and are left alone.
+    Budgets come from `profiles`, else `root`/device_profiles when it exists, else the shipped ones."""
+    root = Path(root)
+    if profiles is None and (root / "device_profiles").is_dir():
+        profiles = root / "device_profiles"
+    bundles = set()
+    for path in map(Path, paths):
+        if path.suffix == ".toml":
+            bundles |= set(_bundles_below(root))
+        elif (bundle := _bundle_holding(path, root)) is not None:
+            bundles.add(bundle)
+    if not bundles:
+        return CheckResult(str(root), (), (Finding("bundles", True, "no mobilepre bundle among these files"),))
+    results = tuple(
+        dataclasses.replace(_check_bundle(b, profiles, measure, None, None, verify_key), bundle=b.as_posix())  # its path: names repeat
+        for b in sorted(bundles)
+    )
+    return CheckResult(str(root), results, ())
+
+
+def _is_bundle(folder: Path) -> bool:
+    manifest = folder / "manifest.json"
+    if not manifest.is_file() or manifest.is_symlink():
+        return False
+    with open(manifest, "rb") as f:
+        return MANIFEST_SCHEMA.split("/")[0].encode() in f.read(MAX_MANIFEST_BYTES)  # damaged ones too; not a PWA's
+
+
+def _bundle_holding(path: Path, root: Path) -> Path | None:
+    top = root.resolve()
+    folder = path if path.is_dir() else path.parent
+    while True:
+        if _is_bundle(folder):
+            return folder
+        if folder.resolve() == top or folder.resolve() == folder.resolve().parent or top not in folder.resolve().parents:
+            return None
+        folder = folder.parent
+
+
+def _bundles_below(root: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, _ in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "node_modules")
+        if _is_bundle(Path(dirpath)):
+            found.append(Path(dirpath))
+            dirnames[:] = []
+    return found
 
 
 def _release_findings(root: Path, results, profiles) -> tuple[Finding, ...]:

@@ -11,13 +11,15 @@ from typing import Annotated, Optional
 import typer
 
 from mobilepre.builder import BuildOptions
-from mobilepre.cache import DEFAULT_MAX_BYTES, CandidateCache, default_cache_dir
+from mobilepre.cache import DEFAULT_MAX_BYTES, CandidateCache, code_fingerprint, default_cache_dir
 from mobilepre.builder import build as run_build
 from mobilepre.check import check as run_check
+from mobilepre.check import check_files
 from mobilepre.check import sign_bundles
 from mobilepre.compress import prune_file, quantize_file
 from mobilepre.config import load_build_config
 from mobilepre.data import DataOptions, parse_range
+from mobilepre.deliver import deliver
 from mobilepre.errors import MobilepreError
 from mobilepre.frontend import FrontendSpec, Normalization, parse_features, parse_input_shape, write_frontend
 from mobilepre.fsutil import atomic_file
@@ -40,7 +42,8 @@ app = typer.Typer(
 
 def _version(value: bool):
     if value:
-        typer.echo(f"mobilepre {package_version('mobilepre')}")
+        # The code's hash too: an edited checkout of one release is another tool (build plugins re-run on it).
+        typer.echo(f"mobilepre {package_version('mobilepre')} (code {code_fingerprint()[:12]})")
         raise typer.Exit()
 
 
@@ -64,6 +67,12 @@ def _emit(result, as_json: bool) -> None:
         typer.echo(json.dumps(result.to_dict(), indent=2, sort_keys=True))
     else:
         typer.echo(result.to_text())
+
+
+def _say_failure(reason: str | None) -> None:
+    """A failed budget or check also says one line on stderr: the reason build tools show (Gradle, Xcode, npm)."""
+    if reason:
+        typer.echo(f"mobilepre: failed: {reason}", err=True)
 
 
 @app.command()
@@ -287,6 +296,7 @@ def build(
         raise MobilepreError("build needs an output folder: pass --out DIR (or out = \"DIR\" in --config)")
     result = run_build(BuildOptions(**options), progress=reporter_for(quiet))
     _emit(result, as_json)
+    _say_failure(result.failure())
     raise typer.Exit(result.exit_code)
 
 
@@ -316,6 +326,22 @@ def check(
         with atomic_file(junit) as tmp:
             tmp.write_text(result.junit_xml())
     _emit(result, as_json)
+    _say_failure(result.failure())
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("check-files")
+def check_files_command(
+    files: Annotated[Optional[list[Path]], typer.Argument(help="Changed files (what pre-commit passes); a changed profile .toml checks every bundle here.")] = None,
+    profiles: Annotated[Optional[Path], typer.Option(help="Profiles as they are now (default: ./device_profiles when it exists, else the shipped ones).")] = None,
+    measure: Annotated[bool, typer.Option("--measure/--no-measure", help="Re-measure host latency (off by default: a laptop is not the device).")] = False,
+    verify_key: Annotated[Optional[Path], typer.Option(help="Require every bundle to be signed by the private key of this public key (PEM).")] = None,
+    as_json: JsonOption = False,
+):
+    """Check the bundles these files belong to, each on its own (the pre-commit hook). Exit 1 on any failure."""
+    result = check_files(files or (), profiles=profiles, measure=measure, verify_key=verify_key)
+    _emit(result, as_json)
+    _say_failure(result.failure())
     raise typer.Exit(result.exit_code)
 
 
@@ -344,6 +370,18 @@ def merge(
     result = run_merge(out, parts, force=force, verify_key=verify_key, baseline=baseline)
     _emit(result, as_json)
     raise typer.Exit(result.exit_code)
+
+
+@app.command()
+def copy(
+    source: Annotated[Path, typer.Argument(help="A build output folder, or one bundle.")],
+    dest: Annotated[Path, typer.Argument(help="The folder to hold the bundle, e.g. app/src/main/assets/model (replaced only if it is an earlier copy).")],
+    profile: Annotated[Optional[str], typer.Option(help="Whose bundle to copy (needed when the output holds several).")] = None,
+    verify_key: Annotated[Optional[Path], typer.Option(help="Require the bundle to be signed by the private key of this public key (PEM).")] = None,
+    as_json: JsonOption = False,
+):
+    """Verify one bundle and copy it into an app (assets, resources, public/). Exit 1 if it fails its check or is missing."""
+    _emit(deliver(source, dest, profile=profile, verify_key=verify_key), as_json)
 
 
 @app.command()

@@ -85,7 +85,8 @@ def check_output(
         if inside == resolved or resolved in inside.parents:
             shown = "the working directory" if path == Path.cwd() else str(path)
             raise MobilepreError(f"{what} {target} would replace {shown}, which this run reads: choose an output outside it")
-    if target.exists() or target.is_symlink():
+    empty_folder = target.is_dir() and not target.is_symlink() and not any(target.iterdir())
+    if (target.exists() or target.is_symlink()) and not empty_folder:  # an empty folder (made by a build tool) holds nothing to lose
         if not force:
             raise MobilepreError(f"{what} {target} already exists: pass --force to replace it")
         if target.is_symlink():

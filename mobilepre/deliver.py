@@ -1,0 +1,133 @@
+"""Copying one verified bundle into an app's assets, resources or public folder (what the build plugins call)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from mobilepre.check import bundle_problem
+from mobilepre.errors import EXIT_FAILED, MobilepreError
+from mobilepre.fsutil import fsync_tree, os_error_message, remove_stale_staging, replace_tree, staging_folder
+from mobilepre.manifest import IntegrityError, read_manifest
+from mobilepre.signing import SIGNATURE_FILE
+
+@dataclass(frozen=True)
+class Delivery:
+    """One bundle copied into an app.
+
+    Attributes:
+        profile (str): the profile whose bundle it is.
+        source (Path): the bundle folder it came from.
+        dest (Path): the folder that now holds it.
+        files (int): files copied (manifest and signature included).
+        bytes (int): their size.
+        replaced (bool): an earlier copy was there and was replaced.
+    """
+
+    profile: str
+    source: Path
+    dest: Path
+    files: int
+    bytes: int
+    replaced: bool
+
+    def to_dict(self) -> dict:
+        return {
+            "profile": self.profile, "source": str(self.source), "dest": str(self.dest),
+            "files": self.files, "bytes": self.bytes, "replaced": self.replaced,
+        }
+
+    def to_text(self) -> str:
+        verb = "replaced" if self.replaced else "copied"
+        return f"{verb} {self.dest}: bundle of profile {self.profile}, {self.files} files, {self.bytes:,} bytes"
+
+
+def find_bundle(source: Path, profile: str | None) -> Path:
+    """The bundle folder of `profile` in a build output folder, or `source` itself when it is a bundle."""
+    source = Path(source)
+    if not source.is_dir():
+        raise MobilepreError(f"{source} is not a folder: give a build output folder (mobilepre build --out) or one bundle")
+    if (source / "manifest.json").is_file():
+        return source
+    if not (source / "report.json").is_file():
+        raise MobilepreError(f"{source} is neither a build output (no report.json) nor a bundle (no manifest.json)")
+    bundles = sorted(p.parent.name for p in source.glob("*/manifest.json"))
+    if profile is None:
+        if len(bundles) != 1:
+            raise MobilepreError(f"{source} holds bundles of {len(bundles)} profiles ({', '.join(bundles) or 'none'}): name one with --profile")
+        return source / bundles[0]
+    if profile not in bundles:
+        raise MobilepreError(
+            f"{source} has no bundle for profile {profile!r} (its build failed or did not include it; report.md says why)",
+            EXIT_FAILED,
+        )
+    return source / profile
+
+
+def deliver(source: Path, dest: Path, profile: str | None = None, verify_key: Path | None = None) -> Delivery:
+    """Verify a bundle (signature with `verify_key`, manifest, every file's size and sha256, artifacts) and
+    make `dest` an exact copy of it. `dest` may be missing, empty, or an earlier copy of a bundle (every file
+    in it listed in its manifest); anything else is refused, so no file of the app's own is ever removed.
+    The copy is staged beside `dest` (a hidden folder, removed after) and swapped into place: `dest` holds the
+    old bundle or the new one, never a mix."""
+    bundle = find_bundle(source, profile)
+    problem = bundle_problem(bundle, verify_key, profile)
+    if problem:
+        raise MobilepreError(f"bundle {bundle} failed its check: {problem}; nothing copied", EXIT_FAILED)
+    manifest = read_manifest(bundle)
+    dest = Path(dest)
+    replaced = _replaceable(dest)
+    if not dest.parent.is_dir():
+        try:
+            dest.parent.mkdir(parents=True)
+        except OSError as error:
+            raise MobilepreError(f"cannot create {os_error_message(error, dest.parent)}") from None
+    remove_stale_staging(dest)
+    try:
+        with staging_folder(dest) as staging:
+            files, size = _copy_verified(bundle, manifest, staging / "bundle")
+            fsync_tree(staging / "bundle")
+            replace_tree(staging / "bundle", dest)
+    except OSError as error:
+        raise MobilepreError(f"cannot copy the bundle into {dest}: {os_error_message(error)}") from None
+    return Delivery(manifest["profile"].get("name", ""), bundle, dest, files, size, replaced)
+
+
+def _replaceable(dest: Path) -> bool:
+    """True if `dest` is an earlier bundle copy, False if it is missing or empty; refuse anything else."""
+    if dest.is_symlink() or (dest.exists() and not dest.is_dir()):
+        raise MobilepreError(f"{dest} exists and is not a folder: choose another destination")
+    if not dest.exists() or not any(dest.iterdir()):
+        return False
+    try:
+        listed = {e["path"] for e in read_manifest(dest)["files"]} | {"manifest.json", SIGNATURE_FILE}
+    except IntegrityError:
+        raise MobilepreError(
+            f"{dest} holds files but no bundle manifest: it is not an earlier copy, so nothing in it is replaced; "
+            "empty it or choose another destination"
+        ) from None
+    for path in sorted(dest.rglob("*")):
+        relative = path.relative_to(dest).as_posix()
+        if path.is_symlink() or (path.is_file() and relative not in listed):
+            raise MobilepreError(
+                f"{dest} holds {relative}, which its bundle manifest does not list: it may be the app's own file, "
+                "so nothing is replaced; move it or choose another destination"
+            )
+    return True
+
+
+def _copy_verified(bundle: Path, manifest: dict, staging: Path) -> tuple[int, int]:
+    """Copy the manifest's files (and the manifest and signature), checking each copy's sha256 again."""
+    entries = [(e["path"], e["sha256"]) for e in manifest["files"]]
+    entries += [(name, None) for name in ("manifest.json", SIGNATURE_FILE) if (bundle / name).is_file()]
+    size = 0
+    for relative, sha256 in entries:
+        data = (bundle / relative).read_bytes()
+        if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+            raise MobilepreError(f"bundle {bundle}: {relative} changed while it was copied; nothing copied", EXIT_FAILED)
+        target = staging / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        size += len(data)
+    return len(entries), size
