@@ -303,7 +303,7 @@ def readme_workflows() -> list[str]:
 def test_the_action_and_every_readme_workflow_pass_actionlint_and_the_schemas(tmp_path):
     workflows = readme_workflows()
     assert len(workflows) >= 3  # the release gate job, the matrix build, the action's usage
-    assert any("uses: mobilepre/mobilepre@" in w for w in workflows)
+    assert any("uses: your-org/mobilepre@v1" in w for w in workflows)  # the action, as a user's workflow takes it
     files = []
     for i, text in enumerate(workflows):
         files.append(tmp_path / f"readme-{i}.yml")
@@ -319,6 +319,22 @@ def test_the_action_and_every_readme_workflow_pass_actionlint_and_the_schemas(tm
     shellcheck = subprocess.run(["shellcheck", *sorted(map(str, (REPO / "integrations").rglob("*.sh")))],
                                 capture_output=True, text=True, timeout=120)
     assert shellcheck.returncode == 0, shellcheck.stdout
+
+
+def test_the_readme_gives_the_action_only_inputs_it_has_and_reads_only_outputs_it_sets():
+    action = yaml.safe_load((REPO / "action.yml").read_text())
+    used = [(job, step) for w in readme_workflows() for job in yaml.safe_load(w)["jobs"].values()
+            for step in job["steps"] if step.get("uses", "").startswith("your-org/mobilepre@")]
+    assert used
+    for job, step in used:
+        assert set(step["with"]) <= set(action["inputs"]), set(step["with"]) - set(action["inputs"])
+        assert all(name in step["with"] for name, spec in action["inputs"].items() if spec.get("required"))
+        read = set(re.findall(rf"steps\.{step['id']}\.outputs\.([a-z-]+)", yaml.safe_dump(job)))
+        assert read and read <= set(action["outputs"])
+    shell_inputs = {m for s in action["runs"]["steps"] for v in s.get("env", {}).values() for m in re.findall(r"inputs\.([a-z-]+)", v)}
+    other_uses = {m for s in action["runs"]["steps"] for v in [s.get("if", ""), *map(str, s.get("with", {}).values())]
+                  for m in re.findall(r"inputs\.([a-z-]+)", v)}
+    assert set(action["inputs"]) == shell_inputs | other_uses  # every input is used
 
 
 def test_actionlint_finds_what_is_wrong(tmp_path):

@@ -27,7 +27,7 @@ LAYERS = [
     {"mobilepre.evaluate", "mobilepre.compress"},
     {"mobilepre.search", "mobilepre.plan"},
     {"mobilepre.builder", "mobilepre.check"},
-    {"mobilepre.config", "mobilepre.merge"},
+    {"mobilepre.config", "mobilepre.merge", "mobilepre.deliver"},
     {"mobilepre", "mobilepre.cli", "mobilepre.__main__"},
 ]
 
