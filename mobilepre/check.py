@@ -359,15 +359,17 @@ def check_files(
     paths, profiles: Path | None = None, measure: bool = False, verify_key: Path | None = None, root: Path = Path("."),
 ) -> CheckResult:
     """Check the bundles that `paths` belong to (what a pre-commit hook is given: changed files), each on
-    its own. A changed profile (.toml) checks every bundle under `root`. A bundle is a folder whose
+    its own. A changed profile (a .toml in the profiles folder) checks every bundle under `root`. A bundle is a folder whose
     manifest.json names mobilepre's schema; files in no bundle are not mobilepre's and are left alone.
     Budgets come from `profiles`, else `root`/device_profiles when it exists, else the shipped ones."""
     root = Path(root)
     if profiles is None and (root / "device_profiles").is_dir():
         profiles = root / "device_profiles"
+    profile_folder = Path(profiles).resolve() if profiles is not None else None
     bundles = set()
     for path in map(Path, paths):
-        if path.suffix == ".toml":
+        if path.suffix == ".toml" and profile_folder is not None and (
+                path.resolve() == profile_folder or profile_folder in path.resolve().parents):
             bundles |= set(_bundles_below(root))
         elif (bundle := _bundle_holding(path, root)) is not None:
             bundles.add(bundle)
@@ -381,11 +383,16 @@ def check_files(
 
 
 def _is_bundle(folder: Path) -> bool:
+    """A folder whose manifest.json names mobilepre's schema, damaged or not (a web app's manifest.json
+    does not); a symlinked one counts too, and then fails its check."""
     manifest = folder / "manifest.json"
-    if not manifest.is_file() or manifest.is_symlink():
+    if not manifest.is_file():
         return False
-    with open(manifest, "rb") as f:
-        return MANIFEST_SCHEMA.split("/")[0].encode() in f.read(MAX_MANIFEST_BYTES)  # damaged ones too; not a PWA's
+    try:
+        with open(manifest, "rb") as f:
+            return MANIFEST_SCHEMA.split("/")[0].encode() in f.read(MAX_MANIFEST_BYTES)
+    except OSError:
+        return manifest.is_symlink()
 
 
 def _bundle_holding(path: Path, root: Path) -> Path | None:

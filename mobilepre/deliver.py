@@ -77,6 +77,9 @@ def deliver(source: Path, dest: Path, profile: str | None = None, verify_key: Pa
         raise MobilepreError(f"bundle {bundle} failed its check: {problem}; nothing copied", EXIT_FAILED)
     manifest = read_manifest(bundle)
     dest = Path(dest)
+    inside, bundle_path = dest.resolve(), bundle.resolve()
+    if inside == bundle_path or bundle_path in inside.parents or inside in bundle_path.parents:
+        raise MobilepreError(f"{dest} is or overlaps the bundle {bundle} it would copy: choose a destination outside it")
     replaced = _replaceable(dest)
     if not dest.parent.is_dir():
         try:

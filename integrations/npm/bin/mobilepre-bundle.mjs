@@ -2,7 +2,7 @@
 // mobilepre-bundle: build mobilepre bundles (or reuse a build output) and copy one web bundle into public/.
 import { spawn, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 
@@ -51,9 +51,13 @@ function options() {
 function fingerprint(opts, mobilepre, version) {
   const hash = createHash("sha256");
   hash.update(JSON.stringify({ version, mobilepre, opts }));
+  const seen = new Set(); // a symlink loop in a data folder ends here
   const add = (file) => {
     const info = statSync(file);
     if (info.isDirectory()) {
+      const real = realpathSync(file);
+      if (seen.has(real)) return;
+      seen.add(real);
       for (const entry of readdirSync(file).sort()) add(path.join(file, entry));
     } else if (info.isFile()) {
       hash.update(`\0${file}\0`);
