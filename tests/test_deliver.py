@@ -77,6 +77,11 @@ def test_copy_refuses_a_damaged_or_missing_bundle_and_keeps_the_last_good_copy(o
     assert several.returncode == 2 and "name one with --profile" in several.stderr
     assert run_cli("copy", tmp_path / "nowhere", dest).returncode == 2
     assert files(dest) == good
+    before = files(output)
+    for inside in (output / "phone", output / "phone" / "again", output):
+        overlap = run_cli("copy", output, inside, "--profile", "phone")
+        assert overlap.returncode == 2, overlap.stderr
+    assert files(output) == before
 
 
 def test_check_files_checks_the_bundles_the_files_belong_to(output, tmp_path):
@@ -92,7 +97,8 @@ def test_check_files_checks_the_bundles_the_files_belong_to(output, tmp_path):
     assert one.returncode == 0, one.stdout + one.stderr
     assert "PASS android/assets/model" in one.stdout and "ios/" not in one.stdout
 
-    none = run_cli("check-files", "public/manifest.json", cwd=repo)
+    (repo / "pyproject.toml").write_text("[project]\n")
+    none = run_cli("check-files", "public/manifest.json", "pyproject.toml", cwd=repo)  # not a profile
     assert none.returncode == 0 and "no mobilepre bundle among these files" in none.stdout
 
     tightened = repo / "device_profiles" / "tablet.toml"
