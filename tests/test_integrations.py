@@ -142,18 +142,23 @@ def test_gradle_builds_once_then_is_up_to_date_and_fails_on_a_budget(host, tmp_p
 # -------------------------------------------------------------------------------------------- Xcode
 
 
+def xcconfig(path: Path) -> dict:
+    """`NAME = value` lines of an .xcconfig file (// comments)."""
+    lines = [line.split("//", 1)[0].strip() for line in path.read_text().splitlines()]
+    return dict((k.strip(), v.strip()) for k, v in (line.split("=", 1) for line in lines if "=" in line))
+
+
 def xcode_settings(project: Path, derived: Path, shim: Path) -> dict:
     """The build settings Xcode gives a Run Script phase of an iOS app target (the ones the script uses),
-    plus the user-defined MOBILEPRE_* settings of the README."""
+    plus the user-defined MOBILEPRE_* settings of the shipped mobilepre.xcconfig (its executable and
+    profile set to this test's)."""
     build_dir = derived / "Build" / "Products" / "Debug-iphonesimulator"
-    return {
+    template = xcconfig(REPO / "integrations" / "xcode" / "mobilepre.xcconfig")
+    return {**template, "MOBILEPRE": str(shim), "MOBILEPRE_PROFILE": "phone",
         "ACTION": "build", "CONFIGURATION": "Debug", "PLATFORM_NAME": "iphonesimulator", "TARGET_NAME": "App",
         "SRCROOT": str(project), "PROJECT_DIR": str(project),
         "TARGET_BUILD_DIR": str(build_dir), "UNLOCALIZED_RESOURCES_FOLDER_PATH": "App.app",
         "DERIVED_FILE_DIR": str(derived / "Build/Intermediates.noindex/App.build/Debug-iphonesimulator/App.build/DerivedSources"),
-        "MOBILEPRE": str(shim), "MOBILEPRE_MODEL": "$(SRCROOT)/ml/model.keras",
-        "MOBILEPRE_CALIBRATION": "$(SRCROOT)/ml/images.npz", "MOBILEPRE_PROFILES": "$(SRCROOT)/device_profiles",
-        "MOBILEPRE_PROFILE": "phone", "MOBILEPRE_BUNDLE_NAME": "model",
     }
 
 
@@ -272,6 +277,12 @@ def test_npm_package_copies_the_web_bundle_into_public_and_skips_when_unchanged(
 
     again = subprocess.run(["npm", "run", "build"], cwd=app, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "is up to date" in again.stdout, again.stdout + again.stderr
+    assert len(builds(host)) == count + 1
+
+    reused = subprocess.run([str(app / "node_modules/.bin/mobilepre-bundle"), "--from", str(out), "--name", "again"],
+                            cwd=app, env=env, capture_output=True, text=True, timeout=120)
+    assert reused.returncode == 0, reused.stderr  # a build output reused: copied, not built
+    assert_copy_of(app / "public" / "again", out / "web")
     assert len(builds(host)) == count + 1
 
     profile = app / "device_profiles" / "web.toml"
