@@ -107,8 +107,8 @@ def _replaceable(dest: Path) -> bool:
         listed = {e["path"] for e in read_manifest(dest)["files"]} | {"manifest.json", SIGNATURE_FILE}
     except IntegrityError:
         raise MobilepreError(
-            f"{dest} holds files but no bundle manifest: it is not an earlier copy, so nothing in it is replaced; "
-            "empty it or choose another destination"
+            f"{dest} holds files but no intact bundle manifest: it is not a known earlier copy, so nothing in it is "
+            "replaced; empty it or choose another destination"
         ) from None
     for path in sorted(dest.rglob("*")):
         relative = path.relative_to(dest).as_posix()

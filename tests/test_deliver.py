@@ -54,7 +54,7 @@ def test_copy_never_replaces_the_apps_own_files(output, tmp_path):
     other.mkdir()
     (other / "font.ttf").write_bytes(b"x")
     refused = run_cli("copy", output, other, "--profile", "phone")
-    assert refused.returncode == 2 and "holds files but no bundle manifest" in refused.stderr
+    assert refused.returncode == 2 and "holds files but no intact bundle manifest" in refused.stderr
     assert files(other) == {"font.ttf": b"x"}
 
 
