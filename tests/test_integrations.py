@@ -452,6 +452,17 @@ def git(repo: Path, *args):
                         "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@example.com"})
 
 
+def test_the_hook_manifest_and_the_readme_config_are_what_pre_commit_accepts(tmp_path):
+    config = re.search(r"```yaml\n(# \.pre-commit-config\.yaml\n.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    (tmp_path / ".pre-commit-config.yaml").write_text(config)
+    pre_commit = str(Path(sys.executable).with_name("pre-commit"))
+    for command, path in (("validate-manifest", REPO / ".pre-commit-hooks.yaml"), ("validate-config", tmp_path / ".pre-commit-config.yaml")):
+        result = subprocess.run([pre_commit, command, str(path)], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stdout + result.stderr
+    hook_ids = {h["id"] for h in yaml.safe_load((REPO / ".pre-commit-hooks.yaml").read_text())}
+    assert {h["id"] for r in yaml.safe_load(config)["repos"] for h in r["hooks"]} <= hook_ids
+
+
 def test_pre_commit_hook_gates_committed_bundles(host, tmp_path):
     repo = tmp_path / "app"
     repo.mkdir()
