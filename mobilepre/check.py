@@ -253,14 +253,19 @@ def _integrity(bundle: Path, verify_key: Path | None) -> tuple[dict | None, str 
     return manifest, None, None
 
 
-def bundle_problem(bundle: Path, verify_key: Path | None = None, profile: str | None = None) -> str | None:
-    """Why `bundle` is not intact (`_integrity`) or not the bundle of `profile`, or None."""
+def intact_manifest(bundle: Path, verify_key: Path | None = None, profile: str | None = None) -> tuple[dict | None, str | None]:
+    """(manifest, None) for an intact bundle (`_integrity`) of `profile`, else (None, why not)."""
     manifest, _, problem = _integrity(bundle, verify_key)
     if problem:
-        return problem
+        return None, problem
     if profile is not None and manifest["profile"].get("name") != profile:
-        return f"its manifest is for profile {manifest['profile'].get('name')!r}, not {profile!r}"
-    return None
+        return None, f"its manifest is for profile {manifest['profile'].get('name')!r}, not {profile!r}"
+    return manifest, None
+
+
+def bundle_problem(bundle: Path, verify_key: Path | None = None, profile: str | None = None) -> str | None:
+    """Why `bundle` is not intact or not the bundle of `profile`, or None."""
+    return intact_manifest(bundle, verify_key, profile)[1]
 
 
 def _verify_artifacts(bundle: Path, manifest: dict) -> None:
@@ -359,9 +364,10 @@ def check_files(
     paths, profiles: Path | None = None, measure: bool = False, verify_key: Path | None = None, root: Path = Path("."),
 ) -> CheckResult:
     """Check the bundles that `paths` belong to (what a pre-commit hook is given: changed files), each on
-    its own. A changed profile (a .toml in the profiles folder) checks every bundle under `root`. A bundle is a folder whose
-    manifest.json names mobilepre's schema; files in no bundle are not mobilepre's and are left alone.
-    Budgets come from `profiles`, else `root`/device_profiles when it exists, else the shipped ones."""
+    its own. A changed profile (a .toml in the profiles folder) checks every bundle under `root`. A
+    bundle is a folder whose manifest.json names mobilepre's schema; files in no bundle are not
+    mobilepre's and are left alone. Budgets come from `profiles`, else `root`/device_profiles when it
+    exists, else the shipped ones."""
     root = Path(root)
     if profiles is None and (root / "device_profiles").is_dir():
         profiles = root / "device_profiles"
@@ -396,12 +402,14 @@ def _is_bundle(folder: Path) -> bool:
 
 
 def _bundle_holding(path: Path, root: Path) -> Path | None:
+    """The nearest folder at or above `path`, inside `root`, that is a bundle."""
     top = root.resolve()
     folder = path if path.is_dir() else path.parent
     while True:
         if _is_bundle(folder):
             return folder
-        if folder.resolve() == top or folder.resolve() == folder.resolve().parent or top not in folder.resolve().parents:
+        resolved = folder.resolve()
+        if resolved == top or top not in resolved.parents:
             return None
         folder = folder.parent
 

@@ -6,11 +6,12 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from mobilepre.check import bundle_problem
+from mobilepre.check import intact_manifest
 from mobilepre.errors import EXIT_FAILED, MobilepreError
 from mobilepre.fsutil import fsync_tree, os_error_message, remove_stale_staging, replace_tree, staging_folder
 from mobilepre.manifest import IntegrityError, read_manifest
 from mobilepre.signing import SIGNATURE_FILE
+
 
 @dataclass(frozen=True)
 class Delivery:
@@ -72,10 +73,9 @@ def deliver(source: Path, dest: Path, profile: str | None = None, verify_key: Pa
     The copy is staged beside `dest` (a hidden folder, removed after) and swapped into place: `dest` holds the
     old bundle or the new one, never a mix."""
     bundle = find_bundle(source, profile)
-    problem = bundle_problem(bundle, verify_key, profile)
+    manifest, problem = intact_manifest(bundle, verify_key, profile)
     if problem:
         raise MobilepreError(f"bundle {bundle} failed its check: {problem}; nothing copied", EXIT_FAILED)
-    manifest = read_manifest(bundle)
     dest = Path(dest)
     inside, bundle_path = dest.resolve(), bundle.resolve()
     if inside == bundle_path or bundle_path in inside.parents or inside in bundle_path.parents:
