@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.stamp-install-test
 RUNNER := mobilepre/tfjs_runner
 TOOLS := tests/tools
 
-.PHONY: install install-test demo test bench clean
+.PHONY: install install-test demo test test-fast test-core bench clean
 
 # What mobilepre needs to run (the GitHub Action installs only this).
 install: $(STAMP)
@@ -38,8 +38,18 @@ $(TEST_STAMP): $(STAMP) $(TOOLS)/package-lock.json
 demo: $(STAMP)
 	$(VENV)/bin/mobilepre build --out demo-out --force
 
+# The suite in tiers: `test` is everything (what CI runs); `test-fast` all but the `slow` marker;
+# `test-core` the modules that need no TensorFlow (profiles, budgets, the search, manifests, keys).
+PYTEST := $(PY) -m pytest -q -p no:cacheprovider --durations=20
+
 test: $(TEST_STAMP)
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PYTEST)
+
+test-fast: $(TEST_STAMP)
+	$(PYTEST) -m "not slow"
+
+test-core: $(TEST_STAMP)
+	$(PYTEST) -m core
 
 bench: $(STAMP)
 	$(PY) -m benchmarks

@@ -1,25 +1,44 @@
 """mobilepre: preprocessing inside Keras image models, compression, validation and budgeted bundles.
 
-Importing the package does not import TensorFlow. The Python entry points mirror the CLI:
-`mobilepre.build(out=..., ...)` returns a `BuildResult` and `mobilepre.check(root, ...)` a
+Importing the package imports nothing else of it (nor TensorFlow): the compression engine
+(`mobilepre.quantize`) and every tool module load on first use. The Python entry points mirror the
+CLI: `mobilepre.build(out=..., ...)` returns a `BuildResult` and `mobilepre.check(root, ...)` a
 `CheckResult`, the objects the commands print.
 """
 
-from mobilepre.builder import BuildOptions, BuildResult
-from mobilepre.builder import build as _build
-from mobilepre.check import CheckResult, check
-from mobilepre.errors import MobilepreError
-from mobilepre.versions import package_version
+from __future__ import annotations
+
+import importlib
 
 __all__ = ["BuildOptions", "BuildResult", "CheckResult", "MobilepreError", "__version__", "build", "check"]
+
+# The public names and the module each lives in, imported when first asked for (PEP 562).
+_LAZY = {
+    "BuildOptions": "mobilepre.builder",
+    "BuildResult": "mobilepre.builder",
+    "CheckResult": "mobilepre.check",
+    "check": "mobilepre.check",
+    "MobilepreError": "mobilepre.errors",
+}
 
 
 def __getattr__(name: str):
     if name == "__version__":  # from package metadata, read when asked (see mobilepre.versions)
+        from mobilepre.versions import package_version
+
         return package_version("mobilepre")
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'mobilepre' has no attribute {name!r}")
 
 
-def build(out, model=None, progress=None, **options) -> BuildResult:
-    """Build one bundle per device profile into `out`; keyword options as `mobilepre.BuildOptions`."""
-    return _build(BuildOptions(out=out, model=model, **options), progress=progress)
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+def build(out, model=None, progress=None, **options):
+    """Build one bundle per device profile into `out`; keyword options as `mobilepre.BuildOptions`.
+    Returns a `BuildResult`."""
+    from mobilepre.builder import BuildOptions, build as run_build
+
+    return run_build(BuildOptions(out=out, model=model, **options), progress=progress)

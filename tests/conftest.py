@@ -1,8 +1,18 @@
-"""Shared fixtures: tiny models built in-process, real converters and runtimes."""
+"""Shared fixtures: tiny models built in-process, real converters and runtimes, one warm candidate cache.
 
+The suite shares its expensive work: every test that is not about the cache uses one candidate cache for
+the whole session (`MOBILEPRE_CACHE`, the CLI's default, and `warm_options` for library builds), so the
+demo's candidates are converted and validated once per session, not once per module. CLI commands run
+in process (`run_cli`: the real `mobilepre.cli.main`, its exit code, stdout and stderr); a real child
+process (`run_cli_process`) only where the process is the point (signals, start-up, isolation).
+"""
+
+import contextlib
+import io
 import os
 import subprocess
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -13,25 +23,98 @@ os.environ.setdefault("TFDF_DISABLE_WELCOME_MESSAGE", "1")
 
 REPO = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "mobilepre"]
+# CI must not skip a guarantee: where a skip would hide one (no Landlock, no root), CI fails instead.
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def skip_or_fail(reason: str):
+    """Skip on a developer's machine that lacks what the test needs; fail under CI=true."""
+    if IN_CI:
+        pytest.fail(f"CI must run this test: {reason}")
+    pytest.skip(reason)
 
 
 def with_cache(env: dict | None) -> dict | None:
-    """`env` (copied from os.environ when a test module was imported) with this test's own cache."""
+    """`env` (copied from os.environ when a test module was imported) with this test's cache."""
     return None if env is None else {**env, "MOBILEPRE_CACHE": os.environ["MOBILEPRE_CACHE"]}
 
 
-def run_cli(*args, cwd=None, env=None, timeout=600):
+def run_cli_process(*args, cwd=None, env=None, timeout=600):
     """Run the real `mobilepre` command in a child process; return the CompletedProcess."""
     return subprocess.run(
         [*CLI, *map(str, args)], capture_output=True, text=True, cwd=cwd, env=with_cache(env), timeout=timeout
     )
 
 
+@contextlib.contextmanager
+def _environment(env: dict | None, cwd):
+    """os.environ replaced by `env` (when given) and the working folder by `cwd`, both restored after."""
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    try:
+        if env is not None:
+            os.environ.clear()
+            os.environ.update(with_cache(env))
+        if cwd is not None:
+            os.chdir(cwd)
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def run_cli(*args, cwd=None, env=None, timeout=600):
+    """Run `mobilepre ARGS` in this process through the CLI's own entry point (`mobilepre.cli.main`):
+    the exit code, stdout and stderr a user sees, as a CompletedProcess. An exception that escapes
+    becomes a traceback on stderr and exit code 1, as Python shows it (so tests asserting "never a
+    traceback" still catch it). `timeout` is for the child-process variant's signature."""
+    from mobilepre.cli import main
+
+    argv = ["mobilepre", *map(str, args)]
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    saved_argv = sys.argv
+    with _environment(env, cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        sys.argv = argv
+        try:
+            main()
+        except SystemExit as done:
+            code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+        except Exception:  # noqa: BLE001 - what the user would see: a traceback and exit 1
+            err.write(traceback.format_exc())
+            code = 1
+        finally:
+            sys.argv = saved_argv
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture(scope="session")
+def session_cache(tmp_path_factory) -> Path:
+    """The one candidate cache of the session (the product's own), warm after the first build."""
+    return tmp_path_factory.mktemp("session-cache")
+
+
 @pytest.fixture(autouse=True)
-def own_cache(tmp_path_factory, monkeypatch):
-    """Every test gets an empty candidate cache (the CLI's default), as a fresh machine has: no test
-    reads what another measured, and none writes into the user's ~/.cache."""
-    monkeypatch.setenv("MOBILEPRE_CACHE", str(tmp_path_factory.mktemp("cache")))
+def own_cache(session_cache, monkeypatch):
+    """The CLI's default cache is the session's: no test writes into the user's ~/.cache. Tests about the
+    cache itself give their builds a cache of their own (`fresh_cache`)."""
+    monkeypatch.setenv("MOBILEPRE_CACHE", str(session_cache))
+
+
+@pytest.fixture
+def fresh_cache(tmp_path_factory, monkeypatch) -> Path:
+    """An empty cache for this test alone, also the CLI's default: for tests of what the cache does."""
+    folder = tmp_path_factory.mktemp("cache")
+    monkeypatch.setenv("MOBILEPRE_CACHE", str(folder))
+    return folder
+
+
+def warm_options(**options):
+    """`BuildOptions` for an in-process build that shares the session's candidate cache."""
+    from mobilepre.builder import BuildOptions
+
+    options.setdefault("cache", Path(os.environ["MOBILEPRE_CACHE"]))
+    return BuildOptions(**options)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import pytest
 
 from mobilepre.builder import BuildOptions, BuildResult, build
 from mobilepre.errors import MobilepreError
-from tests.conftest import CLI, run_cli, with_cache
+from tests.conftest import CLI, run_cli, with_cache, warm_options
 
 FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
 
@@ -181,7 +181,7 @@ def test_latency_budget_uses_the_source_the_profile_names(tmp_path):
         "tflite-float32": "INFO: Inference timings in us: Init: 1000, First inference: 9000, Warmup (avg): 8000, Inference (avg): 7500.5",
         "tflite-int8": 2.5,
     }))
-    result = build(BuildOptions(out=tmp_path / "out", profiles=profiles, device_timings=timings, latency_runs=3))
+    result = build(warm_options(out=tmp_path / "out", profiles=profiles, device_timings=timings, latency_runs=3))
     estimated = _chosen(result, "estimated")
     # 19.3 M MACs at 1 GMAC/s is 19.3 ms > 5 ms: fails on the estimate, whatever the host measures
     assert not estimated[0].passed and estimated[1].closest.latency.source == "estimate"
@@ -197,11 +197,11 @@ def test_device_profiles_need_timings_and_bad_timings_are_refused(tmp_path):
     profiles = tmp_path / "profiles"
     write_profile(profiles, "phone", TFLITE_ALL + '[budget]\nmax_size = "1 MiB"\nmax_latency_ms = 5.0\nlatency_source = "device"\n')
     with pytest.raises(MobilepreError, match="--device-timings"):
-        build(BuildOptions(out=tmp_path / "out", profiles=profiles))
+        build(warm_options(out=tmp_path / "out", profiles=profiles))
     bad = tmp_path / "t.json"
     bad.write_text('{"tflite-float32": "no timings here"}')
     with pytest.raises(MobilepreError, match="benchmark_model"):
-        build(BuildOptions(out=tmp_path / "out", profiles=profiles, device_timings=bad))
+        build(warm_options(out=tmp_path / "out", profiles=profiles, device_timings=bad))
     assert not (tmp_path / "out").exists()
 
 
@@ -241,7 +241,7 @@ def test_a_peak_memory_budget_chooses_by_the_runtime_memory_and_check_reverifies
     profiles = tmp_path / "p"
     write_profile(profiles, "memory", 'formats = ["tflite", "tfjs"]\nquantization = ["float32", "int8", "uint8"]\n'
                   '[budget]\nmax_size = "1 MiB"\nmax_peak_memory = "1 MiB"\n')
-    result = build(BuildOptions(out=tmp_path / "out", profiles=profiles, latency_runs=3))
+    result = build(warm_options(out=tmp_path / "out", profiles=profiles, latency_runs=3))
     tflite, tfjs = result.profile("memory").format("tflite"), result.profile("memory").format("tfjs")
     assert tflite.chosen is None and all("max_peak_memory" in t.verdict.failures[0] for t in tflite.tried)
     assert tfjs.chosen.candidate == "tfjs-float32" and 300_000 < tfjs.chosen.verdict.check("max_peak_memory").value < 1_000_000
@@ -254,7 +254,7 @@ def test_a_peak_memory_budget_chooses_by_the_runtime_memory_and_check_reverifies
     assert checks[("tfjs", "tfjs-float32")]["max_peak_memory"]["value"] > 300_000
     # a bundle without a TFLite artifact is not written (the profile failed); a TF.js-only profile's bundle is
     write_profile(profiles, "memory", 'formats = ["tfjs"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\nmax_peak_memory = "4 MiB"\n')
-    build(BuildOptions(out=tmp_path / "web", profiles=profiles, latency_runs=3))
+    build(warm_options(out=tmp_path / "web", profiles=profiles, latency_runs=3))
     write_profile(profiles, "memory", 'formats = ["tfjs"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\nmax_peak_memory = "100 kB"\n')
     checked = run_cli("check", tmp_path / "web", "--profiles", profiles, env=FAST)
     assert checked.returncode == 1 and "FAIL max_peak_memory" in checked.stdout, checked.stdout
@@ -354,7 +354,7 @@ def test_a_build_of_some_profiles_judges_outputs_as_the_whole_folder_declares_th
     write_profile(profiles, "declares", 'formats = ["tflite"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n'
                   '[drift.outputs.digits_cnn]\nkind = "embedding"\nmin_cosine = 0.9\n')
     write_profile(profiles, "plain", 'formats = ["tflite"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n')
-    result = build(BuildOptions(out=tmp_path / "out", profiles=profiles, profile=("plain",), latency_runs=3))
+    result = build(warm_options(out=tmp_path / "out", profiles=profiles, profile=("plain",), latency_runs=3))
     (output,) = result.source["outputs"]
     assert output["kind"] == "embedding" and "declares" in output["evidence"]
     drift = result.profile("plain").format("tflite").chosen.drift[0]

@@ -21,6 +21,12 @@ FILES = {"model.tflite": b"\x00tflite bytes" * 100}
 RECORD = {"size_bytes": 1300, "drift": [{"name": "out", "max_abs_error": 0.01}]}
 
 
+@pytest.fixture(autouse=True)
+def own_cache(fresh_cache):
+    """Tests of the cache itself start from an empty one (the CLI's default too), not the session's."""
+    return fresh_cache
+
+
 def entry_folder(cache: CandidateCache, key: str) -> Path:
     return cache.root / "entries" / key
 

@@ -13,7 +13,7 @@ import pytest
 from mobilepre.builder import BuildOptions, build
 from mobilepre.manifest import seal_manifest
 from mobilepre.check import check
-from tests.conftest import run_cli
+from tests.conftest import run_cli, warm_options
 
 FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
 
@@ -21,7 +21,7 @@ FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
 @pytest.fixture(scope="module")
 def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("gate") / "out"
-    result = build(BuildOptions(out=out, profile=("npu-int8", "web-mobile"), latency_runs=20))
+    result = build(warm_options(out=out, profile=("npu-int8", "web-mobile"), latency_runs=20))
     why = [(p.name, e.closest) for p in result.profiles for e in p.formats if not p.passed]
     assert result.exit_code == 0, why
     return out

@@ -13,7 +13,7 @@ import pytest
 from mobilepre import demo
 from mobilepre.builder import BuildOptions, build
 from mobilepre.runtimes import check_chromium, runner_dir
-from tests.conftest import run_cli
+from tests.conftest import run_cli, warm_options
 from tests.test_build import write_profile
 
 FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
@@ -23,7 +23,7 @@ FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
 def demo_build(tmp_path_factory):
     """The demo build over every shipped profile, as `make demo` makes it."""
     out = tmp_path_factory.mktemp("clients") / "out"
-    result = build(BuildOptions(out=out, latency_runs=5))
+    result = build(warm_options(out=out, latency_runs=5))
     assert result.exit_code == 0, [(p.name, p.passed) for p in result.profiles]
     return out
 
@@ -82,7 +82,7 @@ def test_a_float_input_bundle_carries_the_normalisation_mediapipe_applies(tmp_pa
     (tmp_path / "names.txt").write_text("cat\ndog\nbird\nfish\n")
     profiles = tmp_path / "profiles"
     write_profile(profiles, "float", 'formats = ["tflite"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n')
-    result = build(BuildOptions(out=tmp_path / "out", model=tmp_path / "float.keras", profiles=profiles,
+    result = build(warm_options(out=tmp_path / "out", model=tmp_path / "float.keras", profiles=profiles,
                                 calibration=tmp_path / "images.npy", input_range=(-1.0, 1.0),
                                 class_names=tmp_path / "names.txt", latency_runs=1, allow_degenerate_reference=True))
     assert result.exit_code == 0
@@ -148,7 +148,7 @@ def test_a_browser_latency_profile_is_timed_in_chromium_at_build_and_at_check(tm
     profiles = tmp_path / "profiles"
     write_profile(profiles, "web", 'formats = ["tfjs"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n'
                   'max_latency_ms = 2000.0\nlatency_source = "browser"\nbrowser_backend = "webgl"\n')
-    result = build(BuildOptions(out=tmp_path / "out", profiles=profiles, latency_runs=5))
+    result = build(warm_options(out=tmp_path / "out", profiles=profiles, latency_runs=5))
     assert result.exit_code == 0
     trial = result.profile("web").formats[0].chosen
     assert trial.latency.source == "browser" and trial.latency.detail["runtime"] == "chromium-webgl" and trial.latency.ms > 0

@@ -7,7 +7,7 @@ import shutil
 import pytest
 
 from mobilepre.builder import BuildOptions, build
-from tests.conftest import run_cli
+from tests.conftest import run_cli, warm_options
 from tests.test_build import write_profile
 
 PHONE = 'formats = ["tflite"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n'
@@ -19,7 +19,7 @@ def output(tmp_path_factory):
     root = tmp_path_factory.mktemp("deliver")
     write_profile(root / "profiles", "phone", PHONE)
     write_profile(root / "profiles", "tablet", PHONE)
-    build(BuildOptions(out=root / "out", profiles=root / "profiles", cache=root / "cache", latency_runs=3))
+    build(warm_options(out=root / "out", profiles=root / "profiles", cache=root / "cache", latency_runs=3))
     return root / "out"
 
 

@@ -179,3 +179,16 @@ def test_the_installed_wheel_builds_the_demo_outside_the_repository(wheel_env, t
     assert built.returncode == 0, built.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["npu-int8", "report.html", "report.json", "report.md", "timings.json", "web-desktop"]
     assert {"index.html", "loader.mjs"} <= {p.name for p in (tmp_path / "out" / "web-desktop").iterdir()}  # package data
+
+
+def test_importing_the_engine_or_the_package_imports_nothing_else():
+    """`mobilepre/__init__` is lazy: the engine's settings load without the tool, and the package itself
+    loads no module of the tool (nor TensorFlow) until a name is asked for."""
+    code = ("import sys, importlib; importlib.import_module(sys.argv[1]); "
+            "print(' '.join(sorted(m for m in sys.modules if m.startswith(('mobilepre', 'tensorflow', 'keras')))))")
+    for module, allowed in (("mobilepre.quantize.settings", ("mobilepre.quantize",)), ("mobilepre", ())):
+        loaded = subprocess.run([sys.executable, "-c", code, module], capture_output=True, text=True, check=True).stdout.split()
+        assert [m for m in loaded if m != "mobilepre" and not m.startswith(allowed)] == [], (module, loaded)
+    done = subprocess.run([sys.executable, "-c", "import mobilepre; print(mobilepre.BuildOptions.__module__, mobilepre.check.__module__)"],
+                          capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["mobilepre.builder", "mobilepre.check"]

@@ -11,7 +11,7 @@ from mobilepre.builder import BuildOptions, build
 from mobilepre.check import check
 from mobilepre.errors import MobilepreError
 from mobilepre.merge import merge
-from tests.conftest import run_cli
+from tests.conftest import run_cli, warm_options
 from tests.test_build import write_profile
 
 LITE = 'formats = ["tflite"]\nquantization = ["float32", "int8"]\nthreads = 2\n[budget]\nmax_size = "100 KiB"\nmax_latency_ms = 500.0\n[drift]\nmin_top1_agreement = 0.9\n'
@@ -28,9 +28,9 @@ def parts(tmp_path_factory):
     write_profile(profiles, "web", WEB)
     write_profile(profiles, "none-fits", NONE_FITS)
     options = dict(profiles=profiles, cache=root / "cache", cache_latency=True, latency_runs=5)
-    whole = build(BuildOptions(out=root / "whole", **options))
-    build(BuildOptions(out=root / "part-a", profile=("lite", "none-fits"), **options))
-    build(BuildOptions(out=root / "part-b", profile=("web",), **options))
+    whole = build(warm_options(out=root / "whole", **options))
+    build(warm_options(out=root / "part-a", profile=("lite", "none-fits"), **options))
+    build(warm_options(out=root / "part-b", profile=("web",), **options))
     return root, whole
 
 
@@ -75,7 +75,7 @@ def test_parts_of_other_images_or_toolchains_are_refused(parts, tmp_path):
     root, _ = parts
     with np.load(demo.validation_path()) as stored:
         np.save(tmp_path / "fewer.npy", stored["images"][:100])
-    build(BuildOptions(out=tmp_path / "other-images", profiles=root / "profiles", profile=("web",), validation=tmp_path / "fewer.npy",
+    build(warm_options(out=tmp_path / "other-images", profiles=root / "profiles", profile=("web",), validation=tmp_path / "fewer.npy",
                        calibration=demo.calibration_path(), cache=root / "cache", latency_runs=5))
     _refused(tmp_path / "m", [root / "part-a", tmp_path / "other-images"], r"built with another images .*data.validation")
     older = _copy(root, "part-b", tmp_path)

@@ -14,7 +14,7 @@ from mobilepre.profiles import load_profile
 from mobilepre.quantize.mixed import MixedPrecision, graph_ops, rank_tflite_ops, rank_tfjs_weights
 from mobilepre.quantize.settings import Mode, mixed_ladder
 from mobilepre.validate import run_candidate
-from tests.conftest import write_artifact
+from tests.conftest import write_artifact, warm_options
 from tests.test_build import write_profile
 
 INT4, DYNAMIC, INT8, FLOAT32 = Mode.INT4, Mode.DYNAMIC, Mode.INT8, Mode.FLOAT32
@@ -143,7 +143,7 @@ def mixed_build(tmp_path_factory):
     write_profile(profiles, "mixer", 'formats = ["tflite", "tfjs"]\nquantization = ["float16", "dynamic", "int4", "uint8", "mixed"]\n'
                   'prefer = "size"\n[budget]\nmax_size = "1 MiB"\n[drift]\nmax_abs_error = 0.1\n')
     out = root / "out"
-    return build(BuildOptions(out=out, profiles=profiles, latency_runs=3)), out
+    return build(warm_options(out=out, profiles=profiles, latency_runs=3)), out
 
 
 def test_the_mixed_search_raises_some_layers_and_meets_the_drift_budget(mixed_build):

@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pytest
 
+from tests.conftest import warm_options
+
 from mobilepre.builder import BuildOptions, build
 from mobilepre.errors import MobilepreError
 from mobilepre.models import from_keras
@@ -68,7 +70,7 @@ def test_a_detector_build_judges_top1_on_its_class_output_only(keras, detector, 
         '[drift.outputs.box]\nmax_relative_error = 0.5\n'
     )
     # random weights give one face class for every image: allowed here, the per-output judging is the point
-    result = build(BuildOptions(out=tmp_path / "out", model=model, calibration=data, profiles=profiles, latency_runs=3,
+    result = build(warm_options(out=tmp_path / "out", model=model, calibration=data, profiles=profiles, latency_runs=3,
                                 allow_degenerate_reference=True))
     trial = result.profile("npu").format("tflite").tried[0]
     labels = sorted(c.label for c in trial.verdict.checks if c.output)
@@ -91,10 +93,10 @@ def test_per_output_budgets_are_checked_before_any_conversion(keras, detector, t
     text = 'name = "p"\ndescription = "x."\nformats = ["tflite"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n'
     (profiles / "p.toml").write_text(text + "[drift.outputs.classes]\nmin_top1_agreement = 0.9\n")
     with pytest.raises(MobilepreError, match="names no output of the model: its outputs are box, landmarks, face"):
-        build(BuildOptions(out=tmp_path / "out", model=model, calibration=data, profiles=profiles))
+        build(warm_options(out=tmp_path / "out", model=model, calibration=data, profiles=profiles))
     (profiles / "p.toml").write_text(text + "[drift.outputs.box]\nmin_top1_agreement = 0.9\n")
     with pytest.raises(MobilepreError, match="drift.outputs.box.min_top1_agreement has no meaning for output box, a regression output"):
-        build(BuildOptions(out=tmp_path / "out", model=model, calibration=data, profiles=profiles))
+        build(warm_options(out=tmp_path / "out", model=model, calibration=data, profiles=profiles))
     (profiles / "p.toml").write_text(text + '[drift.outputs.box]\nkind = "regression"\nmin_top1_agreement = 0.9\n')
     with pytest.raises(MobilepreError, match="drift.outputs.box.min_top1_agreement has no meaning for a regression output"):
         load_profile(profiles / "p.toml")
@@ -113,8 +115,8 @@ def test_a_degenerate_reference_refuses_class_score_budgets_unless_allowed(keras
     data = tmp_path / "images.npz"
     np.savez(data, images=np.random.default_rng(0).uniform(size=(20, 8, 8, 3)).astype(np.float32))
     with pytest.raises(MobilepreError, match="scores output is degenerate.*the same for every image.*--allow-degenerate-reference"):
-        build(BuildOptions(out=tmp_path / "out", model=path, calibration=data, profile=("npu-int8",)))
-    result = build(BuildOptions(out=tmp_path / "out", model=path, calibration=data, profile=("npu-int8",),
+        build(warm_options(out=tmp_path / "out", model=path, calibration=data, profile=("npu-int8",)))
+    result = build(warm_options(out=tmp_path / "out", model=path, calibration=data, profile=("npu-int8",),
                                 allow_degenerate_reference=True, latency_runs=3))
     assert "degenerate" in result.source["warnings"][0] and "warning:" in result.to_text()
     assert "Warning:" in (tmp_path / "out" / "report.html").read_text()
@@ -153,7 +155,7 @@ def test_the_manifest_states_the_io_contract_in_both_formats(keras, tmp_path):
         'name = "both"\ndescription = "Phones and browsers."\nformats = ["tflite", "tfjs"]\nquantization = ["float32"]\n'
         '[budget]\nmax_size = "1 MiB"\n[drift]\nmax_abs_error = 0.001\n'
     )
-    result = build(BuildOptions(out=tmp_path / "out", model=path, calibration=data, profiles=profiles, latency_runs=3,
+    result = build(warm_options(out=tmp_path / "out", model=path, calibration=data, profiles=profiles, latency_runs=3,
                                 allow_degenerate_reference=True))
     assert result.passed, result.to_text()
     manifest = json.loads((tmp_path / "out" / "both" / "manifest.json").read_text())
@@ -202,7 +204,7 @@ def test_real_output_kinds_build_for_every_shipped_profile(keras, detector, tmp_
     data = tmp_path / "images.npz"
     rng = np.random.default_rng(4)
     np.savez(data, images=rng.uniform(size=(32, 16, 16, 3)).astype(np.float32))
-    result = build(BuildOptions(out=tmp_path / "out", model=path, calibration=data, latency_runs=3, allow_degenerate_reference=True))
+    result = build(warm_options(out=tmp_path / "out", model=path, calibration=data, latency_runs=3, allow_degenerate_reference=True))
     text = result.to_text()
     assert "not measured" not in text, text
     assert result.passed, text  # these budgets can be met: all six bundles

@@ -6,6 +6,8 @@ import json
 import numpy as np
 import pytest
 
+from tests.conftest import warm_options
+
 from mobilepre import quantize
 from mobilepre.builder import BuildOptions, build
 from mobilepre.candidates import candidates_for
@@ -60,7 +62,7 @@ def npu_build(tmp_path_factory):
     body = 'formats = ["tflite"]\nquantization = ["int8"]\nio_type = "uint8"\n[budget]\nmax_size = "1 MiB"\n'
     write_profile(profiles, "strict", body + "[drift]\nmax_abs_error = 0.025\n")
     write_profile(profiles, "loose", body + "[drift]\nmax_abs_error = 0.05\n")
-    return build(BuildOptions(out=root / "out", profiles=profiles, latency_runs=3)), root / "out"
+    return build(warm_options(out=root / "out", profiles=profiles, latency_runs=3)), root / "out"
 
 
 def test_qat_is_tried_when_int8_misses_drift_and_says_what_it_recovered(npu_build):

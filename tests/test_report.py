@@ -11,7 +11,7 @@ import pytest
 
 from mobilepre.builder import BuildOptions, build
 from mobilepre.errors import MobilepreError
-from tests.conftest import run_cli
+from tests.conftest import run_cli, warm_options
 from tests.test_build import write_profile
 
 FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
@@ -24,10 +24,10 @@ def two_builds(tmp_path_factory):
     root = tmp_path_factory.mktemp("overview")
     first, second = root / "first", root / "second"
     write_profile(first, "phone", FLOAT32 + '[budget]\nmax_size = "1 MiB"\n')
-    build(BuildOptions(out=root / "baseline", profiles=first, latency_runs=5))
+    build(warm_options(out=root / "baseline", profiles=first, latency_runs=5))
     write_profile(second, "phone", FLOAT32 + '[budget]\nmax_size = "120 KiB"\n')  # float32 (178 kB) no longer fits
     write_profile(second, "watch", 'formats = ["tflite"]\nquantization = ["float32"]\n[budget]\nmax_size = "10 KiB"\n')
-    result = build(BuildOptions(out=root / "out", profiles=second, latency_runs=5, baseline=root / "baseline"))
+    result = build(warm_options(out=root / "out", profiles=second, latency_runs=5, baseline=root / "baseline"))
     return result, root / "out"
 
 
@@ -63,7 +63,7 @@ def test_report_json_keeps_the_choice_a_latency_profile_made(tmp_path):
     profiles = tmp_path / "profiles"
     write_profile(profiles, "fast", 'formats = ["tflite"]\nquantization = ["float32", "int8"]\nprefer = "latency"\n'
                   '[budget]\nmax_size = "1 MiB"\nmax_latency_ms = 1000.0\n')
-    result = build(BuildOptions(out=tmp_path / "out", profiles=profiles, latency_runs=5))
+    result = build(warm_options(out=tmp_path / "out", profiles=profiles, latency_runs=5))
     chosen = result.profile("fast").formats[0].chosen.candidate
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     manifest = json.loads((tmp_path / "out" / "fast" / "manifest.json").read_text())
@@ -78,7 +78,7 @@ def test_a_baseline_that_is_not_a_build_output_is_one_line(tmp_path):
         assert not (tmp_path / "out").exists()
 
 
-def test_progress_on_stderr_is_lines_in_a_log_and_nothing_when_quiet(tmp_path):
+def test_progress_on_stderr_is_lines_in_a_log_and_nothing_when_quiet(tmp_path, fresh_cache):
     result = run_cli("build", "--out", tmp_path / "a", "--profile", "npu-int8", env=FAST)
     assert result.returncode == 0, result.stderr
     lines = result.stderr.splitlines()
@@ -134,7 +134,7 @@ def grey_float_model(tmp_path_factory, keras):
 @pytest.mark.parametrize("rgb", [True, False])
 def test_a_grayscale_model_bundle_takes_camera_rgb_unless_told(grey_float_model, tmp_path, rgb):
     root, model = grey_float_model
-    result = build(BuildOptions(out=tmp_path / "out", model=root / "grey.keras", profiles=root / "profiles",
+    result = build(warm_options(out=tmp_path / "out", model=root / "grey.keras", profiles=root / "profiles",
                                 calibration=root / "grey.npy", frontend=True, rgb_input=rgb, latency_runs=1,
                                 allow_degenerate_reference=True, shard_size=1024))
     assert result.exit_code == 0

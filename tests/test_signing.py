@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mobilepre.builder import BuildOptions, build
 from mobilepre.check import check, sign_bundles
 from mobilepre.manifest import seal_manifest
-from tests.conftest import run_cli
+from tests.conftest import run_cli, warm_options
 
 FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
 
@@ -36,7 +36,7 @@ def keys(tmp_path_factory):
 def signed_build(tmp_path_factory, keys):
     (private, _), _ = keys
     out = tmp_path_factory.mktemp("signed") / "out"
-    result = build(BuildOptions(out=out, profile=("npu-int8",), latency_runs=3, sign_key=private))
+    result = build(warm_options(out=out, profile=("npu-int8",), latency_runs=3, sign_key=private))
     assert result.passed
     return out
 
