@@ -6,12 +6,10 @@ import contextlib
 import dataclasses
 import datetime
 import fcntl
-import hashlib
 import io
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import stat
@@ -22,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from mobilepre import demo
-from mobilepre.cache import CACHE_SCHEMA, DEFAULT_MAX_BYTES, CandidateCache, code_fingerprint, content_key
+from mobilepre.cache import DEFAULT_MAX_BYTES, CandidateCache
 from mobilepre.data import DataOptions, dataset_info, load_class_names
 from mobilepre.errors import EXIT_FAILED, MobilepreError, engine_errors
 from mobilepre.evaluate import Evaluator
+from mobilepre.keys import BuildContext, loaded_key, reference_key
 from mobilepre.fsutil import check_output, fsync_tree, os_error_message, remove_stale_staging, replace_tree, staging_folder
 from mobilepre.latency import parse_device_timings
 from mobilepre.manifest import bundle_files
@@ -362,11 +361,11 @@ def _load_inputs(options: BuildOptions, cache: CandidateCache | None = None):
     # A file whose very bytes loaded in the sandboxed child before (with this toolchain and code) is
     # loaded here at once: the trial load guards against a crash this file is known not to cause. Its
     # reference inferences still run in a child (`_reference`).
-    loaded_key = _loaded_key(Path(model_path), options) if cache is not None else None
-    known = loaded_key is not None and cache.get(loaded_key) is not None
+    loaded = loaded_key(Path(model_path), options.input_shape, options.trust_model) if cache is not None else None
+    known = loaded is not None and cache.get(loaded) is not None
     source = load_model(model_path, trust=options.trust_model, input_shape=options.input_shape, isolate=False if known else None)
-    if loaded_key is not None and not known and source.reference is not None:
-        cache.put(loaded_key, {"loaded": True}, {}, {"loaded": str(model_path)})
+    if loaded is not None and not known and source.reference is not None:
+        cache.put(loaded, {"loaded": True}, {}, {"loaded": str(model_path)})
     source = with_stages(source, options.input_range if options.frontend else None, luma=options.rgb_input)
     if calibration is None and validation is None:
         raise MobilepreError("a build measures drift on images: pass --validation or --calibration (folder of images, .npy or .npz)")
@@ -429,8 +428,8 @@ def _build(options: BuildOptions, progress) -> BuildResult:
             "stages": source.stages,
         }
         data = {"calibration": dataset_info(calibration), "validation": dataset_info(validation)}  # hashes each set once
-        parts = _cache_parts(source, data, validation, options)
-        reference = _reference(source, validation, cache, parts, progress, options.trust_model)
+        context = BuildContext.of(source, data, validation.labels)
+        reference = _reference(source, validation, cache, context, progress, options.trust_model)
         # output kinds as every profile of the folder declares them, so that a build of some profiles
         # (one cell of a CI matrix) judges them as the build of all does
         outputs = resolve_outputs(source, every_profile, reference)
@@ -445,9 +444,9 @@ def _build(options: BuildOptions, progress) -> BuildResult:
         sdk = SdkContract(Path(source.path).stem if options.model else "mobilepre_demo_digits", source.input_dtype,
                           tuple(source.input_shape), tuple(options.input_range),
                           tuple((spec.name, spec.kind.value) for spec in outputs), class_names, source.luma)
-        parts.update(outputs=[spec.to_dict() for spec in outputs], sdk=dataclasses.asdict(sdk))
+        context = context.with_outputs(outputs, sdk)
         evaluator = Evaluator(source, calibration.images, validation.images, validation.labels, work, progress,
-                              options.prune_epochs, outputs, reference, profiles, sdk, options.shard_size, cache, parts)
+                              options.prune_epochs, outputs, reference, profiles, sdk, options.shard_size, cache, context)
         try:
             results = search(profiles, evaluator, timings, options.latency_runs, progress, options.jobs)
         finally:
@@ -476,33 +475,10 @@ def _open_cache(options: BuildOptions, out: Path) -> CandidateCache | None:
     return CandidateCache(cache_dir, options.cache_max_bytes, options.cache_latency).open()
 
 
-def _cache_parts(source, data: dict, validation, options: BuildOptions) -> dict:
-    """What every cached result of this build depends on (each candidate adds its own settings)."""
-    labels = None if validation.labels is None else hashlib.sha256(np.ascontiguousarray(validation.labels).tobytes()).hexdigest()
-    return {
-        "calibration": data["calibration"]["sha256"], "code": code_fingerprint(), "input": [source.input_dtype, list(source.input_shape)],
-        "labels": labels, "model": source.identity, "schema": CACHE_SCHEMA, "stages": source.stages, "system": platform.system() + "-" + platform.machine(),
-        "toolchain": toolchain_versions(), "validation": data["validation"]["sha256"],
-    }
-
-
-def _loaded_key(model: Path, options: BuildOptions) -> str:
-    """The cache key saying this model file, byte for byte, loaded in the sandboxed child before."""
-    files = sorted(p for p in model.rglob("*") if p.is_file()) if model.is_dir() else [model]
-    digest = hashlib.sha256()
-    for path in files:
-        digest.update(path.relative_to(model).as_posix().encode() if model.is_dir() else b"")
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-    return content_key({"code": code_fingerprint(), "file": digest.hexdigest(), "input_shape": options.input_shape, "loaded": True,
-                        "schema": CACHE_SCHEMA, "toolchain": toolchain_versions(), "trust": options.trust_model})
-
-
-def _reference(source, validation, cache: CandidateCache | None, parts: dict, progress, trust: bool = False) -> list:
+def _reference(source, validation, cache: CandidateCache | None, context: BuildContext, progress, trust: bool = False) -> list:
     """The float model's outputs on the validation images, from the cache when this model, these stages
     and these images were run before."""
-    key = content_key({k: parts[k] for k in ("code", "input", "model", "schema", "stages", "system", "toolchain", "validation")} | {"reference": True})
+    key = reference_key(context)
     entry = cache.get(key) if cache is not None else None
     if entry is not None:
         try:

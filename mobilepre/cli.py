@@ -457,13 +457,42 @@ def _fail(message: str, exit_code: int, as_json: bool) -> None:
     sys.exit(exit_code)
 
 
+# Library parameters whose CLI option has another name (every other parameter is the option of the same
+# name, found in the commands themselves by `flags`).
+_RENAMED = {"cache_max_bytes": "--cache-max", "shard_size_bytes": "--shard-size", "latency_runs": "--latency-runs",
+            "model": "MODEL", "out": "--out", "prune_epochs": "--prune-epochs", "epochs": "--epochs",
+            "min_top1_agreement": "--min-top1", "max_abs_error": "--max-abs", "trust": "--trust-model",
+            "private_key": "--sign-key", "public_key": "--verify-key", "browser": "--runtime chromium"}
+
+
+def flags() -> dict[str, str]:
+    """Library parameter name -> the CLI's word for it (`input_shape` -> `--input-shape`): the one place
+    the CLI maps the library's words to its own, read from the commands' own options."""
+    import typer.main
+
+    found: dict[str, str] = {}
+
+    def walk(command) -> None:
+        for parameter in getattr(command, "params", ()):
+            if parameter.param_type_name == "option":
+                longest = max(parameter.opts, key=len)
+                found.setdefault(parameter.name, longest)
+            else:
+                found.setdefault(parameter.name, parameter.name.upper())
+        for sub in getattr(command, "commands", {}).values():
+            walk(sub)
+
+    walk(typer.main.get_command(app))
+    return {**found, **_RENAMED}
+
+
 def main() -> None:
     """Entry point: one line and a documented exit code for every user mistake."""
     as_json = "--json" in sys.argv[1:]
     try:
         code = app(standalone_mode=False)
     except MobilepreError as error:
-        _fail(error.message, error.exit_code, as_json)
+        _fail(error.render(flags()), error.exit_code, as_json)
     except typer.Abort:
         typer.echo("mobilepre: interrupted; outputs were left as they were before this run", err=True)
         sys.exit(130)

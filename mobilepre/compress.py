@@ -11,7 +11,7 @@ import numpy as np
 from mobilepre import quantize
 from mobilepre.artifacts import io_contract, io_lines
 from mobilepre.data import DataOptions
-from mobilepre.errors import MobilepreError, engine_errors
+from mobilepre.errors import MobilepreError, engine_errors, param
 from mobilepre.fsutil import (
     atomic_file,
     check_output,
@@ -100,16 +100,16 @@ def quantize_file(
         )
     out = Path(out)
     if settings.format is quantize.Format.TFLITE and out.suffix != ".tflite":
-        raise MobilepreError(f"--out {out}: a TFLite artifact is one file, name it *.tflite")
+        raise MobilepreError(f"{param('out')} {out}: a TFLite artifact is one file, name it *.tflite")
     replaceable = tflite_file_problem if settings.format is quantize.Format.TFLITE else tfjs_folder_problem
-    check_output(out, force, "--out", (model_path, data.path, data.labels), replaceable)
+    check_output(out, force, param('out'), (model_path, data.path, data.labels), replaceable)
     source = load_model(model_path, trust=trust, input_shape=input_shape)
     dataset = data.load(source, f"{settings.mode} quantization" if settings.needs_calibration else None)
     calibration = dataset.images if dataset is not None else None
     kernels = prunable_kernels(source.model)
     sparsity = measured_sparsity(kernels)[0] if kernels else 0.0
     if layer_report and settings.mode is not quantize.Mode.INT8:
-        raise MobilepreError("--layer-report explains int8 error: use it with --mode int8")
+        raise MobilepreError(f"{param('layer_report')} explains int8 error: use it with {param('mode')} int8")
     with engine_errors(str(model_path)), tempfile.TemporaryDirectory(prefix="mobilepre-sm-") as tmp:
         exported = export_saved_model(source.model, Path(tmp) / "saved_model", source.input_shape)
         artifact = quantize.convert(source.model, settings, calibration, saved_model_dir=exported, sparsity=sparsity)
@@ -188,8 +188,8 @@ def prune_file(
         settings = PruneSettings(sparsity=sparsity, epochs=epochs, scope=scope)
     out = Path(out)
     if out.suffix != ".keras":
-        raise MobilepreError(f"--out {out}: the pruned model is saved as a Keras model, name it *.keras")
-    check_output(out, force, "--out", (model_path, data.path, data.labels, validation.path if validation else None), keras_file_problem)
+        raise MobilepreError(f"{param('out')} {out}: the pruned model is saved as a Keras model, name it *.keras")
+    check_output(out, force, param('out'), (model_path, data.path, data.labels, validation.path if validation else None), keras_file_problem)
     source = load_model(model_path, trust=trust)
     dataset = data.load(source, "pruning with fine-tuning" if epochs else None)
     held_out = validation.load(source) if validation is not None else None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from mobilepre import toml_reader as toml
 from mobilepre.builder import BuildOptions
-from mobilepre.errors import MobilepreError
+from mobilepre.errors import MobilepreError, param
 from mobilepre.profiles import parse_size
 
 MAX_CONFIG_BYTES = 64 * 1024
@@ -20,8 +20,8 @@ _NUMBER_LIST_KEYS = {"input_range", "input_shape"}
 def load_build_config(path: Path) -> dict:
     """Read a build config into `BuildOptions` keywords; relative paths are relative to the file's folder."""
     path = Path(path)
-    where = f"--config {path}"
-    document = toml.read_toml(path, "--config", MAX_CONFIG_BYTES)
+    where = f"{param('config')} {path}"
+    document = toml.read_toml(path, param('config'), MAX_CONFIG_BYTES)
     keys = tuple(f.name for f in dataclasses.fields(BuildOptions) if f.name != "config")
     toml.check_keys(document, where, "", {"": keys})
     options = {}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilepre.errors import MobilepreError
+from mobilepre.errors import MobilepreError, param
 from mobilepre.toml_reader import read_regular_file
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -390,7 +390,7 @@ def _check_channels(path: Path, image_channels: int, model_channels: int, conver
         return
     raise MobilepreError(
         f"image {path} has {image_channels} channel{'s' if image_channels != 1 else ''}, the model expects "
-        f"{model_channels}: pass --convert-channels to convert"
+        f"{model_channels}: pass {param('convert_channels')} to convert"
     )
 
 
@@ -691,7 +691,7 @@ class DataOptions:
     def load(self, source, required_for: str | None = None):
         if self.path is None:
             if required_for:
-                raise MobilepreError(f"{required_for} needs images: pass --calibration DATA (a folder of images, .npy or .npz)")
+                raise MobilepreError(f"{required_for} needs images: pass {param('calibration')} DATA (a folder of images, .npy or .npz)")
             return None
         return load_dataset(
             self.path,
@@ -741,7 +741,7 @@ def parse_range(text: str) -> tuple[float, float]:
     except ValueError:
         values = None
     if not sep or values is None or not values[0] < values[1]:
-        raise MobilepreError(f"--input-range {text!r}: expected LOW:HIGH with LOW < HIGH, e.g. 0:1 or -1:1")
+        raise MobilepreError(f"{param('input_range')} {text!r}: expected LOW:HIGH with LOW < HIGH, e.g. 0:1 or -1:1")
     return values
 
 

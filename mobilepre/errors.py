@@ -4,6 +4,8 @@ engine's errors become ours."""
 from __future__ import annotations
 
 import contextlib
+import re
+from collections.abc import Mapping
 
 from mobilepre.quantize.settings import QuantizeError
 
@@ -12,18 +14,33 @@ EXIT_FAILED = 1  # a budget, tolerance or integrity check failed
 EXIT_BAD_INPUT = 2  # bad input or usage: nothing was written
 
 
+_PARAMETER = re.compile("\u27e6([a-z][a-z0-9_]*)\u27e7")  # a parameter's name between ⟦ and ⟧, see `param`
+
+
+def param(name: str) -> str:
+    """A library parameter named in an error message (`f"{param('jobs')} 0: expected ..."`): a Python
+    caller reads `jobs`, a CLI user reads the flag the CLI maps it to (`--jobs`, `MobilepreError.render`).
+    The library speaks in its parameters; only the CLI knows its flags."""
+    return f"\u27e6{name}\u27e7"
+
+
 class MobilepreError(Exception):
     """A mistake in what the user gave us: one line saying what, where, and what to do.
 
     Attributes:
-        message (str): the line the CLI prints.
+        message (str): the line, naming parameters as the library names them (`input_shape`).
         exit_code (int): `EXIT_BAD_INPUT` (default) or `EXIT_FAILED`.
     """
 
     def __init__(self, message: str, exit_code: int = EXIT_BAD_INPUT):
         super().__init__(message)
-        self.message = message
+        self.template = message  # with the parameters marked (`param`)
+        self.message = self.render({})
         self.exit_code = exit_code
+
+    def render(self, names: Mapping[str, str]) -> str:
+        """The line with each parameter named as `names` maps it (the CLI passes its flags); others bare."""
+        return _PARAMETER.sub(lambda m: names.get(m.group(1), m.group(1)), self.template)
 
     def __str__(self) -> str:
         return self.message

@@ -16,9 +16,10 @@ import numpy as np
 
 from mobilepre import quantize
 from mobilepre.budgets import Measurement
-from mobilepre.cache import CandidateCache, content_key
+from mobilepre.cache import CandidateCache
 from mobilepre.candidates import Candidate
 from mobilepre.errors import MobilepreError
+from mobilepre.keys import BuildContext, candidate_key
 from mobilepre.mixed import find_mixed
 from mobilepre.progress import as_reporter
 from mobilepre.quantize.checks import check_weights
@@ -81,10 +82,10 @@ class Evaluator:
 
     def __init__(self, source, calibration, validation, labels, workdir: Path, progress=None, prune_epochs: int = 30,
                  outputs=None, reference=None, profiles=(), sdk=None, shard_size: int = 4 * 1024 * 1024,
-                 cache: CandidateCache | None = None, cache_parts: dict | None = None):
+                 cache: CandidateCache | None = None, context: BuildContext | None = None):
         self.source = source
         self.cache = cache  # measured candidates from earlier builds, keyed by content (`candidate_key`)
-        self.cache_parts = cache_parts or {}  # what every candidate's key holds: model, data, toolchain...
+        self.context = context  # what every candidate's cache key holds: model, data, toolchain... (`keys`)
         self._cached: dict = {}  # candidate -> (its cache key, the entry it came from, or None when this build stored it)
         self.shard_size = shard_size  # TF.js weight shard bytes
         self.sdk = sdk  # SdkContract: the metadata every artifact carries, written before it is validated
@@ -172,25 +173,8 @@ class Evaluator:
     # ---------------------------------------------------------------------------------- the cache
 
     def candidate_key(self, candidate: Candidate) -> str:
-        """The cache key of `candidate`: the build's parts (model identity and stages, data hashes, output
-        kinds, SDK contract, toolchain and code) and what makes this candidate (format, mode, I/O; TF.js
-        shard size; pruning, clustering or fine-tuning settings; a mixed candidate's precision ladder and
-        drift budgets, which choose its layers)."""
-        parts = {**self.cache_parts, "candidate": {
-            "clusters": candidate.clusters, "format": str(candidate.fmt), "io_type": str(candidate.io_type),
-            "mode": str(candidate.mode), "qat": candidate.qat, "sparsity": candidate.sparsity,
-        }}
-        if candidate.fmt is Format.TFJS:
-            parts["shard_size"] = self.shard_size
-        if candidate.sparsity or candidate.clusters or candidate.qat:
-            parts["fine_tuning"] = {"epochs": self.prune_epochs, "settings": repr(
-                PruneSettings(candidate.sparsity, epochs=self.prune_epochs) if candidate.sparsity
-                else quantize.ClusterSettings(candidate.clusters, epochs=self.prune_epochs) if candidate.clusters
-                else quantize.QATSettings())}
-        if candidate.mode is quantize.Mode.MIXED:
-            profile = self.profiles[candidate.target]
-            parts["mixed"] = {"drift": profile.drift.to_dict(), "ladder": [str(m) for m in profile.modes_for(str(candidate.fmt))]}
-        return content_key(parts)
+        """The cache key of `candidate` in this build (`keys.candidate_key`)."""
+        return candidate_key(self.context, candidate, self.shard_size, self.prune_epochs, self.profiles.get(candidate.target))
 
     def _from_cache(self, candidate: Candidate) -> None:
         key = self.candidate_key(candidate)

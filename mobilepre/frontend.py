@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilepre.errors import MobilepreError
+from mobilepre.errors import MobilepreError, param
 from mobilepre.fsutil import atomic_file, check_output, keras_file_problem
 
 
@@ -128,9 +128,9 @@ def parse_input_shape(text: str) -> tuple[int, int, int]:
     try:
         shape = tuple(int(p) for p in parts)
     except ValueError:
-        raise MobilepreError(f"--input-shape {text!r}: expected H,W,C as three positive integers, e.g. 224,224,3") from None
+        raise MobilepreError(f"{param('input_shape')} {text!r}: expected H,W,C as three positive integers, e.g. 224,224,3") from None
     if len(shape) != 3 or any(d <= 0 for d in shape):
-        raise MobilepreError(f"--input-shape {text!r}: expected H,W,C as three positive integers, e.g. 224,224,3")
+        raise MobilepreError(f"{param('input_shape')} {text!r}: expected H,W,C as three positive integers, e.g. 224,224,3")
     return shape  # type: ignore[return-value]
 
 
@@ -147,7 +147,7 @@ def parse_features(text: str) -> tuple[FeatureStage, ...]:
             f = k = 0
         if not sep or f <= 0 or k <= 0:
             raise MobilepreError(
-                f"--features {text!r}: {item.strip()!r} is not FILTERS:KERNEL with two positive integers, e.g. 16:5"
+                f"{param('features')} {text!r}: {item.strip()!r} is not FILTERS:KERNEL with two positive integers, e.g. 16:5"
             )
         stages.append(FeatureStage(f, k))
     return tuple(stages)
@@ -254,7 +254,7 @@ def attach(frontend, model, name: str | None = None):
     if not fits:
         raise MobilepreError(
             f"front-end outputs {produced} per image but model {model.name!r} expects {expected}: "
-            "change the front-end's --features (last FILTERS sets the channels) or --input-shape"
+            f"change the front-end's {param('features')} (last FILTERS sets the channels) or {param('input_shape')}"
         )
     source = frontend.inputs[0]
     inputs = k.Input(shape=tuple(source.shape[1:]), dtype=source.dtype, name="pixels")
@@ -299,10 +299,10 @@ def write_frontend(spec: FrontendSpec, out, force: bool = False) -> FrontendResu
     file is replaced only with `force`, and only when it is a Keras archive."""
     out = Path(out)
     if out.suffix != ".keras":
-        raise MobilepreError(f"--out {str(out)!r}: the front-end is saved as a Keras 3 model, name it *.keras")
+        raise MobilepreError(f"{param('out')} {str(out)!r}: the front-end is saved as a Keras 3 model, name it *.keras")
     if out.is_dir():
-        raise MobilepreError(f"--out {str(out)!r} is a folder: give a file name ending in .keras")
-    check_output(out, force, "--out", (), keras_file_problem)
+        raise MobilepreError(f"{param('out')} {str(out)!r} is a folder: give a file name ending in .keras")
+    check_output(out, force, param('out'), (), keras_file_problem)
     model = build_frontend(spec)
     with atomic_file(out) as tmp:
         model.save(tmp)

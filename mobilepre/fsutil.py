@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-from mobilepre.errors import MobilepreError
+from mobilepre.errors import MobilepreError, param
 
 
 def _umask() -> int:
@@ -88,12 +88,12 @@ def check_output(
     empty_folder = target.is_dir() and not target.is_symlink() and not any(target.iterdir())
     if (target.exists() or target.is_symlink()) and not empty_folder:  # an empty folder (made by a build tool) holds nothing to lose
         if not force:
-            raise MobilepreError(f"{what} {target} already exists: pass --force to replace it")
+            raise MobilepreError(f"{what} {target} already exists: pass {param('force')} to replace it")
         if target.is_symlink():
             raise MobilepreError(f"{what} {target} is a symlink: remove it or choose another path")
         problem = replaceable(target) if replaceable else None
         if problem:
-            raise MobilepreError(f"{what} {target} is not a previous output of mobilepre ({problem}): --force replaces only those; choose another path")
+            raise MobilepreError(f"{what} {target} is not a previous output of mobilepre ({problem}): {param('force')} replaces only those; choose another path")
     parent = target.parent if str(target.parent) else Path(".")
     if not parent.is_dir():
         raise MobilepreError(f"cannot write {target}: folder {parent} does not exist")

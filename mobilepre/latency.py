@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Callable
 
 from mobilepre.budgets import LatencyFigure
-from mobilepre.errors import MobilepreError
+from mobilepre.errors import MobilepreError, param
 from mobilepre.toml_reader import read_regular_file
 
 MAX_TIMINGS_BYTES = 4 * 1024 * 1024
@@ -58,13 +58,13 @@ def latency_figure(
 def parse_device_timings(path: Path) -> dict[str, float]:
     """`--device-timings FILE`: JSON mapping candidate keys to milliseconds or to the text TFLite's
     `benchmark_model` printed on the device ("Inference timings in us: ... Inference (avg): 1234.5")."""
-    raw = read_regular_file(Path(path), "--device-timings", MAX_TIMINGS_BYTES)
+    raw = read_regular_file(Path(path), param('device_timings'), MAX_TIMINGS_BYTES)
     try:
         document = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise MobilepreError(f"--device-timings {path} is not a JSON file: {error}") from None
+        raise MobilepreError(f"{param('device_timings')} {path} is not a JSON file: {error}") from None
     if not isinstance(document, dict):
-        raise MobilepreError(f"--device-timings {path}: expected an object of candidate key -> ms or benchmark_model output")
+        raise MobilepreError(f"{param('device_timings')} {path}: expected an object of candidate key -> ms or benchmark_model output")
     timings = {}
     for key, value in document.items():
         if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
@@ -76,6 +76,6 @@ def parse_device_timings(path: Path) -> dict[str, float]:
                 timings[key] = float(match.group(1)) / 1000.0  # benchmark_model prints microseconds
                 continue
         raise MobilepreError(
-            f"--device-timings {path}: {key!r} is neither a positive number of ms nor benchmark_model output with 'Inference (avg)'"
+            f"{param('device_timings')} {path}: {key!r} is neither a positive number of ms nor benchmark_model output with 'Inference (avg)'"
         )
     return timings

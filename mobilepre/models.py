@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilepre.errors import MobilepreError, engine_errors
+from mobilepre.errors import MobilepreError, engine_errors, param
 from mobilepre.frontend import FrontendSpec, attach, build_frontend, luma_layer, set_luma_weights
 from mobilepre.macs import count_macs
 from mobilepre.metrics import OutputKind
@@ -227,7 +227,7 @@ def with_stages(source: SourceModel, input_range: tuple | None = None, luma: boo
     channel of a grayscale model (ITU-R BT.601). The result keeps `source`'s identity (the user's model)
     and records the stages in `stages`, so `check` can rebuild the same reference."""
     if input_range is not None and source.input_dtype == "uint8":
-        raise MobilepreError(f"--frontend: model {source.path} already takes uint8 pixels")
+        raise MobilepreError(f"{param('frontend')}: model {source.path} already takes uint8 pixels")
     luma = bool(luma) and source.input_shape[-1] == 1
     if input_range is None and not luma:
         return source

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobilepre.candidates import candidates_for
-from mobilepre.errors import MobilepreError
+from mobilepre.errors import MobilepreError, param
 from mobilepre.profiles import default_profiles_dir, load_profiles
 
 GROUPINGS = ("profile", "shared")
@@ -61,7 +61,7 @@ def plan(models=(), profiles: Path | None = None, by: str = "profile") -> Plan:
     profile (`by` "profile"), or one per model and group of profiles that share a candidate (`by`
     "shared": a candidate converted and validated once serves every profile of its group)."""
     if by not in GROUPINGS:
-        raise MobilepreError(f"--by {by!r}: expected one of {', '.join(GROUPINGS)}")
+        raise MobilepreError(f"{param('by')} {by!r}: expected one of {', '.join(GROUPINGS)}")
     found = load_profiles(profiles or default_profiles_dir())
     keys = {p.name: {c.key for cs in candidates_for(p).values() for c in cs} for p in found}
     groups = [[p.name] for p in found] if by == "profile" else _sharing(found, keys)

@@ -38,7 +38,7 @@ import stat
 import zipfile
 from pathlib import Path
 
-from mobilepre.errors import MobilepreError
+from mobilepre.errors import MobilepreError, param
 from mobilepre.graph_scan import GraphParseError, refused_ops
 
 MAX_ZIP_MEMBERS = 10_000
@@ -83,7 +83,7 @@ _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.-]*://|^file:", re.IGNORECASE)
 _PATH = re.compile(r"^(?:/|~$|~[\w.-]*[/\\]|[A-Za-z]:[\\/]|\\\\)|(?:^|[/\\])\.\.(?:[/\\]|$)")
 
 _ACCEPTED = "a .keras archive, a .h5/.hdf5 file or a SavedModel folder (with saved_model.pb)"
-_TRUST_HINT = "if you trust this file, pass --trust-model"
+_TRUST_HINT = f"if you trust this file, pass {param('trust')}"
 
 
 def scan_model(path: Path, trust: bool = False) -> str:

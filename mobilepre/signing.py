@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from mobilepre.errors import MobilepreError
+from mobilepre.errors import MobilepreError, param
 
 SIGNATURE_FILE = "signature.sig"
 
@@ -26,14 +26,14 @@ def sign_bundle(bundle: Path, private_key: Path, password: str | None = None) ->
     """Sign every file of `bundle` with the EC private key (PEM) at `private_key`; return the signature."""
     from model_signing import signing
 
-    key = _key_file(private_key, "--sign-key")
+    key = _key_file(private_key, param('private_key'))
     signature = Path(bundle) / SIGNATURE_FILE
     try:
         signing.Config().set_hashing_config(_hashing_config()).use_elliptic_key_signer(
             private_key=key, password=password
         ).sign(Path(bundle), signature)
     except (ValueError, TypeError) as error:  # cryptography's words for a key that is not an EC private key
-        raise MobilepreError(f"--sign-key {key}: cannot sign with it ({_first_line(error)}): give an elliptic-curve private key in PEM") from None
+        raise MobilepreError(f"{param('private_key')} {key}: cannot sign with it ({_first_line(error)}): give an elliptic-curve private key in PEM") from None
     return signature
 
 
@@ -44,7 +44,7 @@ def signature_problem(bundle: Path, public_key: Path) -> str | None:
     signature = Path(bundle) / SIGNATURE_FILE
     if not signature.is_file() or signature.is_symlink():
         return f"it has no {SIGNATURE_FILE}: the bundle is unsigned"
-    key = _key_file(public_key, "--verify-key")
+    key = _key_file(public_key, param('public_key'))
     try:
         verifying.Config().set_hashing_config(_hashing_config()).use_elliptic_key_verifier(public_key=key).verify(
             Path(bundle), signature

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilepre.artifacts import io_contract, io_lines, tflite_io, tfjs_tensor
-from mobilepre.errors import EXIT_FAILED, MobilepreError
+from mobilepre.errors import EXIT_FAILED, MobilepreError, param
 from mobilepre.metrics import CLASS_SCORES, TOLERANCES, OutputKind
 from mobilepre.models import load_model, settle_kinds, with_stages
 from mobilepre.quantize.export import output_list, signature_output_keys
@@ -196,18 +196,14 @@ def degenerate_reason(reference: np.ndarray, kind) -> str | None:
     return None
 
 
-_TOLERANCE_FLAGS = {"min_top1_agreement": "--min-top1", "max_abs_error": "--max-abs", "max_accuracy_drop": "--max-accuracy-drop"}
-
-
 def _check_tolerances(tolerances: dict) -> None:
     """A tolerance outside the range its metric can take is a mistake, not a test (`--min-top1 2`)."""
     for name, limit in tolerances.items():
         if limit is None:
             continue
         tolerance = TOLERANCES[name]
-        flag = _TOLERANCE_FLAGS.get(name, name)
         if not (math.isfinite(limit) and tolerance.low <= limit <= tolerance.high):
-            raise MobilepreError(f"{flag} {limit:g}: expected a number from {tolerance.low:g} to {tolerance.high:g} ({tolerance.meaning})")
+            raise MobilepreError(f"{param(name)} {limit:g}: expected a number from {tolerance.low:g} to {tolerance.high:g} ({tolerance.meaning})")
 
 
 def tolerance_failures(drifts: list, tolerances: dict) -> list[str]:
@@ -440,7 +436,7 @@ def validate_files(
     fmt = candidate_format(candidate)  # refuse a wrong candidate before the slow model load
     if browser is not None:
         if fmt != "tfjs":
-            raise MobilepreError(f"--runtime chromium runs TF.js models; {candidate} is a TFLite file (it runs in LiteRT)")
+            raise MobilepreError(f"{param('browser')} runs TF.js models; {candidate} is a TFLite file (it runs in LiteRT)")
         check_chromium()  # before the slow model load
     source = load_model(reference, trust=trust)
     source = _behind_stages(source, Path(candidate), fmt, data.input_range)

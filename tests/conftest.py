@@ -52,8 +52,9 @@ def _environment(env: dict | None, cwd):
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
     try:
         if env is not None:
+            env = with_cache(env)
             os.environ.clear()
-            os.environ.update(with_cache(env))
+            os.environ.update(env)
         if cwd is not None:
             os.chdir(cwd)
         yield
@@ -88,10 +89,18 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="session", autouse=True)
 def session_cache(tmp_path_factory) -> Path:
-    """The one candidate cache of the session (the product's own), warm after the first build."""
-    return tmp_path_factory.mktemp("session-cache")
+    """The one candidate cache of the session (the product's own), warm after the first build; set before
+    any module's fixtures build, and the CLI's default (`MOBILEPRE_CACHE`)."""
+    folder = tmp_path_factory.mktemp("session-cache")
+    saved = os.environ.get("MOBILEPRE_CACHE")
+    os.environ["MOBILEPRE_CACHE"] = str(folder)
+    yield folder
+    if saved is None:
+        os.environ.pop("MOBILEPRE_CACHE", None)
+    else:
+        os.environ["MOBILEPRE_CACHE"] = saved
 
 
 @pytest.fixture(autouse=True)

@@ -213,12 +213,12 @@ def test_settings_no_candidate_uses_still_hit(cached_builds):
 
 def test_another_toolchain_or_model_misses(cached_builds, monkeypatch, keras, tmp_path):
     root, _ = cached_builds
-    from mobilepre import builder
+    from mobilepre import keys
 
-    real = builder.toolchain_versions
-    monkeypatch.setattr(builder, "toolchain_versions", lambda: {**real(), "tensorflow": "2.99.0"})
+    real = keys.toolchain_versions  # every key is derived in `keys`: another toolchain there misses everywhere
+    monkeypatch.setattr(keys, "toolchain_versions", lambda: {**real(), "tensorflow": "2.99.0"})
     assert build(BuildOptions(out=tmp_path / "tool", profiles=root / "profiles", cache=root / "cache", latency_runs=3)).conversions == 2
-    monkeypatch.setattr(builder, "toolchain_versions", real)
+    monkeypatch.setattr(keys, "toolchain_versions", real)
     model = keras.models.load_model(demo.model_path())
     model.layers[-1].set_weights([w * 1.01 for w in model.layers[-1].get_weights()])
     model.save(tmp_path / "other.keras")

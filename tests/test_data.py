@@ -100,7 +100,7 @@ def test_grey_image_for_rgb_model_names_the_first_offender_before_decoding(tmp_p
     with pytest.raises(MobilepreError) as excinfo:
         load_dataset(tmp_path, RGB8)
     assert message(excinfo) == (
-        f"image {tmp_path / 'b.png'} has 1 channel, the model expects 3: pass --convert-channels to convert"
+        f"image {tmp_path / 'b.png'} has 1 channel, the model expects 3: pass convert_channels to convert"
     )
     assert excinfo.value.exit_code == 2
 

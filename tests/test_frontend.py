@@ -195,6 +195,17 @@ def test_cli_bad_arguments_give_one_line_and_exit_2(tmp_path, args, message):
     assert not out.exists() and list(tmp_path.iterdir()) == []
 
 
+def test_the_library_names_its_parameter_and_the_cli_its_flag(tmp_path):
+    """One mistake, two readers: a Python caller is told `input_shape`, a CLI user `--input-shape`."""
+    problem = "'0,5': expected H,W,C as three positive integers, e.g. 224,224,3"
+    with pytest.raises(MobilepreError) as info:
+        parse_input_shape("0,5")
+    assert str(info.value) == info.value.message == f"input_shape {problem}"
+    result = run_cli("frontend", "--out", tmp_path / "f.keras", "--input-shape", "0,5")
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"mobilepre: error: --input-shape {problem}"
+
+
 def test_cli_frontend_writes_a_loadable_model(tmp_path, keras):
     out = tmp_path / "f.keras"
     result = run_cli("frontend", "--out", out, "--input-shape", "12,12,3", "--features", "4:3", "--normalize", "sigmoid", "--json")

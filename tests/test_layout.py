@@ -23,7 +23,7 @@ LAYERS = [
     {"mobilepre.safety"},
     {"mobilepre.profiles", "mobilepre.data", "mobilepre.models", "mobilepre.runtimes", "mobilepre.frontend",
      "mobilepre.manifest", "mobilepre.latency", "mobilepre.candidates", "mobilepre.overview"},
-    {"mobilepre.layers", "mobilepre.validate", "mobilepre.report", "mobilepre.mixed", "mobilepre.cache"},
+    {"mobilepre.layers", "mobilepre.validate", "mobilepre.report", "mobilepre.mixed", "mobilepre.cache", "mobilepre.keys"},
     {"mobilepre.evaluate", "mobilepre.compress"},
     {"mobilepre.search", "mobilepre.plan"},
     {"mobilepre.builder", "mobilepre.check"},

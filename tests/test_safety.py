@@ -190,9 +190,9 @@ def test_scanning_imports_neither_tensorflow_nor_keras(models):
 
 
 def test_a_real_lambda_model_is_refused_unless_trusted(models):
-    refused(models / "lambda.keras", "Lambda", "config.layers[1].class_name", "--trust-model")
+    refused(models / "lambda.keras", "Lambda", "config.layers[1].class_name", "if you trust this file, pass trust")
     assert scan_model(models / "lambda.keras", trust=True) == "keras"
-    refused(models / "lambda.h5", "model_config", "Lambda", "--trust-model")
+    refused(models / "lambda.h5", "model_config", "Lambda", "if you trust this file, pass trust")
     assert scan_model(models / "lambda.h5", trust=True) == "h5"
 
 
@@ -345,7 +345,7 @@ NEAR_MISS_STRINGS = [
 @pytest.mark.parametrize("text", MALICIOUS_STRINGS)
 def test_suspicious_string_in_a_layer_config_is_refused(models, tmp_path, text):
     forged = with_config(models / "nested.keras", tmp_path / "m.keras", set_in_layer("td_dense", "comment", text))
-    message = refused(forged, "config.layers[1].config.layer.config.comment", "--trust-model")
+    message = refused(forged, "config.layers[1].config.layer.config.comment", "if you trust this file, pass trust")
     assert scan_model(forged, trust=True) == "keras"
     assert "value" in message
 
@@ -590,7 +590,7 @@ def test_hdf5_weights_only_file_is_refused(models, tmp_path):
 
 @pytest.mark.parametrize("name, op", [("pyfunc", "EagerPyFunc"), ("readfile", "ReadFile")])
 def test_saved_model_running_python_or_reading_files_is_refused_unless_trusted(saved_models, name, op):
-    refused(saved_models / name, f"op {op}", "--trust-model")
+    refused(saved_models / name, f"op {op}", "if you trust this file, pass trust")
     assert scan_model(saved_models / name, trust=True) == "saved_model"
 
 
@@ -673,7 +673,7 @@ def hostile_saved_models(tmp_path_factory):
 ])
 def test_a_saved_model_op_outside_the_allowlist_is_refused_and_runs_nothing(hostile_saved_models, tmp_path, name, op, marker):
     out, markers = hostile_saved_models
-    message = refused(out / name, op, "--trust-model")
+    message = refused(out / name, op, "if you trust this file, pass trust")
     assert "not a pure numeric op" in message
     result = run_cli("build", out / name, "--out", tmp_path / "o", "--calibration", demo.calibration_path(), "--profile", "npu-int8")
     assert result.returncode == 2 and op in result.stderr and "Traceback" not in result.stderr
