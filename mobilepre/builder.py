@@ -8,11 +8,9 @@ import datetime
 import fcntl
 import io
 import json
-import math
 import os
 import shutil
 import signal
-import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +20,7 @@ import numpy as np
 from mobilepre import demo
 from mobilepre.cache import DEFAULT_MAX_BYTES, CandidateCache
 from mobilepre.data import DataOptions, dataset_info, load_class_names
-from mobilepre.errors import EXIT_FAILED, MobilepreError, engine_errors
+from mobilepre.errors import MobilepreError, engine_errors
 from mobilepre.evaluate import Evaluator
 from mobilepre.keys import BuildContext, loaded_key, reference_key
 from mobilepre.fsutil import check_output, fsync_tree, os_error_message, remove_stale_staging, replace_tree, staging_folder
@@ -30,17 +28,18 @@ from mobilepre.latency import parse_device_timings
 from mobilepre.manifest import bundle_files
 from mobilepre.metrics import ALL_KINDS, CLASS_SCORES, TOLERANCES
 from mobilepre.models import OutputSpec, ReferenceChild, isolated_loads, load_model, settle_kinds, with_stages
+from mobilepre.output import output_problem
 from mobilepre.overview import latency_figures, load_baseline, markdown
-from mobilepre.profiles import Profile, default_profiles_dir, format_size, load_profiles
+from mobilepre.profiles import default_profiles_dir, format_size, load_profiles
 from mobilepre.progress import as_reporter
 from mobilepre.report import render_html
 from mobilepre.sdk_metadata import SdkContract
-from mobilepre.search import FormatResult, search
+from mobilepre.results import REPORT_SCHEMA, BuildResult, CandidateRecord, FormatResult, ProfileResult, finite
+from mobilepre.search import search
 from mobilepre.validate import degenerate_reason, reference_outputs
-from mobilepre.signing import SIGNATURE_FILE, sign_bundle
+from mobilepre.signing import sign_bundle
 from mobilepre.versions import toolchain_versions
 
-REPORT_SCHEMA = "mobilepre.report/2"
 
 
 @dataclass(frozen=True)
@@ -127,172 +126,6 @@ class BuildOptions:
             raise MobilepreError(f"prune_epochs {self.prune_epochs!r}: expected a whole number >= 0")
         if not isinstance(self.cache_max_bytes, int) or isinstance(self.cache_max_bytes, bool) or self.cache_max_bytes < 1024 * 1024:
             raise MobilepreError(f"--cache-max {self.cache_max_bytes!r}: expected at least 1 MiB, e.g. '5 GiB'")
-
-
-@dataclass(frozen=True)
-class ProfileResult:
-    """One profile's outcome: its search per format, and the bundle written when every format found one.
-
-    Attributes:
-        name (str): the profile's name.
-        profile (Profile): the profile as the build read it.
-        formats (tuple[FormatResult, ...]): per format the profile lists.
-    """
-
-    name: str
-    profile: Profile
-    formats: tuple
-
-    @property
-    def passed(self) -> bool:
-        return all(f.chosen is not None for f in self.formats)
-
-    @property
-    def bundle(self) -> str | None:
-        """The bundle's folder name under the output, when one was written."""
-        return self.name if self.passed else None
-
-    def format(self, fmt: str) -> FormatResult:
-        return next(f for f in self.formats if f.format == fmt)
-
-    def to_dict(self) -> dict:
-        return {
-            "bundle": self.bundle,
-            "formats": [f.to_dict() for f in self.formats],
-            "name": self.name,
-            "passed": self.passed,
-            "profile": self.profile.to_dict(),
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ProfileResult:
-        profile = Profile.from_dict(data["profile"], f"profile {data['name']}")
-        return cls(data["name"], profile, tuple(FormatResult.from_dict(f) for f in data["formats"]))
-
-
-@dataclass(frozen=True)
-class CandidateRecord:
-    """One measured candidate, whichever profiles tried it: bytes, drift and host latencies by thread count."""
-
-    candidate: str
-    size_bytes: int
-    gzip_bytes: int
-    sparsity: float
-    drift: tuple  # per output: name, kind, metrics
-    error: str | None
-    latency_ms: dict  # str(threads) -> median ms on this host
-    peak_memory_bytes: int | None = None  # the runtime's peak for loading and one inference, on this host
-
-    def to_dict(self) -> dict:
-        return {
-            "bytes": self.size_bytes, "candidate": self.candidate, "drift": [dict(d) for d in self.drift], "error": self.error,
-            "gzip_bytes": self.gzip_bytes, "latency_ms": dict(self.latency_ms), "peak_memory_bytes": self.peak_memory_bytes,
-            "sparsity": self.sparsity,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> CandidateRecord:
-        return cls(data["candidate"], data["bytes"], data["gzip_bytes"], data["sparsity"], tuple(dict(d) for d in data["drift"]),
-                   data["error"], dict(data["latency_ms"]), data.get("peak_memory_bytes"))
-
-
-@dataclass(frozen=True)
-class BuildResult:
-    """What `build` did. `passed` (exit code 0) when every profile got a bundle, else exit code 1.
-
-    Attributes:
-        out (str): the output folder.
-        profiles (tuple[ProfileResult, ...]): sorted by profile name.
-        candidates (tuple[CandidateRecord, ...]): every measured candidate.
-        conversions (int), validations (int): how much work the build did.
-        source (dict): the model's name, identity, input, parameters and MACs.
-        cache (dict | None): what the candidate cache gave and took (`cache.CacheStats`), when one was used.
-    """
-
-    out: str
-    profiles: tuple
-    candidates: tuple
-    conversions: int
-    validations: int
-    source: dict
-    cache: dict | None = None
-
-    @property
-    def passed(self) -> bool:
-        return all(p.passed for p in self.profiles)
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.passed else EXIT_FAILED
-
-    def profile(self, name: str) -> ProfileResult:
-        return next(p for p in self.profiles if p.name == name)
-
-    def failure(self) -> str | None:
-        """One line naming each profile without a bundle and its closest candidate's first failure, or None."""
-        reasons = []
-        for p in self.profiles:
-            for f in p.formats:
-                if f.chosen is None:
-                    row = f.closest
-                    why = f"closest {row.candidate}: {row.verdict.failures[0]}" if row and row.verdict.failures else "no candidate could be measured"
-                    reasons.append(f"profile {p.name} ({f.format}): no candidate within budget ({why})")
-        return "; ".join(reasons) or None
-
-    def to_dict(self) -> dict:
-        return _finite({
-            "cache": self.cache,
-            "candidates": [c.to_dict() for c in self.candidates],
-            "conversions": self.conversions,
-            "out": self.out,
-            "passed": self.passed,
-            "profiles": [p.to_dict() for p in self.profiles],
-            "source": self.source,
-            "validations": self.validations,
-        })
-
-    @classmethod
-    def from_dict(cls, data: dict) -> BuildResult:
-        return cls(
-            data["out"], tuple(ProfileResult.from_dict(p) for p in data["profiles"]),
-            tuple(CandidateRecord.from_dict(c) for c in data["candidates"]), data["conversions"], data["validations"],
-            dict(data["source"]), data.get("cache"),
-        )
-
-    def to_text(self) -> str:
-        lines = [f"{'profile':<18} {'format':<7} {'chosen':<22} {'bytes':>9} {'gzip':>9} {'top-1':>7} {'latency':>12}  verdict"]
-        for p in self.profiles:
-            for f in p.formats:
-                row = f.chosen or f.closest
-                if row is None:
-                    continue
-                ms = row.latency.ms if row.latency else None
-                lat = f"{ms:.2f} ms" if ms is not None else "-"
-                top1 = row.metric("top1_agreement")
-                verdict = "ok" if f.chosen else "NO CANDIDATE: " + "; ".join(row.verdict.failures)
-                size, gzip = (f"{row.size_bytes:,}", f"{row.gzip_bytes:,}") if row.size_bytes else ("-", "-")
-                lines.append(
-                    f"{p.name:<18} {f.format:<7} {row.candidate:<22} {size:>9} "
-                    f"{gzip:>9} {'-' if top1 is None else f'{top1:.4f}':>7} {lat:>12}  {verdict}"
-                )
-        lines += [f"warning: {w}" for w in self.source.get("warnings", [])]
-        written = sum(p.passed for p in self.profiles)
-        where = (f"{written} of {len(self.profiles)} bundles written to {self.out}" if written
-                 else f"no bundle written; the reports are in {self.out}")
-        reused = f" ({self.cache['hits']} candidates from the cache)" if self.cache and self.cache.get("hits") else ""
-        lines.append(f"{self.conversions} conversions, {self.validations} validations{reused}; {where}")
-        return "\n".join(lines)
-
-
-def _finite(value):
-    """JSON has no infinity: an unbounded gap (an unusable candidate) becomes null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return value
 
 
 # ------------------------------------------------------------------------------------------ writing
@@ -393,7 +226,7 @@ def _build(options: BuildOptions, progress) -> BuildResult:
     out = Path(options.out)
     inputs = (options.model, options.profiles, options.calibration, options.validation, options.labels,
               options.device_timings, options.config, options.sign_key, options.class_names)
-    check_output(out, options.force, "--out", inputs, previous_output_problem)
+    check_output(out, options.force, "--out", inputs, output_problem)
     profiles = every_profile = load_profiles(options.profiles or default_profiles_dir())
     if options.profile:
         known = {p.name for p in profiles}
@@ -451,7 +284,7 @@ def _build(options: BuildOptions, progress) -> BuildResult:
             results = search(profiles, evaluator, timings, options.latency_runs, progress, options.jobs)
         finally:
             evaluator.close()
-        check_output(out, options.force, "--out", inputs, previous_output_problem)  # again: another build may have written it
+        check_output(out, options.force, "--out", inputs, output_problem)  # again: another build may have written it
         progress.stage("writing bundles and reports")
         with staging_folder(out) as staging:
             result = _write_outputs(staging, profiles, results, evaluator, source_info, data, str(out), options.input_range, baseline)
@@ -591,40 +424,6 @@ def resolve_outputs(source, profiles, reference: list) -> tuple:
     return resolved
 
 
-_BUILD_FILES = frozenset({"report.json", "report.html", "report.md", "timings.json"})
-MAX_REPORT_BYTES = 64 * 1024 * 1024
-
-
-def previous_output_problem(folder: Path) -> str | None:
-    """Why `folder` is not the output of an earlier `mobilepre build`, or None when it is: a `report.json`
-    of ours, and nothing but the reports and the bundles it names (each a folder with its manifest)."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return "it is not a folder"
-    report_path = folder / "report.json"
-    try:
-        info = report_path.lstat()
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_REPORT_BYTES:
-            return "its report.json is not a regular file of a sensible size"
-        report = json.loads(report_path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return "it has no report.json"
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
-        return "its report.json is not a mobilepre report"
-    if not isinstance(report, dict) or not str(report.get("schema", "")).startswith("mobilepre.report/"):
-        return "its report.json is not a mobilepre report"
-    bundles = {p.get("bundle") for p in report.get("profiles", []) if isinstance(p, dict) and isinstance(p.get("bundle"), str)}
-    for entry in sorted(folder.iterdir()):
-        if entry.name in _BUILD_FILES and entry.is_file() and not entry.is_symlink():
-            continue
-        if entry.name in bundles and entry.is_dir() and not entry.is_symlink() and (entry / "manifest.json").is_file():
-            continue
-        if entry.name == SIGNATURE_FILE:
-            continue
-        return f"it holds {entry.name}, which a build does not write"
-    return None
-
-
 def _write_outputs(staging: Path, profiles, results: list[FormatResult], evaluator, source_info, data: dict, out: str,
                    input_range: tuple = (0.0, 1.0), baseline: dict | None = None) -> BuildResult:
     versions, created = toolchain_versions(), _created()
@@ -665,12 +464,12 @@ def write_reports(folder: Path, result: BuildResult, data: dict, versions: dict,
         "source": recorded.source,
         "versions": versions,
     }
-    (folder / "report.json").write_text(json.dumps(_finite(report), indent=2, sort_keys=True) + "\n")
+    (folder / "report.json").write_text(json.dumps(finite(report), indent=2, sort_keys=True) + "\n")
     latencies = latency_figures(recorded)
     chosen_latency = [{"profile": p, "format": f, "ms": ms, "source": source} for (p, f), (ms, source) in sorted(latencies.items())]
     timings = {"candidates": [c.to_dict() for c in recorded.candidates], "profiles": chosen_latency,
                "results": [p.to_dict() for p in recorded.profiles]}
-    (folder / "timings.json").write_text(json.dumps(_finite(timings), indent=2, sort_keys=True) + "\n")
+    (folder / "timings.json").write_text(json.dumps(finite(timings), indent=2, sort_keys=True) + "\n")
     (folder / "report.html").write_text(render_html(recorded, latencies, baseline))
     (folder / "report.md").write_text(markdown(recorded, latencies, baseline))
 

@@ -18,17 +18,16 @@ from mobilepre.budgets import Measurement, Verdict, judge
 from mobilepre.data import DataOptions
 from mobilepre.errors import EXIT_FAILED, MobilepreError
 from mobilepre.latency import latency_figure, parse_device_timings
-from mobilepre.manifest import MANIFEST_SCHEMA, MAX_MANIFEST_BYTES, IntegrityError, read_manifest, safe_relative
+from mobilepre.output import NotAnOutput, read_output
+from mobilepre.manifest import MANIFEST_SCHEMA, MAX_MANIFEST_BYTES, IntegrityError, read_manifest
 from mobilepre.metrics import OutputKind
 from mobilepre.models import OutputSpec, load_model, with_stages
 from mobilepre.profiles import Profile, default_profiles_dir, load_profiles
 from mobilepre.quantize.artifact import gzip_size
 from mobilepre.signing import SIGNATURE_FILE, sign_bundle, signature_problem
-from mobilepre.toml_reader import read_regular_file
 from mobilepre.validate import compare, reference_outputs, run_candidate
 
 
-MAX_REPORT_BYTES = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -453,18 +452,9 @@ def _release_findings(root: Path, results, profiles) -> tuple[Finding, ...]:
 def _report_profiles(root: Path) -> dict | None:
     """Profile name -> bundle folder (None when the build wrote none), from the build's report.json."""
     try:
-        raw = read_regular_file(root / "report.json", "report.json", MAX_REPORT_BYTES)
-        report = json.loads(raw.decode("utf-8"))
-    except (MobilepreError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return read_output(root).bundles
+    except NotAnOutput:
         return None
-    if not isinstance(report, dict) or not str(report.get("schema", "")).startswith("mobilepre.report/"):
-        return None
-    out = {}
-    for entry in report.get("profiles", []):
-        if isinstance(entry, dict) and isinstance(entry.get("name"), str):
-            bundle = entry.get("bundle")
-            out[entry["name"]] = bundle if isinstance(bundle, str) and safe_relative(bundle) and "/" not in bundle else None
-    return out
 
 
 def _demo_reference_for(bundles) -> Path:

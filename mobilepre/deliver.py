@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobilepre.check import intact_manifest
-from mobilepre.errors import EXIT_FAILED, MobilepreError
+from mobilepre.errors import EXIT_FAILED, MobilepreError, param
 from mobilepre.fsutil import fsync_tree, os_error_message, remove_stale_staging, replace_tree, staging_folder
 from mobilepre.manifest import IntegrityError, read_manifest
+from mobilepre.output import NotAnOutput, read_output
 from mobilepre.signing import SIGNATURE_FILE
 
 
@@ -45,25 +46,28 @@ class Delivery:
 
 
 def find_bundle(source: Path, profile: str | None) -> Path:
-    """The bundle folder of `profile` in a build output folder, or `source` itself when it is a bundle."""
+    """The bundle folder of `profile` in a build output folder (as its report.json names it, `output`),
+    or `source` itself when it is a bundle."""
     source = Path(source)
     if not source.is_dir():
         raise MobilepreError(f"{source} is not a folder: give a build output folder (mobilepre build --out) or one bundle")
     if (source / "manifest.json").is_file():
         return source
-    if not (source / "report.json").is_file():
-        raise MobilepreError(f"{source} is neither a build output (no report.json) nor a bundle (no manifest.json)")
-    bundles = sorted(p.parent.name for p in source.glob("*/manifest.json"))
+    try:
+        output = read_output(source)
+    except NotAnOutput as why:
+        raise MobilepreError(f"{source} is neither a build output ({why}) nor a bundle (no manifest.json)") from None
+    bundles = sorted(bundle for bundle in output.bundles.values() if bundle)
     if profile is None:
         if len(bundles) != 1:
-            raise MobilepreError(f"{source} holds bundles of {len(bundles)} profiles ({', '.join(bundles) or 'none'}): name one with --profile")
+            raise MobilepreError(f"{source} holds bundles of {len(bundles)} profiles ({', '.join(bundles) or 'none'}): name one with {param('profile')}")
         return source / bundles[0]
-    if profile not in bundles:
+    if output.bundles.get(profile) is None:
         raise MobilepreError(
             f"{source} has no bundle for profile {profile!r} (its build failed or did not include it; report.md says why)",
             EXIT_FAILED,
         )
-    return source / profile
+    return source / output.bundles[profile]
 
 
 def deliver(source: Path, dest: Path, profile: str | None = None, verify_key: Path | None = None) -> Delivery:

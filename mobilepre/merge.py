@@ -6,20 +6,13 @@ import json
 import shutil
 from pathlib import Path
 
-from mobilepre.builder import (
-    MAX_REPORT_BYTES,
-    BuildResult,
-    CandidateRecord,
-    ProfileResult,
-    _finite,
-    previous_output_problem,
-    write_reports,
-)
+from mobilepre.builder import write_reports
 from mobilepre.check import bundle_problem
 from mobilepre.errors import MobilepreError
 from mobilepre.fsutil import check_output, fsync_tree, os_error_message, replace_tree, staging_folder
+from mobilepre.output import NotAnOutput, output_problem, read_output
 from mobilepre.overview import load_baseline
-from mobilepre.toml_reader import read_regular_file
+from mobilepre.results import BuildResult, CandidateRecord
 
 # What parts must agree on, section by section of report.json, to be one build.
 _SAME = (("schema", "report schema"), ("versions", "toolchain"), ("source", "model"), ("data", "images"))
@@ -35,7 +28,7 @@ def merge(out: Path, parts, force: bool = False, verify_key: Path | None = None,
     if not parts:
         raise MobilepreError("merge needs the output folders of the builds to merge: mobilepre merge OUT PART...")
     try:
-        check_output(out, force, "OUT", tuple(parts) + (verify_key, baseline), previous_output_problem)
+        check_output(out, force, "OUT", tuple(parts) + (verify_key, baseline), output_problem)
         read = [_read_part(part, verify_key) for part in parts]
         first_part, first_report, _ = read[0]
         for part, report, _ in read[1:]:
@@ -71,26 +64,20 @@ def merge(out: Path, parts, force: bool = False, verify_key: Path | None = None,
 
 def _read_part(part: Path, verify_key: Path | None) -> tuple[Path, dict, BuildResult]:
     """A part's report.json and its full results (timings.json), checked against each other and its bundles."""
-    problem = previous_output_problem(part)
+    problem = output_problem(part)
     if problem:
         raise MobilepreError(f"part {part}: {problem}: give the --out folder of a `mobilepre build`")
-    report, timings = _json(part / "report.json", part), _json(part / "timings.json", part)
-    if not isinstance(timings, dict) or not isinstance(timings.get("results"), list):
-        raise MobilepreError(f"part {part}: timings.json holds no results (a build by an older mobilepre?): build the part again")
     try:
-        result = BuildResult(str(part), tuple(ProfileResult.from_dict(p) for p in timings["results"]),
-                             tuple(CandidateRecord.from_dict(c) for c in timings["candidates"]), 0, 0, report["source"])
-        stable = [ProfileResult(p.name, p.profile, tuple(f.without_host_figures() for f in p.formats)).to_dict() for p in result.profiles]
-    except (KeyError, TypeError, ValueError, AttributeError, IndexError, MobilepreError) as error:
-        raise MobilepreError(f"part {part}: report.json or timings.json does not have a build's layout ({error}): build the part again") from None
-    if _finite(stable) != report.get("profiles"):
-        raise MobilepreError(f"part {part}: report.json and timings.json disagree on the profiles' results (edited or damaged): build the part again")
+        output = read_output(part)
+        result = output.result()
+    except NotAnOutput as why:
+        raise MobilepreError(f"part {part}: {why}: build the part again") from None
     for profile in result.profiles:
         if profile.bundle:
             problem = bundle_problem(part / profile.bundle, verify_key, profile.name)
             if problem:
                 raise MobilepreError(f"part {part}: bundle {profile.bundle}: {problem}: build the part again")
-    return part, report, result
+    return part, output.report, result
 
 
 def _same_candidate(seen: CandidateRecord | None, record: CandidateRecord, part: Path) -> CandidateRecord:
@@ -113,10 +100,3 @@ def _first_difference(a, b, where: str) -> str:
                 return _first_difference(a.get(key), b.get(key), f"{where}.{key}")
     text = lambda v: json.dumps(v)[:40]  # noqa: E731
     return f"{where}: {text(a)} vs {text(b)}"
-
-
-def _json(path: Path, part: Path):
-    try:
-        return json.loads(read_regular_file(path, f"part {part}:", MAX_REPORT_BYTES).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise MobilepreError(f"part {part}: {path.name} is not JSON ({error}): build the part again") from None

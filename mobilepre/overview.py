@@ -6,15 +6,12 @@ or a CI job summary).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mobilepre.errors import MobilepreError
+from mobilepre.errors import MobilepreError, param
 from mobilepre.metrics import CLASS_SCORES, OutputKind
-from mobilepre.toml_reader import read_regular_file
-
-MAX_BASELINE_BYTES = 64 * 1024 * 1024
+from mobilepre.output import NotAnOutput, read_output
 
 
 @dataclass(frozen=True)
@@ -93,23 +90,19 @@ def latency_figures(result) -> dict:
 
 def load_baseline(folder: Path) -> dict:
     """`--baseline DIR`: (profile, format) -> `Figures` of what that earlier build chose. Reads its
-    report.json (bytes, gzip, drift) and timings.json (latency); one line naming the file when either
-    is not a mobilepre build's."""
+    report.json (bytes, gzip, drift) and timings.json (latency) through `output.read_output`; one line
+    naming the folder when either is not a mobilepre build's."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise MobilepreError(f"--baseline {folder}: not a folder; give the output folder of an earlier `mobilepre build`")
-    report = _json(folder / "report.json", "--baseline")
-    if not isinstance(report, dict) or not str(report.get("schema", "")).startswith("mobilepre.report/"):
-        raise MobilepreError(f"--baseline {folder}: report.json is not a mobilepre build report")
-    latency = {}
-    if (folder / "timings.json").exists():
-        timings = _json(folder / "timings.json", "--baseline")
-        for item in (timings.get("profiles") or []) if isinstance(timings, dict) else []:
-            if isinstance(item, dict) and isinstance(item.get("ms"), (int, float)):
-                latency[(item.get("profile"), item.get("format"))] = (float(item["ms"]), item.get("source"))
+        raise MobilepreError(f"{param('baseline')} {folder}: not a folder; give the output folder of an earlier `mobilepre build`")
+    try:
+        output = read_output(folder)
+        latency = output.chosen_latencies()
+    except NotAnOutput as why:
+        raise MobilepreError(f"{param('baseline')} {folder}: {why}; give the output folder of an earlier `mobilepre build`") from None
     out = {}
     try:
-        for profile in report.get("profiles", []):
+        for profile in output.report.get("profiles", []):
             for entry in profile.get("formats", []):
                 name = entry.get("chosen") or entry.get("closest")
                 trial = next((t for t in entry.get("tried", []) if t.get("candidate") == name), None)
@@ -120,16 +113,8 @@ def load_baseline(folder: Path) -> dict:
                 out[key] = Figures(name, int(trial["bytes"]), int(trial["gzip_bytes"]), ms, source,
                                    tuple(d for d in trial.get("drift", []) if isinstance(d, dict)))
     except (AttributeError, KeyError, TypeError, ValueError):
-        raise MobilepreError(f"--baseline {folder}: report.json does not have the layout of a mobilepre build report") from None
+        raise MobilepreError(f"{param('baseline')} {folder}: report.json does not have the layout of a mobilepre build report") from None
     return out
-
-
-def _json(path: Path, flag: str):
-    raw = read_regular_file(path, flag, MAX_BASELINE_BYTES)
-    try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
-        raise MobilepreError(f"{flag} {path.parent}: {path.name} is not JSON ({error})") from None
 
 
 # ------------------------------------------------------------------------------------------ text
