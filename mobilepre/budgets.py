@@ -217,12 +217,18 @@ def judge(profile, measurement: Measurement, latency: LatencyFigure | None = Non
 def judge_drift(profile, measurement: Measurement) -> Verdict:
     """The drift budgets of `profile` alone against `measurement` (what a mixed-precision search must
     meet before sizes and latency are judged)."""
+    return judge_drift_limits(profile.drift, measurement)
+
+
+def judge_drift_limits(drift, measurement: Measurement) -> Verdict:
+    """Drift limits (`profiles.Drift`) against `measurement`: the one drift rule, used by build, check,
+    the mixed search and `validate`'s tolerances."""
     if measurement.error is not None:
         return Verdict((), measurement.error)
     checks = []
     for output in measurement.outputs:
         kind = OutputKind(output["kind"])
-        for name, limit in profile.drift.limits_for(output["name"], kind).items():
+        for name, limit in drift.limits_for(output["name"], kind).items():
             tolerance = TOLERANCES[name]
             if tolerance.needs == "labels" and not measurement.labels and tolerance.metric not in output:
                 continue

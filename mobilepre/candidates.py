@@ -1,4 +1,5 @@
-"""The candidates a profile allows: a format, a mode, an int8 I/O type and a pruning sparsity each."""
+"""The candidates a profile allows (a format, a mode, an int8 I/O type, a sparsity, shared values each), and the
+one rule of what a profile allows (`allowed_problem`), which `check` applies to a shipped artifact too."""
 
 from __future__ import annotations
 
@@ -54,6 +55,25 @@ class Candidate:
         return "-".join(parts) + (f"@{self.target}" if self.target else "")
 
 
+def allowed_problem(profile, fmt, mode, io_type="float32", sparsity=0.0, clusters=0) -> str | None:
+    """Why `profile` does not allow an artifact of this format, mode, I/O type, sparsity and clustering,
+    or None when it does. The one rule: the search tries only what it allows, `check` fails what it no
+    longer allows."""
+    if fmt not in profile.formats:
+        return f"profile {profile.name} no longer allows the {fmt} format ({', '.join(map(str, profile.formats))})"
+    if mode not in profile.modes_for(fmt):
+        return f"profile {profile.name} no longer allows {fmt} {mode} (allowed: {', '.join(map(str, profile.modes_for(fmt)))})"
+    wanted_io = str(profile.io_type) if (fmt == "tflite" and mode == "int8") else "float32"
+    if str(io_type) != wanted_io:
+        return f"its I/O type is {io_type}, profile {profile.name} wants {wanted_io}"
+    if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or sparsity > profile.max_sparsity + 1e-6:
+        return f"its sparsity {sparsity} is over the profile's max_sparsity {profile.max_sparsity}"
+    if clusters and (type(clusters) is not int or not profile.min_clusters or clusters < profile.min_clusters):
+        allowed = f"min_clusters {profile.min_clusters}" if profile.min_clusters else "no clustering"
+        return f"it is clustered to {clusters} shared values, profile {profile.name} allows {allowed}"
+    return None
+
+
 def candidates_for(profile) -> dict[Format, list[Candidate]]:
     """Per format, the candidates a profile allows, highest fidelity first: modes, then growing sparsity,
     then fewer shared values; with an integer `io_type` the candidates with that I/O first."""
@@ -76,5 +96,5 @@ def candidates_for(profile) -> dict[Format, list[Candidate]]:
             found += [Candidate(fmt, pruned, io if pruned is Mode.INT8 else IOType.FLOAT32, clusters=c) for c in counts]
         if io is not IOType.FLOAT32:  # the device wants integer I/O: candidates that have it come first
             found.sort(key=lambda c: c.io_type is IOType.FLOAT32)
-        out[fmt] = found
+        out[fmt] = [c for c in found if allowed_problem(profile, c.fmt, c.mode, c.io_type, c.sparsity, c.clusters) is None]
     return out

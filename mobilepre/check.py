@@ -18,6 +18,7 @@ from mobilepre.budgets import Measurement, Verdict, judge
 from mobilepre.data import DataOptions
 from mobilepre.errors import EXIT_FAILED, MobilepreError
 from mobilepre.latency import latency_figure, parse_device_timings
+from mobilepre.candidates import allowed_problem
 from mobilepre.output import NotAnOutput, read_output
 from mobilepre.manifest import MANIFEST_SCHEMA, MAX_MANIFEST_BYTES, IntegrityError, read_manifest
 from mobilepre.metrics import OutputKind
@@ -550,23 +551,9 @@ def _check_bundle(bundle: Path, profiles, measure: bool, timings, validation, ve
 
 
 def _allowed_problem(profile: Profile, artifact: dict) -> str | None:
-    """Why the profile, as it is now, does not allow this artifact (format, mode, I/O type, sparsity)."""
-    fmt, mode = artifact.get("format"), artifact.get("quantization")
-    if fmt not in profile.formats:
-        return f"profile {profile.name} no longer allows the {fmt} format ({', '.join(map(str, profile.formats))})"
-    if mode not in profile.modes_for(fmt):
-        return f"profile {profile.name} no longer allows {fmt} {mode} (allowed: {', '.join(map(str, profile.modes_for(fmt)))})"
-    wanted_io = str(profile.io_type) if (fmt == "tflite" and mode == "int8") else "float32"
-    if artifact.get("io_type", "float32") != wanted_io:
-        return f"its I/O type is {artifact.get('io_type')}, profile {profile.name} wants {wanted_io}"
-    sparsity = artifact.get("sparsity", 0.0)
-    if not isinstance(sparsity, (int, float)) or sparsity > profile.max_sparsity + 1e-6:
-        return f"its sparsity {sparsity} is over the profile's max_sparsity {profile.max_sparsity}"
-    clusters = artifact.get("clusters", 0)
-    if clusters and (type(clusters) is not int or not profile.min_clusters or clusters < profile.min_clusters):
-        allowed = f"min_clusters {profile.min_clusters}" if profile.min_clusters else "no clustering"
-        return f"it is clustered to {clusters} shared values, profile {profile.name} allows {allowed}"
-    return None
+    """Why the profile, as it is now, does not allow this artifact (`candidates.allowed_problem`)."""
+    return allowed_problem(profile, artifact.get("format"), artifact.get("quantization"), artifact.get("io_type", "float32"),
+                           artifact.get("sparsity", 0.0), artifact.get("clusters", 0))
 
 
 def _sample_input(manifest: dict):

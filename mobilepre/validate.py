@@ -12,9 +12,11 @@ from pathlib import Path
 import numpy as np
 
 from mobilepre.artifacts import io_contract, io_lines, tflite_io, tfjs_tensor
+from mobilepre.budgets import Measurement, judge_drift_limits
 from mobilepre.errors import EXIT_FAILED, MobilepreError, param
 from mobilepre.metrics import CLASS_SCORES, TOLERANCES, OutputKind
 from mobilepre.models import load_model, settle_kinds, with_stages
+from mobilepre.profiles import Drift
 from mobilepre.quantize.export import output_list, signature_output_keys
 from mobilepre.runtimes import check_chromium, run_browser, run_tflite, run_tfjs
 
@@ -208,21 +210,10 @@ def _check_tolerances(tolerances: dict) -> None:
 
 def tolerance_failures(drifts: list, tolerances: dict) -> list[str]:
     """Each tolerance not met, per output where it makes sense for the output's kind, as
-    'name[output]: measured vs limit'. A metric that applies but was not measured fails its bound."""
-    failures = []
-    for drift in drifts:
-        metrics = drift.metrics()
-        for name, limit in sorted(tolerances.items()):
-            tolerance = TOLERANCES[name]
-            if limit is None or drift.kind not in tolerance.kinds:
-                continue
-            value = metrics.get(tolerance.metric)
-            if value is None:
-                if tolerance.needs != "labels":
-                    failures.append(f"{name}[{drift.name}]: {tolerance.metric} was not measured")
-            elif tolerance.fails(value, limit):
-                failures.append(f"{name}[{drift.name}]: {tolerance.metric} {value:.6g} vs limit {limit:g}")
-    return failures
+    'name[output]: measured vs limit', judged by the one drift rule (`budgets.judge_drift_limits`). A
+    metric that applies but was not measured fails its bound."""
+    limits = Drift({name: limit for name, limit in tolerances.items() if limit is not None})
+    return judge_drift_limits(limits, Measurement(0, 0, tuple(d.to_dict() for d in drifts))).failures
 
 
 @dataclass(frozen=True)

@@ -89,6 +89,24 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
     return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
+# The core tier: modules that test the tool's rules without TensorFlow (profiles, budgets, the judge, the
+# search with a fake measure function, candidates), in seconds (`make test-core`).
+CORE_MODULES = {"test_budgets", "test_candidates", "test_search", "test_profiles"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.module.__name__.rsplit(".", 1)[-1] in CORE_MODULES:
+            item.add_marker(pytest.mark.core)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The core tier must stay free of TensorFlow: a core run that imported it fails."""
+    if session.config.getoption("markexpr") == "core" and "tensorflow" in sys.modules:
+        session.exitstatus = 1
+        print("\ncore tier: a test imported TensorFlow; move it out of CORE_MODULES or keep the module TF-free")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def session_cache(tmp_path_factory) -> Path:
     """The one candidate cache of the session (the product's own), warm after the first build; set before

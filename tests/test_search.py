@@ -1,0 +1,103 @@
+"""`mobilepre.search`: the search order, choices by preference and the rounds, with a fake measure function
+(no TensorFlow: what each candidate measures is a table)."""
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+from mobilepre.budgets import Measurement
+from mobilepre.profiles import Budget, Drift, Profile
+from mobilepre.runtimes import Latency
+from mobilepre.search import search
+
+# candidate key -> (bytes, gzip bytes, top-1 agreement, host latency ms)
+TABLE = {
+    "tflite-float32": (180_000, 160_000, 1.0, 0.40),
+    "tflite-float16": (94_000, 80_000, 1.0, 0.41),
+    "tflite-dynamic": (50_000, 44_000, 0.99, 0.30),
+    "tflite-int8": (54_000, 46_000, 0.97, 0.10),
+    "tflite-int8-qat": (54_000, 46_000, 0.995, 0.10),
+    "tflite-int8-s25": (54_000, 38_000, 0.965, 0.10),
+    "tflite-int8-s50": (54_000, 30_000, 0.96, 0.10),
+}
+
+
+@dataclass
+class FakeMeasured:
+    candidate: object
+    size_bytes: int
+    gzip_bytes: int
+    top1: float
+    latency_ms: float
+    sparsity: float = 0.0
+    error: str | None = None
+    mixed: dict | None = None
+    metadata: dict | None = None
+    drift: list = field(default_factory=list)
+
+    def __post_init__(self):
+        self.drift = [{"name": "cls", "kind": "probabilities", "top1_agreement": self.top1}]
+
+    def measurement(self, labels: bool) -> Measurement:
+        return Measurement(self.size_bytes, self.gzip_bytes, tuple(self.drift), labels, self.error)
+
+
+class FakeEvaluator:
+    """What `search` asks of a measurer: measure these candidates, then their host latency."""
+
+    labels = None
+    source = SimpleNamespace(macs=1_000_000)
+
+    def __init__(self):
+        self.measured, self.rounds = {}, []
+
+    def measure_many(self, candidates, jobs=1):
+        self.rounds.append(sorted(c.key for c in candidates))
+        for c in candidates:
+            if c not in self.measured:
+                self.measured[c] = FakeMeasured(c, *TABLE[c.key], sparsity=c.sparsity)
+
+    def host_latency(self, measured, threads, runs=50, browser=None):
+        return Latency(measured.latency_ms, measured.latency_ms, runs, 0, threads, "litert")
+
+
+def profile(name, prefer="fidelity", max_size=1 << 20, top1=0.98, **extra):
+    budget = Budget(max_size=max_size, max_latency_ms=extra.pop("max_latency_ms", None), **extra)
+    return Profile(name, "test", ("tflite",), ("float32", "float16", "dynamic", "int8"), budget,
+                   drift=Drift(min_top1_agreement=top1), prefer=prefer, max_sparsity=0.5)
+
+
+def chosen(results, name):
+    return next(r for r in results if r.profile == name).chosen
+
+
+def test_fidelity_takes_the_first_that_passes_and_stops():
+    evaluator = FakeEvaluator()
+    results = search([profile("roomy"), profile("tight", max_size=60_000)], evaluator, None, 5, None)
+    assert chosen(results, "roomy").candidate == "tflite-float32"
+    assert chosen(results, "tight").candidate == "tflite-dynamic"  # float16 is over 60,000 B
+    tried = [t.candidate for t in next(r for r in results if r.profile == "roomy").tried]
+    assert tried == ["tflite-float32"]  # stopped at the first pass
+    assert evaluator.rounds[0] == ["tflite-float32", "tflite-float32"]  # one round offers each lane's next
+
+
+def test_int8_qat_is_tried_only_when_calibrated_int8_missed_drift():
+    results = search([profile("strict", max_size=55_000, top1=0.99)], FakeEvaluator(), None, 5, None)
+    result = results[0]
+    assert [t.candidate for t in result.tried] == ["tflite-float32", "tflite-float16", "tflite-dynamic"]  # dynamic fits first
+    results = search([profile("int8-only", max_size=55_000, top1=0.99, max_compressed_size=40_000)], FakeEvaluator(), None, 5, None)
+    tried = [t.candidate for t in results[0].tried]
+    assert "tflite-int8-qat" in tried and results[0].chosen is None
+    qat = next(t for t in results[0].tried if t.candidate == "tflite-int8-qat")
+    assert qat.qat["baseline"] == "tflite-int8" and qat.qat["missed_before"]
+
+
+def test_latency_and_size_preferences_compare_every_passing_candidate():
+    results = search([profile("fast", prefer="latency", top1=0.95, max_latency_ms=1.0), profile("small", prefer="size", top1=0.95)], FakeEvaluator(), None, 5, None)
+    assert chosen(results, "fast").candidate == "tflite-int8"
+    assert chosen(results, "small").candidate == "tflite-dynamic"
+
+
+def test_nothing_fits_names_the_closest_candidate():
+    results = search([profile("impossible", max_size=10_000)], FakeEvaluator(), None, 5, None)
+    assert results[0].chosen is None and results[0].closest.candidate == "tflite-dynamic"
+    assert results[0].closest.verdict.failures == ["max_size: 50,000 B vs 10,000 B (measured)"]
