@@ -122,7 +122,7 @@ def _validation_scaling(work: Path, progress) -> dict:
     memory across candidates."""
     from mobilepre import demo, quantize
     from mobilepre.candidates import Candidate
-    from mobilepre.evaluate import Evaluator
+    from mobilepre.evaluate import make_evaluator
     from mobilepre.models import load_model
     from mobilepre.validate import run_candidate
 
@@ -152,7 +152,7 @@ def _validation_scaling(work: Path, progress) -> dict:
         runs[fmt]["growth"] = round(runs[fmt]["marginal_ms_per_image_1000_to_5000"] / runs[fmt]["marginal_ms_per_image_100_to_1000"], 4)
         progress(f"validation {fmt}: {runs[fmt]}")
     (work / "evaluator").mkdir(exist_ok=True)
-    evaluator = Evaluator(source, calibration, images, None, work / "evaluator")
+    evaluator = make_evaluator(source, calibration, images, None, work / "evaluator")
     candidates = [Candidate("tflite", m) for m in ("float32", "float16", "dynamic", "int8")] + [Candidate("tfjs", m) for m in ("float32", "float16", "uint16", "uint8")]
     resident = []
     for candidate in candidates:

@@ -9,6 +9,8 @@ CLI: `mobilepre.build(out=..., ...)` returns a `BuildResult` and `mobilepre.chec
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 __all__ = ["BuildOptions", "BuildResult", "CheckResult", "MobilepreError", "__version__", "build", "check"]
 
@@ -17,9 +19,27 @@ _LAZY = {
     "BuildOptions": "mobilepre.builder",
     "BuildResult": "mobilepre.builder",
     "CheckResult": "mobilepre.check",
-    "check": "mobilepre.check",
     "MobilepreError": "mobilepre.errors",
 }
+
+
+class _Package(types.ModuleType):
+    """`mobilepre.check` is the release gate's function, as it was when this package imported it eagerly:
+    the import system sets a package's attribute to a submodule of the same name when the submodule is
+    first imported (`mobilepre/check.py`), which this keeps from replacing the function."""
+
+    @property
+    def check(self):
+        from mobilepre.check import check
+
+        return check
+
+    @check.setter
+    def check(self, module):  # the submodule stays reachable as sys.modules["mobilepre.check"]
+        pass
+
+
+sys.modules[__name__].__class__ = _Package
 
 
 def __getattr__(name: str):

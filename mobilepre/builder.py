@@ -21,7 +21,7 @@ from mobilepre import demo
 from mobilepre.cache import DEFAULT_MAX_BYTES, CandidateCache
 from mobilepre.data import DataOptions, dataset_info, load_class_names
 from mobilepre.errors import MobilepreError, engine_errors
-from mobilepre.evaluate import Evaluator
+from mobilepre.evaluate import make_evaluator
 from mobilepre.keys import BuildContext, loaded_key, reference_key
 from mobilepre.fsutil import check_output, fsync_tree, os_error_message, remove_stale_staging, replace_tree, staging_folder
 from mobilepre.latency import parse_device_timings
@@ -34,7 +34,7 @@ from mobilepre.profiles import default_profiles_dir, format_size, load_profiles
 from mobilepre.progress import as_reporter
 from mobilepre.report import render_html
 from mobilepre.sdk_metadata import SdkContract
-from mobilepre.results import REPORT_SCHEMA, BuildResult, CandidateRecord, FormatResult, ProfileResult, finite
+from mobilepre.results import REPORT_SCHEMA, BuildResult, FormatResult, ProfileResult, finite
 from mobilepre.search import search
 from mobilepre.validate import degenerate_reason, reference_outputs
 from mobilepre.signing import sign_bundle
@@ -278,8 +278,9 @@ def _build(options: BuildOptions, progress) -> BuildResult:
                           tuple(source.input_shape), tuple(options.input_range),
                           tuple((spec.name, spec.kind.value) for spec in outputs), class_names, source.luma)
         context = context.with_outputs(outputs, sdk)
-        evaluator = Evaluator(source, calibration.images, validation.images, validation.labels, work, progress,
-                              options.prune_epochs, outputs, reference, profiles, sdk, options.shard_size, cache, context)
+        evaluator = make_evaluator(source, calibration.images, validation.images, validation.labels, work, progress,
+                                   prune_epochs=options.prune_epochs, outputs=outputs, reference=reference, profiles=profiles,
+                                   sdk=sdk, shard_size=options.shard_size, cache=cache, context=context)
         try:
             results = search(profiles, evaluator, timings, options.latency_runs, progress, options.jobs)
         finally:
@@ -438,14 +439,8 @@ def _write_outputs(staging: Path, profiles, results: list[FormatResult], evaluat
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(content)
         summaries.append(summary)
-    candidates = tuple(
-        CandidateRecord(
-            m.candidate.key, m.size_bytes, m.gzip_bytes, round(m.sparsity, 6),
-            tuple(m.drift), m.error,
-            {str(t): round(lat.median_ms, 4) for t, lat in sorted(m.latency.items())}, m.peak_memory_bytes,
-        )
-        for m in sorted(evaluator.measured.values(), key=lambda m: m.candidate.key)  # by key: a merge orders them so too
-    )
+    # every measured candidate, by key (a merge orders them so too), as the reports list them (no files)
+    candidates = tuple(dataclasses.replace(m, files={}) for m in sorted(evaluator.measured.values(), key=lambda m: m.key))
     result = BuildResult(out, tuple(summaries), candidates, evaluator.conversions, evaluator.validations, source_info)
     write_reports(staging, result, data, versions, baseline)
     return result

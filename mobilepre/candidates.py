@@ -54,6 +54,30 @@ class Candidate:
             parts.append("qat")
         return "-".join(parts) + (f"@{self.target}" if self.target else "")
 
+    @classmethod
+    def from_key(cls, key: str) -> Candidate:
+        """The candidate `key` names (sparsity to the percent, as keys give it); ValueError when it names none."""
+        name, _, target = key.partition("@")
+        parts = name.split("-")
+        if len(parts) < 2:
+            raise ValueError(f"{key!r} is not a candidate key")
+        found = {"fmt": Format(parts[0]), "mode": Mode(parts[1]), "target": target}
+        for part in parts[2:]:
+            if part.endswith("io") and "io_type" not in found:
+                found["io_type"] = IOType(part[:-2])
+            elif part[:1] == "s" and part[1:].isdigit() and "sparsity" not in found:
+                found["sparsity"] = int(part[1:]) / 100
+            elif part[:1] == "c" and part[1:].isdigit() and "clusters" not in found:
+                found["clusters"] = int(part[1:])
+            elif part == "qat" and "qat" not in found:
+                found["qat"] = True
+            else:
+                raise ValueError(f"{key!r} is not a candidate key")
+        candidate = cls(**found)
+        if candidate.key != key:
+            raise ValueError(f"{key!r} is not a candidate key")
+        return candidate
+
 
 def allowed_problem(profile, fmt, mode, io_type="float32", sparsity=0.0, clusters=0) -> str | None:
     """Why `profile` does not allow an artifact of this format, mode, I/O type, sparsity and clustering,

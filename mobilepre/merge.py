@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -12,7 +13,8 @@ from mobilepre.errors import MobilepreError
 from mobilepre.fsutil import check_output, fsync_tree, os_error_message, replace_tree, staging_folder
 from mobilepre.output import NotAnOutput, output_problem, read_output
 from mobilepre.overview import load_baseline
-from mobilepre.results import BuildResult, CandidateRecord
+from mobilepre.measured import Measured
+from mobilepre.results import BuildResult
 
 # What parts must agree on, section by section of report.json, to be one build.
 _SAME = (("schema", "report schema"), ("versions", "toolchain"), ("source", "model"), ("data", "images"))
@@ -45,7 +47,7 @@ def merge(out: Path, parts, force: bool = False, verify_key: Path | None = None,
                 owner[profile.name] = part
                 profiles.append(profile)
             for record in result.candidates:
-                candidates[record.candidate] = _same_candidate(candidates.get(record.candidate), record, part)
+                candidates[record.key] = _same_candidate(candidates.get(record.key), record, part)
             conversions, validations = conversions + result.conversions, validations + result.validations
         prior = load_baseline(baseline) if baseline is not None else None
         merged = BuildResult(str(out), tuple(sorted(profiles, key=lambda p: p.name)), tuple(candidates[k] for k in sorted(candidates)),
@@ -80,17 +82,16 @@ def _read_part(part: Path, verify_key: Path | None) -> tuple[Path, dict, BuildRe
     return part, output.report, result
 
 
-def _same_candidate(seen: CandidateRecord | None, record: CandidateRecord, part: Path) -> CandidateRecord:
+def _same_candidate(seen: Measured | None, record: Measured, part: Path) -> Measured:
     """One record of a candidate two parts measured: the same bytes and drift (host latencies joined)."""
     if seen is None:
         return record
     a, b = seen.to_dict(), record.to_dict()
     for key in ("bytes", "gzip_bytes", "drift", "error", "sparsity"):
         if a[key] != b[key]:
-            raise MobilepreError(f"part {part} measured candidate {record.candidate} differently ({key}) than an earlier part: "
+            raise MobilepreError(f"part {part} measured candidate {record.key} differently ({key}) than an earlier part: "
                                  "were the parts built from the same inputs and toolchain?")
-    return CandidateRecord(seen.candidate, seen.size_bytes, seen.gzip_bytes, seen.sparsity, seen.drift, seen.error,
-                           {**record.latency_ms, **seen.latency_ms}, seen.peak_memory_bytes)
+    return dataclasses.replace(seen, latency_ms=tuple(sorted({**dict(record.latency_ms), **dict(seen.latency_ms)}.items())))
 
 
 def _first_difference(a, b, where: str) -> str:

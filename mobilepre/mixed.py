@@ -3,8 +3,13 @@ allows until the profile's drift budgets hold, every step verified in the real r
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Callable
+
 from mobilepre import quantize
 from mobilepre.budgets import judge_drift
+from mobilepre.measured import Measured
+from mobilepre.progress import as_reporter
 from mobilepre.quantize.export import INPUT_NAME
 from mobilepre.quantize.mixed import LEVEL_BYTES, MixedPrecision, rank_tflite_ops, rank_tfjs_weights
 from mobilepre.quantize.settings import Format, Mode, mixed_ladder
@@ -15,100 +20,117 @@ MAX_STEPS = 8
 RANK_IMAGES = 16
 
 
-def find_mixed(evaluator, candidate, profile):
-    """The mixed model for `profile`: from the lowest precision of the format's ladder, the worst layers
-    (by measured per-layer error) raised one level, 1, 2, 4... of them then bisected to the fewest that
-    meet the profile's drift budgets; when raising every layer one level is not enough, the next level
-    up the ladder starts over from there. At most `MAX_STEPS` verified steps.
+class MixedSearch:
+    """The mixed-precision search, a strategy over a measure function: it owns its rankings (the layers
+    by measured error, per format and base precision, shared by every profile's search in a build).
 
-    Returns the evaluator's `Measured` for the fewest-raised passing step, or for the highest-precision
-    step tried when none passed (judging then fails it on drift), with `mixed` saying what was raised,
-    what it cost and every step.
+    Args:
+        measure_plan (callable): (candidate, MixedPrecision) -> `Measured`, converted and run in the
+            format's runtime.
+        variants (variants.Variants): the float model and its export, which the rankings convert.
+        labels (bool): drift was measured against labelled images.
+        progress: a reporter or callable.
     """
-    fmt = candidate.fmt
-    levels = mixed_ladder(fmt, profile.modes_for(str(fmt)))
-    steps, tried = [], {}
 
-    def step(plan: MixedPrecision):
-        if plan not in tried:
-            measured = evaluator.measure_plan(candidate, plan)
-            verdict = judge_drift(profile, measured.measurement(evaluator.labels is not None))
-            tried[plan] = (measured, verdict.passed)
-            steps.append({"base": str(plan.base), "bytes": measured.size_bytes, "passed": verdict.passed, "raised": len(plan.raised),
-                          **({"error": measured.error} if measured.error else {})})
-            evaluator.progress(f"[{profile.name}] {candidate.key}: {plan.base} with {len(plan.raised)} raised, "
-                               f"{measured.size_bytes:,} B, {'drift within budget' if verdict.passed else measured.error or 'drift over budget'}")
-        return tried[plan]
+    def __init__(self, measure_plan: Callable, variants, labels: bool = False, progress=None):
+        self.measure_plan = measure_plan
+        self.variants = variants
+        self.labels = labels
+        self.progress = as_reporter(progress)
+        self._rankings: dict = {}
 
-    if not levels:
-        return evaluator.failed(candidate, f"profile {profile.name} gives {fmt} layers no two precisions to mix")
-    measured, passed = step(MixedPrecision(levels[0]))  # nothing raised: no ranking needed
-    best = (MixedPrecision(levels[0]), measured, []) if passed else None
-    last = (MixedPrecision(levels[0]), measured, [])
-    if measured.error is not None:
-        return measured
-    for low, high in zip(levels, levels[1:]):
-        if best is not None or len(steps) >= MAX_STEPS:
-            break
-        try:
-            ranking = _ranking(evaluator, fmt, low)
-        except quantize.QuantizeError as error:
-            return evaluator.failed(candidate, str(error))
+    def find(self, candidate, profile) -> Measured:
+        """The mixed model for `profile`: from the lowest precision of the format's ladder, the worst layers
+        (by measured per-layer error) raised one level, 1, 2, 4... of them then bisected to the fewest that
+        meet the profile's drift budgets; when raising every layer one level is not enough, the next level
+        up the ladder starts over from there. At most `MAX_STEPS` verified steps.
 
-        def plan(n, low=low, high=high, ranking=ranking):
-            return MixedPrecision(low, tuple((e.name, high) for e in ranking[:n]))
+        Returns the `Measured` of the fewest-raised passing step, or of the highest-precision step tried
+        when none passed (judging then fails it on drift), with `mixed` saying what was raised, what it
+        cost and every step.
+        """
+        fmt = candidate.fmt
+        levels = mixed_ladder(fmt, profile.modes_for(str(fmt)))
+        steps, tried = [], {}
 
-        failed, n = 0, 1  # (n = 0 of a level above the first is the level below with every layer raised)
-        while ranking and len(steps) < MAX_STEPS:
-            measured, passed = step(plan(n))
-            last = (plan(n), measured, ranking)
-            if measured.error is not None:
-                return measured
-            if passed:
-                best = last
+        def step(plan: MixedPrecision):
+            if plan not in tried:
+                measured = self.measure_plan(candidate, plan)
+                verdict = judge_drift(profile, measured.measurement(self.labels))
+                tried[plan] = (measured, verdict.passed)
+                steps.append({"base": str(plan.base), "bytes": measured.size_bytes, "passed": verdict.passed, "raised": len(plan.raised),
+                              **({"error": measured.error} if measured.error else {})})
+                self.progress(f"[{profile.name}] {candidate.key}: {plan.base} with {len(plan.raised)} raised, "
+                              f"{measured.size_bytes:,} B, {'drift within budget' if verdict.passed else measured.error or 'drift over budget'}")
+            return tried[plan]
+
+        if not levels:
+            return Measured.failed(candidate, f"profile {profile.name} gives {fmt} layers no two precisions to mix", final=False)
+        measured, passed = step(MixedPrecision(levels[0]))  # nothing raised: no ranking needed
+        best = (MixedPrecision(levels[0]), measured, []) if passed else None
+        last = (MixedPrecision(levels[0]), measured, [])
+        if measured.error is not None:
+            return measured
+        for low, high in zip(levels, levels[1:]):
+            if best is not None or len(steps) >= MAX_STEPS:
                 break
-            failed = n
-            if n == len(ranking):
-                break
-            n = min(len(ranking), 2 * n)
-        while best is not None and len(best[0].raised) - failed > 1 and len(steps) < MAX_STEPS:
-            middle = (failed + len(best[0].raised)) // 2  # the fewest raised that still pass
-            measured, passed = step(plan(middle))
-            if passed:
-                best = (plan(middle), measured, ranking)
+            try:
+                ranking = self.ranking(fmt, low)
+            except quantize.QuantizeError as error:
+                return Measured.failed(candidate, str(error), final=False)
+
+            def plan(n, low=low, high=high, ranking=ranking):
+                return MixedPrecision(low, tuple((e.name, high) for e in ranking[:n]))
+
+            failed, n = 0, 1  # (n = 0 of a level above the first is the level below with every layer raised)
+            while ranking and len(steps) < MAX_STEPS:
+                measured, passed = step(plan(n))
+                last = (plan(n), measured, ranking)
+                if measured.error is not None:
+                    return measured
+                if passed:
+                    best = last
+                    break
+                failed = n
+                if n == len(ranking):
+                    break
+                n = min(len(ranking), 2 * n)
+            while best is not None and len(best[0].raised) - failed > 1 and len(steps) < MAX_STEPS:
+                middle = (failed + len(best[0].raised)) // 2  # the fewest raised that still pass
+                measured, passed = step(plan(middle))
+                if passed:
+                    best = (plan(middle), measured, ranking)
+                else:
+                    failed = middle
+        plan, measured, ranking = best or last
+        errors = {e.name: e for e in ranking}
+        return dataclasses.replace(measured, mixed={
+            "base": str(plan.base),
+            "ladder": [str(m) for m in levels],
+            "raised": [
+                {
+                    "bytes": round(errors[name].weights * (LEVEL_BYTES[mode] - LEVEL_BYTES[plan.base])),
+                    "error_db": round(errors[name].error, 3),
+                    "layer": errors[name].layer,
+                    "name": name,
+                    "to": str(mode),
+                }
+                for name, mode in sorted(plan.raised, key=lambda r: -errors[r[0]].error)
+            ],
+            "steps": steps,
+        })
+
+    def ranking(self, fmt: Format, base: Mode):
+        """The layers of the unpruned model `base` quantizes, worst first; measured once per search object
+        (every profile's mixed search from the same base shares it)."""
+        key = (fmt, base)
+        if key not in self._rankings:
+            model, directory, _ = self.variants.get()
+            settings = quantize.QuantizationSettings(fmt, Mode.FLOAT32, strip_metadata=False)  # keeps tensor names
+            float_files = quantize.convert(model, settings, saved_model_dir=directory).files
+            if fmt is Format.TFLITE:
+                ranked = rank_tflite_ops(float_files["model.tflite"], base, self.variants.calibration[:RANK_IMAGES], INPUT_NAME)
             else:
-                failed = middle
-    plan, measured, ranking = best or last
-    errors = {e.name: e for e in ranking}
-    measured.mixed = {
-        "base": str(plan.base),
-        "ladder": [str(m) for m in levels],
-        "raised": [
-            {
-                "bytes": round(errors[name].weights * (LEVEL_BYTES[mode] - LEVEL_BYTES[plan.base])),
-                "error_db": round(errors[name].error, 3),
-                "layer": errors[name].layer,
-                "name": name,
-                "to": str(mode),
-            }
-            for name, mode in sorted(plan.raised, key=lambda r: -errors[r[0]].error)
-        ],
-        "steps": steps,
-    }
-    return measured
-
-
-def _ranking(evaluator, fmt: Format, base: Mode):
-    """The layers of the unpruned model `base` quantizes, worst first; measured once per build (every
-    profile's mixed search from the same base shares it)."""
-    key = (fmt, base)
-    if key not in evaluator.rankings:
-        model, directory, _ = evaluator.variant(0.0)
-        settings = quantize.QuantizationSettings(fmt, Mode.FLOAT32, strip_metadata=False)  # keeps tensor names
-        float_files = quantize.convert(model, settings, saved_model_dir=directory).files
-        if fmt is Format.TFLITE:
-            ranked = rank_tflite_ops(float_files["model.tflite"], base, evaluator.calibration[:RANK_IMAGES], INPUT_NAME)
-        else:
-            ranked = rank_tfjs_weights(float_files)
-        evaluator.rankings[key] = ranked
-    return evaluator.rankings[key]
+                ranked = rank_tfjs_weights(float_files)
+            self._rankings[key] = ranked
+        return self._rankings[key]

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from mobilepre.errors import MobilepreError
 from mobilepre.manifest import safe_relative
-from mobilepre.results import REPORT_SCHEMA, BuildResult, CandidateRecord, ProfileResult, finite
+from mobilepre.measured import Measured
+from mobilepre.results import REPORT_SCHEMA, BuildResult, ProfileResult, finite
 from mobilepre.signing import SIGNATURE_FILE
 from mobilepre.toml_reader import read_regular_file
 
@@ -56,7 +57,7 @@ class BuildOutput:
             raise NotAnOutput("timings.json holds no results (a build by an older mobilepre?)")
         try:
             result = BuildResult(str(self.folder), tuple(ProfileResult.from_dict(p) for p in timings["results"]),
-                                 tuple(CandidateRecord.from_dict(c) for c in timings["candidates"]), 0, 0, self.report["source"])
+                                 tuple(Measured.from_dict(c) for c in timings["candidates"]), 0, 0, self.report["source"])
             stable = [ProfileResult(p.name, p.profile, tuple(f.without_host_figures() for f in p.formats)).to_dict() for p in result.profiles]
         except (KeyError, TypeError, ValueError, AttributeError, IndexError, MobilepreError) as error:
             raise NotAnOutput(f"report.json or timings.json does not have a build's layout ({error})") from None

@@ -1,6 +1,6 @@
 """What a build found, as typed values: each candidate judged (`Trial`), each profile's search per format
-(`FormatResult`), each profile (`ProfileResult`), each measured candidate (`CandidateRecord`) and the
-build (`BuildResult`). The search makes them, the build writes them, and every reader of a build output
+(`FormatResult`), each profile (`ProfileResult`) and the build (`BuildResult`), which lists every
+measured candidate as its one shape, `measured.Measured`. The search makes them, the build writes them, and every reader of a build output
 (check, merge, copy, --baseline) reads them back with `from_dict`."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from mobilepre.budgets import LatencyFigure, Verdict
 from mobilepre.errors import EXIT_FAILED
+from mobilepre.measured import Measured
 from mobilepre.profiles import Profile
 
 REPORT_SCHEMA = "mobilepre.report/2"
@@ -210,39 +211,13 @@ class ProfileResult:
 
 
 @dataclass(frozen=True)
-class CandidateRecord:
-    """One measured candidate, whichever profiles tried it: bytes, drift and host latencies by thread count."""
-
-    candidate: str
-    size_bytes: int
-    gzip_bytes: int
-    sparsity: float
-    drift: tuple  # per output: name, kind, metrics
-    error: str | None
-    latency_ms: dict  # str(threads) -> median ms on this host
-    peak_memory_bytes: int | None = None  # the runtime's peak for loading and one inference, on this host
-
-    def to_dict(self) -> dict:
-        return {
-            "bytes": self.size_bytes, "candidate": self.candidate, "drift": [dict(d) for d in self.drift], "error": self.error,
-            "gzip_bytes": self.gzip_bytes, "latency_ms": dict(self.latency_ms), "peak_memory_bytes": self.peak_memory_bytes,
-            "sparsity": self.sparsity,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> CandidateRecord:
-        return cls(data["candidate"], data["bytes"], data["gzip_bytes"], data["sparsity"], tuple(dict(d) for d in data["drift"]),
-                   data["error"], dict(data["latency_ms"]), data.get("peak_memory_bytes"))
-
-
-@dataclass(frozen=True)
 class BuildResult:
     """What `build` did. `passed` (exit code 0) when every profile got a bundle, else exit code 1.
 
     Attributes:
         out (str): the output folder.
         profiles (tuple[ProfileResult, ...]): sorted by profile name.
-        candidates (tuple[CandidateRecord, ...]): every measured candidate.
+        candidates (tuple[Measured, ...]): every measured candidate, without its files.
         conversions (int), validations (int): how much work the build did.
         source (dict): the model's name, identity, input, parameters and MACs.
         cache (dict | None): what the candidate cache gave and took (`cache.CacheStats`), when one was used.
@@ -294,7 +269,7 @@ class BuildResult:
     def from_dict(cls, data: dict) -> BuildResult:
         return cls(
             data["out"], tuple(ProfileResult.from_dict(p) for p in data["profiles"]),
-            tuple(CandidateRecord.from_dict(c) for c in data["candidates"]), data["conversions"], data["validations"],
+            tuple(Measured.from_dict(c) for c in data["candidates"]), data["conversions"], data["validations"],
             dict(data["source"]), data.get("cache"),
         )
 

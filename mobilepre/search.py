@@ -10,7 +10,8 @@ from typing import Callable
 from mobilepre.budgets import judge
 from mobilepre.candidates import Candidate, candidates_for
 from mobilepre.metrics import TOLERANCES
-from mobilepre.evaluate import Evaluator, Measured
+from mobilepre.evaluate import Evaluator
+from mobilepre.measured import Measured
 from mobilepre.latency import latency_figure
 from mobilepre.progress import as_reporter
 from mobilepre.results import FormatResult, Trial
@@ -21,7 +22,7 @@ def _trial(measured: Measured, latency, verdict) -> Trial:
     c = measured.candidate
     return Trial(
         c.key, str(c.fmt), str(c.mode), str(c.io_type), round(measured.sparsity, 6), measured.size_bytes,
-        measured.gzip_bytes, tuple(measured.drift), latency, verdict, measured.mixed, c.clusters,
+        measured.gzip_bytes, measured.drift_dicts(), latency, verdict, measured.mixed, c.clusters,
         metadata=measured.metadata,
     )
 

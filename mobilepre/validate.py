@@ -14,63 +14,13 @@ import numpy as np
 from mobilepre.artifacts import io_contract, io_lines, tflite_io, tfjs_tensor
 from mobilepre.budgets import Measurement, judge_drift_limits
 from mobilepre.errors import EXIT_FAILED, MobilepreError, param
-from mobilepre.metrics import CLASS_SCORES, TOLERANCES, OutputKind
+from mobilepre.metrics import CLASS_SCORES, TOLERANCES, OutputDrift, OutputKind
 from mobilepre.models import load_model, settle_kinds, with_stages
 from mobilepre.profiles import Drift
 from mobilepre.quantize.export import output_list, signature_output_keys
 from mobilepre.runtimes import check_chromium, run_browser, run_tflite, run_tfjs
 
 PSNR_CAP_DB = 200.0  # identical outputs have infinite PSNR; JSON has no infinity
-
-
-@dataclass(frozen=True)
-class OutputDrift:
-    """Drift of one output tensor, measured as its kind asks (`mobilepre.metrics.OutputKind`).
-
-    Attributes:
-        name (str): the output's name (the Keras output name).
-        kind (OutputKind): what the output means.
-        max_abs_error, mean_abs_error, rmse (float): over all values.
-        relative_error (float): max_abs_error over the reference output's range on these images.
-        psnr_db (float): 20 log10(reference range / rmse), capped at `PSNR_CAP_DB`.
-        cosine (float): mean cosine similarity of the per-image output vectors.
-        top1_agreement (float | None): class scores: how often the candidate's top-1 class equals the
-            reference's; segmentation: the same per pixel.
-        top5_agreement (float | None): class scores: how often the reference's top-1 is in the
-            candidate's top-k (k = min(5, classes)).
-        kl_divergence (float | None): class scores: mean KL(reference || candidate) of the class
-            distributions (softmax of logits).
-        accuracy_reference, accuracy_candidate, accuracy_drop (float | None): class scores, with labels.
-        mean_iou (float | None): segmentation: mean IoU of the candidate's mask with the reference's.
-        nn_agreement (float | None): embedding: how often each image's nearest neighbour (cosine) among
-            the other images stays the same.
-        ssim (float | None): image: mean structural similarity per image and channel.
-    """
-
-    name: str
-    kind: OutputKind
-    max_abs_error: float
-    mean_abs_error: float
-    relative_error: float
-    rmse: float
-    psnr_db: float
-    cosine: float
-    top1_agreement: float | None = None
-    top5_agreement: float | None = None
-    kl_divergence: float | None = None
-    accuracy_reference: float | None = None
-    accuracy_candidate: float | None = None
-    accuracy_drop: float | None = None
-    mean_iou: float | None = None
-    nn_agreement: float | None = None
-    ssim: float | None = None
-
-    def metrics(self) -> dict:
-        """metric -> value, the measured ones only."""
-        return {k: round(float(v), 6) for k, v in self.__dict__.items() if k not in ("name", "kind") and v is not None}
-
-    def to_dict(self) -> dict:
-        return {"kind": str(self.kind), "name": self.name, **self.metrics()}
 
 
 def output_drift(

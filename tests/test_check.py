@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mobilepre.builder import BuildOptions, build
+from mobilepre.builder import build
 from mobilepre.manifest import seal_manifest
 from mobilepre.check import check
 from tests.conftest import run_cli, warm_options

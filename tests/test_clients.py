@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from mobilepre import demo
-from mobilepre.builder import BuildOptions, build
+from mobilepre.builder import build
 from mobilepre.runtimes import check_chromium, runner_dir
 from tests.conftest import run_cli, warm_options
 from tests.test_build import write_profile

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from mobilepre.builder import BuildOptions, build
+from mobilepre.builder import build
 from tests.conftest import run_cli, warm_options
 from tests.test_build import write_profile
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mobilepre import demo
-from mobilepre.builder import BuildOptions, build
+from mobilepre.builder import build
 from mobilepre.check import check
 from mobilepre.errors import MobilepreError
 from mobilepre.merge import merge

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from mobilepre import quantize
-from mobilepre.builder import BuildOptions, build
+from mobilepre.builder import build
 from mobilepre.errors import MobilepreError
 from mobilepre.mixed import MAX_STEPS
 from mobilepre.profiles import load_profile

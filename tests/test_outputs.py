@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import warm_options
 
-from mobilepre.builder import BuildOptions, build
+from mobilepre.builder import build
 from mobilepre.errors import MobilepreError
 from mobilepre.models import from_keras
 from mobilepre.profiles import load_profile

@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import warm_options
 
 from mobilepre import quantize
-from mobilepre.builder import BuildOptions, build
+from mobilepre.builder import build
 from mobilepre.candidates import candidates_for
 from mobilepre.profiles import Budget, Drift, Profile
 from mobilepre.quantize.qat import fake_quantize_kernel

@@ -9,7 +9,7 @@ import re
 import numpy as np
 import pytest
 
-from mobilepre.builder import BuildOptions, build
+from mobilepre.builder import build
 from mobilepre.errors import MobilepreError
 from tests.conftest import run_cli, warm_options
 from tests.test_build import write_profile

@@ -83,14 +83,14 @@ def test_exact_gelu_is_named_with_its_fix_and_no_call_ops(keras):
 
 def test_an_unsupported_op_ends_the_format_after_one_conversion(keras, tmp_path):
     from mobilepre.candidates import Candidate
-    from mobilepre.evaluate import Evaluator
+    from mobilepre.evaluate import make_evaluator
     from mobilepre.models import from_keras
 
     inputs = keras.Input((8, 8, 3))
     model = keras.Model(inputs, keras.layers.Dense(4, activation="gelu")(keras.layers.Flatten()(inputs)))
     images = np.zeros((2, 8, 8, 3), np.float32)
     said = []
-    evaluator = Evaluator(from_keras(model), images, images, None, tmp_path, said.append)
+    evaluator = make_evaluator(from_keras(model), images, images, None, tmp_path, said.append)
     candidates = [Candidate("tfjs", mode) for mode in ("float32", "float16", "uint16", "uint8")]
     measured = evaluator.measure_many(candidates)
     assert {m.error for m in measured.values()} == {measured[candidates[0]].error} and "Erfc" in measured[candidates[0]].error

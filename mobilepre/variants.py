@@ -1,0 +1,61 @@
+"""The model's variants a build converts from: pruned, clustered or fine-tuned for int8, each made once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mobilepre import quantize
+from mobilepre.progress import as_reporter
+from mobilepre.quantize.export import export_saved_model
+from mobilepre.quantize.pruning import PruneSettings, prune
+
+
+class Variants:
+    """Each variant of the model (Keras model, SavedModel export, reached sparsity), made and exported
+    once per build; the float model is the variant with nothing done to it.
+
+    Args:
+        source (models.SourceModel): the model, with the stages the build put in front of it.
+        calibration (np.ndarray | None): images the fine-tuning distils on.
+        workdir (Path): where the SavedModel exports go.
+        epochs (int): distillation epochs of each pruned or clustered variant.
+        progress: a reporter or callable for what it is doing.
+    """
+
+    def __init__(self, source, calibration, workdir: Path, epochs: int = 30, progress=None):
+        self.source = source
+        self.calibration = calibration
+        self.workdir = Path(workdir)
+        self.epochs = epochs
+        self.progress = as_reporter(progress)
+        self._made: dict[tuple, tuple] = {}
+        self._cannot_prune: str | None = None  # why fine-tuning cannot work on this model (recurs at every level)
+
+    def get(self, sparsity: float = 0.0, clusters: int = 0, qat: bool = False) -> tuple:
+        """(Keras model, SavedModel export, reached sparsity) of the model pruned to `sparsity`, clustered
+        to `clusters` shared values per kernel or fine-tuned for int8 (`qat`); `CannotPruneError` (said
+        once, then the same again) when the model cannot be fine-tuned."""
+        key = (sparsity, clusters, qat)
+        if key in self._made:
+            return self._made[key]
+        model, reached = self.source.model, 0.0
+        if (sparsity or clusters or qat) and self._cannot_prune:
+            raise quantize.CannotPruneError(self._cannot_prune)
+        try:
+            if sparsity:
+                self.progress(f"pruning to {sparsity:.0%} and fine-tuning by distillation")
+                result = prune(model, PruneSettings(sparsity, epochs=self.epochs), self.calibration)
+                model, reached = result.model, result.sparsity
+            elif clusters:
+                self.progress(f"clustering to {clusters} shared values per kernel and fine-tuning by distillation")
+                model = quantize.cluster(model, quantize.ClusterSettings(clusters, epochs=self.epochs), self.calibration).model
+            elif qat:
+                self.progress("fine-tuning for int8 with fake-quantized weights and activations (quantization-aware)")
+                model = quantize.quantization_aware(model, quantize.QATSettings(), self.calibration).model
+        except quantize.CannotPruneError as error:
+            self._cannot_prune = str(error)
+            raise
+        name = f"saved_model_s{round(sparsity * 100):02d}" + (f"_c{clusters}" if clusters else "") + ("_qat" if qat else "")
+        directory = export_saved_model(model, self.workdir / name, self.source.input_shape)
+        self._made[key] = (model, directory, reached)
+        return self._made[key]
