@@ -16,8 +16,8 @@ __all__ = ["BuildOptions", "BuildResult", "CheckResult", "MobilepreError", "__ve
 
 # The public names and the module each lives in, imported when first asked for (PEP 562).
 _LAZY = {
-    "BuildOptions": "mobilepre.builder",
-    "BuildResult": "mobilepre.builder",
+    "BuildOptions": "mobilepre.options",
+    "BuildResult": "mobilepre.results",
     "CheckResult": "mobilepre.check",
     "MobilepreError": "mobilepre.errors",
 }
@@ -59,6 +59,7 @@ def __dir__():
 def build(out, model=None, progress=None, **options):
     """Build one bundle per device profile into `out`; keyword options as `mobilepre.BuildOptions`.
     Returns a `BuildResult`."""
-    from mobilepre.builder import BuildOptions, build as run_build
+    from mobilepre.builder import build as run_build
+    from mobilepre.options import BuildOptions
 
     return run_build(BuildOptions(out=out, model=model, **options), progress=progress)

@@ -6,7 +6,7 @@ import dataclasses
 from pathlib import Path
 
 from mobilepre import toml_reader as toml
-from mobilepre.builder import BuildOptions
+from mobilepre.options import BuildOptions
 from mobilepre.errors import MobilepreError, param
 from mobilepre.profiles import parse_size
 

@@ -7,7 +7,6 @@ import json
 import shutil
 from pathlib import Path
 
-from mobilepre.builder import write_reports
 from mobilepre.check import bundle_problem
 from mobilepre.errors import MobilepreError
 from mobilepre.fsutil import check_output, fsync_tree, os_error_message, replace_tree, staging_folder
@@ -15,6 +14,7 @@ from mobilepre.output import NotAnOutput, output_problem, read_output
 from mobilepre.overview import load_baseline
 from mobilepre.measured import Measured
 from mobilepre.results import BuildResult
+from mobilepre.writing import write_reports
 
 # What parts must agree on, section by section of report.json, to be one build.
 _SAME = (("schema", "report schema"), ("versions", "toolchain"), ("source", "model"), ("data", "images"))

@@ -91,7 +91,7 @@ def run_cli(*args, cwd=None, env=None, timeout=600):
 
 # The core tier: modules that test the tool's rules without TensorFlow (profiles, budgets, the judge, the
 # search with a fake measure function, candidates), in seconds (`make test-core`).
-CORE_MODULES = {"test_budgets", "test_candidates", "test_search", "test_profiles"}
+CORE_MODULES = {"test_budgets", "test_candidates", "test_search", "test_profiles", "test_measured", "test_keys"}
 
 
 def pytest_collection_modifyitems(config, items):

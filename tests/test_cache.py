@@ -303,11 +303,11 @@ def test_two_builds_sharing_a_cache_at_once_both_succeed_with_the_same_bundles(t
 
 def test_a_model_file_loaded_before_skips_the_trial_load_but_still_infers_in_a_child(cached_builds, monkeypatch, tmp_path):
     root, _ = cached_builds
-    from mobilepre import builder, models
+    from mobilepre import inputs, models
 
     loads, predictions = [], []
-    real_load, real_predict = builder.load_model, models.ReferenceChild.predict
-    monkeypatch.setattr(builder, "load_model", lambda *a, **kw: loads.append(kw.get("isolate")) or real_load(*a, **kw))
+    real_load, real_predict = inputs.load_model, models.ReferenceChild.predict
+    monkeypatch.setattr(inputs, "load_model", lambda *a, **kw: loads.append(kw.get("isolate")) or real_load(*a, **kw))
     monkeypatch.setattr(models.ReferenceChild, "predict", lambda self, images: predictions.append(len(images)) or real_predict(self, images))
     with np.load(demo.validation_path()) as stored:
         np.save(tmp_path / "other.npy", stored["images"][-50:])

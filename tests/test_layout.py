@@ -17,16 +17,17 @@ PACKAGES = {"mobilepre": ROOT / "mobilepre", "mobilepre.quantize": ROOT / "quant
 # The chain of the brief, lowest first: a module imports only from its own layer or lower ones.
 LAYERS = [
     {"mobilepre.quantize", "mobilepre.errors", "mobilepre.metrics", "mobilepre.sizes", "mobilepre._tf", "mobilepre.versions",
-     "mobilepre.litert_child", "mobilepre.sandbox", "mobilepre.progress"},
+     "mobilepre.litert_child", "mobilepre.sandbox", "mobilepre.progress", "mobilepre.guards"},
     {"mobilepre.graph_scan", "mobilepre.signing", "mobilepre.toml_reader", "mobilepre.fsutil", "mobilepre.macs", "mobilepre.artifacts",
      "mobilepre.budgets", "mobilepre.demo", "mobilepre.tfjs_runner", "mobilepre.sdk_metadata"},
-    {"mobilepre.safety"},
+    {"mobilepre.safety", "mobilepre.formats"},
     {"mobilepre.profiles", "mobilepre.data", "mobilepre.models", "mobilepre.runtimes", "mobilepre.frontend",
      "mobilepre.manifest", "mobilepre.latency", "mobilepre.candidates", "mobilepre.overview", "mobilepre.results",
-     "mobilepre.output"},
-    {"mobilepre.layers", "mobilepre.validate", "mobilepre.report", "mobilepre.mixed", "mobilepre.cache", "mobilepre.keys"},
-    {"mobilepre.evaluate", "mobilepre.compress"},
-    {"mobilepre.search", "mobilepre.plan"},
+     "mobilepre.output", "mobilepre.measured"},
+    {"mobilepre.layers", "mobilepre.validate", "mobilepre.report", "mobilepre.mixed", "mobilepre.cache", "mobilepre.keys",
+     "mobilepre.variants", "mobilepre.converting"},
+    {"mobilepre.evaluate", "mobilepre.compress", "mobilepre.running", "mobilepre.options", "mobilepre.writing"},
+    {"mobilepre.search", "mobilepre.plan", "mobilepre.inputs"},
     {"mobilepre.builder", "mobilepre.check"},
     {"mobilepre.config", "mobilepre.merge", "mobilepre.deliver"},
     {"mobilepre", "mobilepre.cli", "mobilepre.__main__"},
@@ -192,4 +193,4 @@ def test_importing_the_engine_or_the_package_imports_nothing_else():
         assert [m for m in loaded if m != "mobilepre" and not m.startswith(allowed)] == [], (module, loaded)
     done = subprocess.run([sys.executable, "-c", "import mobilepre; print(mobilepre.BuildOptions.__module__, mobilepre.check.__module__)"],
                           capture_output=True, text=True, check=True)
-    assert done.stdout.split() == ["mobilepre.builder", "mobilepre.check"]
+    assert done.stdout.split() == ["mobilepre.options", "mobilepre.check"]

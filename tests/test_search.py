@@ -1,10 +1,10 @@
 """`mobilepre.search`: the search order, choices by preference and the rounds, with a fake measure function
 (no TensorFlow: what each candidate measures is a table)."""
 
-from dataclasses import dataclass, field
 from types import SimpleNamespace
 
-from mobilepre.budgets import Measurement
+from mobilepre.measured import Measured
+from mobilepre.metrics import OutputDrift, OutputKind
 from mobilepre.profiles import Budget, Drift, Profile
 from mobilepre.runtimes import Latency
 from mobilepre.search import search
@@ -21,24 +21,11 @@ TABLE = {
 }
 
 
-@dataclass
-class FakeMeasured:
-    candidate: object
-    size_bytes: int
-    gzip_bytes: int
-    top1: float
-    latency_ms: float
-    sparsity: float = 0.0
-    error: str | None = None
-    mixed: dict | None = None
-    metadata: dict | None = None
-    drift: list = field(default_factory=list)
-
-    def __post_init__(self):
-        self.drift = [{"name": "cls", "kind": "probabilities", "top1_agreement": self.top1}]
-
-    def measurement(self, labels: bool) -> Measurement:
-        return Measurement(self.size_bytes, self.gzip_bytes, tuple(self.drift), labels, self.error)
+def measured(candidate) -> Measured:
+    """What the table says `candidate` measures: the one measured-candidate type, made without a runtime."""
+    size, gzip, top1, _ = TABLE[candidate.key]
+    drift = OutputDrift("cls", OutputKind.PROBABILITIES, 0.1, 0.01, 0.01, 0.02, 40.0, 0.99, top1_agreement=top1)
+    return Measured(candidate, {}, size, gzip, candidate.sparsity, (drift,))
 
 
 class FakeEvaluator:
@@ -54,10 +41,11 @@ class FakeEvaluator:
         self.rounds.append(sorted(c.key for c in candidates))
         for c in candidates:
             if c not in self.measured:
-                self.measured[c] = FakeMeasured(c, *TABLE[c.key], sparsity=c.sparsity)
+                self.measured[c] = measured(c)
 
     def host_latency(self, measured, threads, runs=50, browser=None):
-        return Latency(measured.latency_ms, measured.latency_ms, runs, 0, threads, "litert")
+        ms = TABLE[measured.key][3]
+        return Latency(ms, ms, runs, 0, threads, "litert")
 
 
 def profile(name, prefer="fidelity", max_size=1 << 20, top1=0.98, **extra):
