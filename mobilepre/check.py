@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import html
 import json
@@ -20,12 +19,12 @@ from mobilepre.errors import EXIT_FAILED, MobilepreError
 from mobilepre.latency import latency_figure, parse_device_timings
 from mobilepre.candidates import allowed_problem
 from mobilepre.output import NotAnOutput, read_output
-from mobilepre.manifest import MANIFEST_SCHEMA, MAX_MANIFEST_BYTES, IntegrityError, read_manifest
+from mobilepre.manifest import IntegrityError, read_manifest
 from mobilepre.metrics import OutputKind
 from mobilepre.models import OutputSpec, load_model, with_stages
 from mobilepre.profiles import Profile, default_profiles_dir, load_profiles
 from mobilepre.quantize.artifact import gzip_size
-from mobilepre.signing import SIGNATURE_FILE, sign_bundle, signature_problem
+from mobilepre.signing import SIGNATURE_FILE, signature_problem
 from mobilepre.validate import compare, reference_outputs, run_candidate
 
 
@@ -207,7 +206,7 @@ class CheckResult:
 # ------------------------------------------------------------------------------------------ integrity
 
 
-def _verify_files(bundle: Path, manifest: dict) -> None:
+def verify_files(bundle: Path, manifest: dict) -> None:
     """Every listed file exists, is regular, has its size and sha256; nothing else is in the bundle."""
     listed = {e["path"]: e for e in manifest["files"]}
     root = bundle.resolve()
@@ -246,7 +245,7 @@ def _integrity(bundle: Path, verify_key: Path | None) -> tuple[dict | None, str 
             return None, "signature", problem
     try:
         manifest = read_manifest(bundle)
-        _verify_files(bundle, manifest)
+        verify_files(bundle, manifest)
         _verify_artifacts(bundle, manifest)
     except IntegrityError as error:
         return None, "integrity", str(error)
@@ -354,74 +353,10 @@ def check(
     if data is not None and reference is None:
         reference = _demo_reference_for(bundles)
     validation = _Validation(reference, data, input_range, trust) if data is not None else None
-    results = tuple(_check_bundle(b, profiles, measure, timings, validation, verify_key) for b in bundles)
+    results = tuple(check_bundle(b, profiles, measure, timings, validation, verify_key) for b in bundles)
     single = bundles == [Path(root)]
     release = () if single or only_present else _release_findings(Path(root), results, profiles)
     return CheckResult(str(root), results, release)
-
-
-def check_files(
-    paths, profiles: Path | None = None, measure: bool = False, verify_key: Path | None = None, root: Path = Path("."),
-) -> CheckResult:
-    """Check the bundles that `paths` belong to (what a pre-commit hook is given: changed files), each on
-    its own. A changed profile (a .toml in the profiles folder) checks every bundle under `root`. A
-    bundle is a folder whose manifest.json names mobilepre's schema; files in no bundle are not
-    mobilepre's and are left alone. Budgets come from `profiles`, else `root`/device_profiles when it
-    exists, else the shipped ones."""
-    root = Path(root)
-    if profiles is None and (root / "device_profiles").is_dir():
-        profiles = root / "device_profiles"
-    profile_folder = Path(profiles).resolve() if profiles is not None else None
-    bundles = set()
-    for path in map(Path, paths):
-        if path.suffix == ".toml" and profile_folder is not None and (
-                path.resolve() == profile_folder or profile_folder in path.resolve().parents):
-            bundles |= set(_bundles_below(root))
-        elif (bundle := _bundle_holding(path, root)) is not None:
-            bundles.add(bundle)
-    if not bundles:
-        return CheckResult(str(root), (), (Finding("bundles", True, "no mobilepre bundle among these files"),))
-    results = tuple(
-        dataclasses.replace(_check_bundle(b, profiles, measure, None, None, verify_key), bundle=b.as_posix())  # its path: names repeat
-        for b in sorted(bundles)
-    )
-    return CheckResult(str(root), results, ())
-
-
-def _is_bundle(folder: Path) -> bool:
-    """A folder whose manifest.json names mobilepre's schema, damaged or not (a web app's manifest.json
-    does not); a symlinked one counts too, and then fails its check."""
-    manifest = folder / "manifest.json"
-    if not manifest.is_file():
-        return False
-    try:
-        with open(manifest, "rb") as f:
-            return MANIFEST_SCHEMA.split("/")[0].encode() in f.read(MAX_MANIFEST_BYTES)
-    except OSError:
-        return manifest.is_symlink()
-
-
-def _bundle_holding(path: Path, root: Path) -> Path | None:
-    """The nearest folder at or above `path`, inside `root`, that is a bundle."""
-    top = root.resolve()
-    folder = path if path.is_dir() else path.parent
-    while True:
-        if _is_bundle(folder):
-            return folder
-        resolved = folder.resolve()
-        if resolved == top or top not in resolved.parents:
-            return None
-        folder = folder.parent
-
-
-def _bundles_below(root: Path) -> list[Path]:
-    found = []
-    for dirpath, dirnames, _ in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d != "node_modules")
-        if _is_bundle(Path(dirpath)):
-            found.append(Path(dirpath))
-            dirnames[:] = []
-    return found
 
 
 def _release_findings(root: Path, results, profiles) -> tuple[Finding, ...]:
@@ -512,7 +447,7 @@ def _target(bundle: Path, artifact: dict) -> Path:
     return path if artifact["format"] == "tflite" else path.parent
 
 
-def _check_bundle(bundle: Path, profiles, measure: bool, timings, validation, verify_key=None) -> BundleResult:
+def check_bundle(bundle: Path, profiles, measure: bool, timings, validation, verify_key=None) -> BundleResult:
     manifest, failed, problem = _integrity(bundle, verify_key)  # a signed release is trusted only as signed
     if problem:
         return BundleResult(bundle.name, None, (Finding(failed, False, f"{bundle.name}: {problem}"),))
@@ -562,45 +497,3 @@ def _sample_input(manifest: dict):
     if len(shape) != 3 or dtype not in ("uint8", "float32"):
         raise MobilepreError("manifest.json: source.input_shape / input_dtype are missing or invalid")
     return np.zeros((1, *shape), dtype=dtype)
-
-
-# ------------------------------------------------------------------------------------------ signing
-
-
-@dataclass(frozen=True)
-class SignResult:
-    """What `sign` did: the bundles signed, and those refused because they fail their integrity check."""
-
-    root: str
-    signed: tuple = ()
-    refused: tuple = ()
-
-    @property
-    def passed(self) -> bool:
-        return not self.refused
-
-    @property
-    def exit_code(self) -> int:
-        return 0 if self.passed else EXIT_FAILED
-
-    def to_dict(self) -> dict:
-        return {"passed": self.passed, "refused": [f.to_dict() for f in self.refused], "root": self.root, "signed": list(self.signed)}
-
-    def to_text(self) -> str:
-        lines = [f"signed {name}/{SIGNATURE_FILE}" for name in self.signed]
-        lines += [f"NOT SIGNED {f.message}" for f in self.refused]
-        return "\n".join(lines)
-
-
-def sign_bundles(root: Path, private_key: Path) -> SignResult:
-    """Sign every bundle under `root` that matches its manifest; a damaged bundle is never signed."""
-    signed, refused = [], []
-    for bundle in find_bundles(root):
-        try:
-            _verify_files(bundle, read_manifest(bundle))
-        except IntegrityError as error:
-            refused.append(Finding("integrity", False, f"{bundle.name}: {error}"))
-            continue
-        sign_bundle(bundle, private_key)
-        signed.append(bundle.name)
-    return SignResult(str(root), tuple(signed), tuple(refused))

@@ -14,8 +14,8 @@ from mobilepre.builder import BuildOptions
 from mobilepre.cache import DEFAULT_MAX_BYTES, CandidateCache, code_fingerprint, default_cache_dir
 from mobilepre.builder import build as run_build
 from mobilepre.check import check as run_check
-from mobilepre.check import check_files
-from mobilepre.check import sign_bundles
+from mobilepre.check_files import check_files
+from mobilepre.sign import sign_bundles
 from mobilepre.compress import prune_file, quantize_file
 from mobilepre.config import load_build_config
 from mobilepre.data import DataOptions, parse_range

@@ -17,7 +17,8 @@ PACKAGES = {"mobilepre": ROOT / "mobilepre", "mobilepre.quantize": ROOT / "quant
 # The chain of the brief, lowest first: a module imports only from its own layer or lower ones.
 LAYERS = [
     {"mobilepre.quantize", "mobilepre.errors", "mobilepre.metrics", "mobilepre.sizes", "mobilepre._tf", "mobilepre.versions",
-     "mobilepre.litert_child", "mobilepre.sandbox", "mobilepre.progress", "mobilepre.guards"},
+     "mobilepre.litert_child", "mobilepre.sandbox", "mobilepre.progress", "mobilepre.guards", "mobilepre.tflite_reader",
+     "mobilepre.image_headers"},
     {"mobilepre.graph_scan", "mobilepre.signing", "mobilepre.toml_reader", "mobilepre.fsutil", "mobilepre.macs", "mobilepre.artifacts",
      "mobilepre.budgets", "mobilepre.demo", "mobilepre.tfjs_runner", "mobilepre.sdk_metadata"},
     {"mobilepre.safety", "mobilepre.formats"},
@@ -29,7 +30,7 @@ LAYERS = [
     {"mobilepre.evaluate", "mobilepre.compress", "mobilepre.running", "mobilepre.options", "mobilepre.writing"},
     {"mobilepre.search", "mobilepre.plan", "mobilepre.inputs"},
     {"mobilepre.builder", "mobilepre.check"},
-    {"mobilepre.config", "mobilepre.merge", "mobilepre.deliver"},
+    {"mobilepre.config", "mobilepre.merge", "mobilepre.deliver", "mobilepre.sign", "mobilepre.check_files"},
     {"mobilepre", "mobilepre.cli", "mobilepre.__main__"},
 ]
 

@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mobilepre.builder import build
-from mobilepre.check import check, sign_bundles
+from mobilepre.check import check
+from mobilepre.sign import sign_bundles
 from mobilepre.manifest import seal_manifest
 from tests.conftest import run_cli, warm_options
 
