@@ -99,7 +99,7 @@ def _open_cache(options: BuildOptions, out: Path) -> CandidateCache | None:
         return None
     cache_dir, target = Path(options.cache).absolute(), out.absolute()
     if cache_dir == target or target in cache_dir.parents or cache_dir in target.parents:
-        raise MobilepreError(f"--cache {options.cache}: the cache folder and --out {out} may not hold one another: choose another cache folder")
+        raise MobilepreError(f"{param('cache')} {options.cache}: the cache folder and {param('out')} {out} may not hold one another: choose another cache folder")
     return CandidateCache(cache_dir, options.cache_max_bytes, options.cache_latency).open()
 
 

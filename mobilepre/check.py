@@ -12,14 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from mobilepre import demo
-from mobilepre.artifacts import verify_tflite, verify_tfjs_folder
+from mobilepre.formats import FORMATS
 from mobilepre.budgets import Measurement, Verdict, judge
 from mobilepre.data import DataOptions
 from mobilepre.errors import EXIT_FAILED, MobilepreError
 from mobilepre.latency import latency_figure, parse_device_timings
 from mobilepre.candidates import allowed_problem
 from mobilepre.output import NotAnOutput, read_output
-from mobilepre.manifest import IntegrityError, read_manifest
+from mobilepre.manifest import IntegrityError, Manifest, ManifestArtifact, read_manifest
 from mobilepre.metrics import OutputKind
 from mobilepre.models import OutputSpec, load_model, with_stages
 from mobilepre.profiles import Profile, default_profiles_dir, load_profiles
@@ -206,9 +206,9 @@ class CheckResult:
 # ------------------------------------------------------------------------------------------ integrity
 
 
-def verify_files(bundle: Path, manifest: dict) -> None:
+def verify_files(bundle: Path, manifest: Manifest) -> None:
     """Every listed file exists, is regular, has its size and sha256; nothing else is in the bundle."""
-    listed = {e["path"]: e for e in manifest["files"]}
+    listed = {f.path: f for f in manifest.files}
     root = bundle.resolve()
     seen = set()
     for dirpath, dirnames, filenames in os.walk(bundle):
@@ -229,13 +229,13 @@ def verify_files(bundle: Path, manifest: dict) -> None:
         if root not in path.resolve().parents:
             raise IntegrityError(f"{relative} leads outside the bundle")
         data = path.read_bytes()
-        if len(data) != entry["bytes"]:
-            raise IntegrityError(f"{relative} is {len(data)} bytes, the manifest says {entry['bytes']}")
-        if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+        if len(data) != entry.size_bytes:
+            raise IntegrityError(f"{relative} is {len(data)} bytes, the manifest says {entry.size_bytes}")
+        if hashlib.sha256(data).hexdigest() != entry.sha256:
             raise IntegrityError(f"{relative} does not match its sha256 in manifest.json (modified or damaged)")
 
 
-def _integrity(bundle: Path, verify_key: Path | None) -> tuple[dict | None, str | None, str | None]:
+def _integrity(bundle: Path, verify_key: Path | None) -> tuple[Manifest | None, str | None, str | None]:
     """(manifest, None, None) for an intact bundle, else (None, the check that failed, why): with
     `verify_key` its signature first (before anything of the bundle is parsed), then its manifest, every
     file's size and sha256, nothing unlisted, and each artifact parsing in a verifier."""
@@ -252,13 +252,13 @@ def _integrity(bundle: Path, verify_key: Path | None) -> tuple[dict | None, str 
     return manifest, None, None
 
 
-def intact_manifest(bundle: Path, verify_key: Path | None = None, profile: str | None = None) -> tuple[dict | None, str | None]:
+def intact_manifest(bundle: Path, verify_key: Path | None = None, profile: str | None = None) -> tuple[Manifest | None, str | None]:
     """(manifest, None) for an intact bundle (`_integrity`) of `profile`, else (None, why not)."""
     manifest, _, problem = _integrity(bundle, verify_key)
     if problem:
         return None, problem
-    if profile is not None and manifest["profile"].get("name") != profile:
-        return None, f"its manifest is for profile {manifest['profile'].get('name')!r}, not {profile!r}"
+    if profile is not None and manifest.profile_name != profile:
+        return None, f"its manifest is for profile {manifest.profile_name!r}, not {profile!r}"
     return manifest, None
 
 
@@ -267,15 +267,11 @@ def bundle_problem(bundle: Path, verify_key: Path | None = None, profile: str | 
     return intact_manifest(bundle, verify_key, profile)[1]
 
 
-def _verify_artifacts(bundle: Path, manifest: dict) -> None:
-    """Artifacts parse in a verifier before any runtime sees them."""
-    for artifact in manifest["artifacts"]:
-        path = bundle / artifact["path"]
+def _verify_artifacts(bundle: Path, manifest: Manifest) -> None:
+    """Artifacts parse in their format's verifier before any runtime sees them."""
+    for artifact in manifest.artifacts:
         try:
-            if artifact["format"] == "tflite":
-                verify_tflite(path.read_bytes(), artifact["path"])
-            else:
-                verify_tfjs_folder(path.parent, artifact["path"])
+            FORMATS[artifact.format].verify(bundle / artifact.path, artifact.path)
         except MobilepreError as error:
             raise IntegrityError(error.message) from None
 
@@ -283,36 +279,29 @@ def _verify_artifacts(bundle: Path, manifest: dict) -> None:
 # ------------------------------------------------------------------------------------------ budgets
 
 
-def _profile_now(manifest: dict, profiles_arg) -> tuple[Profile, str]:
+def _profile_now(manifest: Manifest, profiles_arg) -> tuple[Profile, str]:
     """The profile as it is now in the repo (tightened budgets fail old bundles), else the manifest's copy."""
-    name = manifest["profile"].get("name")
+    name = manifest.profile_name
     source = Path(profiles_arg) if profiles_arg else default_profiles_dir()
     if source.exists():
         for profile in load_profiles(source):
             if profile.name == name:
                 return profile, str(source)
-    return Profile.from_dict(manifest["profile"], "manifest.json profile"), "manifest"
+    return Profile.from_dict(manifest.profile, "manifest.json profile"), "manifest"
 
 
-def _measurement(bundle: Path, artifact: dict, manifest: dict, validation, peak_memory_bytes: int | None = None) -> Measurement:
+def _measurement(bundle: Path, artifact: ManifestArtifact, manifest: Manifest, validation, peak_memory_bytes: int | None = None) -> Measurement:
     """Sizes recomputed from the files; drift re-validated on `--data`, else as the manifest recorded it;
     peak memory as the run here measured it."""
-    files = [bundle / f for f in artifact.get("files", [artifact["path"]])]
+    files = [bundle / f for f in artifact.files]
     size = sum(p.stat().st_size for p in files)
     compressed = sum(gzip_size(p.read_bytes()) for p in files)
     if validation is not None:
         drift, labels, source = validation.drift(bundle, artifact, manifest), validation.has_labels(manifest), "validated"
     else:
-        recorded = artifact.get("drift")
-        drift = [d for d in recorded if _is_output_drift(d)] if isinstance(recorded, list) else []
-        labels, source = bool(manifest.get("data", {}).get("validation", {}).get("labels", False)), "manifest"
-    memory_source = "measured" if artifact.get("format") == "tfjs" else "host"
+        drift, labels, source = artifact.drift, manifest.labels, "manifest"
     return Measurement(size, compressed, tuple(drift), labels, size_source="recomputed", drift_source=source,
-                       peak_memory_bytes=peak_memory_bytes, peak_memory_source=memory_source)
-
-
-def _is_output_drift(entry) -> bool:
-    return isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry.get("kind") in set(OutputKind)
+                       peak_memory_bytes=peak_memory_bytes, peak_memory_source=FORMATS[artifact.format].memory_source)
 
 
 # ------------------------------------------------------------------------------------------ the check
@@ -397,10 +386,9 @@ def _demo_reference_for(bundles) -> Path:
     """`--data` without `--reference` is fine for bundles of the embedded demo model, and only those."""
     for bundle in bundles:
         try:
-            manifest = json.loads((bundle / "manifest.json").read_text())
-            if manifest.get("source", {}).get("name") != "demo.keras":
+            if read_manifest(bundle).source.get("name") != "demo.keras":
                 raise ValueError
-        except (OSError, ValueError, AttributeError):
+        except (IntegrityError, OSError, ValueError, AttributeError):
             raise MobilepreError("--data re-validates drift against the float model: pass --reference MODEL too") from None
     return demo.model_path()
 
@@ -414,9 +402,9 @@ class _Validation:
         self._data, self._input_range = Path(data), input_range
         self._prepared = {}
 
-    def prepared(self, manifest: dict):
+    def prepared(self, manifest: Manifest):
         """(source with the bundle's stages, dataset for it, reference outputs) for this bundle."""
-        stages = manifest["source"].get("stages") or {}
+        stages = manifest.source.get("stages") or {}
         key = json.dumps(stages, sort_keys=True)
         if key not in self._prepared:
             rescale = stages.get("rescale") if isinstance(stages, dict) else None
@@ -426,74 +414,63 @@ class _Validation:
             self._prepared[key] = (source, dataset, reference_outputs(source, dataset.images)[0])
         return self._prepared[key]
 
-    def images(self, manifest: dict):
+    def images(self, manifest: Manifest):
         return self.prepared(manifest)[1].images
 
-    def has_labels(self, manifest: dict) -> bool:
+    def has_labels(self, manifest: Manifest) -> bool:
         return self.prepared(manifest)[1].labels is not None
 
-    def drift(self, bundle: Path, artifact: dict, manifest: dict) -> list:
+    def drift(self, bundle: Path, artifact: ManifestArtifact, manifest: Manifest) -> list:
         """Drift re-measured on these images, each output judged as the kind the build gave it."""
         source, dataset, reference = self.prepared(manifest)
-        _, run = run_candidate(_target(bundle, artifact), dataset.images, output_names=[s.name for s in source.outputs])
-        recorded = {o.get("name"): o.get("kind") for o in manifest["source"].get("outputs", []) if isinstance(o, dict)}
+        _, run = run_candidate(artifact.run_path(bundle), dataset.images, output_names=[s.name for s in source.outputs])
+        recorded = {o.get("name"): o.get("kind") for o in manifest.source.get("outputs", []) if isinstance(o, dict)}
         specs = [OutputSpec(s.name, OutputKind(recorded[s.name]), s.shape) if recorded.get(s.name) in set(OutputKind) else s
                  for s in source.outputs]
         return [d.to_dict() for d in compare(reference, run, dataset.labels, specs)]
-
-
-def _target(bundle: Path, artifact: dict) -> Path:
-    path = bundle / artifact["path"]
-    return path if artifact["format"] == "tflite" else path.parent
 
 
 def check_bundle(bundle: Path, profiles, measure: bool, timings, validation, verify_key=None) -> BundleResult:
     manifest, failed, problem = _integrity(bundle, verify_key)  # a signed release is trusted only as signed
     if problem:
         return BundleResult(bundle.name, None, (Finding(failed, False, f"{bundle.name}: {problem}"),))
-    findings = [Finding("integrity", True, f"{len(manifest['files'])} files match manifest.json; artifacts verified")]
+    findings = [Finding("integrity", True, f"{len(manifest.files)} files match manifest.json; artifacts verified")]
     if verify_key is not None:
         findings.append(Finding("signature", True, f"every file is signed by the key of {Path(verify_key).name}"))
-    if validation is not None and manifest["source"].get("identity") != validation.source.identity:
+    if validation is not None and manifest.source.get("identity") != validation.source.identity:
         findings.append(Finding("reference", False, "--reference is not the model this bundle was built from (identity differs)"))
-        return BundleResult(bundle.name, manifest["profile"].get("name"), tuple(findings))
+        return BundleResult(bundle.name, manifest.profile_name, tuple(findings))
     profile, where = _profile_now(manifest, profiles)
-    if not manifest["artifacts"]:
+    if not manifest.artifacts:
         findings.append(Finding("artifacts", False, "manifest.json lists no artifact: a bundle without a model"))
     images = validation.images(manifest) if validation else _sample_input(manifest)
     artifacts = []
-    for artifact in manifest["artifacts"]:
-        allowed = _allowed_problem(profile, artifact)
+    for artifact in manifest.artifacts:
+        allowed = allowed_problem(profile, artifact.format, artifact.quantization, artifact.io_type, artifact.sparsity, artifact.clusters)
         if allowed:
-            findings.append(Finding(f"allowed[{artifact['format']}]", False, f"{artifact['candidate']}: {allowed}"))
+            findings.append(Finding(f"allowed[{artifact.format}]", False, f"{artifact.candidate}: {allowed}"))
             continue
-        target = _target(bundle, artifact)
+        target = artifact.run_path(bundle)
         try:
             fmt, run = run_candidate(target, images[:1])
         except MobilepreError as error:
-            artifacts.append(ArtifactCheck(artifact["path"], artifact["candidate"], Finding("runtime", False, error.message), None))
+            artifacts.append(ArtifactCheck(artifact.path, artifact.candidate, Finding("runtime", False, error.message), None))
             continue
         shapes = ", ".join(str(tuple(o.shape[1:])) for o in run.outputs)
-        loads = Finding(f"loads[{fmt}]", True, f"runs in {'LiteRT' if fmt == 'tflite' else 'TF.js (Node, wasm)'}: outputs {shapes}")
+        loads = Finding(f"loads[{fmt}]", True, f"runs in {FORMATS[fmt].runtime}: outputs {shapes}")
 
         def measure_host(threads, browser=None, target=target):
             return run_candidate(target, images[:1], threads=threads, latency_runs=50, browser=browser)[1].latency
 
-        latency = latency_figure(profile, artifact["candidate"], manifest["source"].get("macs"), timings, measure_host if measure else None)
+        latency = latency_figure(profile, artifact.candidate, manifest.source.get("macs"), timings, measure_host if measure else None)
         verdict = judge(profile, _measurement(bundle, artifact, manifest, validation, run.peak_memory_bytes), latency)
-        artifacts.append(ArtifactCheck(artifact["path"], artifact["candidate"], loads, verdict))
+        artifacts.append(ArtifactCheck(artifact.path, artifact.candidate, loads, verdict))
     return BundleResult(bundle.name, profile.name, tuple(findings), tuple(artifacts), where)
 
 
-def _allowed_problem(profile: Profile, artifact: dict) -> str | None:
-    """Why the profile, as it is now, does not allow this artifact (`candidates.allowed_problem`)."""
-    return allowed_problem(profile, artifact.get("format"), artifact.get("quantization"), artifact.get("io_type", "float32"),
-                           artifact.get("sparsity", 0.0), artifact.get("clusters", 0))
-
-
-def _sample_input(manifest: dict):
-    shape = tuple(manifest["source"].get("input_shape", ()))
-    dtype = manifest["source"].get("input_dtype", "float32")
+def _sample_input(manifest: Manifest):
+    shape = tuple(manifest.source.get("input_shape", ()))
+    dtype = manifest.source.get("input_dtype", "float32")
     if len(shape) != 3 or dtype not in ("uint8", "float32"):
         raise MobilepreError("manifest.json: source.input_shape / input_dtype are missing or invalid")
     return np.zeros((1, *shape), dtype=dtype)

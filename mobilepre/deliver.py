@@ -9,7 +9,7 @@ from pathlib import Path
 from mobilepre.check import intact_manifest
 from mobilepre.errors import EXIT_FAILED, MobilepreError, param
 from mobilepre.fsutil import fsync_tree, os_error_message, remove_stale_staging, replace_tree, staging_folder
-from mobilepre.manifest import IntegrityError, read_manifest
+from mobilepre.manifest import IntegrityError, Manifest, read_manifest
 from mobilepre.output import NotAnOutput, read_output
 from mobilepre.signing import SIGNATURE_FILE
 
@@ -98,7 +98,7 @@ def deliver(source: Path, dest: Path, profile: str | None = None, verify_key: Pa
             replace_tree(staging / "bundle", dest)
     except OSError as error:
         raise MobilepreError(f"cannot copy the bundle into {dest}: {os_error_message(error)}") from None
-    return Delivery(manifest["profile"].get("name", ""), bundle, dest, files, size, replaced)
+    return Delivery(manifest.profile_name or "", bundle, dest, files, size, replaced)
 
 
 def _replaceable(dest: Path) -> bool:
@@ -108,7 +108,7 @@ def _replaceable(dest: Path) -> bool:
     if not dest.exists() or not any(dest.iterdir()):
         return False
     try:
-        listed = {e["path"] for e in read_manifest(dest)["files"]} | {"manifest.json", SIGNATURE_FILE}
+        listed = {f.path for f in read_manifest(dest).files} | {"manifest.json", SIGNATURE_FILE}
     except IntegrityError:
         raise MobilepreError(
             f"{dest} holds files but no intact bundle manifest: it is not a known earlier copy, so nothing in it is "
@@ -124,13 +124,14 @@ def _replaceable(dest: Path) -> bool:
     return True
 
 
-def _copy_verified(bundle: Path, manifest: dict, staging: Path) -> tuple[int, int]:
-    """Copy the manifest's files (and the manifest and signature), checking each copy's sha256 again."""
-    entries = [(e["path"], e["sha256"]) for e in manifest["files"]]
-    entries += [(name, None) for name in ("manifest.json", SIGNATURE_FILE) if (bundle / name).is_file()]
+def _copy_verified(bundle: Path, manifest: Manifest, staging: Path) -> tuple[int, int]:
+    """Copy the manifest's files (each checked against its sha256 again), the manifest as it was verified
+    (its bytes as read, not read again) and the signature."""
+    entries = [(f.path, f.sha256) for f in manifest.files] + [("manifest.json", None)]
+    entries += [(SIGNATURE_FILE, None)] if (bundle / SIGNATURE_FILE).is_file() else []
     size = 0
     for relative, sha256 in entries:
-        data = (bundle / relative).read_bytes()
+        data = manifest.raw if relative == "manifest.json" else (bundle / relative).read_bytes()
         if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
             raise MobilepreError(f"bundle {bundle}: {relative} changed while it was copied; nothing copied", EXIT_FAILED)
         target = staging / relative

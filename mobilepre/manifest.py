@@ -7,9 +7,12 @@ import hashlib
 import json
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from mobilepre.artifacts import io_contract
+from mobilepre.formats import FORMATS
+from mobilepre.metrics import OutputKind
 from mobilepre.runtimes import web_page_files
 from mobilepre.quantize.settings import engine_for
 
@@ -127,7 +130,93 @@ def safe_relative(path: str) -> bool:
     return all(p not in ("", ".", "..") and set(p) <= _SAFE_PART for p in parts)
 
 
-def read_manifest(bundle: Path) -> dict:
+@dataclass(frozen=True)
+class ListedFile:
+    """One file a manifest lists: its bundle-relative path, size and sha256."""
+
+    path: str
+    size_bytes: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ManifestArtifact:
+    """One artifact a manifest claims (a claim: `check` holds it against the files).
+
+    Attributes:
+        path (str): the artifact's path in the bundle (`model.tflite`, `tfjs/model.json`).
+        format (str), candidate (str), quantization, io_type, sparsity, clusters: as the build recorded
+            them (the last four as written, checked where they are used: `candidates.allowed_problem`).
+        files (tuple[str, ...]): the artifact's files (its path alone when the manifest lists none).
+        drift (tuple[dict, ...]): per output, the drift the build measured (entries that are not an
+            output's drift are left out).
+    """
+
+    path: str
+    format: str
+    candidate: str
+    quantization: object = None
+    io_type: object = "float32"
+    sparsity: object = 0.0
+    clusters: object = 0
+    files: tuple = ()
+    drift: tuple = ()
+
+    def run_path(self, bundle: Path) -> Path:
+        """What a runtime is given: the .tflite file, or the TF.js folder."""
+        path = Path(bundle) / self.path
+        return path.parent if FORMATS[self.format].folder else path
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ManifestArtifact:
+        files = data.get("files")
+        files = tuple(files) if isinstance(files, list) and all(isinstance(f, str) for f in files) else (data["path"],)
+        recorded = data.get("drift")
+        drift = tuple(d for d in recorded if _is_output_drift(d)) if isinstance(recorded, list) else ()
+        return cls(data["path"], data["format"], data["candidate"], data.get("quantization"), data.get("io_type", "float32"),
+                   data.get("sparsity", 0.0), data.get("clusters", 0), files, drift)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A bundle's manifest as read and checked (`read_manifest`).
+
+    Attributes:
+        raw (bytes): manifest.json exactly as read: what its seal and a signature cover, and what a
+            verified copy writes.
+        document (dict): the parsed JSON.
+        files (tuple[ListedFile, ...]): every listed file, sorted by path.
+        artifacts (tuple[ManifestArtifact, ...]).
+        profile (dict): the profile the bundle was built for, as the build read it.
+        source (dict): the model the bundle was built from (identity, input, MACs, outputs, stages).
+        labels (bool): the build's validation images had labels.
+    """
+
+    raw: bytes
+    document: dict
+    files: tuple
+    artifacts: tuple
+    profile: dict
+    source: dict
+    labels: bool = False
+
+    @property
+    def profile_name(self):
+        return self.profile.get("name")
+
+    @classmethod
+    def parse(cls, raw: bytes, document: dict) -> Manifest:
+        validation = (document.get("data") or {}).get("validation") if isinstance(document.get("data"), dict) else None
+        return cls(raw, document, tuple(ListedFile(e["path"], e["bytes"], e["sha256"]) for e in document["files"]),
+                   tuple(ManifestArtifact.from_dict(a) for a in document["artifacts"]), document["profile"], document["source"],
+                   bool(validation.get("labels", False)) if isinstance(validation, dict) else False)
+
+
+def _is_output_drift(entry) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("name"), str) and entry.get("kind") in set(OutputKind)
+
+
+def read_manifest(bundle: Path) -> Manifest:
     """A bundle's manifest, checked before it is trusted: a regular file under the size cap, JSON, the
     schema, safe sorted paths, and its seal. Raises `IntegrityError`."""
     path = Path(bundle) / "manifest.json"
@@ -148,7 +237,7 @@ def read_manifest(bundle: Path) -> dict:
     problem = manifest_seal_problem(raw, manifest)
     if problem:
         raise IntegrityError(problem)
-    return manifest
+    return Manifest.parse(raw, manifest)
 
 
 def _check_schema(manifest) -> None:

@@ -68,7 +68,7 @@ def _read_part(part: Path, verify_key: Path | None) -> tuple[Path, dict, BuildRe
     """A part's report.json and its full results (timings.json), checked against each other and its bundles."""
     problem = output_problem(part)
     if problem:
-        raise MobilepreError(f"part {part}: {problem}: give the --out folder of a `mobilepre build`")
+        raise MobilepreError(f"part {part}: {problem}: give the output folder of a `mobilepre build`")
     try:
         output = read_output(part)
         result = output.result()

@@ -2,6 +2,7 @@
 Android, iOS and the web) reading the TFLite metadata, and TF.js in a real headless Chromium through the
 web bundle's own loader page."""
 
+import hashlib
 import json
 import os
 import shutil
@@ -13,7 +14,7 @@ import pytest
 from mobilepre import demo
 from mobilepre.builder import build
 from mobilepre.runtimes import check_chromium, runner_dir
-from tests.conftest import run_cli, warm_options
+from tests.conftest import REPO, run_cli, warm_options
 from tests.test_build import write_profile
 
 FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
@@ -21,11 +22,30 @@ FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
 
 @pytest.fixture(scope="module")
 def demo_build(tmp_path_factory):
-    """The demo build over every shipped profile, as `make demo` makes it."""
+    """The demo build over every shipped profile, as `make demo` makes it (reproducibly dated)."""
     out = tmp_path_factory.mktemp("clients") / "out"
-    result = build(warm_options(out=out, latency_runs=5))
+    saved = os.environ.get("SOURCE_DATE_EPOCH")
+    os.environ["SOURCE_DATE_EPOCH"] = "1"
+    try:
+        result = build(warm_options(out=out, latency_runs=5))
+    finally:
+        os.environ.pop("SOURCE_DATE_EPOCH") if saved is None else os.environ.__setitem__("SOURCE_DATE_EPOCH", saved)
     assert result.exit_code == 0, [(p.name, p.passed) for p in result.profiles]
     return out
+
+
+def test_the_demo_bundles_are_byte_identical_to_those_before_the_restructuring(demo_build):
+    """Every bundle file and report.json, as the code before issue 24's restructuring wrote them
+    (tests/data/demo_digests.json): the same inputs and pinned toolchain give the same bytes."""
+    expected = json.loads((REPO / "tests/data/demo_digests.json").read_text())["digests"]
+    found = {p.relative_to(demo_build).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(demo_build.rglob("*")) if p.is_file() and p.parent != demo_build}
+    found = {path: digest for path, digest in found.items() if not path.startswith("android-low-end/")}  # chosen by host latency
+    report = json.loads((demo_build / "report.json").read_text())
+    report["profiles"] = [p for p in report["profiles"] if p["name"] != "android-low-end"]
+    report.pop("versions")
+    found["report.json without android-low-end and versions"] = hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest()
+    assert found == expected
 
 
 def _manifest(bundle):

@@ -99,7 +99,7 @@ def test_a_tampered_or_edited_part_is_refused(parts, tmp_path):
     _refused(tmp_path / "m", [edited, root / "part-b"], "report.json and timings.json disagree")
     not_a_build = tmp_path / "folder"
     not_a_build.mkdir()
-    _refused(tmp_path / "m", [not_a_build], "it has no report.json: give the --out folder")
+    _refused(tmp_path / "m", [not_a_build], "it has no report.json: give the output folder of a")
 
 
 def test_signatures_are_verified_when_a_key_is_given(parts, tmp_path):

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from mobilepre import demo
 from mobilepre.errors import MobilepreError
-from tests.conftest import run_cli, with_cache
+from tests.conftest import run_cli, with_cache, skip_or_fail
 
 FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
 
@@ -269,7 +269,7 @@ def tiny_filesystem(tmp_path):
     mount = tmp_path / "small"
     mount.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount)], capture_output=True).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
+        skip_or_fail("cannot mount a tmpfs here (needs root)")
     yield mount
     subprocess.run(["umount", str(mount)], check=True)
 
