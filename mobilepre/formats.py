@@ -48,6 +48,9 @@ class FormatRow:
             the metadata carries).
         verify (callable): (artifact path, where) -> None, or a `MobilepreError` naming the problem, before
             any runtime parses it.
+        served_compressed (bool): what a device downloads is the gzip of the files (a web server's), so a
+            size preference weighs gzip bytes first; a .tflite ships as it is.
+        web_page (bool): its bundle carries the loader page (`index.html`, `loader.mjs`) beside it.
     """
 
     format: Format
@@ -57,6 +60,12 @@ class FormatRow:
     memory_source: str
     with_metadata: Callable
     verify: Callable
+    served_compressed: bool = False
+    web_page: bool = False
+
+    def prefix(self) -> str:
+        """The artifact's files' path prefix in a bundle ("" or "tfjs/")."""
+        return f"{self.folder}/" if self.folder else ""
 
     def run_path(self, folder: Path) -> Path:
         """What a runtime is given for an artifact written into `folder`: the .tflite file, or the TF.js folder."""
@@ -71,7 +80,8 @@ class FormatRow:
 
 FORMATS = {
     Format.TFLITE: FormatRow(Format.TFLITE, "model.tflite", "", "LiteRT", "host", _tflite_metadata, _verify_tflite),
-    Format.TFJS: FormatRow(Format.TFJS, "tfjs/model.json", "tfjs", "TF.js (Node, wasm)", "measured", _tfjs_metadata, _verify_tfjs),
+    Format.TFJS: FormatRow(Format.TFJS, "tfjs/model.json", "tfjs", "TF.js (Node, wasm)", "measured", _tfjs_metadata, _verify_tfjs,
+                           served_compressed=True, web_page=True),
 }
 
 

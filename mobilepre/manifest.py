@@ -51,7 +51,7 @@ def manifest_seal_problem(raw: bytes, manifest: dict) -> str | None:
 
 def artifact_path(fmt: str) -> str:
     """Where a format's artifact lives in a bundle."""
-    return "model.tflite" if fmt == "tflite" else "tfjs/model.json"
+    return FORMATS[fmt].artifact
 
 
 def bundle_files(profile, chosen: list, source_info: dict, data: dict, versions: dict, created: str | None,
@@ -65,7 +65,8 @@ def bundle_files(profile, chosen: list, source_info: dict, data: dict, versions:
     artifacts = []
     verdicts = {}
     for trial, artifact_files in chosen:
-        prefix = "" if trial.format == "tflite" else "tfjs/"
+        row = FORMATS[trial.format]
+        prefix = row.prefix()
         for name, content in artifact_files.items():
             files[prefix + name] = content
         path = artifact_path(trial.format)
@@ -92,7 +93,7 @@ def bundle_files(profile, chosen: list, source_info: dict, data: dict, versions:
             }
         )
         verdicts[trial.format] = trial.verdict.to_dict()
-        if trial.format == "tfjs":  # a web bundle opens in a browser as it is: its loader page beside tfjs/
+        if row.web_page:  # a web bundle opens in a browser as it is: its loader page beside tfjs/
             files.update(web_page_files())
     manifest = {
         "artifacts": sorted(artifacts, key=lambda a: a["path"]),

@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from mobilepre.budgets import Measurement
 from mobilepre.candidates import Candidate
 from mobilepre.metrics import OutputDrift
-from mobilepre.quantize.settings import Format
+from mobilepre.formats import FORMATS
 
 
 @dataclass(frozen=True)
@@ -94,9 +95,8 @@ class Measured:
     def measurement(self, labels: bool) -> Measurement:
         """What judging needs of this candidate (TF.js peak memory counts tensor bytes, exact; LiteRT's is
         the host's resident memory)."""
-        source = "measured" if self.candidate.fmt is Format.TFJS else "host"
         return Measurement(self.size_bytes, self.gzip_bytes, self.drift_dicts(), labels, self.error,
-                           peak_memory_bytes=self.peak_memory_bytes, peak_memory_source=source)
+                           peak_memory_bytes=self.peak_memory_bytes, peak_memory_source=FORMATS[self.candidate.fmt].memory_source)
 
     def sha256(self) -> dict:
         return {name: hashlib.sha256(data).hexdigest() for name, data in sorted(self.files.items())}
@@ -118,7 +118,7 @@ class Measured:
             raise TypeError("drift")
         if record["error"] is not None and not isinstance(record["error"], str):
             raise TypeError("error")
-        if (candidate.fmt is Format.TFLITE and record["error"] is None) != ("model.tflite" in files):
+        if record["error"] is None and not files.keys() >= {Path(FORMATS[candidate.fmt].artifact).name}:
             raise ValueError("files")
         peak = record["peak_memory_bytes"]
         return cls(candidate, dict(files), int(_number(record["size_bytes"])), int(_number(record["gzip_bytes"])),

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from mobilepre.budgets import LatencyFigure, Verdict
 from mobilepre.errors import EXIT_FAILED
+from mobilepre.formats import FORMATS
 from mobilepre.measured import Measured
 from mobilepre.profiles import Profile
 
@@ -134,7 +135,7 @@ class FormatResult:
         if self.prefer == "latency":
             return min(passed, key=lambda t: t.latency.ms if t.latency and t.latency.ms is not None else math.inf)
         if self.prefer == "size":  # TF.js files are served compressed; a .tflite ships as it is
-            return min(passed, key=lambda t: (t.gzip_bytes, t.size_bytes) if t.format == "tfjs" else (t.size_bytes, t.gzip_bytes))
+            return min(passed, key=lambda t: (t.gzip_bytes, t.size_bytes) if FORMATS[t.format].served_compressed else (t.size_bytes, t.gzip_bytes))
         return passed[0]
 
     @property

@@ -5,7 +5,7 @@ import pytest
 
 from mobilepre import quantize
 from mobilepre.candidates import candidates_for
-from mobilepre.check import _allowed_problem
+from mobilepre.candidates import allowed_problem
 from mobilepre.errors import MobilepreError
 from mobilepre.profiles import Budget, Profile
 from mobilepre.quantize.clustering import kmeans_1d
@@ -77,7 +77,7 @@ def test_min_clusters_is_zero_or_two_to_256(value):
 
 
 def test_check_refuses_a_clustered_artifact_the_profile_does_not_allow():
-    artifact = {"format": "tflite", "quantization": "int8", "io_type": "float32", "sparsity": 0.0, "clusters": 16}
-    assert "allows no clustering" in _allowed_problem(_profile(), artifact)
-    assert "allows min_clusters 32" in _allowed_problem(_profile(min_clusters=32), artifact)
-    assert _allowed_problem(_profile(min_clusters=16), artifact) is None
+    artifact = ("tflite", "int8", "float32", 0.0, 16)  # format, quantization, io_type, sparsity, clusters
+    assert "allows no clustering" in allowed_problem(_profile(), *artifact)
+    assert "allows min_clusters 32" in allowed_problem(_profile(min_clusters=32), *artifact)
+    assert allowed_problem(_profile(min_clusters=16), *artifact) is None
