@@ -20,7 +20,7 @@ from mobilepre.compress import prune_file, quantize_file
 from mobilepre.config import load_build_config
 from mobilepre.data import DataOptions, parse_range
 from mobilepre.deliver import deliver
-from mobilepre.errors import MobilepreError
+from mobilepre.errors import MobilepreError, one_line
 from mobilepre.frontend import FrontendSpec, Normalization, parse_features, parse_input_shape, write_frontend
 from mobilepre.fsutil import atomic_file
 from mobilepre.merge import merge as run_merge
@@ -72,7 +72,7 @@ def _emit(result, as_json: bool) -> None:
 def _say_failure(reason: str | None) -> None:
     """A failed budget or check also says one line on stderr: the reason build tools show (Gradle, Xcode, npm)."""
     if reason:
-        typer.echo(f"mobilepre: failed: {reason}", err=True)
+        typer.echo(f"mobilepre: failed: {one_line(reason)}", err=True)
 
 
 @app.command()
@@ -451,6 +451,7 @@ def profiles_check(file: Annotated[Path, typer.Argument(help="A profile TOML fil
 
 def _fail(message: str, exit_code: int, as_json: bool) -> None:
     """One line on stderr; with `--json`, also `{"error": ..., "exit_code": ...}` on stdout (scripts read one stream)."""
+    message = one_line(message)
     if as_json:
         typer.echo(json.dumps({"error": message, "exit_code": exit_code}))
     typer.echo(f"mobilepre: error: {message}", err=True)

@@ -17,6 +17,13 @@ EXIT_BAD_INPUT = 2  # bad input or usage: nothing was written
 _PARAMETER = re.compile("\u27e6([a-z][a-z0-9_]*)\u27e7")  # a parameter's name between ⟦ and ⟧, see `param`
 
 
+def one_line(text: str) -> str:
+    """`text` with every character that is not printable escaped (`\\n`, `\\x1b`, `\\u2028`, ...): a file or
+    layer name from a user's files can never start a new log line, a CI workflow command (`::error`) or a
+    build tool's `warning:` line, nor move a terminal's cursor."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
+
+
 def param(name: str) -> str:
     """A library parameter named in an error message (`f"{param('jobs')} 0: expected ..."`): a Python
     caller reads `jobs`, a CLI user reads the flag the CLI maps it to (`--jobs`, `MobilepreError.render`).
@@ -40,7 +47,7 @@ class MobilepreError(Exception):
 
     def render(self, names: Mapping[str, str]) -> str:
         """The line with each parameter named as `names` maps it (the CLI passes its flags); others bare."""
-        return _PARAMETER.sub(lambda m: names.get(m.group(1), m.group(1)), self.template)
+        return one_line(_PARAMETER.sub(lambda m: names.get(m.group(1), m.group(1)), self.template))
 
     def __str__(self) -> str:
         return self.message

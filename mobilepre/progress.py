@@ -13,6 +13,8 @@ from __future__ import annotations
 import sys
 import time
 
+from mobilepre.errors import one_line
+
 
 class Reporter:
     """Says nothing. The base of every reporter, and what a plain callable becomes (`as_reporter`)."""
@@ -61,13 +63,13 @@ class LineReporter(Reporter):
         self._total = None
 
     def __call__(self, message: str) -> None:
-        print(f"mobilepre: {message}", file=self._stream, flush=True)
+        print(f"mobilepre: {one_line(message)}", file=self._stream, flush=True)
 
     def stage(self, text: str) -> None:
         if self._total is None:
             return
         counted = f" ({self._done}/{self._total})" if self._total else ""
-        print(f"mobilepre: [{time.monotonic() - self._started:.0f} s]{counted} {text}", file=self._stream, flush=True)
+        print(f"mobilepre: [{time.monotonic() - self._started:.0f} s]{counted} {one_line(text)}", file=self._stream, flush=True)
 
     def plan(self, total: int) -> None:
         self._total = total
@@ -95,10 +97,10 @@ class LiveReporter(Reporter):
         self._progress.start()
 
     def __call__(self, message: str) -> None:
-        self._progress.console.print(f"mobilepre: {message}", markup=False, highlight=False)
+        self._progress.console.print(f"mobilepre: {one_line(message)}", markup=False, highlight=False)
 
     def stage(self, text: str) -> None:
-        self._progress.update(self._task, description=text)
+        self._progress.update(self._task, description=one_line(text))
 
     def plan(self, total: int) -> None:
         self._progress.update(self._task, total=total)

@@ -309,3 +309,22 @@ def test_an_npz_declaring_gigabytes_is_refused_before_allocation(tmp_path):
     line = result.stderr.strip().splitlines()
     assert result.returncode == 2 and len(line) == 1 and "3,072,000,000 bytes" in line[0] and "MOBILEPRE_MAX_DATA_BYTES" in line[0], result.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("name", ["bad\n::error title=x::pwned\nwarning: y.png", "bad\r\x1b[2Kok\u2028.png"])
+def test_a_file_name_with_control_characters_stays_one_line(tmp_path, name):
+    """A name from a user's files can start no new log line, workflow command or build tool warning."""
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / name).write_bytes(b"not an image at all")
+    result = run_cli("build", "--out", tmp_path / "out", "--calibration", images, "--profile", "npu-int8", env=FAST)
+    line = _one_line(result, "neither a PNG nor a JPEG", "\\n" if "\n" in name else "\\x1b")
+    assert all(not out.startswith(("::", "warning:")) for out in (result.stdout + result.stderr).splitlines())
+    assert line.startswith("mobilepre: error:") and not (tmp_path / "out").exists()
+    library = pytest.raises(MobilepreError)
+    with library as raised:
+        from mobilepre.builder import build
+        from mobilepre.options import BuildOptions
+
+        build(BuildOptions(out=tmp_path / "lib-out", calibration=images, profile=("npu-int8",)))
+    assert "\n" not in str(raised.value) and "\r" not in str(raised.value)
