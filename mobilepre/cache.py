@@ -19,6 +19,7 @@ import os
 import platform
 import re
 import shutil
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ USED_FILE = "used"  # its mtime is the entry's last use (reads touch it; evictio
 MAX_ENTRY_BYTES = 64 * 1024 * 1024  # entry.json is read whole: a cap, like every file read whole
 STALE_STAGING_S = 3600  # a build's staged entry older than this was left by a killed process
 _SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")  # artifact file names: no folder, no way out of the entry
+_KEY = re.compile(r"[0-9a-f]{64}")  # an entry's folder name: a content key
+_STAGED = re.compile(r"[0-9a-f]{16}\.[A-Za-z0-9_]+")  # what `put` stages in tmp/ (mkdtemp's names)
+_LAYOUT = ("entries", "locks", "tmp")
 TAG_FILE = "CACHEDIR.TAG"  # https://bford.info/cachedir/: backup tools skip the folder
 TAG = "Signature: 8a477f597d28d172789f06886806bc55\n# mobilepre's candidate cache: `mobilepre cache clear` empties it.\n"
 
@@ -144,10 +148,32 @@ class CandidateCache:
 
     # ---------------------------------------------------------------------------------- set-up
 
+    def layout_problem(self) -> str | None:
+        """Why the folder's layout is not the cache's own (a sub-folder that is a symlink or not a folder:
+        the cache would follow it out of its folder), or None."""
+        for sub in _LAYOUT:
+            try:
+                mode = os.lstat(self.root / sub).st_mode
+            except FileNotFoundError:
+                continue
+            if stat.S_ISLNK(mode):
+                return f"its {sub}/ is a symlink"
+            if not stat.S_ISDIR(mode):
+                return f"its {sub} is not a folder"
+        return None
+
+    def _check_layout(self, flag: str) -> None:
+        problem = self.layout_problem()
+        if problem:
+            raise MobilepreError(f"{flag} {self.root}: {problem}, which a mobilepre cache never has: nothing read or removed; "
+                                 "remove the folder or choose another cache folder")
+
     def open(self, flag: str = "--cache") -> CandidateCache:
-        """Create the folder layout; one line naming the folder when it cannot be used."""
+        """Create the folder layout; one line naming the folder when it cannot be used or is not the
+        cache's own layout (the cache never follows a symlink out of its folder)."""
+        self._check_layout(flag)
         try:
-            for sub in ("entries", "locks", "tmp"):
+            for sub in _LAYOUT:
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
             tag = self.root / TAG_FILE
             if not tag.exists():
@@ -163,7 +189,14 @@ class CandidateCache:
     @contextlib.contextmanager
     def _lock(self, key: str, exclusive: bool, wait: bool = True):
         """Yield True holding the entry's lock (shared or exclusive); False when `wait` is off and it is busy."""
-        fd = os.open(self.root / "locks" / f"{key}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+        path = self.root / "locks" / f"{key}.lock"
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+        except OSError as error:
+            if error.errno == errno.ELOOP:
+                raise MobilepreError(f"cache {self.root}: locks/{key}.lock is a symlink, which a mobilepre cache never creates: "
+                                     "remove the cache folder or choose another") from None
+            raise
         try:
             mode = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
             try:
@@ -201,8 +234,15 @@ class CandidateCache:
         return entry
 
     def _read(self, key: str):
-        """The entry, None when absent, False when damaged."""
+        """The entry, None when absent, False when damaged (a symlink anywhere in it too: never followed)."""
         folder = self._entry(key)
+        try:
+            if stat.S_ISLNK(os.lstat(folder).st_mode):
+                return False
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return False
         try:
             if (folder / ENTRY_FILE).stat().st_size > MAX_ENTRY_BYTES:
                 return False
@@ -303,13 +343,17 @@ class CandidateCache:
     # ---------------------------------------------------------------------------------- size
 
     def _entries(self) -> list[tuple[float, int, str]]:
-        """(last use, bytes, key) of every entry."""
+        """(last use, bytes, key) of every entry the cache made (a folder named by a key; symlinks and
+        anything else are neither counted nor followed)."""
         out = []
         with contextlib.suppress(FileNotFoundError):
             for folder in (self.root / "entries").iterdir():
                 with contextlib.suppress(OSError):
-                    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
-                    out.append(((folder / USED_FILE).stat().st_mtime if (folder / USED_FILE).exists() else 0.0, size, folder.name))
+                    if not _KEY.fullmatch(folder.name) or not stat.S_ISDIR(os.lstat(folder).st_mode):
+                        continue
+                    size = sum(os.lstat(os.path.join(d, f)).st_size for d, _, names in os.walk(folder) for f in names)
+                    used = os.lstat(folder / USED_FILE).st_mtime if os.path.lexists(folder / USED_FILE) else 0.0
+                    out.append((used, size, folder.name))
         return out
 
     def evict(self) -> None:
@@ -335,23 +379,28 @@ class CandidateCache:
         entries = self._entries() if (self.root / "entries").is_dir() else []
         return CacheInfo(str(self.root), len(entries), sum(size for _, size, _ in entries), self.max_bytes)
 
-    def clear(self) -> int:
-        """Remove every entry (waiting for readers); returns how many. The folder itself stays."""
+    def clear(self, flag: str = "--cache") -> int:
+        """Remove every entry the cache made (waiting for readers); returns how many. The folder itself
+        stays, and so does anything in it the cache did not make."""
+        self._check_layout(flag)
         removed = 0
-        with contextlib.suppress(FileNotFoundError):
-            for folder in sorted((self.root / "entries").iterdir()):
-                with self._lock(folder.name, exclusive=True):
-                    shutil.rmtree(folder, ignore_errors=True)
-                    removed += 1
+        for _, _, key in sorted(self._entries(), key=lambda e: e[2]):
+            with self._lock(key, exclusive=True):
+                shutil.rmtree(self._entry(key), ignore_errors=True)
+                removed += 1
         self._remove_stale_staging()
         return removed
 
     def _remove_stale_staging(self) -> None:
-        """Entries a killed build was staging (a live build renames its own within seconds)."""
+        """Entries a killed build was staging (a live build renames its own within seconds): only folders
+        of the names `put` stages, never a symlink, never outside tmp/."""
+        if self.layout_problem():
+            return
         with contextlib.suppress(FileNotFoundError):
             for leftover in (self.root / "tmp").iterdir():
                 with contextlib.suppress(OSError):
-                    if time.time() - leftover.lstat().st_mtime > STALE_STAGING_S:
+                    info = os.lstat(leftover)
+                    if _STAGED.fullmatch(leftover.name) and stat.S_ISDIR(info.st_mode) and time.time() - info.st_mtime > STALE_STAGING_S:
                         shutil.rmtree(leftover, ignore_errors=True)
 
 

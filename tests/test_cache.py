@@ -272,16 +272,62 @@ def test_an_entry_naming_a_file_outside_itself_is_refused(tmp_path):
 
 
 def test_a_killed_builds_staged_entry_is_removed_by_the_next(tmp_path):
-    cache = CandidateCache(tmp_path / "c").open()
-    stale = tmp_path / "c" / "tmp" / "abc.123"
+    CandidateCache(tmp_path / "c").open()
+    stale = tmp_path / "c" / "tmp" / "0123456789abcdef.k3j2_x"  # as `put` names what it stages
     stale.mkdir()
     (stale / "model.tflite").write_bytes(b"half")
+    strange = tmp_path / "c" / "tmp" / "notes"  # not the cache's: stays, however old
+    strange.mkdir()
     old = time.time() - 7200
     os.utime(stale, (old, old))
-    fresh = tmp_path / "c" / "tmp" / "def.456"
+    os.utime(strange, (old, old))
+    fresh = tmp_path / "c" / "tmp" / "fedcba9876543210.abc123"
     fresh.mkdir()
     CandidateCache(tmp_path / "c").open()
-    assert not stale.exists() and fresh.exists()  # another build's entry in the making stays
+    assert not stale.exists() and fresh.exists() and strange.exists()  # another build's entry in the making stays
+
+
+def _victim(tmp_path):
+    """A folder outside the cache whose sub-folders are old: what a symlinked cache folder would lead to."""
+    victim = tmp_path / "victim"
+    for name in ("0123456789abcdef.aaaa", "a" * 64, "keep"):
+        (victim / name).mkdir(parents=True)
+        (victim / name / "data").write_text("mine")
+        old = time.time() - 7200
+        os.utime(victim / name, (old, old))
+    return victim, {p.relative_to(victim).as_posix(): p.read_text() for p in victim.rglob("data")}
+
+
+@pytest.mark.parametrize("sub", ["tmp", "entries", "locks"])
+def test_a_cache_folder_with_a_symlinked_layout_is_refused_and_nothing_outside_is_touched(tmp_path, sub):
+    victim, before = _victim(tmp_path)
+    cache = tmp_path / "cache"
+    CandidateCache(cache).open()
+    os.rmdir(cache / sub)
+    os.symlink(victim, cache / sub)
+    build = run_cli("build", "--out", tmp_path / "out", "--cache", cache, "--profile", "npu-int8")
+    clear = run_cli("cache", "clear", "--cache", cache)
+    for result in (build, clear):
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1 and f"its {sub}/ is a symlink" in lines[0], result.stderr
+    assert {p.relative_to(victim).as_posix(): p.read_text() for p in victim.rglob("data")} == before
+    assert sorted(p.name for p in victim.iterdir()) == sorted(["0123456789abcdef.aaaa", "a" * 64, "keep"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_symlinked_entry_or_lock_is_never_followed(tmp_path):
+    victim, before = _victim(tmp_path)
+    cache = CandidateCache(tmp_path / "cache").open()
+    key = content_key({"k": "poisoned"})
+    os.symlink(victim / ("a" * 64), tmp_path / "cache" / "entries" / key)
+    assert cache.get(key) is None  # a symlinked entry is damaged: a miss, never read through
+    cache.evict()
+    assert cache.clear() == 0  # not the cache's: not removed, not counted
+    other = content_key({"k": "lock"})
+    os.symlink(victim / "keep" / "data", tmp_path / "cache" / "locks" / f"{other}.lock")
+    with pytest.raises(MobilepreError, match="is a symlink"):
+        cache.get(other)
+    assert {p.relative_to(victim).as_posix(): p.read_text() for p in victim.rglob("data")} == before
 
 
 @pytest.mark.slow
