@@ -6,12 +6,16 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+import numpy as np
+
 from mobilepre import demo
 from mobilepre.cache import CandidateCache
-from mobilepre.errors import MobilepreError, engine_errors, param
+from mobilepre.errors import EXIT_FAILED, MobilepreError, engine_errors, param
 from mobilepre.evaluate import make_evaluator
 from mobilepre.guards import build_lock, signals_unwind
-from mobilepre.inputs import load_inputs
+from mobilepre.inputs import load_inputs, run_reference
+from mobilepre.keys import reference_key
+from mobilepre.running import ArtifactRunner
 from mobilepre.options import BuildOptions
 from mobilepre.fsutil import check_output, fsync_tree, os_error_message, remove_stale_staging, replace_tree, staging_folder
 from mobilepre.latency import parse_device_timings
@@ -70,18 +74,12 @@ def _build(options: BuildOptions, progress) -> BuildResult:
         progress.stage(f"loading {Path(options.model).name if options.model else 'the demo model'} and its images")
         with engine_errors(str(options.model or "demo model")):
             inputs = load_inputs(options, cache, profiles, every_profile, progress)
-        evaluator = make_evaluator(inputs.source, inputs.calibration.images, inputs.validation.images, inputs.validation.labels,
-                                   work, progress, prune_epochs=options.prune_epochs, outputs=inputs.outputs,
-                                   reference=inputs.reference, profiles=profiles, sdk=inputs.sdk, shard_size=options.shard_size,
-                                   cache=cache, context=inputs.context)
-        try:
-            results = search(profiles, evaluator, timings, options.latency_runs, progress, options.jobs)
-        finally:
-            evaluator.close()
+        evaluator, results, checked = _search_checked(options, inputs, profiles, timings, cache, work, progress)
         check_output(out, options.force, param("out"), sources, output_problem)  # again: another build may have written it
         progress.stage("writing bundles and reports")
         with staging_folder(out) as staging:
-            result = write_outputs(staging, profiles, results, evaluator.measured.values(), (evaluator.conversions, evaluator.validations),
+            counts = (evaluator.conversions, evaluator.validations + checked)
+            result = write_outputs(staging, profiles, results, evaluator.measured.values(), counts,
                                    inputs.source_info, inputs.data, str(out), options.input_range, baseline)
             if cache is not None:
                 result = dataclasses.replace(result, cache=cache.stats.to_dict())
@@ -92,6 +90,65 @@ def _build(options: BuildOptions, progress) -> BuildResult:
             fsync_tree(staging)
             replace_tree(staging, out)
     return result
+
+
+# Rounds of "search, then check fresh what it chose from the cache" before a build gives up on a cache
+# that keeps failing its checks (each round replaces what failed with fresh measurements).
+MAX_CHECK_ROUNDS = 4
+
+
+def _search_checked(options: BuildOptions, inputs, profiles, timings, cache, work: Path, progress):
+    """(evaluator, the search's results, fresh validations run): the search, and then every artifact it
+    chose that came from the cache run again fresh in its runtime, against reference outputs run fresh,
+    before anything is written: the cache makes a build faster, it never decides what ships. A cached
+    measurement that differs from its fresh run is discarded and the candidate measured anew; cached
+    reference outputs that differ from the model's run now discard every cached figure of this build."""
+    evaluator = _evaluator(options, inputs, profiles, cache, work, progress)
+    fresh_reference, checked = None, 0
+    try:
+        for _ in range(MAX_CHECK_ROUNDS):
+            results = search(profiles, evaluator, timings, options.latency_runs, progress, options.jobs)
+            chosen = {f.chosen.candidate for f in results if f.chosen is not None}
+            if chosen and fresh_reference is None:
+                fresh_reference = run_reference(inputs.source, inputs.validation, progress, options.trust_model) if inputs.reference_cached else inputs.reference
+                if not _same_outputs(fresh_reference, inputs.reference):
+                    progress("warning: the cached reference outputs differ from the float model's run now: "
+                             "discarded, and every candidate is measured again without the cache")
+                    cache.discard(reference_key(inputs.context))
+                    inputs = dataclasses.replace(inputs, reference=fresh_reference, reference_cached=False)
+                    evaluator.close()
+                    evaluator = _evaluator(options, inputs, profiles, None, work, progress)
+                    continue
+            cached = [m for m in evaluator.measured.values() if m.key in chosen and evaluator.from_cache(m.candidate)]
+            if not cached:
+                return evaluator, results, checked
+            runner = ArtifactRunner(inputs.validation.images, inputs.validation.labels, inputs.outputs, fresh_reference, work, progress,
+                                    name="validation-check")
+            failed = []
+            for measured in sorted(cached, key=lambda m: m.key):
+                fresh = runner.validate(dataclasses.replace(measured, drift=(), peak_memory_bytes=None, error=None))
+                if fresh.error is not None or fresh.drift_dicts() != measured.drift_dicts():
+                    failed.append(measured)
+            checked += runner.validations
+            if not failed:
+                return evaluator, results, checked
+            for measured in failed:
+                progress(f"warning: {measured.key} from the cache differs from a fresh run of its artifact: discarded, measured anew")
+                evaluator.forget(measured.candidate)
+        raise MobilepreError(f"{param('cache')} {cache.root}: its entries kept failing their fresh checks: "
+                             f"clear it (mobilepre cache clear) or build without it", EXIT_FAILED)
+    finally:
+        evaluator.close()
+
+
+def _evaluator(options: BuildOptions, inputs, profiles, cache, work: Path, progress):
+    return make_evaluator(inputs.source, inputs.calibration.images, inputs.validation.images, inputs.validation.labels,
+                          work, progress, prune_epochs=options.prune_epochs, outputs=inputs.outputs, reference=inputs.reference,
+                          profiles=profiles, sdk=inputs.sdk, shard_size=options.shard_size, cache=cache, context=inputs.context)
+
+
+def _same_outputs(a: list, b: list) -> bool:
+    return len(a) == len(b) and all(np.array_equal(x, y) for x, y in zip(a, b))
 
 
 def _open_cache(options: BuildOptions, out: Path) -> CandidateCache | None:

@@ -50,6 +50,7 @@ class Evaluator:
         self.measured: dict[Candidate, Measured] = {}
         self._keys: dict = {}  # candidate -> (its cache key, the entry it came from, or None when this build stored it)
         self._timed: dict = {}  # (candidate, runtime key) -> the `Latency` judged
+        self._distrusted: set = set()  # candidates whose cache entry failed its fresh check: measured anew, never read
 
     @property
     def source(self):
@@ -77,7 +78,7 @@ class Evaluator:
         wanted = sorted(set(candidates))
         if self.cache is not None:
             for candidate in wanted:
-                if candidate not in self.measured:
+                if candidate not in self.measured and candidate not in self._distrusted:
                     self._from_cache(candidate)
         for candidate in wanted:
             if candidate.mode is Mode.MIXED and candidate not in self.measured:
@@ -123,6 +124,21 @@ class Evaluator:
         return self._timed[(candidate, key)]
 
     # ---------------------------------------------------------------------------------- the cache
+
+    def from_cache(self, candidate: Candidate) -> bool:
+        """Whether `candidate`'s measurement was read from the cache (not measured by this build)."""
+        stored = self._keys.get(candidate)
+        return stored is not None and stored[1] is not None
+
+    def forget(self, candidate: Candidate) -> None:
+        """Drop a cached measurement that did not hold up when checked fresh: its entry is discarded, and
+        the candidate is measured anew (never read from the cache again in this build)."""
+        stored = self._keys.pop(candidate, None)
+        if stored is not None and self.cache is not None:
+            self.cache.discard(stored[0])
+        self.measured.pop(candidate, None)
+        self._timed = {k: v for k, v in self._timed.items() if k[0] != candidate}
+        self._distrusted.add(candidate)
 
     def candidate_key(self, candidate: Candidate) -> str:
         """The cache key of `candidate` in this build (`keys.candidate_key`)."""

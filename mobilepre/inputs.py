@@ -16,7 +16,7 @@ from mobilepre import demo
 from mobilepre.cache import CandidateCache
 from mobilepre.data import DataOptions, dataset_info, load_class_names
 from mobilepre.errors import MobilepreError, param
-from mobilepre.keys import BuildContext, loaded_key, reference_key
+from mobilepre.keys import BuildContext, has_safety_mark, loaded_key, machine_secret, reference_key, safety_mark
 from mobilepre.metrics import ALL_KINDS, CLASS_SCORES, TOLERANCES
 from mobilepre.models import OutputSpec, ReferenceChild, isolated_loads, load_model, settle_kinds, with_stages
 from mobilepre.options import BuildOptions
@@ -38,6 +38,8 @@ class BuildInputs:
         source_info (dict): what the reports and manifests say of the model (identity, input, MACs,
             outputs, class names, warnings).
         context (BuildContext): what every cache key of this build is derived from.
+        reference_cached (bool): the reference outputs came from the cache (a build checks what it ships
+            against outputs run fresh: `run_reference`).
     """
 
     source: object
@@ -49,6 +51,7 @@ class BuildInputs:
     sdk: SdkContract
     source_info: dict
     context: BuildContext
+    reference_cached: bool = False
 
 
 def load_inputs(options: BuildOptions, cache: CandidateCache | None, profiles, every_profile, progress) -> BuildInputs:
@@ -67,7 +70,7 @@ def load_inputs(options: BuildOptions, cache: CandidateCache | None, profiles, e
     }
     data = {"calibration": dataset_info(calibration), "validation": dataset_info(validation)}  # hashes each set once
     context = BuildContext.of(source, data, validation.labels)
-    reference = _reference_outputs(source, validation, cache, context, progress, options.trust_model)
+    reference, reference_cached = _reference_outputs(source, validation, cache, context, progress, options.trust_model)
     # output kinds as every profile of the folder declares them, so that a build of some profiles
     # (one cell of a CI matrix) judges them as the build of all does
     outputs = resolve_outputs(source, every_profile, reference)
@@ -82,7 +85,8 @@ def load_inputs(options: BuildOptions, cache: CandidateCache | None, profiles, e
     sdk = SdkContract(Path(source.path).stem if options.model else "mobilepre_demo_digits", source.input_dtype,
                       tuple(source.input_shape), tuple(options.input_range),
                       tuple((spec.name, spec.kind.value) for spec in outputs), class_names, source.luma)
-    return BuildInputs(source, calibration, validation, data, reference, outputs, sdk, source_info, context.with_outputs(outputs, sdk))
+    return BuildInputs(source, calibration, validation, data, reference, outputs, sdk, source_info, context.with_outputs(outputs, sdk),
+                       reference_cached)
 
 
 def _load_model_and_images(options: BuildOptions, cache: CandidateCache | None = None):
@@ -93,12 +97,18 @@ def _load_model_and_images(options: BuildOptions, cache: CandidateCache | None =
     validation = options.validation or (demo.validation_path() if options.model is None else None)
     # A file whose very bytes loaded in the sandboxed child before (with this toolchain and code) is
     # loaded here at once: the trial load guards against a crash this file is known not to cause. Its
-    # reference inferences still run in a child (`_reference`).
-    loaded = loaded_key(Path(model_path), options.input_shape, options.trust_model) if cache is not None else None
-    known = loaded is not None and cache.get(loaded) is not None
+    # reference inferences still run in a child (`_reference_outputs`). The record that says so skips a
+    # safety step, so it counts only with this machine's mark (`keys.safety_mark`): a shared cache
+    # cannot forge it.
+    secret = machine_secret(cache.root) if cache is not None else None
+    loaded = loaded_key(Path(model_path), options.input_shape, options.trust_model) if secret is not None else None
+    entry = cache.get(loaded) if loaded is not None else None
+    known = entry is not None and has_safety_mark(entry.record, secret, loaded)
+    if entry is not None and not known:
+        cache.discard(loaded)
     source = load_model(model_path, trust=options.trust_model, input_shape=options.input_shape, isolate=False if known else None)
     if loaded is not None and not known and source.reference is not None:
-        cache.put(loaded, {"loaded": True}, {}, {"loaded": str(model_path)})
+        cache.put(loaded, {"loaded": True, "mark": safety_mark(secret, loaded)}, {}, {"loaded": str(model_path)})
     source = with_stages(source, options.input_range if options.frontend else None, luma=options.rgb_input)
     if calibration is None and validation is None:
         raise MobilepreError(f"a build measures drift on images: pass {param('validation')} or {param('calibration')} (folder of images, .npy or .npz)")
@@ -107,33 +117,39 @@ def _load_model_and_images(options: BuildOptions, cache: CandidateCache | None =
     return source, cal, val
 
 
-def _reference_outputs(source, validation, cache: CandidateCache | None, context: BuildContext, progress, trust: bool = False) -> list:
-    """The float model's outputs on the validation images, from the cache when this model, these stages
-    and these images were run before."""
+def _reference_outputs(source, validation, cache: CandidateCache | None, context: BuildContext, progress,
+                       trust: bool = False) -> tuple[list, bool]:
+    """(the float model's outputs on the validation images, whether they came from the cache): from the
+    cache when this model, these stages and these images were run before, else run now and stored."""
     key = reference_key(context)
     entry = cache.get(key) if cache is not None else None
     if entry is not None:
         try:
             with np.load(io.BytesIO(entry.files["reference.npz"]), allow_pickle=False) as stored:
-                return [np.asarray(stored[f"output_{i}"], dtype=np.float32) for i in range(int(entry.record["outputs"]))]
+                return [np.asarray(stored[f"output_{i}"], dtype=np.float32) for i in range(int(entry.record["outputs"]))], True
         except (KeyError, TypeError, ValueError, OSError, EOFError, zipfile.BadZipFile):  # unreadable: run the model again
             cache.discard(key)
-    progress.stage(f"running the float model on {len(validation)} validation images")
-    if source.reference is None and isolated_loads():  # loaded here at once (`_load_inputs`): infer in a child still
-        child = ReferenceChild(Path(source.path), source.format, trust)
-        try:
-            child.wait_loaded()
-            view = child.with_stages(source.stages) if source.stages else child
-            reference = reference_outputs(dataclasses.replace(source, reference=view), validation.images)[0]
-        finally:
-            child.close()
-    else:
-        reference = reference_outputs(source, validation.images)[0]
+    reference = run_reference(source, validation, progress, trust)
     if cache is not None:
         buffer = io.BytesIO()
         np.savez(buffer, **{f"output_{i}": np.asarray(values) for i, values in enumerate(reference)})
         cache.put(key, {"outputs": len(reference)}, {"reference.npz": buffer.getvalue()}, {"reference": source.identity})
-    return reference
+    return reference, False
+
+
+def run_reference(source, validation, progress, trust: bool = False) -> list:
+    """The float model's outputs on the validation images, run now (never from a cache): in the sandboxed
+    child that loaded it, or in a new one when the model was loaded here at once."""
+    progress.stage(f"running the float model on {len(validation)} validation images")
+    if source.reference is None and isolated_loads():  # loaded here at once (`_load_model_and_images`): infer in a child still
+        child = ReferenceChild(Path(source.path), source.format, trust)
+        try:
+            child.wait_loaded()
+            view = child.with_stages(source.stages) if source.stages else child
+            return reference_outputs(dataclasses.replace(source, reference=view), validation.images)[0]
+        finally:
+            child.close()
+    return reference_outputs(source, validation.images)[0]
 
 
 def _class_names(options: BuildOptions, calibration, validation, outputs, progress) -> tuple[str, ...]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import hmac
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,3 +124,43 @@ def loaded_key(model: Path, input_shape, trust: bool) -> str:
     """This model file, byte for byte, loaded in the sandboxed child before (with this toolchain and code)."""
     return content_key({"code": code_fingerprint(), "file": file_digest(model), "input_shape": input_shape, "loaded": True,
                         "schema": CACHE_SCHEMA, "toolchain": toolchain_versions(), "trust": trust})
+
+
+SECRET_BYTES = 32
+
+
+def machine_secret(cache_root: Path) -> bytes | None:
+    """A secret of this machine's user, kept outside every cache folder (`$XDG_STATE_HOME/mobilepre/cache-secret`,
+    else `~/.local/state/...`, mode 600), made on first use. A record that lets a build skip a safety step
+    (the sandboxed trial load) must carry its mark (`safety_mark`): whoever can write a shared cache cannot
+    forge it. None when it cannot be kept (or would lie inside the cache): then nothing skips a safety step."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    path = Path(base) / "mobilepre" / "cache-secret"
+    try:
+        if Path(cache_root).resolve() in path.resolve().parents:
+            return None
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(os.urandom(SECRET_BYTES))
+            except FileExistsError:  # another build made it first
+                pass
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            secret = f.read(SECRET_BYTES + 1)
+    except OSError:
+        return None
+    return secret if len(secret) == SECRET_BYTES else None
+
+
+def safety_mark(secret: bytes, key: str) -> str:
+    """The mark that makes a cache record of `key` this machine's own (an HMAC with `machine_secret`)."""
+    return hmac.new(secret, key.encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def has_safety_mark(record: dict, secret: bytes | None, key: str) -> bool:
+    return secret is not None and isinstance(record.get("mark"), str) and hmac.compare_digest(record["mark"], safety_mark(secret, key))

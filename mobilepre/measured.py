@@ -16,6 +16,7 @@ from pathlib import Path
 from mobilepre.budgets import Measurement
 from mobilepre.candidates import Candidate
 from mobilepre.metrics import OutputDrift
+from mobilepre.quantize.artifact import gzip_size
 from mobilepre.formats import FORMATS
 
 
@@ -121,6 +122,9 @@ class Measured:
         if record["error"] is None and not files.keys() >= {Path(FORMATS[candidate.fmt].artifact).name}:
             raise ValueError("files")
         peak = record["peak_memory_bytes"]
+        if record["error"] is None and (record["size_bytes"] != sum(len(d) for d in files.values())
+                                        or record["gzip_bytes"] != sum(gzip_size(d) for d in files.values())):
+            raise ValueError("the recorded sizes are not those of the files")
         return cls(candidate, dict(files), int(_number(record["size_bytes"])), int(_number(record["gzip_bytes"])),
                    _number(record["sparsity"]), tuple(OutputDrift.from_dict(d) for d in record["drift"]), record["error"],
                    record["mixed"], None if peak is None else int(_number(peak)), record["metadata"],

@@ -24,9 +24,10 @@ class ArtifactRunner:
         reference (list[np.ndarray]): the float model's outputs on the validation images.
         workdir (Path): where artifacts are written to run.
         progress: a reporter or callable.
+        name (str): the file name the validation images are written under in `workdir`, once.
     """
 
-    def __init__(self, validation, labels, outputs, reference, workdir: Path, progress=None):
+    def __init__(self, validation, labels, outputs, reference, workdir: Path, progress=None, name: str = "validation"):
         self.validation = validation
         self.labels = labels
         self.outputs = tuple(outputs)
@@ -36,6 +37,7 @@ class ArtifactRunner:
         self.validations = 0
         self._lock = threading.Lock()
         self._images = None  # the validation images on disk, written once per build
+        self._name = name
 
     def validate(self, measured: Measured) -> Measured:
         """`measured` run on every validation image in its runtime: with its drift per output and peak
@@ -69,5 +71,5 @@ class ArtifactRunner:
     def _on_disk(self) -> ImagesOnDisk:
         with self._lock:
             if self._images is None:
-                self._images = ImagesOnDisk.write(self.validation, self.workdir, "validation")
+                self._images = ImagesOnDisk.write(self.validation, self.workdir, self._name)
             return self._images

@@ -189,7 +189,8 @@ def test_a_warm_rebuild_converts_nothing_and_writes_the_same_bundles(cached_buil
     root, results = cached_builds
     # two candidates, the reference outputs, and that the model file loaded in the sandbox
     assert results["cold"].conversions == 2 and results["cold"].cache["writes"] == 4
-    assert results["warm"].conversions == results["warm"].validations == 0
+    # what ships is validated fresh, not taken from the cache: the one chosen artifact, run once
+    assert results["warm"].conversions == 0 and results["warm"].validations == 1
     assert results["warm"].cache["hits"] == 4
     assert tree_hashes(root / "warm") == tree_hashes(root / "cold") == tree_hashes(root / "uncached")
 
@@ -238,6 +239,65 @@ def test_a_damaged_artifact_in_the_cache_is_rebuilt_not_shipped(cached_builds, t
     again = build(BuildOptions(out=tmp_path / "b", profiles=root / "profiles", cache=cache, latency_runs=3))
     assert again.conversions == 2 and again.cache["damaged"] == 2
     assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
+
+
+def _forge(entry: Path, name: str, data: bytes) -> None:
+    """What whoever can write a shared cache can do: replace an artifact and recompute every digest and size."""
+    import hashlib
+
+    from mobilepre.cache import _digest
+    from mobilepre.quantize.artifact import gzip_size
+
+    (entry / "files" / name).write_bytes(data)
+    document = json.loads((entry / "entry.json").read_text())
+    document["files"][name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    document["record"].update(size_bytes=len(data), gzip_bytes=gzip_size(data))
+    document["digest"] = _digest(document)
+    (entry / "entry.json").write_text(json.dumps(document, sort_keys=True))
+
+
+def test_a_poisoned_cache_entry_never_ships(cached_builds, keras, tmp_path):
+    """A cached int8 model replaced by the same model with every weight zeroed, its digests recomputed:
+    the build checks what it ships fresh, discards the entry, measures anew and ships the true model."""
+    from mobilepre import quantize
+
+    root, _ = cached_builds
+    cache = tmp_path / "cache"
+    honest = build(BuildOptions(out=tmp_path / "a", profiles=root / "profiles", cache=cache, latency_runs=3))
+    assert honest.profile("small").format("tflite").chosen.candidate == "tflite-int8"
+    model = keras.models.load_model(demo.model_path())
+    model.set_weights([np.zeros_like(w) for w in model.get_weights()])
+    with np.load(demo.calibration_path()) as stored:
+        zeroed = quantize.convert(model, quantize.QuantizationSettings("tflite", "int8"), stored["images"][:32]).files["model.tflite"]
+    entry = next(e.parent for e in (cache / "entries").glob("*/entry.json")
+                 if json.loads(e.read_text())["components"].get("candidate") == "tflite-int8")
+    _forge(entry, "model.tflite", zeroed)
+    said = []
+    again = build(BuildOptions(out=tmp_path / "b", profiles=root / "profiles", cache=cache, latency_runs=3), progress=said.append)
+    assert any("tflite-int8 from the cache differs from a fresh run" in line for line in said), said
+    assert again.conversions == 1 and again.passed
+    assert (tmp_path / "b" / "small" / "model.tflite").read_bytes() == (tmp_path / "a" / "small" / "model.tflite").read_bytes()
+    assert tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
+    third = build(BuildOptions(out=tmp_path / "c", profiles=root / "profiles", cache=cache, latency_runs=3))
+    assert third.conversions == 0 and tree_hashes(tmp_path / "c") == tree_hashes(tmp_path / "a")  # the entry was replaced
+
+
+def test_poisoned_reference_outputs_are_found_and_nothing_cached_is_trusted(cached_builds, tmp_path):
+    root, _ = cached_builds
+    cache = tmp_path / "cache"
+    build(BuildOptions(out=tmp_path / "a", profiles=root / "profiles", cache=cache, latency_runs=3))
+    entry = next(e.parent for e in (cache / "entries").glob("*/entry.json") if "reference" in json.loads(e.read_text())["components"])
+    import io
+
+    with np.load(io.BytesIO((entry / "files" / "reference.npz").read_bytes())) as stored:
+        outputs = {k: np.roll(stored[k], 1, axis=-1) for k in stored.files}  # every class shifted by one
+    buffer = io.BytesIO()
+    np.savez(buffer, **outputs)
+    _forge(entry, "reference.npz", buffer.getvalue())
+    said = []
+    again = build(BuildOptions(out=tmp_path / "b", profiles=root / "profiles", cache=cache, latency_runs=3), progress=said.append)
+    assert any("cached reference outputs differ" in line for line in said), said
+    assert again.conversions == 2 and tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
 
 
 def test_the_cli_uses_the_default_cache_and_no_cache_turns_it_off(tmp_path):

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from mobilepre import demo, safety
 from mobilepre.errors import EXIT_BAD_INPUT, MobilepreError
 from mobilepre.safety import scan_model
-from tests.conftest import run_cli
+from tests.conftest import run_cli, skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -749,3 +749,35 @@ def test_any_json_config_passes_or_raises_our_error(models, tmp_path, config):
         assert scan_model(forged) == "keras"
     except MobilepreError as e:
         assert e.exit_code == EXIT_BAD_INPUT and str(forged) in e.message
+
+
+def test_a_forged_loaded_record_in_a_shared_cache_never_skips_the_sandbox(hostile_saved_models, tmp_path):
+    """Whoever can write a cache can write a "this file loaded safely in the sandbox" record; without this
+    machine's mark (`keys.safety_mark`, its secret outside the cache) it counts for nothing: the trusted
+    model's first load still runs in the sandboxed child, where its write is stopped."""
+    from mobilepre.cache import CandidateCache
+    from mobilepre.keys import loaded_key
+    from mobilepre.sandbox import landlock_abi
+
+    if landlock_abi() < 1:
+        skip_or_fail("this kernel has no Landlock")
+    out, markers = hostile_saved_models
+    model = out / "initializer"
+    cache = CandidateCache(tmp_path / "cache").open()
+    key = loaded_key(model, None, True)
+    for forged in ({"loaded": True}, {"loaded": True, "mark": "0" * 64}):  # no mark; a guessed one
+        cache.put(key, forged, {}, {"loaded": str(model)})
+        result = run_cli("build", model, "--out", tmp_path / "o", "--calibration", demo.calibration_path(), "--profile", "npu-int8",
+                         "--trust-model", "--cache", tmp_path / "cache")
+        assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+        assert list(markers.iterdir()) == [] and not (tmp_path / "o").exists()
+    # the proof that the record matters: with this machine's own mark the parent loads the file at once,
+    # and the model's write happens (what a forged record would have allowed)
+    from mobilepre.keys import machine_secret, safety_mark
+
+    cache.discard(key)
+    cache.put(key, {"loaded": True, "mark": safety_mark(machine_secret(tmp_path / "cache"), key)}, {}, {"loaded": str(model)})
+    run_cli("build", model, "--out", tmp_path / "o2", "--calibration", demo.calibration_path(), "--profile", "npu-int8",
+            "--trust-model", "--cache", tmp_path / "cache")
+    assert (markers / "initialized").exists()
+    (markers / "initialized").unlink()
