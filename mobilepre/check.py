@@ -15,7 +15,7 @@ from mobilepre import demo
 from mobilepre.formats import FORMATS
 from mobilepre.budgets import Measurement, Verdict, judge
 from mobilepre.data import DataOptions
-from mobilepre.errors import EXIT_FAILED, MobilepreError
+from mobilepre.errors import EXIT_FAILED, MobilepreError, param
 from mobilepre.latency import latency_figure, parse_device_timings
 from mobilepre.candidates import allowed_problem
 from mobilepre.output import NotAnOutput, read_output
@@ -103,6 +103,13 @@ class BundleResult:
         return all(f.passed for f in self.findings) and all(a.passed for a in self.artifacts)
 
     @property
+    def signature(self) -> str:
+        """"verified" (a verify key showed every file signed) or "unsigned" (nothing showed it signed:
+        no key was given, or the signature failed, which fails the bundle)."""
+        found = next((f for f in self.findings if f.name == "signature"), None)
+        return "verified" if found is not None and found.passed and found.message.startswith("every file is signed") else "unsigned"
+
+    @property
     def checks(self) -> list:
         """Every finding and budget check, in order: what the table and JUnit XML list."""
         out = list(self.findings)
@@ -119,6 +126,7 @@ class BundleResult:
             "findings": [f.to_dict() for f in self.findings],
             "passed": self.passed,
             "profile": self.profile,
+            "signature": self.signature,
         }
 
     @classmethod
@@ -180,7 +188,7 @@ class CheckResult:
         lines = [f"{'ok  ' if f.passed else 'FAIL'} {f.name:<22} {f.message}" for f in self.release]
         for b in self.bundles:
             origin = f", budgets from {b.budgets_from}" if b.budgets_from else ""
-            lines.append(f"{'PASS' if b.passed else 'FAIL'} {b.bundle} (profile {b.profile or '?'}{origin})")
+            lines.append(f"{'PASS' if b.passed else 'FAIL'} {b.bundle} (profile {b.profile or '?'}{origin}, {b.signature})")
             for c in b.checks:
                 lines.append(f"  {'ok  ' if c.passed else 'FAIL'} {c.name:<22} {c.message}")
         passed = sum(b.passed for b in self.bundles)
@@ -330,11 +338,15 @@ def check(
     trust: bool = False,
     only_present: bool = False,
     verify_key: Path | None = None,
+    require_signature: bool = False,
 ) -> CheckResult:
     """Check every bundle under `root` (or `root` itself when it is one), and that a build output is a
     complete release: every profile its report names has its bundle, and with `profiles` every current
     profile too, unless `only_present`. With `verify_key`, every bundle must carry a signature that the
-    key verifies over its files as they are now."""
+    key verifies over its files as they are now; without it each bundle is marked unsigned, which fails
+    with `require_signature` (or a profile's `require_signature`)."""
+    if require_signature and verify_key is None:
+        raise MobilepreError(f"{param('require_signature')} needs {param('verify_key')}: the public key whose signatures the bundles must carry")
     bundles = find_bundles(root)
     timings = parse_device_timings(device_timings) if device_timings else None
     if profiles is not None and not Path(profiles).exists():
@@ -342,7 +354,7 @@ def check(
     if data is not None and reference is None:
         reference = _demo_reference_for(bundles)
     validation = _Validation(reference, data, input_range, trust) if data is not None else None
-    results = tuple(check_bundle(b, profiles, measure, timings, validation, verify_key) for b in bundles)
+    results = tuple(check_bundle(b, profiles, measure, timings, validation, verify_key, require_signature) for b in bundles)
     single = bundles == [Path(root)]
     release = () if single or only_present else _release_findings(Path(root), results, profiles)
     return CheckResult(str(root), results, release)
@@ -430,7 +442,7 @@ class _Validation:
         return [d.to_dict() for d in compare(reference, run, dataset.labels, specs)]
 
 
-def check_bundle(bundle: Path, profiles, measure: bool, timings, validation, verify_key=None) -> BundleResult:
+def check_bundle(bundle: Path, profiles, measure: bool, timings, validation, verify_key=None, require_signature: bool = False) -> BundleResult:
     manifest, failed, problem = _integrity(bundle, verify_key)  # a signed release is trusted only as signed
     if problem:
         return BundleResult(bundle.name, None, (Finding(failed, False, f"{bundle.name}: {problem}"),))
@@ -441,6 +453,11 @@ def check_bundle(bundle: Path, profiles, measure: bool, timings, validation, ver
         findings.append(Finding("reference", False, "--reference is not the model this bundle was built from (identity differs)"))
         return BundleResult(bundle.name, manifest.profile_name, tuple(findings))
     profile, where = _profile_now(manifest, profiles)
+    if verify_key is None:
+        required = require_signature or profile.require_signature
+        why = f"profile {profile.name} requires a signature" if profile.require_signature else "a signature is required"
+        findings.append(Finding("signature", not required, f"unsigned: no verify key was given, so no signature was checked"
+                                + (f" ({why}: give the release's public key)" if required else "")))
     if not manifest.artifacts:
         findings.append(Finding("artifacts", False, "manifest.json lists no artifact: a bundle without a model"))
     images = validation.images(manifest) if validation else _sample_input(manifest)

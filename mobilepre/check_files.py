@@ -8,17 +8,21 @@ import os
 from pathlib import Path
 
 from mobilepre.check import CheckResult, Finding, check_bundle
+from mobilepre.errors import MobilepreError, param
 from mobilepre.manifest import MANIFEST_SCHEMA, MAX_MANIFEST_BYTES
 
 
 def check_files(
     paths, profiles: Path | None = None, measure: bool = False, verify_key: Path | None = None, root: Path = Path("."),
+    require_signature: bool = False,
 ) -> CheckResult:
     """Check the bundles that `paths` belong to (what a pre-commit hook is given: changed files), each on
     its own. A changed profile (a .toml in the profiles folder) checks every bundle under `root`. A
     bundle is a folder whose manifest.json names mobilepre's schema; files in no bundle are not
     mobilepre's and are left alone. Budgets come from `profiles`, else `root`/device_profiles when it
     exists, else the shipped ones."""
+    if require_signature and verify_key is None:
+        raise MobilepreError(f"{param('require_signature')} needs {param('verify_key')}: the public key whose signatures the bundles must carry")
     root = Path(root)
     if profiles is None and (root / "device_profiles").is_dir():
         profiles = root / "device_profiles"
@@ -33,7 +37,7 @@ def check_files(
     if not bundles:
         return CheckResult(str(root), (), (Finding("bundles", True, "no mobilepre bundle among these files"),))
     results = tuple(
-        dataclasses.replace(check_bundle(b, profiles, measure, None, None, verify_key), bundle=b.as_posix())  # its path: names repeat
+        dataclasses.replace(check_bundle(b, profiles, measure, None, None, verify_key, require_signature), bundle=b.as_posix())  # its path: names repeat
         for b in sorted(bundles)
     )
     return CheckResult(str(root), results, ())

@@ -300,6 +300,11 @@ def build(
     raise typer.Exit(result.exit_code)
 
 
+RequireSignatureOption = Annotated[
+    bool, typer.Option("--require-signature", help="Fail unless --verify-key shows every bundle signed (a forgotten key fails instead of passing unsigned bundles).")
+]
+
+
 @app.command()
 def check(
     root: Annotated[Path, typer.Argument(help="A build output folder, or one bundle.")],
@@ -311,6 +316,7 @@ def check(
     input_range: RangeOption = "0:1",
     only_present: Annotated[bool, typer.Option("--only-present", help="Check the bundles there without requiring every profile's bundle.")] = False,
     verify_key: Annotated[Optional[Path], typer.Option(help="Require every bundle to be signed by the private key of this public key (PEM).")] = None,
+    require_signature: RequireSignatureOption = False,
     junit: Annotated[Optional[Path], typer.Option(help="Write JUnit XML here: one test case per bundle and check.")] = None,
     trust_model: TrustOption = False,
     as_json: JsonOption = False,
@@ -319,7 +325,7 @@ def check(
     result = run_check(
         root, profiles=profiles, data=data, reference=reference, measure=measure,
         device_timings=device_timings, input_range=parse_range(input_range), trust=trust_model,
-        only_present=only_present, verify_key=verify_key,
+        only_present=only_present, verify_key=verify_key, require_signature=require_signature,
     )
     if junit is not None:
 
@@ -336,10 +342,11 @@ def check_files_command(
     profiles: Annotated[Optional[Path], typer.Option(help="Profiles as they are now (default: ./device_profiles when it exists, else the shipped ones).")] = None,
     measure: Annotated[bool, typer.Option("--measure/--no-measure", help="Re-measure host latency (off by default: a laptop is not the device).")] = False,
     verify_key: Annotated[Optional[Path], typer.Option(help="Require every bundle to be signed by the private key of this public key (PEM).")] = None,
+    require_signature: RequireSignatureOption = False,
     as_json: JsonOption = False,
 ):
     """Check the bundles these files belong to, each on its own (the pre-commit hook). Exit 1 on any failure."""
-    result = check_files(files or (), profiles=profiles, measure=measure, verify_key=verify_key)
+    result = check_files(files or (), profiles=profiles, measure=measure, verify_key=verify_key, require_signature=require_signature)
     _emit(result, as_json)
     _say_failure(result.failure())
     raise typer.Exit(result.exit_code)

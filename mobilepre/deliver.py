@@ -11,7 +11,7 @@ from mobilepre.errors import EXIT_FAILED, MobilepreError, param
 from mobilepre.fsutil import fsync_tree, os_error_message, remove_stale_staging, replace_tree, staging_folder
 from mobilepre.manifest import IntegrityError, Manifest, read_manifest
 from mobilepre.output import NotAnOutput, read_output
-from mobilepre.signing import SIGNATURE_FILE
+from mobilepre.signing import SIGNATURE_FILE, signature_problem
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,10 @@ def deliver(source: Path, dest: Path, profile: str | None = None, verify_key: Pa
     try:
         with staging_folder(dest) as staging:
             files, size = _copy_verified(bundle, manifest, staging / "bundle")
+            if verify_key is not None:  # the copy, as copied, is what was signed (no swap between check and copy)
+                problem = signature_problem(staging / "bundle", verify_key)
+                if problem:
+                    raise MobilepreError(f"bundle {bundle} changed while it was copied: the copy {problem}; nothing copied", EXIT_FAILED)
             fsync_tree(staging / "bundle")
             replace_tree(staging / "bundle", dest)
     except OSError as error:

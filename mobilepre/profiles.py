@@ -250,6 +250,8 @@ class Profile:
         prefer (str): among the candidates within every budget, which one a format's bundle gets:
             "fidelity" (the first in search order, highest fidelity first), "latency" (the lowest
             latency figure; needs `max_latency_ms`) or "size" (the fewest bytes). Default "fidelity".
+        require_signature (bool): `check` fails this profile's bundles unless a verify key shows every
+            file signed (an unsigned or unverified bundle of it never passes). Default False.
         budget (Budget): size and latency budgets. Required (at least `max_size`).
         drift (Drift): drift budgets against the float32 reference. Default: none set.
     """
@@ -265,6 +267,7 @@ class Profile:
     threads: int = 1
     drift: Drift = Drift()
     prefer: str = "fidelity"
+    require_signature: bool = False
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
@@ -291,6 +294,8 @@ class Profile:
         if not isinstance(self.budget, Budget) or not isinstance(self.drift, Drift):
             raise TypeError("Profile.budget must be a Budget and Profile.drift a Drift")
         _check_choice("prefer", self.prefer, PREFERENCES)
+        if not isinstance(self.require_signature, bool):
+            raise _Invalid(f"require_signature {toml.show(self.require_signature)} must be true or false")
         if self.budget.latency_source == "browser" and "tflite" in self.formats:
             raise _Invalid(
                 "budget.latency_source 'browser' times TF.js bundles in Chromium; this profile lists tflite: "
@@ -324,6 +329,8 @@ class Profile:
             out["prefer"] = self.prefer
         if self.min_clusters:
             out["min_clusters"] = self.min_clusters
+        if self.require_signature:  # left out when default, so earlier manifests read the same
+            out["require_signature"] = True
         return dict(sorted(out.items()))
 
     @classmethod
@@ -400,7 +407,7 @@ def default_profiles_dir() -> Path:
 # ------------------------------------------------------------------------------------- from mapping
 
 _TOP_KEYS = ("name", "description", "formats", "quantization", "io_type", "max_sparsity", "min_clusters", "threads", "prefer",
-             "budget", "drift")
+             "require_signature", "budget", "drift")
 _REQUIRED_TOP = ("name", "description", "formats", "quantization", "budget")
 _BUDGET_KEYS = tuple(f.name for f in fields(Budget))
 _DRIFT_KEYS = (*TOLERANCES, "outputs")
@@ -448,6 +455,7 @@ def _profile_from_mapping(data: Any, where: str, read_size: _SizeReader) -> Prof
             min_clusters=toml.integer(top.get("min_clusters", 0), where, "min_clusters"),
             threads=toml.integer(top.get("threads", 1), where, "threads"),
             prefer=toml.string(top.get("prefer", "fidelity"), where, "prefer"),
+            require_signature=toml.boolean(top.get("require_signature", False), where, "require_signature"),
             budget=budget,
             drift=drift,
         )

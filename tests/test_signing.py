@@ -61,7 +61,8 @@ def test_a_resealed_edit_passes_the_seal_but_not_the_signature(release, keys):
     manifest = json.loads(manifest_path.read_text())
     manifest["profile"]["budget"]["max_size"] = 10**9  # a deliberate edit, re-sealed as anyone can
     manifest_path.write_bytes(seal_manifest(manifest))
-    assert check(release, measure=False).passed
+    unverified = check(release, measure=False)
+    assert unverified.passed and unverified.bundles[0].signature == "unsigned"  # said, not silent
     result = check(release, measure=False, verify_key=public)
     assert not result.passed and result.bundles[0].findings[0].name == "signature"
     assert "does not verify" in result.bundles[0].findings[0].message
@@ -93,3 +94,33 @@ def test_sign_refuses_a_damaged_bundle_and_the_cli_says_so(release, keys, tmp_pa
     bad_key.write_text("hello")
     result = run_cli("sign", release, "--key", bad_key, env=FAST)
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1 and "elliptic-curve private key" in result.stderr
+
+
+def test_without_a_key_every_bundle_says_unsigned_and_a_required_signature_fails(release, keys, tmp_path):
+    (_, public), _ = keys
+    junit = tmp_path / "check.xml"
+    table = run_cli("check", release, "--no-measure", "--junit", junit, env=FAST)
+    assert table.returncode == 0 and ", unsigned)" in table.stdout.splitlines()[1], table.stdout
+    assert 'name="signature"' in junit.read_text() and "unsigned: no verify key was given" in table.stdout
+    as_json = json.loads(run_cli("check", release, "--no-measure", "--json", env=FAST).stdout)
+    assert [b["signature"] for b in as_json["bundles"]] == ["unsigned"]
+    signed = json.loads(run_cli("check", release, "--no-measure", "--json", "--verify-key", public, env=FAST).stdout)
+    assert [b["signature"] for b in signed["bundles"]] == ["verified"]
+    forgotten = run_cli("check", release, "--no-measure", "--require-signature", env=FAST)
+    assert forgotten.returncode == 2 and len(forgotten.stderr.strip().splitlines()) == 1
+    assert "--require-signature needs --verify-key" in forgotten.stderr
+    assert run_cli("check", release, "--no-measure", "--require-signature", "--verify-key", public, env=FAST).returncode == 0
+
+
+def test_a_profile_that_requires_signatures_fails_an_unverified_bundle(release, keys, tmp_path):
+    (_, public), _ = keys
+    manifest = json.loads((release / "npu-int8" / "manifest.json").read_text())
+    profile = manifest["profile"]
+    lines = [f'name = "{profile["name"]}"', f'description = "{profile["description"]}"', f'formats = {json.dumps(profile["formats"])}',
+             f'quantization = {json.dumps(profile["quantization"])}', f'io_type = "{profile["io_type"]}"', "require_signature = true",
+             "[budget]", f'max_size = "{profile["budget"]["max_size"]} B"']
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "npu-int8.toml").write_text("\n".join(lines) + "\n")
+    unverified = check(release, profiles=tmp_path / "profiles", measure=False, only_present=True)
+    assert not unverified.passed and "profile npu-int8 requires a signature" in unverified.failure()
+    assert check(release, profiles=tmp_path / "profiles", measure=False, only_present=True, verify_key=public).passed

@@ -5,7 +5,11 @@ set -euo pipefail
 args=(check "${OUTPUT:?}" --junit "${RUNNER_TEMP:?}/mobilepre-check.xml")
 [ -n "${PROFILES:-}" ] && args+=(--profiles "$PROFILES")
 [ -n "${PROFILE:-}" ] && args+=(--only-present)  # a build of some profiles: the others have no bundle here
-[ -n "${VERIFY_KEY:-}" ] && args+=(--verify-key "$VERIFY_KEY")
+if [ -n "${VERIFY_KEY:-}" ]; then
+  args+=(--verify-key "$VERIFY_KEY" --require-signature)
+else
+  echo "::notice title=mobilepre check::no verify-key input: signatures are not checked, every bundle is reported unsigned"
+fi
 status=0
 mobilepre "${args[@]}" > "${RUNNER_TEMP}/mobilepre-check.txt" 2>&1 || status=$?
 cat "${RUNNER_TEMP}/mobilepre-check.txt"
