@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilepre import demo
+from mobilepre.facts import artifact_facts, claim_problems
 from mobilepre.formats import FORMATS
 from mobilepre.budgets import Measurement, Verdict, judge
 from mobilepre.data import DataOptions
@@ -463,7 +464,12 @@ def check_bundle(bundle: Path, profiles, measure: bool, timings, validation, ver
     images = validation.images(manifest) if validation else _sample_input(manifest)
     artifacts = []
     for artifact in manifest.artifacts:
-        allowed = allowed_problem(profile, artifact.format, artifact.quantization, artifact.io_type, artifact.sparsity, artifact.clusters)
+        facts = artifact_facts(bundle, artifact.path, artifact.files)
+        differs = claim_problems(facts, artifact.claims)
+        if differs:  # a manifest is a claim, the artifact the fact: a re-sealed manifest cannot relabel a model
+            findings.append(Finding(f"claims[{artifact.format}]", False, f"{artifact.candidate}: {'; '.join(differs)}"))
+            continue
+        allowed = allowed_problem(profile, facts.format, facts.mode, facts.io_type, artifact.sparsity, artifact.clusters)
         if allowed:
             findings.append(Finding(f"allowed[{artifact.format}]", False, f"{artifact.candidate}: {allowed}"))
             continue

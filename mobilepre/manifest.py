@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mobilepre.artifacts import io_contract
@@ -162,6 +162,7 @@ class ManifestArtifact:
     clusters: object = 0
     files: tuple = ()
     drift: tuple = ()
+    claims: dict = field(default_factory=dict, compare=False, repr=False)  # the manifest's entry as written
 
     def run_path(self, bundle: Path) -> Path:
         """What a runtime is given: the .tflite file, or the TF.js folder."""
@@ -175,7 +176,7 @@ class ManifestArtifact:
         recorded = data.get("drift")
         drift = tuple(d for d in recorded if _is_output_drift(d)) if isinstance(recorded, list) else ()
         return cls(data["path"], data["format"], data["candidate"], data.get("quantization"), data.get("io_type", "float32"),
-                   data.get("sparsity", 0.0), data.get("clusters", 0), files, drift)
+                   data.get("sparsity", 0.0), data.get("clusters", 0), files, drift, dict(data))
 
 
 @dataclass(frozen=True)

@@ -425,3 +425,19 @@ def tflite_io(data: bytes, where: str = "TFLite model") -> dict:
         return io
     except _Malformed as exc:
         raise _refuse_tflite(where, str(exc)) from None
+
+
+def tflite_tensor_types(data: bytes, where: str = "TFLite model") -> list[tuple[str, bool]]:
+    """(dtype, holds constant data) of every tensor of subgraph 0, read from the flatbuffer after verifying it:
+    what a model's precision is, whatever a manifest claims."""
+    verify_tflite(data, where)
+    try:
+        model = _root(bytes(data))
+        buffers = _check_buffers(model, len(data))
+        out = []
+        for tensor in model.tables(2, "subgraphs")[0].tables(0, "tensors"):
+            buffer = tensor.scalar(2, "I", 0, "buffer")
+            out.append((TFLITE_TENSOR_TYPES[tensor.scalar(1, "b", 0, "type")][0], buffers[buffer] is not None))
+        return out
+    except _Malformed as exc:
+        raise _refuse_tflite(where, str(exc)) from None

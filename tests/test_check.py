@@ -244,3 +244,42 @@ def test_an_artifact_that_never_ends_is_one_line_and_exit_1_not_a_hang(bundles, 
     result = run_cli("--run-timeout", "3", "check", bundles, "--no-measure", env=FAST, timeout=120)
     assert result.returncode == 1 and time.monotonic() - started < 60, result.stderr
     assert "LiteRT did not finish within 3 s" in result.stdout and "Traceback" not in result.stderr
+
+
+def _relabel(bundle: Path, relative: str, data: bytes) -> None:
+    """Put `data` in as `relative` and re-seal the manifest as anyone can (file list and the artifact's
+    sha256 updated), leaving the artifact's other claims as they were."""
+    (bundle / relative).write_bytes(data)
+    _rehash(bundle, relative)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    for artifact in manifest["artifacts"]:
+        if artifact["path"] == relative:
+            artifact["sha256"] = hashlib.sha256(data).hexdigest()
+    (bundle / "manifest.json").write_bytes(seal_manifest(manifest))
+
+
+def test_check_believes_the_artifact_not_the_manifest(bundles, demo_source):
+    """A float32 model put into the int8 bundle, the manifest re-sealed and still claiming int8 with uint8
+    I/O and the old byte counts: the claims are checked against the file and the bundle fails."""
+    from mobilepre import quantize
+
+    float32 = quantize.convert(demo_source.model, quantize.QuantizationSettings("tflite", "float32")).files["model.tflite"]
+    _relabel(bundles / "npu-int8", "model.tflite", float32)
+    result = check(bundles, measure=False)
+    (claims,) = [m for b, n, m in _failures(result) if n == "claims[tflite]"]
+    assert "its tensors are float32, the manifest says int8" in claims and "its I/O type is float32, the manifest says uint8" in claims
+    assert f"its files are {len(float32):,} bytes, the manifest says 53," in claims and not result.passed
+    cli = run_cli("check", bundles, "--no-measure", env=FAST)
+    assert cli.returncode == 1 and "its tensors are float32" in cli.stderr
+
+
+@pytest.mark.parametrize("mode", ["float16", "dynamic", "int16x8", "int4"])
+def test_each_tflite_mode_is_told_from_its_tensors(demo_source, demo_data, mode, tmp_path):
+    from mobilepre import quantize
+    from mobilepre.facts import artifact_facts
+
+    calibration, _ = demo_data
+    artifact = quantize.convert(demo_source.model, quantize.QuantizationSettings("tflite", mode), calibration.images[:16])
+    (tmp_path / "model.tflite").write_bytes(artifact.files["model.tflite"])
+    facts = artifact_facts(tmp_path, "model.tflite", ["model.tflite"])
+    assert (facts.format, facts.mode, facts.io_type, facts.size_bytes) == ("tflite", mode, "float32", artifact.size_bytes)

@@ -21,7 +21,7 @@ LAYERS = [
      "mobilepre.image_headers"},
     {"mobilepre.graph_scan", "mobilepre.signing", "mobilepre.toml_reader", "mobilepre.fsutil", "mobilepre.macs", "mobilepre.artifacts",
      "mobilepre.budgets", "mobilepre.demo", "mobilepre.tfjs_runner", "mobilepre.sdk_metadata"},
-    {"mobilepre.safety", "mobilepre.formats"},
+    {"mobilepre.safety", "mobilepre.formats", "mobilepre.facts"},
     {"mobilepre.profiles", "mobilepre.data", "mobilepre.models", "mobilepre.runtimes", "mobilepre.frontend",
      "mobilepre.manifest", "mobilepre.latency", "mobilepre.candidates", "mobilepre.overview", "mobilepre.results",
      "mobilepre.output", "mobilepre.measured"},
