@@ -28,6 +28,7 @@ from mobilepre.macs import count_macs
 from mobilepre.metrics import OutputKind
 from mobilepre.quantize.export import INPUT_NAME, is_signature_key, model_input_spec, model_output_names, output_list
 from mobilepre.safety import scan_model
+from mobilepre.sandbox import blocked_write
 
 
 @dataclass(frozen=True)
@@ -278,6 +279,10 @@ def _load(path: Path, fmt: str, trust: bool):
     except MobilepreError:
         raise
     except Exception as error:
+        blocked = blocked_write(error)
+        if blocked:
+            raise MobilepreError(f"model {path} tried to write {blocked} while it loaded, and the sandbox blocked it: "
+                                 "code in a model may write nothing outside its scratch folder, trusted or not") from None
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise MobilepreError(f"model {path} could not be loaded by Keras: {first}") from None
 
@@ -358,7 +363,11 @@ def serve_references(model, answers) -> None:
 
 def _reason(error: Exception) -> str:
     """The line of an exception that says what went wrong: Keras re-raises a layer's error with a banner
-    ("Exception encountered when calling ...") and colour codes, keeping the original as its context."""
+    ("Exception encountered when calling ...") and colour codes, keeping the original as its context; a
+    write the sandbox refused is named as such."""
+    blocked = blocked_write(error)
+    if blocked:
+        return f"it tried to write {blocked} while it ran, and the sandbox blocked it (a model may write nothing outside its scratch folder)"
     while error.__cause__ or error.__context__:
         error = error.__cause__ or error.__context__
     lines = [re.sub(r"\x1b\[[0-9;]*m", "", line).strip() for line in str(error).splitlines()]

@@ -9,6 +9,7 @@ has no Landlock (before Linux 5.13, or disabled), `restrict_writes` says so and 
 from __future__ import annotations
 
 import ctypes
+import errno
 import os
 
 _SYS_CREATE_RULESET, _SYS_ADD_RULE, _SYS_RESTRICT_SELF = 444, 445, 446  # the same on every Linux architecture
@@ -70,4 +71,22 @@ def restrict_writes(allowed: list[str]) -> bool:
             raise OSError(ctypes.get_errno(), "landlock_restrict_self")
     finally:
         os.close(ruleset)
+    _ENFORCED.append(tuple(allowed))
     return True
+
+
+_ENFORCED: list = []  # the folders this process may write beneath, once `restrict_writes` holds
+
+
+def blocked_write(error: BaseException) -> str | None:
+    """The path a write was refused at, when `error` (or an exception it came from) is the refusal of a
+    write in a process that `restrict_writes` confines; None otherwise (an ordinary permission error)."""
+    if not _ENFORCED:
+        return None
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in (errno.EACCES, errno.EPERM) and error.filename:
+            return str(error.filename)
+        error = error.__cause__ or error.__context__
+    return None
