@@ -40,13 +40,15 @@ demo: $(STAMP)
 
 # The suite in tiers: `test` is everything (what CI runs); `test-fast` all but the `slow` marker;
 # `test-core` the modules that need no TensorFlow (profiles, budgets, the search, manifests, keys).
+# Two workers (pytest-xdist), a test file each at a time, sharing one candidate cache (tests/conftest.py).
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider --durations=20
+WORKERS := -n 2 --dist loadfile
 
 test: $(TEST_STAMP)
-	$(PYTEST)
+	$(PYTEST) $(WORKERS)
 
 test-fast: $(TEST_STAMP)
-	$(PYTEST) -m "not slow"
+	$(PYTEST) $(WORKERS) -m "not slow"
 
 test-core: $(TEST_STAMP)
 	$(PYTEST) -m core

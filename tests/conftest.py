@@ -111,7 +111,11 @@ def pytest_sessionfinish(session, exitstatus):
 def session_cache(tmp_path_factory) -> Path:
     """The one candidate cache of the session (the product's own), warm after the first build; set before
     any module's fixtures build, and the CLI's default (`MOBILEPRE_CACHE`)."""
-    folder = tmp_path_factory.mktemp("session-cache")
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # every worker shares one cache (the cache is safe to share)
+        folder = tmp_path_factory.getbasetemp().parent / "session-cache"
+        folder.mkdir(exist_ok=True)
+    else:
+        folder = tmp_path_factory.mktemp("session-cache")
     saved = os.environ.get("MOBILEPRE_CACHE")
     os.environ["MOBILEPRE_CACHE"] = str(folder)
     yield folder

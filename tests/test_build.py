@@ -245,7 +245,7 @@ def test_a_peak_memory_budget_chooses_by_the_runtime_memory_and_check_reverifies
     tflite, tfjs = result.profile("memory").format("tflite"), result.profile("memory").format("tfjs")
     assert tflite.chosen is None and all("max_peak_memory" in t.verdict.failures[0] for t in tflite.tried)
     assert tfjs.chosen.candidate == "tfjs-float32" and 300_000 < tfjs.chosen.verdict.check("max_peak_memory").value < 1_000_000
-    records = {c.candidate: c for c in result.candidates}
+    records = {c.key: c for c in result.candidates}
     assert records["tflite-int8"].peak_memory_bytes > 1_000_000 and records["tfjs-float32"].peak_memory_bytes > 300_000
     # host figures stay out of report.json; TF.js's exact one stays
     report = json.loads((tmp_path / "out" / "report.json").read_text())
