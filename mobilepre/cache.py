@@ -154,7 +154,7 @@ class CandidateCache:
         for sub in _LAYOUT:
             try:
                 mode = os.lstat(self.root / sub).st_mode
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):  # not made yet (or cannot be: `open` says so)
                 continue
             if stat.S_ISLNK(mode):
                 return f"its {sub}/ is a symlink"

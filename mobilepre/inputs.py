@@ -180,7 +180,7 @@ def _degenerate_warnings(outputs, reference, profiles, allowed: bool, progress) 
         judged = [p.name for p in profiles if any(spec.kind in TOLERANCES[t].kinds and TOLERANCES[t].kinds != ALL_KINDS
                                                   for t in p.drift.limits_for(spec.name, spec.kind))]
         line = (f"the float model's {spec.name} output is degenerate on the validation images: {reason} "
-                "(a wrong --input-range or broken preprocessing does this)")
+                f"(a wrong {param('input_range')} or broken preprocessing does this)")
         if judged and not allowed:
             raise MobilepreError(f"{line}; profiles {', '.join(judged)} judge its class scores, which would pass "
                                  f"whatever the candidate does: fix the data or pass {param('allow_degenerate_reference')}")

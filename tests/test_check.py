@@ -13,6 +13,7 @@ import pytest
 from mobilepre.builder import build
 from mobilepre.manifest import seal_manifest
 from mobilepre.check import check
+from mobilepre.facts import artifact_facts
 from tests.conftest import run_cli, warm_options
 
 FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
@@ -233,17 +234,24 @@ def test_a_bundle_without_artifacts_or_in_another_profile_s_folder_fails(bundles
     assert ("release[npu-int8]", "folder npu-int8 holds the bundle of profile web-mobile") in _release_failures(result)
 
 
-def test_an_artifact_that_never_ends_is_one_line_and_exit_1_not_a_hang(bundles, endless_tflite):
+def test_an_artifact_that_never_ends_is_one_line_and_exit_1_not_a_hang(bundles, endless_tflite, tmp_path):
     bundle = bundles / "npu-int8"
     (bundle / "model.tflite").write_bytes(endless_tflite.read_bytes())
     _rehash(bundle, "model.tflite")
     manifest = json.loads((bundle / "manifest.json").read_text())
-    manifest["artifacts"][0]["sha256"] = hashlib.sha256(endless_tflite.read_bytes()).hexdigest()
+    facts = artifact_facts(bundle, "model.tflite", ["model.tflite"])  # claims that agree with the file: the runtime is reached
+    manifest["artifacts"][0].update(sha256=hashlib.sha256(endless_tflite.read_bytes()).hexdigest(), bytes=facts.size_bytes,
+                                    gzip_bytes=facts.gzip_bytes, quantization=facts.mode, io_type=facts.io_type)
+    manifest["artifacts"][0]["io"]["inputs"][0].update(dtype=facts.inputs[0][0], shape=list(facts.inputs[0][1]))
     (bundle / "manifest.json").write_bytes(seal_manifest(manifest))
+    profiles = tmp_path / "profiles"  # the endless model is float: a profile that allows it, so its run is reached
+    shutil.copytree(Path(__file__).resolve().parent.parent / "device_profiles", profiles)
+    text = (profiles / "npu-int8.toml").read_text()
+    (profiles / "npu-int8.toml").write_text(text.replace('quantization = ["int8"]', 'quantization = ["float32", "int8"]').replace('io_type = "uint8"\n', ""))
     started = time.monotonic()
-    result = run_cli("--run-timeout", "3", "check", bundles, "--no-measure", env=FAST, timeout=120)
+    result = run_cli("--run-timeout", "3", "check", bundles, "--no-measure", "--only-present", "--profiles", profiles, env=FAST, timeout=120)
     assert result.returncode == 1 and time.monotonic() - started < 60, result.stderr
-    assert "LiteRT did not finish within 3 s" in result.stdout and "Traceback" not in result.stderr
+    assert "LiteRT did not finish within 3 s" in result.stdout and "Traceback" not in result.stderr, result.stdout
 
 
 def _relabel(bundle: Path, relative: str, data: bytes) -> None:

@@ -6,13 +6,15 @@ import pytest
 from mobilepre.candidates import Candidate
 from mobilepre.measured import Measured
 from mobilepre.metrics import OutputDrift, OutputKind
+from mobilepre.quantize.artifact import gzip_size
 
 DRIFT = (OutputDrift("cls", OutputKind.PROBABILITIES, 0.25, 0.01, 0.02, 0.03, 38.5, 0.999, top1_agreement=0.975, top5_agreement=1.0),
          OutputDrift("box", OutputKind.REGRESSION, 0.5, 0.05, 0.04, 0.06, 30.1, 0.98))
 
 
 def sample(**changes):
-    base = Measured(Candidate("tflite", "int8", "uint8", 0.5), {"model.tflite": b"TFL3 bytes"}, 53_713, 46_050, 0.500001, DRIFT,
+    files = {"model.tflite": b"TFL3 bytes" * 100}
+    base = Measured(Candidate("tflite", "int8", "uint8", 0.5), files, 1000, gzip_size(files["model.tflite"]), 0.500001, DRIFT,
                     peak_memory_bytes=1_234_567, metadata={"carries": ["labels"], "note": None})
     return base.with_latency(2, 0.123456789).with_latency(1, 0.2)
 
@@ -57,3 +59,9 @@ def test_steps_return_new_values():
     assert Measured.failed(m.candidate, "converter refused").final
     with pytest.raises(AttributeError):
         m.size_bytes = 1  # frozen
+
+
+def test_a_record_whose_sizes_are_not_its_files_is_refused():
+    m = sample()
+    with pytest.raises(ValueError, match="sizes"):
+        Measured.from_record(m.candidate, {**m.to_record(), "size_bytes": 53_713}, m.files)

@@ -114,7 +114,7 @@ def test_a_degenerate_reference_refuses_class_score_budgets_unless_allowed(keras
     model.save(path)
     data = tmp_path / "images.npz"
     np.savez(data, images=np.random.default_rng(0).uniform(size=(20, 8, 8, 3)).astype(np.float32))
-    with pytest.raises(MobilepreError, match="scores output is degenerate.*the same for every image.*--allow-degenerate-reference"):
+    with pytest.raises(MobilepreError, match="scores output is degenerate.*the same for every image.*pass allow_degenerate_reference"):
         build(warm_options(out=tmp_path / "out", model=path, calibration=data, profile=("npu-int8",)))
     result = build(warm_options(out=tmp_path / "out", model=path, calibration=data, profile=("npu-int8",),
                                 allow_degenerate_reference=True, latency_runs=3))
