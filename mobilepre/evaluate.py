@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mobilepre.cache import CandidateCache
 from mobilepre.candidates import Candidate
-from mobilepre.converting import WORKER_MIN_PARAMETERS, Converter  # noqa: F401  (re-exported: tests lower the threshold)
+from mobilepre.converting import Converter
 from mobilepre.keys import BuildContext, candidate_key
 from mobilepre.measured import Measured
 from mobilepre.mixed import MixedSearch

@@ -261,14 +261,25 @@ def test_a_peak_memory_budget_chooses_by_the_runtime_memory_and_check_reverifies
 
 
 def test_conversions_in_worker_processes_write_the_same_bytes(tmp_path, monkeypatch):
-    from mobilepre import evaluate
+    from mobilepre import converting
+    from mobilepre.progress import Reporter
 
-    monkeypatch.setattr(evaluate, "WORKER_MIN_PARAMETERS", 0)  # the demo is small: workers only when asked
+    class Stages(Reporter):
+        def __init__(self):
+            self.seen = []
+
+        def stage(self, text):
+            self.seen.append(text)
+
+    monkeypatch.setattr(converting, "WORKER_MIN_PARAMETERS", 0)  # the demo is small: workers only when asked
     profiles = tmp_path / "p"
     write_profile(profiles, "every", 'formats = ["tflite", "tfjs"]\nquantization = ["float32", "float16", "dynamic", "int8", "uint8"]\n'
                   'prefer = "size"\n[budget]\nmax_size = "1 MiB"\n')
-    results = {jobs: build(BuildOptions(out=tmp_path / f"jobs{jobs}", profiles=profiles, jobs=jobs, latency_runs=3)) for jobs in (1, 2)}
+    stages = {1: Stages(), 2: Stages()}
+    results = {jobs: build(BuildOptions(out=tmp_path / f"jobs{jobs}", profiles=profiles, jobs=jobs, latency_runs=3), progress=stages[jobs])
+               for jobs in (1, 2)}
     assert results[1].conversions == results[2].conversions == 7
+    assert any(text.endswith("in 2 processes") for text in stages[2].seen), stages[2].seen  # the workers really converted
     assert tree_hashes(tmp_path / "jobs1") == tree_hashes(tmp_path / "jobs2")
 
 
