@@ -24,7 +24,6 @@ from mobilepre.manifest import IntegrityError, Manifest, ManifestArtifact, read_
 from mobilepre.metrics import OutputKind
 from mobilepre.models import OutputSpec, load_model, with_stages
 from mobilepre.profiles import Profile, default_profiles_dir, load_profiles
-from mobilepre.quantize.artifact import gzip_size
 from mobilepre.signing import SIGNATURE_FILE, signature_problem
 from mobilepre.validate import compare, reference_outputs, run_candidate
 
@@ -299,12 +298,11 @@ def _profile_now(manifest: Manifest, profiles_arg) -> tuple[Profile, str]:
     return Profile.from_dict(manifest.profile, "manifest.json profile"), "manifest"
 
 
-def _measurement(bundle: Path, artifact: ManifestArtifact, manifest: Manifest, validation, peak_memory_bytes: int | None = None) -> Measurement:
-    """Sizes recomputed from the files; drift re-validated on `--data`, else as the manifest recorded it;
-    peak memory as the run here measured it."""
-    files = [bundle / f for f in artifact.files]
-    size = sum(p.stat().st_size for p in files)
-    compressed = sum(gzip_size(p.read_bytes()) for p in files)
+def _measurement(bundle: Path, artifact: ManifestArtifact, facts, manifest: Manifest, validation,
+                 peak_memory_bytes: int | None = None) -> Measurement:
+    """Sizes as the files are (`facts`, read once); drift re-validated on `--data`, else as the manifest
+    recorded it; peak memory as the run here measured it."""
+    size, compressed = facts.size_bytes, facts.gzip_bytes
     if validation is not None:
         drift, labels, source = validation.drift(bundle, artifact, manifest), validation.has_labels(manifest), "validated"
     else:
@@ -486,7 +484,7 @@ def check_bundle(bundle: Path, profiles, measure: bool, timings, validation, ver
             return run_candidate(target, images[:1], threads=threads, latency_runs=50, browser=browser)[1].latency
 
         latency = latency_figure(profile, artifact.candidate, manifest.source.get("macs"), timings, measure_host if measure else None)
-        verdict = judge(profile, _measurement(bundle, artifact, manifest, validation, run.peak_memory_bytes), latency)
+        verdict = judge(profile, _measurement(bundle, artifact, facts, manifest, validation, run.peak_memory_bytes), latency)
         artifacts.append(ArtifactCheck(artifact.path, artifact.candidate, loads, verdict))
     return BundleResult(bundle.name, profile.name, tuple(findings), tuple(artifacts), where)
 
