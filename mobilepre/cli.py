@@ -294,7 +294,7 @@ def build(
         options["cache"] = default_cache_dir()
     if "out" not in options:
         raise MobilepreError("build needs an output folder: pass --out DIR (or out = \"DIR\" in --config)")
-    result = run_build(BuildOptions(**options), progress=reporter_for(quiet))
+    result = run_build(BuildOptions(**options), progress=reporter_for(quiet, names=flags()))
     _emit(result, as_json)
     _say_failure(result.failure())
     raise typer.Exit(result.exit_code)

@@ -24,6 +24,13 @@ def one_line(text: str) -> str:
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in str(text))
 
 
+def render_params(text: str, names: Mapping[str, str] | None = None) -> str:
+    """`text` with each parameter marked by `param` named as `names` maps it (the CLI passes its flags),
+    others bare: what any line that may name a parameter (an error, a warning) goes through before it is shown."""
+    names = names or {}
+    return _PARAMETER.sub(lambda m: names.get(m.group(1), m.group(1)), str(text))
+
+
 def param(name: str) -> str:
     """A library parameter named in an error message (`f"{param('jobs')} 0: expected ..."`): a Python
     caller reads `jobs`, a CLI user reads the flag the CLI maps it to (`--jobs`, `MobilepreError.render`).
@@ -47,7 +54,7 @@ class MobilepreError(Exception):
 
     def render(self, names: Mapping[str, str]) -> str:
         """The line with each parameter named as `names` maps it (the CLI passes its flags); others bare."""
-        return one_line(_PARAMETER.sub(lambda m: names.get(m.group(1), m.group(1)), self.template))
+        return one_line(render_params(self.template, names))
 
     def __str__(self) -> str:
         return self.message

@@ -15,7 +15,7 @@ import numpy as np
 from mobilepre import demo
 from mobilepre.cache import CandidateCache
 from mobilepre.data import DataOptions, dataset_info, load_class_names
-from mobilepre.errors import MobilepreError, param
+from mobilepre.errors import MobilepreError, param, render_params
 from mobilepre.keys import BuildContext, has_safety_mark, loaded_key, machine_secret, reference_key, safety_mark
 from mobilepre.metrics import ALL_KINDS, CLASS_SCORES, TOLERANCES
 from mobilepre.models import OutputSpec, ReferenceChild, isolated_loads, load_model, settle_kinds, with_stages
@@ -185,7 +185,7 @@ def _degenerate_warnings(outputs, reference, profiles, allowed: bool, progress) 
             raise MobilepreError(f"{line}; profiles {', '.join(judged)} judge its class scores, which would pass "
                                  f"whatever the candidate does: fix the data or pass {param('allow_degenerate_reference')}")
         progress(f"warning: {line}")
-        warnings.append(line)
+        warnings.append(render_params(line))  # the reports say it in the library's words
     return warnings
 
 

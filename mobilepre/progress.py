@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import time
 
-from mobilepre.errors import one_line
+from mobilepre.errors import one_line, render_params
 
 
 class Reporter:
@@ -40,7 +40,7 @@ class _Callback(Reporter):
         self._callback = callback
 
     def __call__(self, message: str) -> None:
-        self._callback(message)
+        self._callback(render_params(message))  # a library caller reads the library's parameter names
 
 
 def as_reporter(progress) -> Reporter:
@@ -56,14 +56,15 @@ class LineReporter(Reporter):
     Steps are written from the start of the search (`plan`) on: loading the model and the data is quick
     and is where bad inputs are found, and a bad input must stay one line on stderr."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, names=None):
         self._stream = stream or sys.stderr
+        self._names = names or {}  # parameter names -> the words to show (the CLI's flags)
         self._started = time.monotonic()
         self._done = 0
         self._total = None
 
     def __call__(self, message: str) -> None:
-        print(f"mobilepre: {one_line(message)}", file=self._stream, flush=True)
+        print(f"mobilepre: {one_line(render_params(message, self._names))}", file=self._stream, flush=True)
 
     def stage(self, text: str) -> None:
         if self._total is None:
@@ -81,7 +82,7 @@ class LineReporter(Reporter):
 class LiveReporter(Reporter):
     """rich's live progress display on stderr (a terminal): spinner, step, bar, counts, elapsed, left."""
 
-    def __init__(self):
+    def __init__(self, names=None):
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
         from rich.table import Column
@@ -94,10 +95,11 @@ class LiveReporter(Reporter):
             console=self._console, transient=True,
         )
         self._task = self._progress.add_task("starting", total=None)
+        self._names = names or {}
         self._progress.start()
 
     def __call__(self, message: str) -> None:
-        self._progress.console.print(f"mobilepre: {one_line(message)}", markup=False, highlight=False)
+        self._progress.console.print(f"mobilepre: {one_line(render_params(message, self._names))}", markup=False, highlight=False)
 
     def stage(self, text: str) -> None:
         self._progress.update(self._task, description=one_line(text))
@@ -112,11 +114,12 @@ class LiveReporter(Reporter):
         self._progress.stop()
 
 
-def reporter_for(quiet: bool, stream=None) -> Reporter:
-    """`--quiet`: silence; stderr a terminal: the live display; else plain lines."""
+def reporter_for(quiet: bool, stream=None, names=None) -> Reporter:
+    """`--quiet`: silence; stderr a terminal: the live display; else plain lines. Parameters named in
+    events are shown as `names` maps them (the CLI passes its flags)."""
     stream = stream or sys.stderr
     if quiet:
         return Reporter()
     if stream.isatty():
-        return LiveReporter()
-    return LineReporter(stream)
+        return LiveReporter(names)
+    return LineReporter(stream, names)

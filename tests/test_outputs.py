@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.conftest import warm_options
+from tests.conftest import run_cli, warm_options
 
 from mobilepre.builder import build
 from mobilepre.errors import MobilepreError
@@ -120,6 +120,12 @@ def test_a_degenerate_reference_refuses_class_score_budgets_unless_allowed(keras
                                 allow_degenerate_reference=True, latency_runs=3))
     assert "degenerate" in result.source["warnings"][0] and "warning:" in result.to_text()
     assert "Warning:" in (tmp_path / "out" / "report.html").read_text()
+    # the warning names the parameter in the library's words in the reports, as the flag on the command line
+    assert "a wrong input_range or" in result.source["warnings"][0]
+    assert all("\u27e6" not in p.read_text() for p in (tmp_path / "out").rglob("*.json"))
+    cli = run_cli("build", path, "--out", tmp_path / "cli", "--calibration", data, "--profile", "npu-int8",
+                  "--allow-degenerate-reference", "--latency-runs", "3")
+    assert cli.returncode == 0 and "a wrong --input-range or" in cli.stderr and "\u27e6" not in cli.stderr + cli.stdout, cli.stderr
 
 
 def test_degenerate_reasons():
