@@ -71,9 +71,9 @@ class Converter:
 
     def convert_plan(self, candidate: Candidate, plan) -> Measured:
         """One step of a mixed search: `candidate` converted with per-layer precisions `plan`."""
-        model, directory, _ = self.variants.get()
         settings = quantize.QuantizationSettings(candidate.fmt, quantize.Mode.MIXED, mixed=plan, shard_size_bytes=self.shard_size)
         try:
+            model, directory, _ = self.variants.get()
             artifact = quantize.convert(model, settings, self.calibration, saved_model_dir=directory)
         except quantize.QuantizeError as error:  # one step of a search: the search's result is what is cached
             return Measured.failed(candidate, str(error), 0.0, final=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from mobilepre import quantize
+from mobilepre.errors import one_line
 from mobilepre.progress import as_reporter
 from mobilepre.quantize.export import export_saved_model
 from mobilepre.quantize.pruning import PruneSettings, prune
@@ -29,6 +30,7 @@ class Variants:
         self.epochs = epochs
         self.progress = as_reporter(progress)
         self._made: dict[tuple, tuple] = {}
+        self._failed: dict[tuple, str] = {}  # variant -> why making it failed (said once, then the same again)
         self._cannot_prune: str | None = None  # why fine-tuning cannot work on this model (recurs at every level)
 
     def get(self, sparsity: float = 0.0, clusters: int = 0, qat: bool = False) -> tuple:
@@ -38,9 +40,12 @@ class Variants:
         key = (sparsity, clusters, qat)
         if key in self._made:
             return self._made[key]
+        if key in self._failed:
+            raise quantize.QuantizeError(self._failed[key])
         model, reached = self.source.model, 0.0
         if (sparsity or clusters or qat) and self._cannot_prune:
             raise quantize.CannotPruneError(self._cannot_prune)
+        what = "pruning" if sparsity else "clustering" if clusters else "quantization-aware fine-tuning" if qat else "exporting"
         try:
             if sparsity:
                 self.progress(f"pruning to {sparsity:.0%} and fine-tuning by distillation")
@@ -52,10 +57,16 @@ class Variants:
             elif qat:
                 self.progress("fine-tuning for int8 with fake-quantized weights and activations (quantization-aware)")
                 model = quantize.quantization_aware(model, quantize.QATSettings(), self.calibration).model
+            name = f"saved_model_s{round(sparsity * 100):02d}" + (f"_c{clusters}" if clusters else "") + ("_qat" if qat else "")
+            directory = export_saved_model(model, self.workdir / name, self.source.input_shape)
         except quantize.CannotPruneError as error:
             self._cannot_prune = str(error)
             raise
-        name = f"saved_model_s{round(sparsity * 100):02d}" + (f"_c{clusters}" if clusters else "") + ("_qat" if qat else "")
-        directory = export_saved_model(model, self.workdir / name, self.source.input_shape)
+        except quantize.QuantizeError as error:
+            self._failed[key] = str(error)
+            raise
+        except Exception as error:  # noqa: BLE001 - one variant failing fails its candidates, never the build
+            self._failed[key] = f"{what} failed on this model ({type(error).__name__}: {one_line(error)[:300]})"
+            raise quantize.QuantizeError(self._failed[key]) from error
         self._made[key] = (model, directory, reached)
         return self._made[key]

@@ -87,6 +87,29 @@ def _fake_quant_layer(keras, tf):
     return ActivationFakeQuant
 
 
+def functional_graph(model):
+    """`model`'s own layers (its weights, in its order) as a Functional graph: a `keras.Sequential` model,
+    at the top or nested in another, lists its layers without calling them, so Keras cannot hand each
+    layer call to a `call_function`; the same layers called in order can."""
+    from ._tf import keras
+
+    k = keras()
+
+    def as_functional(layer):
+        if isinstance(layer, k.Sequential):
+            source = layer.inputs[0]
+            inputs = k.Input(batch_shape=tuple(source.shape), dtype=source.dtype, name=f"{layer.name}_input")
+            x = inputs
+            for inner in layer.layers:
+                x = as_functional(inner)(x)
+            return k.Model(inputs, x, name=layer.name)
+        if isinstance(layer, k.Model) and any(isinstance(inner, k.Model) for inner in layer.layers):
+            return k.models.clone_model(layer, clone_function=as_functional)  # nested models unrolled, layers shared
+        return layer
+
+    return as_functional(model)
+
+
 def quantization_aware(model, settings: QATSettings, images: np.ndarray, labels: np.ndarray | None = None) -> QATResult:
     """Fine-tune a copy of `model` for full-integer int8 on `images` by distillation from `model`.
 
@@ -115,7 +138,7 @@ def quantization_aware(model, settings: QATSettings, images: np.ndarray, labels:
         observers.append(observer)
         return observer(out)
 
-    student = k.models.clone_model(model, call_function=call_function, recursive=True)
+    student = k.models.clone_model(functional_graph(model), call_function=call_function, recursive=True)
     if [w.shape for w in student.get_weights()] != [np.shape(w) for w in model.get_weights()]:
         raise QuantizeError("quantization-aware fine-tuning could not rebuild this model layer by layer")
     student.set_weights(model.get_weights())

@@ -1,0 +1,116 @@
+"""Models as users bring them: trained on a real task (scikit-learn's handwritten digits, 1,797 scanned
+8x8 images, upscaled to 16x16), written the way a newcomer writes them (`keras.Sequential`), and built
+end to end in the real converters and runtimes."""
+
+import json
+
+import numpy as np
+import pytest
+
+from tests.conftest import warm_options
+from tests.test_build import write_profile
+
+from mobilepre import quantize
+from mobilepre.builder import build
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """(images float32 in [0, 1], shape (N, 16, 16, 1); labels) of scikit-learn's digits (shipped with it)."""
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = np.kron(data.images / 16.0, np.ones((2, 2)))[..., None].astype(np.float32)
+    return images, data.target.astype(np.int64)
+
+
+def train(model, digits, epochs=3):
+    images, labels = digits
+    model.compile("adam", "sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(images[:1200], labels[:1200], epochs=epochs, batch_size=64, verbose=0)
+    return model
+
+
+@pytest.fixture(scope="module")
+def sequential_cnn(keras, digits):
+    """The first model most users try: a Sequential CNN, trained (about 0.9 accuracy on held-out digits)."""
+    keras.utils.set_random_seed(0)
+    L = keras.layers
+    model = keras.Sequential([
+        keras.Input((16, 16, 1)),
+        L.Conv2D(8, 3, activation="relu"),
+        L.MaxPooling2D(),
+        L.Conv2D(16, 3, activation="relu"),
+        L.Flatten(),
+        L.Dense(10, activation="softmax"),
+    ], name="digits_sequential")
+    return train(model, digits)
+
+
+def test_quantization_aware_fine_tuning_works_on_sequential_models(keras, sequential_cnn, digits):
+    images = digits[0][:256]
+    result = quantize.quantization_aware(sequential_cnn, quantize.QATSettings(epochs=1), images)
+    assert result.kernels == 3 and result.activations >= 5
+    assert type(result.model).__name__ == "Sequential"  # the user's kind of model back, with learnt weights
+    assert [w.shape for w in result.model.get_weights()] == [w.shape for w in sequential_cnn.get_weights()]
+    agree = np.mean(result.model.predict(images, verbose=0).argmax(1) == sequential_cnn.predict(images, verbose=0).argmax(1))
+    assert agree > 0.9
+
+
+def test_quantization_aware_fine_tuning_reaches_layers_inside_nested_sequential_models(keras, sequential_cnn, digits):
+    """A Sequential feature extractor inside a Functional model: its layers get fake quantization too."""
+    inputs = keras.Input((16, 16, 1))
+    outputs = sequential_cnn(inputs)
+    nested = keras.Model(inputs, outputs, name="wrapped")
+    result = quantize.quantization_aware(nested, quantize.QATSettings(epochs=1), digits[0][:128])
+    assert result.kernels == 3 and result.activations >= 5
+
+
+@pytest.fixture(scope="module")
+def sequential_build(tmp_path_factory, sequential_cnn, digits):
+    """A build of the Sequential model over two profiles: one whose drift budget full int8 misses (so
+    int8-qat is tried), one that takes float16."""
+    root = tmp_path_factory.mktemp("sequential")
+    model = root / "digits.keras"
+    sequential_cnn.save(model)
+    images, labels = digits
+    np.savez(root / "calibration.npz", images=images[:200])
+    np.savez(root / "validation.npz", images=images[1200:1400], labels=labels[1200:1400])
+    profiles = root / "profiles"
+    write_profile(profiles, "npu", 'formats = ["tflite"]\nquantization = ["int8"]\n[budget]\nmax_size = "1 MiB"\n'
+                                   "[drift]\nmax_abs_error = 0.0005\n")
+    write_profile(profiles, "phone", 'formats = ["tflite"]\nquantization = ["float16"]\n[budget]\nmax_size = "1 MiB"\n')
+    result = build(warm_options(out=root / "out", model=model, profiles=profiles, calibration=root / "calibration.npz",
+                                validation=root / "validation.npz", latency_runs=3, rgb_input=False))
+    return result, root / "out"
+
+
+def test_a_sequential_model_builds_with_qat_tried_and_every_profile_written(sequential_build):
+    result, out = sequential_build
+    npu = result.profile("npu").format("tflite")
+    assert [t.candidate for t in npu.tried] == ["tflite-int8", "tflite-int8-qat"]
+    assert all(t.verdict.error is None for t in npu.tried)  # measured, not crashed: both miss this tight budget
+    assert (out / "phone" / "model.tflite").is_file()
+    assert json.loads((out / "phone" / "manifest.json").read_text())["artifacts"][0]["quantization"] == "float16"
+
+
+def test_a_variant_that_fails_fails_its_candidates_not_the_build(tmp_path, monkeypatch, sequential_cnn, digits):
+    """Whatever fine-tuning raises (here Keras's own error from a model it cannot rebuild) is that candidate's
+    failure, said in one line; the other candidates and profiles are built."""
+    def broken(*args, **kwargs):
+        raise ValueError("`call_function` argument is not supported with Sequential models.\nIn a Sequential ...")
+
+    monkeypatch.setattr(quantize, "quantization_aware", broken)
+    model = tmp_path / "digits.keras"
+    sequential_cnn.save(model)
+    np.savez(tmp_path / "calibration.npz", images=digits[0][:100])
+    profiles = tmp_path / "profiles"
+    write_profile(profiles, "npu", 'formats = ["tflite"]\nquantization = ["int8"]\n[budget]\nmax_size = "1 MiB"\n'
+                                   "[drift]\nmax_abs_error = 0.0005\n")
+    write_profile(profiles, "phone", 'formats = ["tflite"]\nquantization = ["float16"]\n[budget]\nmax_size = "1 MiB"\n')
+    result = build(warm_options(out=tmp_path / "out", model=model, profiles=profiles, calibration=tmp_path / "calibration.npz",
+                                latency_runs=3, rgb_input=False, cache=None))
+    tried = {t.candidate: t for t in result.profile("npu").format("tflite").tried}
+    error = tried["tflite-int8-qat"].verdict.error
+    assert error.startswith("quantization-aware fine-tuning failed on this model (ValueError:") and "\n" not in error
+    assert (tmp_path / "out" / "phone" / "model.tflite").is_file()
