@@ -51,7 +51,7 @@ def run(subjects, validation: dict, progress) -> tuple[dict, list[Target]]:
             both = rows[str(mode)]
             if all("bytes" in both.get(str(e), {}) for e in (Engine.TFLITE_CONVERTER, Engine.LITERT_QUANTIZER)):
                 both["quantizer_over_converter_bytes"] = round(both["litert-quantizer"]["bytes"] / both["tflite-converter"]["bytes"], 4)
-            both["chosen"] = str(quantize.QuantizationSettings("tflite", mode).engine)
+            both["chosen"] = str(quantize.QuantizationSettings("tflite", mode).engine or "measured per model")
         result["models"][subject.name] = rows
     targets = []
     for name, rows in result["models"].items():

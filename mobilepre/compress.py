@@ -11,7 +11,7 @@ import numpy as np
 from mobilepre import quantize
 from mobilepre.artifacts import io_contract, io_lines
 from mobilepre.data import DataOptions
-from mobilepre.errors import MobilepreError, engine_errors, param
+from mobilepre.errors import MobilepreError, engine_errors, one_line, param
 from mobilepre.fsutil import (
     atomic_file,
     check_output,
@@ -46,6 +46,7 @@ class QuantizeResult:
     io: dict = field(default_factory=dict)
     layer_errors: tuple = ()  # quantize.debug.LayerError, worst first, when asked for
     engine: str = ""  # what made the artifact (quantize.Engine)
+    engine_choice: dict | None = None  # where both engines made it: each one's measured error, and why this one
 
     def to_dict(self) -> dict:
         return {
@@ -53,6 +54,7 @@ class QuantizeResult:
             "path": self.path,
             "artifact": self.key,
             "engine": self.engine,
+            **({"engine_choice": self.engine_choice} if self.engine_choice else {}),
             "files": self.files,
             "bytes": self.size_bytes,
             "gzip_bytes": self.gzip_bytes,
@@ -64,6 +66,7 @@ class QuantizeResult:
     def to_text(self) -> str:
         lines = [
             f"wrote {self.path} ({self.key}, made by {self.engine})",
+            *([f"  {self.engine} kept: {one_line(self.engine_choice['why'])}"] if self.engine_choice else []),
             f"  bytes {self.size_bytes}, gzip {self.gzip_bytes}, sparsity {self.sparsity:.3f}",
         ]
         for name, size in sorted(self.files.items()):
@@ -118,7 +121,8 @@ def quantize_file(
     return QuantizeResult(
         path=str(out),
         key=settings.key,
-        engine=str(settings.engine),
+        engine=str(artifact.engine),
+        engine_choice=artifact.engine_choice,
         files={name: len(b) for name, b in sorted(artifact.files.items())},
         size_bytes=artifact.size_bytes,
         gzip_bytes=artifact.gzip_bytes,

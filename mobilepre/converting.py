@@ -109,7 +109,9 @@ class Converter:
         if self.sdk is not None:
             files, metadata = FORMATS[candidate.fmt].with_metadata(dict(artifact.files), self.sdk)
             artifact = dataclasses.replace(artifact, files=files)
-        return Measured(candidate, artifact.files, artifact.size_bytes, artifact.gzip_bytes, sparsity, metadata=metadata)
+        chosen = artifact.made_by is not None
+        return Measured(candidate, artifact.files, artifact.size_bytes, artifact.gzip_bytes, sparsity, metadata=metadata,
+                        engine=str(artifact.made_by) if chosen else None, engine_choice=artifact.engine_choice if chosen else None)
 
     def _convert_in_workers(self, candidates, jobs: int) -> list[Measured]:
         """Convert `candidates` in `jobs` worker processes (each imports TensorFlow once per build and

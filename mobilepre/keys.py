@@ -21,7 +21,7 @@ from mobilepre import quantize
 from mobilepre.cache import CACHE_SCHEMA, code_fingerprint, content_key
 from mobilepre.candidates import Candidate
 from mobilepre.quantize.pruning import PruneSettings
-from mobilepre.quantize.settings import Format
+from mobilepre.quantize.settings import Format, engine_for
 from mobilepre.versions import toolchain_versions
 
 
@@ -102,6 +102,8 @@ def candidate_key(context: BuildContext, candidate: Candidate, shard_size: int, 
                     else quantize.ClusterSettings(candidate.clusters, epochs=prune_epochs) if candidate.clusters
                     else quantize.QATSettings())
         parts["fine_tuning"] = {"epochs": prune_epochs, "settings": repr(settings)}
+    if candidate.fmt is Format.TFLITE and engine_for(candidate.fmt, candidate.mode) is None:
+        parts["engine"] = "measured"  # both engines make it; the file measured closer is kept
     if candidate.mode is quantize.Mode.MIXED:
         parts["mixed"] = {"drift": profile.drift.to_dict(), "ladder": [str(m) for m in profile.modes_for(str(candidate.fmt))]}
     return content_key(parts)

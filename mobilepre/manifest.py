@@ -75,7 +75,7 @@ def bundle_files(profile, chosen: list, source_info: dict, data: dict, versions:
                 "bytes": trial.size_bytes,
                 "candidate": trial.candidate,
                 "drift": [dict(d) for d in trial.drift],
-                "engine": str(engine_for(trial.format, trial.quantization)),
+                "engine": trial.engine or str(engine_for(trial.format, trial.quantization)),
                 "files": sorted(prefix + n for n in artifact_files),
                 "format": trial.format,
                 "gzip_bytes": trial.gzip_bytes,
@@ -90,6 +90,7 @@ def bundle_files(profile, chosen: list, source_info: dict, data: dict, versions:
                 **({"clusters": trial.clusters} if trial.clusters else {}),
                 **({"qat": True} if trial.qat is not None else {}),
                 **({"metadata": trial.metadata} if trial.metadata is not None else {}),
+                **({"engine_choice": trial.engine_choice} if trial.engine_choice is not None else {}),
             }
         )
         verdicts[trial.format] = trial.verdict.to_dict()

@@ -39,6 +39,8 @@ class Measured:
         latency_ms (tuple[tuple[str, float], ...]): host median latency by runtime key (TFLite: its thread
             count; TF.js: "0" for Node's wasm, or the Chromium backend), sorted by key: host figures, kept
             out of byte-identical files.
+        engine (str | None): what made the artifact, where a measurement chose it (`Artifact.engine`).
+        engine_choice (dict | None): that measurement (`Artifact.engine_choice`).
         unsupported (bool): the error is the format's runtime refusing the model's ops (every mode of the
             format fails the same way).
         final (bool): the measurement would come out the same again (a validated candidate, or one the
@@ -59,6 +61,8 @@ class Measured:
     latency_ms: tuple = ()
     unsupported: bool = False
     final: bool = True
+    engine: str | None = None
+    engine_choice: dict | None = None
 
     @classmethod
     def failed(cls, candidate: Candidate, error: str, sparsity: float | None = None, unsupported: bool = False,
@@ -110,6 +114,7 @@ class Measured:
             "drift": list(self.drift_dicts()), "error": self.error, "gzip_bytes": self.gzip_bytes, "metadata": self.metadata,
             "mixed": self.mixed, "peak_memory_bytes": self.peak_memory_bytes, "size_bytes": self.size_bytes,
             "sparsity": self.sparsity, "unsupported": self.unsupported,
+            **({"engine": self.engine, "engine_choice": self.engine_choice} if self.engine else {}),
         }
 
     @classmethod
@@ -128,7 +133,8 @@ class Measured:
         return cls(candidate, dict(files), int(_number(record["size_bytes"])), int(_number(record["gzip_bytes"])),
                    _number(record["sparsity"]), tuple(OutputDrift.from_dict(d) for d in record["drift"]), record["error"],
                    record["mixed"], None if peak is None else int(_number(peak)), record["metadata"],
-                   unsupported=bool(record.get("unsupported")))
+                   unsupported=bool(record.get("unsupported")), engine=_text(record.get("engine")),
+                   engine_choice=_mapping(record.get("engine_choice")))
 
     # ---------------------------------------------------------------------------------- reports
 
@@ -147,6 +153,18 @@ class Measured:
                    tuple(OutputDrift.from_dict(d) for d in data["drift"]), data["error"],
                    peak_memory_bytes=data.get("peak_memory_bytes"),
                    latency_ms=tuple(sorted((str(k), float(v)) for k, v in dict(data["latency_ms"]).items())))
+
+
+def _text(value) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"{value!r} is not text")
+    return value
+
+
+def _mapping(value) -> dict | None:
+    if value is not None and not isinstance(value, dict):
+        raise TypeError(f"{value!r} is not a mapping")
+    return value
 
 
 def _number(value) -> float:

@@ -34,6 +34,8 @@ class Trial:
         qat (dict | None): for a quantization-aware int8 candidate, the calibrated int8 candidate it
             replaces and the drift budgets each missed (what the fine-tuning recovered).
         metadata (dict | None): the SDK metadata the artifact carries, or why none (`Measured.metadata`).
+        engine (str | None), engine_choice (dict | None): what made the artifact and why, where a
+            measurement chose between engines (`Measured.engine`).
     """
 
     candidate: str
@@ -50,6 +52,8 @@ class Trial:
     clusters: int = 0
     qat: dict | None = None
     metadata: dict | None = None
+    engine: str | None = None
+    engine_choice: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -67,7 +71,7 @@ class Trial:
         return Trial(
             self.candidate, self.format, self.quantization, self.io_type, self.sparsity, self.size_bytes,
             self.gzip_bytes, self.drift, latency, self.verdict.without_host_figures(), self.mixed, self.clusters, self.qat,
-            self.metadata,
+            self.metadata, self.engine, self.engine_choice,
         )
 
     def to_dict(self) -> dict:
@@ -91,6 +95,9 @@ class Trial:
             out["qat"] = self.qat
         if self.metadata is not None:
             out["metadata"] = self.metadata
+        if self.engine is not None:
+            out["engine"] = self.engine
+            out["engine_choice"] = self.engine_choice
         return out
 
     @classmethod
@@ -99,7 +106,8 @@ class Trial:
         return cls(
             data["candidate"], data["format"], data["quantization"], data["io_type"], data["sparsity"], data["bytes"],
             data["gzip_bytes"], tuple(dict(d) for d in data["drift"]), latency, Verdict.from_dict(data["verdict"]),
-            data.get("mixed"), data.get("clusters", 0), data.get("qat"), data.get("metadata"),
+            data.get("mixed"), data.get("clusters", 0), data.get("qat"), data.get("metadata"), data.get("engine"),
+            data.get("engine_choice"),
         )
 
 

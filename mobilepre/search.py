@@ -23,7 +23,7 @@ def _trial(measured: Measured, latency, verdict) -> Trial:
     return Trial(
         c.key, str(c.fmt), str(c.mode), str(c.io_type), round(measured.sparsity, 6), measured.size_bytes,
         measured.gzip_bytes, measured.drift_dicts(), latency, verdict, measured.mixed, c.clusters,
-        metadata=measured.metadata,
+        metadata=measured.metadata, engine=measured.engine, engine_choice=measured.engine_choice,
     )
 
 

@@ -6,7 +6,7 @@ import gzip
 import hashlib
 from dataclasses import dataclass, field
 
-from .settings import QuantizationSettings
+from .settings import Engine, QuantizationSettings
 
 
 def gzip_size(data: bytes) -> int:
@@ -23,12 +23,22 @@ class Artifact:
         files (dict[str, bytes]): file name (relative, '/'-separated) -> content. A TFLite artifact is
             one `model.tflite`; a TF.js graph model is `model.json` plus weight shards.
         sparsity (float): fraction of zero weights in the prunable kernels of the source model.
+        made_by (Engine | None): the engine that made it, where the settings left the choice to a
+            measurement (int16x8); else the settings' engine.
+        engine_choice (dict | None): that measurement: per engine, the file's error against the float
+            model in LiteRT (or why it could not be made or run), and why the kept one was kept.
     """
 
     settings: QuantizationSettings
     files: dict[str, bytes]
     sparsity: float = 0.0
     notes: tuple[str, ...] = field(default=())
+    made_by: Engine | None = None
+    engine_choice: dict | None = None
+
+    @property
+    def engine(self) -> Engine | None:
+        return self.made_by or self.settings.engine
 
     @property
     def size_bytes(self) -> int:

@@ -67,14 +67,16 @@ MODES_BY_FORMAT: dict[Format, tuple[Mode, ...]] = {
 
 # Which engine makes each TFLite mode: whichever made the smaller file at no more drift, measured in
 # LiteRT on the demo and a MobileNetV2 (`benchmarks/engines.py`). Dynamic: the quantizer's file is
-# 0.97-0.98x the converter's, drift equal or lower. int16x8: the converter cannot quantize a uint8
-# input's Cast to 16x8, the quantizer can. int4: only the quantizer makes it. int8: the converter's
-# file is smaller (0.97x on MobileNetV2) and it gives int8/uint8 I/O. float16: the converter.
-TFLITE_ENGINE: dict[Mode, Engine] = {
+# 0.97-0.98x the converter's, drift equal or lower. int4: only the quantizer makes it. int8: the
+# converter's file is smaller (0.97x on MobileNetV2) and it gives int8/uint8 I/O. float16: the converter.
+# int16x8 (None): no engine is better on every model (on a trained digits CNN the converter's file gave
+# max abs 0.007 and the quantizer's 0.029; the converter cannot quantize a uint8 input's Cast to 16x8),
+# so both make it and each file is measured against the float model in LiteRT (`tflite.convert_tflite`).
+TFLITE_ENGINE: dict[Mode, Engine | None] = {
     Mode.FLOAT32: Engine.TFLITE_CONVERTER,
     Mode.FLOAT16: Engine.TFLITE_CONVERTER,
     Mode.DYNAMIC: Engine.LITERT_QUANTIZER,
-    Mode.INT16X8: Engine.LITERT_QUANTIZER,
+    Mode.INT16X8: None,
     Mode.INT8: Engine.TFLITE_CONVERTER,
     Mode.INT4: Engine.LITERT_QUANTIZER,
     Mode.MIXED: Engine.LITERT_QUANTIZER,  # one recipe, an override per raised op
@@ -122,8 +124,9 @@ def mixed_ladder(fmt: Format, allowed) -> tuple[Mode, ...]:
     return tuple(levels) if len(levels) > 1 else ()
 
 
-def engine_for(fmt: Format, mode: Mode) -> Engine:
-    """What makes a mode's artifact by default."""
+def engine_for(fmt: Format, mode: Mode) -> Engine | None:
+    """What makes a mode's artifact by default; None where both TFLite engines make it and the better file
+    is kept by measurement (int16x8)."""
     return Engine.TENSORFLOWJS if Format(fmt) is Format.TFJS else TFLITE_ENGINE[Mode(mode)]
 
 
@@ -158,7 +161,8 @@ class QuantizationSettings:
         allow_select_tf_ops (bool): let TFLite fall back to TensorFlow ops (needs the Flex delegate on
             the device, which LiteRT's Python interpreter here does not have). Default False.
         engine (Engine | None): what makes the artifact; None chooses per mode (`TFLITE_ENGINE`; layers
-            kept in float need the converter). The LiteRT Quantizer makes dynamic, int16x8, int8 (float
+            kept in float need the converter; int16x8 is made by both and the file measured closer to the
+            float model kept, `Artifact.engine` then says which). The LiteRT Quantizer makes dynamic, int16x8, int8 (float
             I/O), int4 and mixed; the converter every TFLite mode but int4 and mixed.
         mixed (MixedPrecision | None): the per-layer precisions of a `mixed` model (required there,
             refused elsewhere); a build finds them against a profile's drift budgets.
@@ -241,6 +245,6 @@ class QuantizationSettings:
             parts.append("float-" + "+".join(self.float_layers))
         if self.mixed is not None:
             parts.append(self.mixed.base.value + (f"-{len(self.mixed.raised)}raised" if self.mixed.raised else ""))
-        if self.format is Format.TFLITE and self.engine is not TFLITE_ENGINE[self.mode] and not self.float_layers:
+        if self.format is Format.TFLITE and self.engine is not None and self.engine is not TFLITE_ENGINE[self.mode] and not self.float_layers:
             parts.append(self.engine.value)
         return "-".join(parts)
