@@ -232,7 +232,8 @@ def io_contract(fmt: str, files: dict, source_info: dict, input_range: tuple) ->
         keys = ordered_keys(signature["outputs"], wanted)
         inputs = [
             {"name": key, "dtype": by_index[i]["dtype"], "shape": by_index[i]["shape"], "tensor_index": i,
-             "tensor_name": by_index[i]["name"], "quantization": list(by_index[i]["quantization"]), "value_range": value_range,
+             "tensor_name": by_index[i]["name"], "quantization": list(by_index[i]["quantization"]),
+             **_input_range(by_index[i]["dtype"], by_index[i]["quantization"], value_range),
              "color_space": _color_space(by_index[i]["shape"])}
             for key, i in sorted(signature["inputs"].items())
         ]
@@ -263,6 +264,19 @@ def io_contract(fmt: str, files: dict, source_info: dict, input_range: tuple) ->
             "node": signature["outputs"][key].get("name"), "dtype": dtype(signature["outputs"][key]), "shape": shape(signature["outputs"][key])}
            for spec, key in zip(outputs, keys)]
     return {"inputs": inputs, "outputs": out}
+
+
+def _input_range(dtype: str, quantization, value_range: list) -> dict:
+    """An input's `value_range` in the tensor's own units: what an app feeds. A float model quantized with
+    integer I/O (int8 with uint8 or int8 input) takes `value / scale + zero_point` of the float range,
+    which `real_range` then states (for a [0, 1] model calibrated on full-range images, a uint8 input
+    takes raw pixels 0..255)."""
+    scale, zero = (list(quantization) + [0.0, 0])[:2]
+    limits = {"int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767)}.get(dtype)
+    if not scale or limits is None:
+        return {"value_range": value_range}
+    units = [min(max(round(v / scale + zero), limits[0]), limits[1]) for v in value_range]
+    return {"value_range": units, "real_range": value_range}
 
 
 def tfjs_tensor(spec: dict) -> tuple[list, str]:

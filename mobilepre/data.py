@@ -127,7 +127,7 @@ def load_dataset(
         images = _load_images(files, model_input, low, high, convert_channels)
         return Dataset(images, labels, str(path), tuple(str(f) for f in files), class_names, warnings)
     if suffix in ARRAY_SUFFIXES:
-        images, labels = _load_arrays(path, model_input, limit, seed, labels_path, convert_channels)
+        images, labels = _load_arrays(path, model_input, limit, seed, labels_path, convert_channels, (low, high))
         return Dataset(images, labels, str(path), ())
     raise MobilepreError(
         f"calibration data {path} is a {suffix or 'suffix-less'} file: pass a folder of PNG/JPEG images, a .npy or a .npz"
@@ -342,7 +342,8 @@ def _to_model_units(tf, batch: np.ndarray, model_input: ModelInput, low: float, 
 # --- arrays --------------------------------------------------------------------------------------
 
 
-def _load_arrays(path: Path, model_input: ModelInput, limit, seed: int, labels_path, convert_channels: bool = False):
+def _load_arrays(path: Path, model_input: ModelInput, limit, seed: int, labels_path, convert_channels: bool = False,
+                 input_range: tuple[float, float] = (0.0, 1.0)):
     if path.suffix.lower() == ".npy":
         images, labels = _load_npy(path, mmap=True), None
         _check_declared_size(images.shape, images.dtype, path)
@@ -375,7 +376,10 @@ def _load_arrays(path: Path, model_input: ModelInput, limit, seed: int, labels_p
     images = np.asarray(images[chosen] if len(chosen) < count else images)
     if grey_to_rgb:  # grey as a camera gives it: the same value in R, G and B
         images = np.repeat(images, 3, axis=-1)
-    return _array_in_model_units(images, model_input.dtype, where), None if labels is None else labels[chosen]
+    images = _array_in_model_units(images, model_input.dtype, where)
+    if model_input.dtype != "uint8":
+        _check_within_range(images, input_range, where)
+    return images, None if labels is None else labels[chosen]
 
 
 def _load_npy(path: Path, mmap: bool = False) -> np.ndarray:
@@ -457,6 +461,28 @@ def _npz_member(archive, key: str, path: Path) -> np.ndarray:
         raise MobilepreError(
             f"cannot load array {key!r} from {path} as numbers ({_first_line(e)}): object arrays are refused"
         ) from None
+
+
+# Ranges float image models are commonly trained on, smallest first: what a refusal suggests.
+COMMON_RANGES = ((0.0, 1.0), (-1.0, 1.0), (0.0, 255.0), (-128.0, 127.0))
+
+
+def _check_within_range(images: np.ndarray, input_range: tuple[float, float], where: str) -> None:
+    """Arrays for a float model are taken as they are; the input range is what every bundle's I/O contract
+    (and its TFLite normalisation metadata) tells apps to feed. Data outside it means the contract would
+    be wrong: refused, naming the range the data holds and the flag that states it."""
+    low, high = input_range
+    seen_low, seen_high = float(images.min()), float(images.max())
+    slack = 1e-3 * (high - low)  # rounding in the user's own scaling
+    if seen_low >= low - slack and seen_high <= high + slack:
+        return
+    fits = next((r for r in COMMON_RANGES if r[0] <= seen_low and seen_high <= r[1]), None)
+    suggest = f"{fits[0]:g}:{fits[1]:g}" if fits else f"{seen_low:.4g}:{seen_high:.4g}"
+    raise MobilepreError(
+        f"images in {where} hold values from {seen_low:.4g} to {seen_high:.4g}, outside the input range {low:g}:{high:g} "
+        f"that every bundle's I/O contract would state: pass {param('input_range')} {suggest} if the model was trained "
+        f"on that range, or rescale the images to {low:g}:{high:g}"
+    )
 
 
 def _array_in_model_units(array: np.ndarray, dtype: str, where: str) -> np.ndarray:

@@ -146,3 +146,54 @@ def test_the_manifest_says_which_engine_made_int16x8_and_why(sequential_build):
     assert artifact["quantization"] == "int16x8" and artifact["io_type"] == "float32"
     assert artifact["engine"] == artifact["engine_choice"]["kept"]
     assert artifact["engine_choice"]["why"].startswith("measured ") and len(artifact["engine_choice"]["engines"]) == 2
+
+
+@pytest.fixture(scope="module")
+def signed_range_model(tmp_path_factory, keras, digits):
+    """A classifier trained on inputs in [-1, 1] (as many face and MobileNet-style models are), saved with
+    its data: `.npz` arrays in [-1, 1] and the same digits as raw 0..255 pixels."""
+    root = tmp_path_factory.mktemp("signed")
+    keras.utils.set_random_seed(2)
+    L = keras.layers
+    images, labels = digits
+    model = keras.Sequential([keras.Input((16, 16, 1)), L.Conv2D(8, 3, activation="relu"), L.GlobalAveragePooling2D(),
+                              L.Dense(10, activation="softmax")], name="signed_range")
+    model.compile("adam", "sparse_categorical_crossentropy")
+    model.fit(images[:1200] * 2 - 1, labels[:1200], epochs=3, batch_size=64, verbose=0)
+    model.save(root / "model.keras")
+    np.savez(root / "signed.npz", images=images[1200:1400] * 2 - 1, labels=labels[1200:1400])
+    np.savez(root / "pixels.npz", images=np.round(images[1200:1400] * 255).astype(np.float32))
+    profiles = root / "profiles"
+    write_profile(profiles, "npu", 'formats = ["tflite"]\nquantization = ["int8"]\nio_type = "uint8"\n[budget]\nmax_size = "1 MiB"\n')
+    return root
+
+
+@pytest.mark.parametrize("data, observed, suggested", [("signed.npz", "from -1 to 1", "--input-range -1:1"),
+                                                       ("pixels.npz", "from 0 to 255", "--input-range 0:255")])
+def test_data_outside_the_stated_input_range_is_refused_naming_what_it_holds(tmp_path, signed_range_model, data, observed, suggested):
+    from tests.conftest import run_cli
+
+    root = signed_range_model
+    result = run_cli("build", root / "model.keras", "--calibration", root / data, "--profiles", root / "profiles",
+                     "--no-frontend", "--gray-input", "--out", tmp_path / "out")
+    assert result.returncode == 2, result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert observed in line and "outside the input range 0:1" in line and suggested in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_contract_states_the_range_the_model_takes_in_each_tensors_units(tmp_path, signed_range_model):
+    from tests.conftest import run_cli
+
+    root = signed_range_model
+    result = run_cli("build", root / "model.keras", "--calibration", root / "signed.npz", "--profiles", root / "profiles",
+                     "--no-frontend", "--gray-input", "--input-range", "-1:1", "--out", tmp_path / "out", "--latency-runs", "3")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "out" / "npu" / "manifest.json").read_text())
+    (artifact,) = manifest["artifacts"]
+    (tensor,) = artifact["io"]["inputs"]
+    assert artifact["io_type"] == "uint8" and tensor["dtype"] == "uint8"
+    scale, zero = tensor["quantization"]
+    assert abs(scale - 2 / 255) < 1e-3 and zero in (127, 128)  # calibrated on full-range images: about raw pixels
+    assert tensor["real_range"] == [-1.0, 1.0]
+    assert tensor["value_range"] == [round(-1 / scale + zero), min(255, round(1 / scale + zero))]  # as calibrated, e.g. [0, 254]
