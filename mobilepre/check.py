@@ -421,7 +421,7 @@ class _Validation:
             rescale = stages.get("rescale") if isinstance(stages, dict) else None
             luma = bool(stages.get("luma")) if isinstance(stages, dict) else False
             source = with_stages(self.source, tuple(rescale) if rescale else None, luma=luma)
-            dataset = DataOptions(self._data, self._input_range, luma, limit=None).load(source)
+            dataset = DataOptions(self._data, self._input_range, True, limit=None).load(source)  # as build converts
             self._prepared[key] = (source, dataset, reference_outputs(source, dataset.images)[0])
         return self._prepared[key]
 

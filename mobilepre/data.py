@@ -9,6 +9,7 @@ import os
 import re
 import stat
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -124,7 +125,9 @@ def load_dataset(
         chosen = _choose(len(files), limit, seed)
         labels = None if labels is None else labels[chosen]
         files = [files[i] for i in chosen]
-        images = _load_images(files, model_input, low, high, convert_channels)
+        images, converted = _load_images(files, model_input, low, high, convert_channels)
+        if converted:
+            warnings = (*warnings, f"{converted} in {path.name}: converted to the model's {model_input.shape[2]} channels")
         return Dataset(images, labels, str(path), tuple(str(f) for f in files), class_names, warnings)
     if suffix in ARRAY_SUFFIXES:
         images, labels = _load_arrays(path, model_input, limit, seed, labels_path, convert_channels, (low, high))
@@ -245,7 +248,12 @@ def _unpadded_warning(files: list[Path], path: Path) -> tuple[str, ...]:
     return ()
 
 
-def _load_images(files, model_input: ModelInput, low: float, high: float, convert: bool) -> np.ndarray:
+# What an image of each channel count is, for saying what was converted.
+_CHANNEL_NAMES = {1: "grayscale", 2: "grayscale with alpha", 3: "RGB", 4: "with alpha"}
+
+
+def _load_images(files, model_input: ModelInput, low: float, high: float, convert: bool) -> tuple[np.ndarray, str]:
+    """(images in model units, what was converted: e.g. "3 of 40 images (2 grayscale, 1 with alpha)", or "")."""
     height, width, channels = model_input.shape
     if channels not in (1, 3, 4):
         raise MobilepreError(
@@ -254,6 +262,10 @@ def _load_images(files, model_input: ModelInput, low: float, high: float, conver
     headers = [read_header(f) for f in files]
     for f, header in zip(files, headers):  # fail fast: all headers before any decoding
         _check_channels(f, header.channels, channels, convert)
+    other = Counter(h.channels for h in headers if h.channels != channels)
+    converted = "" if not other else (
+        f"{sum(other.values())} of {len(files)} images ("
+        + ", ".join(f"{n} {_CHANNEL_NAMES.get(c, f'{c}-channel')}" for c, n in sorted(other.items())) + ")")
 
     from mobilepre._tf import quiet_tensorflow
 
@@ -269,7 +281,7 @@ def _load_images(files, model_input: ModelInput, low: float, high: float, conver
             if batch.shape[-1] != channels:
                 batch = _convert_channels(tf, tf.constant(batch.astype(np.float32)), channels).numpy()
             out[[start + o for o in offsets]] = _to_model_units(tf, batch, model_input, low, high)
-    return out
+    return out, converted
 
 
 def _chunks(headers):

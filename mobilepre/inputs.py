@@ -112,8 +112,9 @@ def _load_model_and_images(options: BuildOptions, cache: CandidateCache | None =
     source = with_stages(source, options.input_range if options.frontend else None, luma=options.rgb_input)
     if calibration is None and validation is None:
         raise MobilepreError(f"a build measures drift on images: pass {param('validation')} or {param('calibration')} (folder of images, .npy or .npz)")
-    cal = DataOptions(calibration or validation, options.input_range, source.luma, limit=500).load(source)
-    val = DataOptions(validation or calibration, options.input_range, source.luma, limit=None, labels=options.labels).load(source)
+    # a photo folder holds every image mode (grey, palette, RGBA, CMYK): converted to the model's channels, said once
+    cal = DataOptions(calibration or validation, options.input_range, True, limit=500).load(source)
+    val = DataOptions(validation or calibration, options.input_range, True, limit=None, labels=options.labels).load(source)
     return source, cal, val
 
 

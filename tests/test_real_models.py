@@ -197,3 +197,32 @@ def test_the_contract_states_the_range_the_model_takes_in_each_tensors_units(tmp
     assert abs(scale - 2 / 255) < 1e-3 and zero in (127, 128)  # calibrated on full-range images: about raw pixels
     assert tensor["real_range"] == [-1.0, 1.0]
     assert tensor["value_range"] == [round(-1 / scale + zero), min(255, round(1 / scale + zero))]  # as calibrated, e.g. [0, 254]
+
+
+def test_a_photo_folder_of_every_image_mode_is_converted_and_said_once(tmp_path, keras):
+    """Photos as phones and scanners save them: grey, grey + alpha, palette, RGBA, CMYK JPEG beside RGB."""
+    from PIL import Image
+
+    from tests.conftest import run_cli
+
+    keras.utils.set_random_seed(3)
+    L = keras.layers
+    model = keras.Sequential([keras.Input((24, 24, 3)), L.Conv2D(4, 3, activation="relu"), L.GlobalAveragePooling2D(),
+                              L.Dense(3, activation="softmax")])
+    model.save(tmp_path / "rgb.keras")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    modes = {"L": "png", "LA": "png", "P": "png", "RGBA": "png", "CMYK": "jpg", "RGB": "jpg"}
+    for i in range(12):
+        mode, suffix = list(modes.items())[i % len(modes)]
+        Image.fromarray(rng.integers(0, 256, (30, 30, 3), dtype=np.uint8)).convert(mode).save(photos / f"{i:02d}.{suffix}")
+    profiles = tmp_path / "profiles"
+    write_profile(profiles, "phone", 'formats = ["tflite"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n')
+    result = run_cli("build", tmp_path / "rgb.keras", "--calibration", photos, "--profiles", profiles, "--out", tmp_path / "out",
+                     "--latency-runs", "3", "--allow-degenerate-reference")
+    assert result.returncode == 0, result.stderr
+    said = [line for line in result.stderr.splitlines() if "converted to the model's 3 channels" in line]
+    assert len(said) == 1 and "6 of 12 images (2 grayscale, 2 grayscale with alpha, 2 with alpha) in photos" in said[0]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert any("converted to the model's 3 channels" in w for w in json.dumps(report).split('"') if "converted" in w)
