@@ -138,10 +138,13 @@ class Verdict:
     Attributes:
         checks (tuple[BudgetCheck, ...]): in a fixed order: sizes, latency, drift (by tolerance name).
         error (str | None): the candidate is unusable; then it fails whatever the checks say.
+        unjudged (tuple[str, ...]): outputs no drift budget judged (any drift of theirs passes): named in
+            the table, the reports and the manifest, never silent.
     """
 
     checks: tuple = ()
     error: str | None = None
+    unjudged: tuple = ()
 
     @property
     def passed(self) -> bool:
@@ -172,14 +175,17 @@ class Verdict:
             if c.name in _HOST_FIGURES and c.source in ("host", "browser") and c.value is not None else c
             for c in self.checks
         )
-        return Verdict(checks, self.error)
+        return Verdict(checks, self.error, self.unjudged)
 
     def to_dict(self) -> dict:
-        return {"checks": [c.to_dict() for c in self.checks], "error": self.error, "passed": self.passed}
+        out = {"checks": [c.to_dict() for c in self.checks], "error": self.error, "passed": self.passed}
+        if self.unjudged:
+            out["unjudged"] = list(self.unjudged)
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> Verdict:
-        return cls(tuple(BudgetCheck.from_dict(c) for c in data["checks"]), data.get("error"))
+        return cls(tuple(BudgetCheck.from_dict(c) for c in data["checks"]), data.get("error"), tuple(data.get("unjudged", ())))
 
 
 # Budgets whose figure measured on this machine differs every run or every host (latency, resident
@@ -211,7 +217,8 @@ def judge(profile, measurement: Measurement, latency: LatencyFigure | None = Non
             checks.append(BudgetCheck("max_latency_ms", None, budget.max_latency_ms, "ms", True, 0.0, "not measured", latency.missing or "not measured"))
         else:
             checks.append(_bound("max_latency_ms", latency.ms, budget.max_latency_ms, "max", "ms", latency.source, latency.missing))
-    return Verdict(tuple(checks) + judge_drift(profile, measurement).checks)
+    drift = judge_drift(profile, measurement)
+    return Verdict(tuple(checks) + drift.checks, unjudged=drift.unjudged)
 
 
 def judge_drift(profile, measurement: Measurement) -> Verdict:
@@ -225,9 +232,10 @@ def judge_drift_limits(drift, measurement: Measurement) -> Verdict:
     the mixed search and `validate`'s tolerances."""
     if measurement.error is not None:
         return Verdict((), measurement.error)
-    checks = []
+    checks, unjudged = [], []
     for output in measurement.outputs:
         kind = OutputKind(output["kind"])
+        before = len(checks)
         for name, limit in drift.limits_for(output["name"], kind).items():
             tolerance = TOLERANCES[name]
             if tolerance.needs == "labels" and not measurement.labels and tolerance.metric not in output:
@@ -235,7 +243,9 @@ def judge_drift_limits(drift, measurement: Measurement) -> Verdict:
             value = output.get(tolerance.metric)
             note = None if value is not None else f"{tolerance.metric} was not measured (needs {_NEEDS[tolerance.needs]})"
             checks.append(_bound(name, value, limit, tolerance.kind, "", measurement.drift_source, note, output["name"]))
-    return Verdict(tuple(checks))
+        if len(checks) == before:
+            unjudged.append(output["name"])
+    return Verdict(tuple(checks), unjudged=tuple(unjudged))
 
 
 _NEEDS = {"labels": "labels", None: "an output it applies to"}

@@ -259,7 +259,24 @@ def attach(frontend, model, name: str | None = None):
     source = frontend.inputs[0]
     inputs = k.Input(shape=tuple(source.shape[1:]), dtype=source.dtype, name="pixels")
     outputs = model(frontend(inputs))
-    return k.Model(inputs, outputs, name=name or f"{model.name}_with_frontend")
+    return k.Model(inputs, _named_as(k, model, outputs, {"pixels", frontend.name, model.name}), name=name or f"{model.name}_with_frontend")
+
+
+def _named_as(k, model, outputs, taken: set):
+    """`model`'s outputs called from outside keep the names the user knows (a profile's
+    [drift.outputs.NAME], the manifest, MediaPipe's heads): each passes through an identity layer of its
+    name, which no converter keeps as an op. A model that returns a dict keeps its keys as they are;
+    a name the wrapper itself uses is left as Keras names it."""
+    from mobilepre.quantize.export import model_output_names
+
+    if isinstance(outputs, dict):
+        return outputs
+    listed = list(outputs) if isinstance(outputs, (list, tuple)) else [outputs]
+    names = model_output_names(model)
+    if len(names) != len(listed) or len(set(names)) != len(names) or taken & set(names):
+        return outputs
+    named = [k.layers.Identity(name=n)(t) for n, t in zip(names, listed)]
+    return named if isinstance(outputs, (list, tuple)) else named[0]
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ class OutputKind(StrEnum):
     PROBABILITIES = "probabilities"  # class scores after softmax: top-k agreement, accuracy, KL divergence
     LOGITS = "logits"  # class scores before softmax: the same, KL on their softmax
     SEGMENTATION = "segmentation"  # per-pixel class scores (N, H, W, C): per-pixel agreement, mean IoU
+    PROBABILITY_MAP = "probability_map"  # per-pixel probabilities (a detector's heat map, a sigmoid mask): their error
     REGRESSION = "regression"  # boxes, landmarks, values: absolute error, also relative to the output's range
     EMBEDDING = "embedding"  # vectors compared by angle: cosine, nearest-neighbour agreement
     IMAGE = "image"  # pixels (N, H, W, C): PSNR, SSIM

@@ -60,10 +60,12 @@ def infer_outputs(model) -> tuple:
     vector is an embedding; a rank-4 output with a softmax over channels is segmentation, else an image.
     """
     names = model_output_names(model)
+    inputs = getattr(model, "inputs", None) or []
+    input_hw = tuple(int(d) if d is not None else -1 for d in inputs[0].shape[1:3]) if inputs and len(inputs[0].shape) == 4 else None
     specs = []
     for name, tensor in zip(names, model.outputs):
         shape = tuple(int(d) if d is not None else -1 for d in tensor.shape[1:])
-        specs.append(_spec(str(name), shape, _producer(tensor)))
+        specs.append(_spec(str(name), shape, _producer(tensor), input_hw))
     return tuple(specs)
 
 
@@ -72,16 +74,24 @@ def _producer(tensor):
     history = getattr(tensor, "_keras_history", None)
     if not history:
         return None
-    layer, _node, index = history
-    while getattr(layer, "layers", None) and getattr(layer, "outputs", None):
-        inner = getattr(layer.outputs[index], "_keras_history", None)
+    layer, node, index = history
+    while True:
+        if type(layer).__name__ == "Identity":  # an output renamed (`frontend.attach`): what it passes on
+            try:
+                inner = getattr(layer._inbound_nodes[node].input_tensors[0], "_keras_history", None)
+            except (AttributeError, IndexError):
+                inner = None
+        elif getattr(layer, "layers", None) and getattr(layer, "outputs", None):
+            inner = getattr(layer.outputs[index], "_keras_history", None)
+        else:
+            break
         if not inner:
             break
-        layer, _node, index = inner
+        layer, node, index = inner
     return layer
 
 
-def _spec(name: str, shape: tuple, layer) -> OutputSpec:
+def _spec(name: str, shape: tuple, layer, input_hw: tuple | None = None) -> OutputSpec:
     kind_name = type(layer).__name__
     if kind_name == "Softmax":
         activation = "softmax"
@@ -91,9 +101,20 @@ def _spec(name: str, shape: tuple, layer) -> OutputSpec:
     if kind_name in ("UnitNormalization",):
         return OutputSpec(name, OutputKind.EMBEDDING, shape, "L2-normalised")
     if len(shape) == 3:
+        # a map coarser than the input is a detector's grid (one cell per stride), not a mask or a picture
+        known = input_hw is not None and min(*shape[:2], *input_hw) > 0
+        coarser = known and shape[0] * shape[1] < input_hw[0] * input_hw[1]
+        grid = f"a {shape[0]}x{shape[1]} map of a {input_hw[0]}x{input_hw[1]} input" if known else ""
+        if activation == "sigmoid" and (coarser or shape[-1] not in (3, 4)):  # a heat map, a person mask
+            return OutputSpec(name, OutputKind.PROBABILITY_MAP, shape, "sigmoid over a rank-4 output" + (f", {grid}" if coarser else ""))
         if activation == "softmax" and shape[-1] >= 2:
+            if coarser:
+                return OutputSpec(name, OutputKind.PROBABILITY_MAP, shape, f"softmax over channels of {grid}")
             return OutputSpec(name, OutputKind.SEGMENTATION, shape, "softmax over channels of a rank-4 output")
-        return OutputSpec(name, OutputKind.IMAGE, shape, "rank-4 output")
+        if coarser or shape[-1] not in (1, 3, 4):
+            return OutputSpec(name, OutputKind.REGRESSION, shape, f"rank-4 {activation or 'linear'} output, "
+                              + (grid if coarser else f"{shape[-1]} channels"))
+        return OutputSpec(name, OutputKind.IMAGE, shape, "rank-4 output with an image's size and channels")
     if len(shape) == 1 and activation == "softmax" and shape[-1] >= 2:
         return OutputSpec(name, OutputKind.PROBABILITIES, shape, "softmax activation")
     if len(shape) == 1 and activation is None:

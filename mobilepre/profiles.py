@@ -118,14 +118,18 @@ class Drift:
     `limits`: tolerance name -> limit, the defaults, applied to every output whose kind the tolerance
     makes sense for (`mobilepre.metrics.TOLERANCES`: a class-score budget never applies to a regression
     output). `outputs`: output name -> `OutputBudget`, tolerances for that output (they replace the
-    defaults of the same name) and optionally its kind. An unset tolerance is not checked.
-    `Drift(min_top1_agreement=0.98)` or `Drift({"min_top1_agreement": 0.98}, outputs={...})`. Frozen,
-    comparable, validated on construction.
+    defaults of the same name) and optionally its kind. `kinds`: output kind -> tolerance name -> limit,
+    defaults for every output of that kind (`[drift.kinds.KIND]`: a box regression's relative error, a
+    heat map's probability error), replacing the general defaults of the same name. An unset tolerance
+    is not checked. `Drift(min_top1_agreement=0.98)` or `Drift({"min_top1_agreement": 0.98},
+    outputs={...}, kinds={"regression": {"max_relative_error": 0.05}})`. Frozen, comparable, validated
+    on construction.
     """
 
-    __slots__ = ("_limits", "_outputs")
+    __slots__ = ("_limits", "_outputs", "_kinds")
 
-    def __init__(self, limits: Mapping[str, float] | None = None, outputs: Mapping | None = None, **named: float):
+    def __init__(self, limits: Mapping[str, float] | None = None, outputs: Mapping | None = None,
+                 kinds: Mapping | None = None, **named: float):
         object.__setattr__(self, "_limits", _checked_limits({**(limits or {}), **named}, "drift"))
         checked = {}
         for name, budget in (outputs or {}).items():
@@ -133,6 +137,18 @@ class Drift:
                 raise TypeError("Drift outputs must be OutputBudget values")
             checked[str(name)] = budget
         object.__setattr__(self, "_outputs", tuple(sorted(checked.items())))
+        by_kind = {}
+        for kind, limits_of_kind in (kinds or {}).items():
+            _check_choice("drift.kinds", kind, tuple(OutputKind))
+            kind = OutputKind(kind)
+            pairs = _checked_limits(dict(limits_of_kind), f"drift.kinds.{kind}")
+            for name, _ in pairs:
+                if kind not in TOLERANCES[name].kinds:
+                    raise _Invalid(f"drift.kinds.{kind}.{name} has no meaning for a {kind} output: it applies to "
+                                   f"{', '.join(sorted(map(str, TOLERANCES[name].kinds)))} outputs")
+            if pairs:
+                by_kind[str(kind)] = pairs
+        object.__setattr__(self, "_kinds", tuple(sorted(by_kind.items())))
 
     def __setattr__(self, name, value):
         raise AttributeError("Drift is frozen")
@@ -157,6 +173,7 @@ class Drift:
     def limits_for(self, output: str, kind) -> dict[str, float]:
         """The tolerances that apply to `output` of `kind`: the defaults its kind has, then its own."""
         limits = {name: limit for name, limit in self._limits if kind in TOLERANCES[name].kinds}
+        limits.update(dict(dict(self._kinds).get(str(kind), ())))
         budget = self.outputs.get(output)
         if budget:
             limits.update(dict(budget.limits))
@@ -164,22 +181,29 @@ class Drift:
 
     def is_empty(self) -> bool:
         """True when no drift budget is set (allowed, but then any drift passes)."""
-        return not self._limits and not self._outputs
+        return not self._limits and not self._outputs and not self._kinds
+
+    @property
+    def kinds(self) -> dict:
+        """output kind -> {tolerance name: limit}: the defaults of `[drift.kinds.KIND]`."""
+        return {kind: dict(pairs) for kind, pairs in self._kinds}
 
     def to_dict(self) -> dict:
         out = dict(self._limits)
         if self._outputs:
             out["outputs"] = {name: budget.to_dict() for name, budget in self._outputs}
+        if self._kinds:
+            out["kinds"] = self.kinds
         return out
 
     def __eq__(self, other) -> bool:
-        return isinstance(other, Drift) and (self._limits, self._outputs) == (other._limits, other._outputs)
+        return isinstance(other, Drift) and (self._limits, self._outputs, self._kinds) == (other._limits, other._outputs, other._kinds)
 
     def __hash__(self) -> int:
-        return hash((self._limits, self._outputs))
+        return hash((self._limits, self._outputs, self._kinds))
 
     def __repr__(self) -> str:
-        return f"Drift({dict(self._limits)!r}, outputs={dict(self._outputs)!r})"
+        return f"Drift({dict(self._limits)!r}, outputs={dict(self._outputs)!r}, kinds={self.kinds!r})"
 
 
 @dataclass(frozen=True)
@@ -410,7 +434,7 @@ _TOP_KEYS = ("name", "description", "formats", "quantization", "io_type", "max_s
              "require_signature", "budget", "drift")
 _REQUIRED_TOP = ("name", "description", "formats", "quantization", "budget")
 _BUDGET_KEYS = tuple(f.name for f in fields(Budget))
-_DRIFT_KEYS = (*TOLERANCES, "outputs")
+_DRIFT_KEYS = (*TOLERANCES, "outputs", "kinds")
 _SECTIONS = {"": _TOP_KEYS, "budget": _BUDGET_KEYS, "drift": _DRIFT_KEYS}
 
 _SizeReader = Callable[[Any, str], int]
@@ -442,8 +466,9 @@ def _profile_from_mapping(data: Any, where: str, read_size: _SizeReader) -> Prof
             browser_backend=toml.optional(budget_table, "browser_backend", lambda v: toml.string(v, where, "budget.browser_backend")),
         )
         drift = Drift(
-            {k: toml.number(v, where, f"drift.{k}") for k, v in drift_table.items() if k != "outputs"},
+            {k: toml.number(v, where, f"drift.{k}") for k, v in drift_table.items() if k not in ("outputs", "kinds")},
             _output_budgets(drift_table.get("outputs", {}), where),
+            _kind_budgets(drift_table.get("kinds", {}), where),
         )
         return Profile(
             name=toml.string(top["name"], where, "name"),
@@ -477,6 +502,18 @@ def _output_budgets(value: Any, where: str) -> dict:
             budgets[str(name)] = OutputBudget(tuple(limits.items()), kind)
         except _Invalid as e:
             raise MobilepreError(f"{where}: {section}.{e.detail}") from None
+    return budgets
+
+
+def _kind_budgets(value: Any, where: str) -> dict:
+    """`[drift.kinds.KIND]` tables: the default tolerances of every output of one kind."""
+    tables = toml.table(value, where, "drift.kinds", "a table of [drift.kinds.KIND] tables")
+    budgets = {}
+    for kind, table in tables.items():
+        section = f"drift.kinds.{kind}"
+        table = toml.table(table, where, section, f"a [{section}] table")
+        toml.check_keys(table, where, section, {section: tuple(TOLERANCES)})
+        budgets[str(kind)] = {k: toml.number(v, where, f"{section}.{k}") for k, v in table.items()}
     return budgets
 
 

@@ -293,6 +293,8 @@ class BuildResult:
                 lat = f"{ms:.2f} ms" if ms is not None else "-"
                 top1 = row.metric("top1_agreement")
                 verdict = "ok" if f.chosen else "NO CANDIDATE: " + "; ".join(row.verdict.failures)
+                if row.verdict.unjudged:
+                    verdict += f" (no drift budget judges {', '.join(row.verdict.unjudged)})"
                 size, gzip = (f"{row.size_bytes:,}", f"{row.gzip_bytes:,}") if row.size_bytes else ("-", "-")
                 lines.append(
                     f"{p.name:<18} {f.format:<7} {row.candidate:<22} {size:>9} "

@@ -138,6 +138,14 @@ def degenerate_reason(reference: np.ndarray, kind) -> str | None:
     scores = reference.reshape(-1, reference.shape[-1]).astype(np.float64)
     if float(scores.std(axis=0).max()) < 1e-6:
         return "its scores are the same for every image"
+    if kind == OutputKind.SEGMENTATION:  # counted in images: most pixels of a mask are background by nature
+        masks = reference.reshape(len(reference), -1, reference.shape[-1]).argmax(axis=-1)
+        uniform = masks.min(axis=1) == masks.max(axis=1)
+        classes = masks[:, 0][uniform]
+        if len(classes) and np.bincount(classes).max() / len(masks) >= DEGENERATE_SHARE:
+            share = float(np.bincount(classes).max() / len(masks))
+            return f"it gives class {int(np.bincount(classes).argmax())} at every pixel of {share:.0%} of the images"
+        return None
     top = scores.argmax(axis=1)
     share = float(np.bincount(top).max() / len(top))
     if share >= DEGENERATE_SHARE:

@@ -226,3 +226,84 @@ def test_a_photo_folder_of_every_image_mode_is_converted_and_said_once(tmp_path,
     assert len(said) == 1 and "6 of 12 images (2 grayscale, 2 grayscale with alpha, 2 with alpha) in photos" in said[0]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert any("converted to the model's 3 channels" in w for w in json.dumps(report).split('"') if "converted" in w)
+
+
+@pytest.fixture(scope="module")
+def digit_detector(tmp_path_factory, keras, digits):
+    """A fully convolutional detector's first stage, trained: 32x32 scenes, half holding one handwritten
+    digit somewhere; an 8x8 heat map (sigmoid: is a digit centred in this cell) and an 8x8 box-offset map
+    (linear: the digit's centre within the cell and its size)."""
+    root = tmp_path_factory.mktemp("detector")
+    rng = np.random.default_rng(4)
+    images, _ = digits
+    count = 800
+    scenes = rng.uniform(0, 0.1, (count, 32, 32, 1)).astype(np.float32)
+    heat = np.zeros((count, 8, 8, 1), np.float32)
+    offsets = np.zeros((count, 8, 8, 4), np.float32)
+    for i in range(0, count, 2):  # every other scene holds a digit
+        y, x = rng.integers(0, 17, 2)
+        scenes[i, y:y + 16, x:x + 16, 0] = np.maximum(scenes[i, y:y + 16, x:x + 16, 0], images[i % 1200, ..., 0])
+        cy, cx = (y + 8) // 4, (x + 8) // 4
+        heat[i, cy, cx, 0] = 1
+        offsets[i, cy, cx] = [(y + 8) / 4 - cy, (x + 8) / 4 - cx, 1.0, 1.0]
+    keras.utils.set_random_seed(5)
+    L = keras.layers
+    inputs = keras.Input((32, 32, 1))
+    x = L.Conv2D(16, 3, strides=2, padding="same", activation="relu")(inputs)
+    x = L.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
+    x = L.Conv2D(16, 3, padding="same", activation="relu")(x)
+    model = keras.Model(inputs, [L.Conv2D(1, 1, activation="sigmoid", name="heat")(x), L.Conv2D(4, 1, name="offsets")(x)])
+    model.compile("adam", ["binary_crossentropy", "mse"])
+    model.fit(scenes[:600], [heat[:600], offsets[:600]], epochs=8, batch_size=32, verbose=0)
+    model.save(root / "detector.keras")
+    np.savez(root / "scenes.npz", images=scenes[600:])
+    return model, root
+
+
+def test_dense_maps_get_kinds_that_fit_them(digit_detector):
+    from mobilepre.models import from_keras
+
+    model, _ = digit_detector
+    specs = {s.name: (str(s.kind), s.evidence) for s in from_keras(model).outputs}
+    assert specs["heat"] == ("probability_map", "sigmoid over a rank-4 output, a 8x8 map of a 32x32 input")
+    assert specs["offsets"] == ("regression", "rank-4 linear output, a 8x8 map of a 32x32 input")
+
+
+def test_the_degenerate_guard_counts_images_not_pixels():
+    """A mask is mostly background by nature: half the images holding an object is not degenerate."""
+    from mobilepre.validate import degenerate_reason
+
+    masks = np.zeros((40, 8, 8, 2), np.float32)
+    masks[..., 0] = 1  # background everywhere ...
+    masks[::2, 3, 3] = [0, 1]  # ... but one object pixel in every other image (98% of the pixels are background)
+    assert degenerate_reason(masks, "segmentation") is None
+    background = masks[1::2] + np.random.default_rng(0).uniform(0, 0.3, masks[1::2].shape).astype(np.float32)
+    assert degenerate_reason(background, "segmentation") == "it gives class 0 at every pixel of 100% of the images"
+
+
+def test_every_output_of_a_detector_is_judged_by_what_it_means(tmp_path, digit_detector):
+    """The shipped profiles judge the heat map's probabilities and the offsets' relative error; a profile
+    judging neither names both, in the table, the report and the manifest."""
+    from tests.conftest import run_cli
+
+    _, root = digit_detector
+    result = run_cli("build", root / "detector.keras", "--calibration", root / "scenes.npz", "--profile", "npu-int8",
+                     "--out", tmp_path / "shipped", "--latency-runs", "3")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "shipped" / "npu-int8" / "manifest.json").read_text())
+    checks = {(c["output"], c["name"]) for c in manifest["verdict"]["tflite"]["checks"] if c.get("output")}
+    assert checks == {("heat", "max_abs_error"), ("offsets", "max_relative_error")}, result.stderr
+    assert "unjudged" not in manifest["verdict"]["tflite"]
+    drift = {d["name"]: d for d in manifest["artifacts"][0]["drift"]}
+    assert drift["heat"]["kind"] == "probability_map" and drift["offsets"]["kind"] == "regression"
+
+    profiles = tmp_path / "profiles"
+    write_profile(profiles, "bare", 'formats = ["tflite"]\nquantization = ["int8"]\n[budget]\nmax_size = "1 MiB"\n'
+                                    "[drift]\nmin_top1_agreement = 0.97\n")
+    result = run_cli("build", root / "detector.keras", "--calibration", root / "scenes.npz", "--profiles", profiles,
+                     "--out", tmp_path / "bare", "--latency-runs", "3")
+    assert result.returncode == 0, result.stderr
+    assert "(no drift budget judges heat, offsets)" in result.stdout
+    manifest = json.loads((tmp_path / "bare" / "bare" / "manifest.json").read_text())
+    assert manifest["verdict"]["tflite"]["unjudged"] == ["heat", "offsets"]
+    assert "no drift budget judges heat, offsets" in (tmp_path / "bare" / "report.md").read_text()
