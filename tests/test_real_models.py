@@ -307,3 +307,18 @@ def test_every_output_of_a_detector_is_judged_by_what_it_means(tmp_path, digit_d
     manifest = json.loads((tmp_path / "bare" / "bare" / "manifest.json").read_text())
     assert manifest["verdict"]["tflite"]["unjudged"] == ["heat", "offsets"]
     assert "no drift budget judges heat, offsets" in (tmp_path / "bare" / "report.md").read_text()
+
+
+def test_per_op_errors_are_measured_at_int8_on_a_several_output_model(tmp_path, digit_detector):
+    """The mixed search on an int8 base ranks every op (the quantizer's own validator looked an output up
+    by a tensor name LiteRT had released: "Tensor data is null")."""
+    from mobilepre.quantize.export import INPUT_NAME, export_saved_model
+    from mobilepre.quantize.mixed import graph_ops, rank_tflite_ops
+
+    model, root = digit_detector
+    exported = export_saved_model(model, tmp_path / "saved_model", (32, 32, 1))
+    float_file = quantize.convert_saved_model(exported, quantize.QuantizationSettings("tflite", "float32", strip_metadata=False)).files["model.tflite"]
+    scenes = np.load(root / "scenes.npz")["images"][:8]
+    ranked = rank_tflite_ops(float_file, quantize.Mode.INT8, scenes, INPUT_NAME)
+    assert {e.name for e in ranked} == {op["output"] for op in graph_ops(float_file)}
+    assert all(np.isfinite(e.error) for e in ranked) and ranked[0].error > ranked[-1].error
