@@ -488,7 +488,8 @@ def _check_within_range(images: np.ndarray, input_range: tuple[float, float], wh
     slack = 1e-3 * (high - low)  # rounding in the user's own scaling
     if seen_low >= low - slack and seen_high <= high + slack:
         return
-    fits = next((r for r in COMMON_RANGES if r[0] <= seen_low and seen_high <= r[1]), None)
+    # a common range the data fills at least half of, else the range it holds
+    fits = next((r for r in COMMON_RANGES if r[0] <= seen_low and seen_high <= r[1] and seen_high - seen_low >= (r[1] - r[0]) / 2), None)
     suggest = f"{fits[0]:g}:{fits[1]:g}" if fits else f"{seen_low:.4g}:{seen_high:.4g}"
     raise MobilepreError(
         f"images in {where} hold values from {seen_low:.4g} to {seen_high:.4g}, outside the input range {low:g}:{high:g} "

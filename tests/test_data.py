@@ -244,7 +244,7 @@ def test_npy_with_object_dtype_is_refused_without_unpickling(tmp_path):
 
 
 def test_npz_with_images_and_labels(tmp_path):
-    images = np.arange(6 * 8 * 8 * 3).reshape(6, 8, 8, 3).astype(np.float64) / 1000
+    images = np.arange(6 * 8 * 8 * 3).reshape(6, 8, 8, 3).astype(np.float64) / 2000  # within the input range 0:1
     path = tmp_path / "cal.npz"
     np.savez(path, images=images, labels=np.array([5, 4, 3, 2, 1, 0]))
     data = load_dataset(path, RGB8_FLOAT)
@@ -253,7 +253,7 @@ def test_npz_with_images_and_labels(tmp_path):
     assert data.labels.dtype == np.int64 and data.labels.tolist() == [5, 4, 3, 2, 1, 0]
 
     sample = load_dataset(path, RGB8_FLOAT, limit=3, seed=7)
-    rows = [int(round(float(im[0, 0, 0]) * 1000)) // (8 * 8 * 3) for im in sample.images]
+    rows = [int(round(float(im[0, 0, 0]) * 2000)) // (8 * 8 * 3) for im in sample.images]
     assert rows == sorted(rows) and sample.labels.tolist() == [5 - r for r in rows]
 
     with pytest.raises(MobilepreError, match="already holds labels"):
