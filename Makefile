@@ -40,9 +40,10 @@ demo: $(STAMP)
 
 # The suite in tiers: `test` is everything (what CI runs); `test-fast` all but the `slow` marker;
 # `test-core` the modules that need no TensorFlow (profiles, budgets, the search, manifests, keys).
-# Two workers (pytest-xdist), a test file each at a time, sharing one candidate cache (tests/conftest.py).
+# Two workers (pytest-xdist), a test file each at a time (the conformance sweep's tests spread over both),
+# sharing one candidate cache (tests/conftest.py).
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider --durations=20
-WORKERS := -n 2 --dist loadfile
+WORKERS := -n 2 --dist loadgroup
 
 test: $(TEST_STAMP)
 	$(PYTEST) $(WORKERS)

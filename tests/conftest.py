@@ -100,10 +100,19 @@ LONGEST_FIRST = ("test_conformance", "test_integrations", "test_check", "test_ca
                  "test_clients", "test_reliability", "test_safety")
 
 
+# Test files whose tests share nothing: xdist spreads their tests over both workers (the conformance
+# sweep, one architecture per test, was one worker's last six minutes).
+SPREAD_MODULES = {"test_conformance"}
+
+
 def pytest_collection_modifyitems(config, items):
     for item in items:
-        if item.module.__name__.rsplit(".", 1)[-1] in CORE_MODULES:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        if module in CORE_MODULES:
             item.add_marker(pytest.mark.core)
+        # `--dist loadgroup`: a file's tests run on one worker (its module fixtures are built once), but
+        # those of a SPREAD_MODULES file each go where a worker is free
+        item.add_marker(pytest.mark.xdist_group(item.nodeid if module in SPREAD_MODULES else module))
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.module.__name__.rsplit(".", 1)[-1], len(rank)))  # stable: order within a file kept
 

@@ -235,6 +235,7 @@ def test_impossible_profile_exits_1_from_the_cli(tmp_path):
     assert "no bundle written; the reports are in" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_peak_memory_budget_chooses_by_the_runtime_memory_and_check_reverifies_it(tmp_path):
     """The demo's .tflite files need about 4.5 MB resident in LiteRT (most of it the runtime's own); TF.js
     float32 holds about 0.44 MB of tensors at its peak, uint8 weights the same once dequantized."""
@@ -260,6 +261,7 @@ def test_a_peak_memory_budget_chooses_by_the_runtime_memory_and_check_reverifies
     assert checked.returncode == 1 and "FAIL max_peak_memory" in checked.stdout, checked.stdout
 
 
+@pytest.mark.slow
 def test_conversions_in_worker_processes_write_the_same_bytes(tmp_path, monkeypatch):
     from mobilepre import converting
     from mobilepre.progress import Reporter
@@ -319,6 +321,7 @@ def test_interrupted_build_leaves_the_previous_output_and_no_temporary_folders(t
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
 
 
+@pytest.mark.slow
 def test_two_builds_into_the_same_folder_are_serialised_by_an_os_lock(tmp_path):
     import fcntl
 

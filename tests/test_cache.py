@@ -185,6 +185,7 @@ def cached_builds(tmp_path_factory):
     return root, results
 
 
+@pytest.mark.slow
 def test_a_warm_rebuild_converts_nothing_and_writes_the_same_bundles(cached_builds):
     root, results = cached_builds
     # two candidates, the reference outputs, and that the model file loaded in the sandbox
@@ -195,23 +196,27 @@ def test_a_warm_rebuild_converts_nothing_and_writes_the_same_bundles(cached_buil
     assert tree_hashes(root / "warm") == tree_hashes(root / "cold") == tree_hashes(root / "uncached")
 
 
+@pytest.mark.slow
 def test_a_budget_change_converts_nothing(cached_builds):
     _, results = cached_builds
     assert results["budget"].conversions == 0 and results["budget"].passed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("changed", ["validation", "calibration"])
 def test_other_images_miss(cached_builds, changed):
     _, results = cached_builds
     assert results[changed].conversions == 2
 
 
+@pytest.mark.slow
 def test_settings_no_candidate_uses_still_hit(cached_builds):
     _, results = cached_builds
     assert results["epochs"].conversions == 0
     assert results["shard"].conversions == 0  # TF.js shards: no TFLite candidate changes
 
 
+@pytest.mark.slow
 def test_another_toolchain_or_model_misses(cached_builds, monkeypatch, keras, tmp_path):
     root, _ = cached_builds
     from mobilepre import keys
@@ -228,6 +233,7 @@ def test_another_toolchain_or_model_misses(cached_builds, monkeypatch, keras, tm
     assert other.conversions == 2
 
 
+@pytest.mark.slow
 def test_a_damaged_artifact_in_the_cache_is_rebuilt_not_shipped(cached_builds, tmp_path):
     root, _ = cached_builds
     cache = tmp_path / "cache"
@@ -256,6 +262,7 @@ def _forge(entry: Path, name: str, data: bytes) -> None:
     (entry / "entry.json").write_text(json.dumps(document, sort_keys=True))
 
 
+@pytest.mark.slow
 def test_a_poisoned_cache_entry_never_ships(cached_builds, keras, tmp_path):
     """A cached int8 model replaced by the same model with every weight zeroed, its digests recomputed:
     the build checks what it ships fresh, discards the entry, measures anew and ships the true model."""
@@ -282,6 +289,7 @@ def test_a_poisoned_cache_entry_never_ships(cached_builds, keras, tmp_path):
     assert third.conversions == 0 and tree_hashes(tmp_path / "c") == tree_hashes(tmp_path / "a")  # the entry was replaced
 
 
+@pytest.mark.slow
 def test_poisoned_reference_outputs_are_found_and_nothing_cached_is_trusted(cached_builds, tmp_path):
     root, _ = cached_builds
     cache = tmp_path / "cache"
@@ -300,6 +308,7 @@ def test_poisoned_reference_outputs_are_found_and_nothing_cached_is_trusted(cach
     assert again.conversions == 2 and tree_hashes(tmp_path / "a") == tree_hashes(tmp_path / "b")
 
 
+@pytest.mark.slow
 def test_the_cli_uses_the_default_cache_and_no_cache_turns_it_off(tmp_path):
     write_profile(tmp_path / "p", "small", PROFILE)
     args = ["build", "--profiles", tmp_path / "p", "--latency-runs", "3", "--json", "--quiet"]
@@ -407,6 +416,7 @@ def test_two_builds_sharing_a_cache_at_once_both_succeed_with_the_same_bundles(t
     assert cache.info().entries == 4 and not any((tmp_path / "shared-cache" / "tmp").iterdir())
 
 
+@pytest.mark.slow
 def test_a_model_file_loaded_before_skips_the_trial_load_but_still_infers_in_a_child(cached_builds, monkeypatch, tmp_path):
     root, _ = cached_builds
     from mobilepre import inputs, models
@@ -424,6 +434,7 @@ def test_a_model_file_loaded_before_skips_the_trial_load_but_still_infers_in_a_c
     assert result.conversions == 2 and result.passed
 
 
+@pytest.mark.slow
 def test_an_entry_with_good_hashes_but_a_record_this_version_cannot_read_is_measured_again(cached_builds, tmp_path):
     """A digest is a checksum, not a signature: a record rewritten with a fresh digest must still never
     become a traceback or a result."""

@@ -17,6 +17,10 @@ from mobilepre.runtimes import check_chromium, runner_dir
 from tests.conftest import REPO, run_cli, warm_options
 from tests.test_build import write_profile
 
+
+# Each test needs the demo build in every shipped profile and a real client (MediaPipe, Chromium): the slow tier.
+pytestmark = pytest.mark.slow
+
 FAST = {**os.environ, "MOBILEPRE_ISOLATE_LOADS": "0"}
 
 

@@ -27,6 +27,7 @@ def files(root):
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_copy_makes_an_exact_verified_copy_and_replaces_only_an_earlier_copy(output, tmp_path):
     dest = tmp_path / "app" / "src" / "main" / "assets" / "model"
     first = run_cli("copy", output, dest, "--profile", "phone", "--json")

@@ -167,6 +167,7 @@ def test_the_wheel_carries_profiles_and_no_bare_quantize(wheel_env):
     assert not Path(site, "quantize").exists()
 
 
+@pytest.mark.slow
 def test_the_installed_wheel_builds_the_demo_outside_the_repository(wheel_env, tmp_path):
     env_dir, _, _ = wheel_env
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}

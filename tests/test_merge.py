@@ -38,6 +38,7 @@ def files(root):
     return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_merged_parts_are_byte_identical_to_one_build(parts, tmp_path):
     root, whole = parts
     merged = merge(tmp_path / "merged", [root / "part-b", root / "part-a"])
@@ -71,6 +72,7 @@ def test_a_profile_in_two_parts_is_refused(parts, tmp_path):
     _refused(tmp_path / "m", [root / "part-a", root / "whole"], r"profile lite is in part .*part-a and in part .*whole")
 
 
+@pytest.mark.slow
 def test_parts_of_other_images_or_toolchains_are_refused(parts, tmp_path):
     root, _ = parts
     with np.load(demo.validation_path()) as stored:

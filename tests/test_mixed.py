@@ -146,6 +146,7 @@ def mixed_build(tmp_path_factory):
     return build(warm_options(out=out, profiles=profiles, latency_runs=3)), out
 
 
+@pytest.mark.slow
 def test_the_mixed_search_raises_some_layers_and_meets_the_drift_budget(mixed_build):
     result, out = mixed_build
     report = json.loads((out / "report.json").read_text())

@@ -103,6 +103,7 @@ def test_per_output_budgets_are_checked_before_any_conversion(keras, detector, t
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_degenerate_reference_refuses_class_score_budgets_unless_allowed(keras, tmp_path):
     """A model that says class 0 for every image (what a wrong --input-range produces) passes any top-1
     budget whatever the candidate does: the build refuses it, and warns when allowed."""

@@ -14,6 +14,10 @@ from mobilepre import quantize
 from mobilepre.builder import build
 
 
+# Models trained here on real data, built end to end: the slow tier.
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def digits():
     """(images float32 in [0, 1], shape (N, 16, 16, 1); labels) of scikit-learn's digits (shipped with it)."""

@@ -241,6 +241,7 @@ def test_a_stale_staging_folder_is_removed_and_a_live_one_kept(tmp_path):
     assert not live.exists()
 
 
+@pytest.mark.slow
 def test_a_killed_build_leaves_a_copy_the_next_build_removes(tmp_path, fresh_cache):
     """(An empty cache: a build whose candidates are all cached exports nothing to kill it during.)"""
     import subprocess

@@ -31,6 +31,7 @@ def two_builds(tmp_path_factory):
     return result, root / "out"
 
 
+@pytest.mark.slow
 def test_report_md_shows_failures_first_and_the_change_since_the_baseline(two_builds):
     result, out = two_builds
     assert result.exit_code == 1
@@ -131,6 +132,7 @@ def grey_float_model(tmp_path_factory, keras):
     return root, model
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rgb", [True, False])
 def test_a_grayscale_model_bundle_takes_camera_rgb_unless_told(grey_float_model, tmp_path, rgb):
     root, model = grey_float_model
@@ -153,6 +155,7 @@ def test_a_grayscale_model_bundle_takes_camera_rgb_unless_told(grey_float_model,
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+@pytest.mark.slow
 def test_prune_says_where_its_agreement_was_measured(tmp_path):
     from mobilepre import demo
 

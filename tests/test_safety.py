@@ -692,6 +692,7 @@ def test_a_saved_model_op_outside_the_allowlist_is_refused_and_runs_nothing(host
         (markers / marker).unlink()
 
 
+@pytest.mark.slow
 def test_keras_exports_of_real_architectures_pass_the_allowlist(keras, tmp_path):
     from mobilepre.quantize.export import export_saved_model
 
@@ -751,6 +752,7 @@ def test_any_json_config_passes_or_raises_our_error(models, tmp_path, config):
         assert e.exit_code == EXIT_BAD_INPUT and str(forged) in e.message
 
 
+@pytest.mark.slow
 def test_a_forged_loaded_record_in_a_shared_cache_never_skips_the_sandbox(hostile_saved_models, tmp_path):
     """Whoever can write a cache can write a "this file loaded safely in the sandbox" record; without this
     machine's mark (`keys.safety_mark`, its secret outside the cache) it counts for nothing: the trusted

@@ -86,6 +86,7 @@ def test_reference_inference_runs_in_the_sandboxed_child(tmp_path):
     assert process.poll() is not None  # closed with its source
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("channels", [3, 1])
 def test_build_stages_reference_runs_the_same_stages_in_the_child(tmp_path, keras, channels):
     import numpy as np
