@@ -43,7 +43,7 @@ demo: $(STAMP)
 # Two workers (pytest-xdist), a test file each at a time (the conformance sweep's tests spread over both),
 # sharing one candidate cache (tests/conftest.py).
 PYTEST := $(PY) -m pytest -q -p no:cacheprovider --durations=20
-WORKERS := -n 2 --dist loadgroup
+WORKERS := -n 2 --dist loadgroup --no-loadscope-reorder
 
 test: $(TEST_STAMP)
 	$(PYTEST) $(WORKERS)

@@ -338,6 +338,7 @@ def check(
     only_present: bool = False,
     verify_key: Path | None = None,
     require_signature: bool = False,
+    custom_objects: tuple[str, ...] = (),
 ) -> CheckResult:
     """Check every bundle under `root` (or `root` itself when it is one), and that a build output is a
     complete release: every profile its report names has its bundle, and with `profiles` every current
@@ -352,7 +353,7 @@ def check(
         raise MobilepreError(f"--profiles {profiles} does not exist")
     if data is not None and reference is None:
         reference = _demo_reference_for(bundles)
-    validation = _Validation(reference, data, input_range, trust) if data is not None else None
+    validation = _Validation(reference, data, input_range, trust, custom_objects) if data is not None else None
     results = tuple(check_bundle(b, profiles, measure, timings, validation, verify_key, require_signature) for b in bundles)
     single = bundles == [Path(root)]
     release = () if single or only_present else _release_findings(Path(root), results, profiles)
@@ -408,8 +409,8 @@ class _Validation:
     """The reference model and data, loaded once for all bundles; the model behind the pixel stages each
     bundle's build put in front of it (`manifest["source"]["stages"]`), prepared once per kind of stage."""
 
-    def __init__(self, reference, data, input_range, trust):
-        self.source = load_model(reference, trust=trust)
+    def __init__(self, reference, data, input_range, trust, custom_objects=()):
+        self.source = load_model(reference, trust=trust, custom_objects=custom_objects)
         self._data, self._input_range = Path(data), input_range
         self._prepared = {}
 

@@ -115,6 +115,10 @@ def frontend(
     _emit(write_frontend(spec, out, force), as_json)
 
 
+CustomObjectsOption = Annotated[
+    Optional[list[str]],
+    typer.Option("--custom-objects", metavar="MODULE", help="A module (dotted name from this folder) or .py file defining the model's own Keras classes; repeatable; needs --trust-model."),
+]
 TrustOption = Annotated[
     bool,
     typer.Option("--trust-model", help="Load the model even if the scan finds code in it (Lambda layers, unknown modules). Only for models you would run as code."),
@@ -160,6 +164,7 @@ def quantize(
     layer_report: Annotated[int, typer.Option(min=0, help="int8: list the N layers that lose most to quantization.")] = 0,
     engine: Annotated[Optional[str], typer.Option(help="tflite-converter or litert-quantizer (default: the one measured best for the mode).")] = None,
     trust_model: TrustOption = False,
+    custom_objects: CustomObjectsOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
 ):
@@ -176,6 +181,7 @@ def quantize(
         force=force,
         layer_report=layer_report,
         engine=engine,
+        custom_objects=tuple(custom_objects or ()),
     )
     _emit(result, as_json)
 
@@ -193,6 +199,7 @@ def prune(
     input_range: RangeOption = "0:1",
     convert_channels: ChannelsOption = False,
     trust_model: TrustOption = False,
+    custom_objects: CustomObjectsOption = None,
     force: ForceOption = False,
     as_json: JsonOption = False,
 ):
@@ -202,6 +209,7 @@ def prune(
         data=_data(calibration, input_range, convert_channels, labels=labels, limit=None),
         epochs=epochs, scope=scope, trust=trust_model, force=force,
         validation=_data(validation, input_range, convert_channels, limit=None) if validation else None,
+        custom_objects=tuple(custom_objects or ()),
     )
     _emit(result, as_json)
 
@@ -223,6 +231,7 @@ def validate(
     runtime: Annotated[str, typer.Option(help="TF.js candidates: node (Node.js, wasm) or chromium (headless Chromium through the loader page).")] = "node",
     browser_backend: Annotated[str, typer.Option(help="With --runtime chromium: the TF.js backend, wasm or webgl.")] = "wasm",
     trust_model: TrustOption = False,
+    custom_objects: CustomObjectsOption = None,
     as_json: JsonOption = False,
 ):
     """Measure drift and latency of a compressed candidate against its float reference, in the real runtime."""
@@ -237,6 +246,7 @@ def validate(
         tolerances={"min_top1_agreement": min_top1, "max_abs_error": max_abs, "max_accuracy_drop": max_accuracy_drop},
         trust=trust_model,
         browser=browser_backend if runtime == "chromium" else None,
+        custom_objects=tuple(custom_objects or ()),
     )
     _emit(result, as_json)
     raise typer.Exit(result.exit_code)
@@ -264,6 +274,7 @@ def build(
     shard_size: Annotated[Optional[str], typer.Option(help="TF.js weight shard size, e.g. '1 MiB' (default 4 MiB).")] = None,
     input_shape: ShapeOption = None,
     trust_model: Annotated[Optional[bool], typer.Option("--trust-model", help="Lift the model scan's refusals (see README).")] = None,
+    custom_objects: CustomObjectsOption = None,
     sign_key: Annotated[Optional[Path], typer.Option(help="Sign each bundle with this elliptic-curve private key (PEM).")] = None,
     allow_degenerate_reference: Annotated[Optional[bool], typer.Option("--allow-degenerate-reference", help="Build even when the float model gives one class for nearly every validation image.")] = None,
     force: Annotated[Optional[bool], typer.Option("--force", help="Replace an existing output folder.")] = None,
@@ -284,6 +295,7 @@ def build(
         "input_range": parse_range(input_range) if input_range else None, "device_timings": device_timings,
         "jobs": jobs, "latency_runs": latency_runs, "prune_epochs": prune_epochs,
         "input_shape": _shape(input_shape), "trust_model": trust_model, "force": force, "sign_key": sign_key,
+        "custom_objects": tuple(custom_objects) if custom_objects else None,
         "allow_degenerate_reference": allow_degenerate_reference, "cache": cache, "cache_latency": cache_latency,
         "cache_max_bytes": parse_size(cache_max, "--cache-max") if cache_max else None,
     }
@@ -319,6 +331,7 @@ def check(
     require_signature: RequireSignatureOption = False,
     junit: Annotated[Optional[Path], typer.Option(help="Write JUnit XML here: one test case per bundle and check.")] = None,
     trust_model: TrustOption = False,
+    custom_objects: CustomObjectsOption = None,
     as_json: JsonOption = False,
 ):
     """Re-verify bundles against their manifests and the profiles' budgets. Exit 1 on any failure."""
@@ -326,6 +339,7 @@ def check(
         root, profiles=profiles, data=data, reference=reference, measure=measure,
         device_timings=device_timings, input_range=parse_range(input_range), trust=trust_model,
         only_present=only_present, verify_key=verify_key, require_signature=require_signature,
+        custom_objects=tuple(custom_objects or ()),
     )
     if junit is not None:
 

@@ -94,6 +94,7 @@ def quantize_file(
     force: bool = False,
     layer_report: int = 0,
     engine: str | None = None,
+    custom_objects: tuple[str, ...] = (),
 ) -> QuantizeResult:
     """Load the model at `model_path`, convert it as asked, write the artifact to `out` atomically."""
     with engine_errors():
@@ -106,7 +107,7 @@ def quantize_file(
         raise MobilepreError(f"{param('out')} {out}: a TFLite artifact is one file, name it *.tflite")
     replaceable = tflite_file_problem if settings.format is quantize.Format.TFLITE else tfjs_folder_problem
     check_output(out, force, param('out'), (model_path, data.path, data.labels), replaceable)
-    source = load_model(model_path, trust=trust, input_shape=input_shape)
+    source = load_model(model_path, trust=trust, input_shape=input_shape, custom_objects=custom_objects)
     dataset = data.load(source, f"{settings.mode} quantization" if settings.needs_calibration else None)
     calibration = dataset.images if dataset is not None else None
     kernels = prunable_kernels(source.model)
@@ -185,6 +186,7 @@ def prune_file(
     trust: bool = False,
     force: bool = False,
     validation: DataOptions | None = None,
+    custom_objects: tuple[str, ...] = (),
 ) -> PruneFileResult:
     """Prune the model at `model_path`, fine-tune it by distillation on the calibration images, save it;
     with `validation`, also measure top-1 agreement on those held-out images."""
@@ -194,7 +196,7 @@ def prune_file(
     if out.suffix != ".keras":
         raise MobilepreError(f"{param('out')} {out}: the pruned model is saved as a Keras model, name it *.keras")
     check_output(out, force, param('out'), (model_path, data.path, data.labels, validation.path if validation else None), keras_file_problem)
-    source = load_model(model_path, trust=trust)
+    source = load_model(model_path, trust=trust, custom_objects=custom_objects)
     dataset = data.load(source, "pruning with fine-tuning" if epochs else None)
     held_out = validation.load(source) if validation is not None else None
     images = dataset.images if dataset is not None else None

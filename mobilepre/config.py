@@ -32,6 +32,9 @@ def load_build_config(path: Path) -> dict:
         elif key == "profile":
             names = (value,) if isinstance(value, str) else value
             value = toml.string_list(names, where, key)
+        elif key == "custom_objects":  # module names as they are; a .py file relative to this file's folder
+            names = toml.string_list((value,) if isinstance(value, str) else value, where, key)
+            value = tuple(str(path.parent / n) if n.endswith(".py") and not Path(n).is_absolute() else n for n in names)
         elif key in _NUMBER_LIST_KEYS:
             if not isinstance(value, list):
                 raise MobilepreError(f"{where}: {key} must be a list of numbers")

@@ -101,12 +101,14 @@ def _load_model_and_images(options: BuildOptions, cache: CandidateCache | None =
     # safety step, so it counts only with this machine's mark (`keys.safety_mark`): a shared cache
     # cannot forge it.
     secret = machine_secret(cache.root) if cache is not None else None
-    loaded = loaded_key(Path(model_path), options.input_shape, options.trust_model) if secret is not None else None
+    # with custom code the trial load is never skipped (the code may have changed since)
+    loaded = loaded_key(Path(model_path), options.input_shape, options.trust_model) if secret is not None and not options.custom_objects else None
     entry = cache.get(loaded) if loaded is not None else None
     known = entry is not None and has_safety_mark(entry.record, secret, loaded)
     if entry is not None and not known:
         cache.discard(loaded)
-    source = load_model(model_path, trust=options.trust_model, input_shape=options.input_shape, isolate=False if known else None)
+    source = load_model(model_path, trust=options.trust_model, input_shape=options.input_shape, isolate=False if known else None,
+                        custom_objects=tuple(options.custom_objects))
     if loaded is not None and not known and source.reference is not None:
         cache.put(loaded, {"loaded": True, "mark": safety_mark(secret, loaded)}, {}, {"loaded": str(model_path)})
     source = with_stages(source, options.input_range if options.frontend else None, luma=options.rgb_input)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import functools
@@ -22,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilepre.errors import MobilepreError, engine_errors, param
+from mobilepre.errors import MobilepreError, engine_errors, one_line, param
 from mobilepre.frontend import FrontendSpec, attach, build_frontend, luma_layer, set_luma_weights
 from mobilepre.macs import count_macs
 from mobilepre.metrics import OutputKind
@@ -209,7 +210,8 @@ def isolated_loads() -> bool:
     return os.environ.get("MOBILEPRE_ISOLATE_LOADS", "1") != "0"
 
 
-def load_model(path, trust: bool = False, input_shape: tuple | None = None, isolate: bool | None = None) -> SourceModel:
+def load_model(path, trust: bool = False, input_shape: tuple | None = None, isolate: bool | None = None,
+               custom_objects: tuple = ()) -> SourceModel:
     """Load a `.keras`, `.h5` or SavedModel folder as a SourceModel.
 
     The file is scanned before Keras sees it (`mobilepre.safety`), then, with `isolate` (default: on,
@@ -219,28 +221,107 @@ def load_model(path, trust: bool = False, input_shape: tuple | None = None, isol
     only into its own scratch folder (`mobilepre.sandbox`). The child stays: every reference inference
     of the float model runs there, under the same restriction (`ReferenceChild`).
     The child costs one TensorFlow start-up, overlapped with this process's own.
+
+    `custom_objects`: modules (a dotted name importable from the working folder, or a `.py` file) whose
+    import registers the model's own Keras classes; imported, in this process and in the child, only
+    with `trust` (importing runs their code). Their source is part of the model's identity.
     """
     if isolate is None:
         isolate = isolated_loads()
     path = Path(path)
     if not path.exists():
         raise MobilepreError(f"model {path} does not exist")
+    custom_objects = tuple(str(m) for m in custom_objects)
+    if custom_objects and not trust:
+        raise MobilepreError(f"{param('custom_objects')} imports and runs {', '.join(custom_objects)}: pass {param('trust_model')} "
+                             "as well if you trust that code")
+    code_digest = custom_code_digest(custom_objects)  # a module that cannot be found is said before any load
     fmt = scan_model(path, trust=trust)
     child = None
     if isolate:
         # The child loads the model while this process imports TensorFlow (the costly part of both),
         # so on two cores the isolation costs little; this process touches the model only after the
         # child has loaded it without crashing.
-        child = ReferenceChild(path, fmt, trust)
+        child = ReferenceChild(path, fmt, trust, custom_objects)
         try:
             _import_keras()
             child.wait_loaded()
         except BaseException:
             child.close()
             raise
-    model = _load(path, fmt, trust)
+    model = _load(path, fmt, trust, custom_objects)
     source = from_keras(model, input_shape, str(path), fmt)
+    if code_digest:
+        source = dataclasses.replace(source, identity=hashlib.sha256(f"{source.identity}:{code_digest}".encode()).hexdigest())
     return dataclasses.replace(source, reference=child)
+
+
+def _custom_module(entry: str) -> tuple[str, Path | None]:
+    """(module name, its .py file or None for a dotted name) of one `custom_objects` entry."""
+    if entry.endswith(".py"):
+        path = Path(entry)
+        if not path.is_file():
+            raise MobilepreError(f"{param('custom_objects')} {entry}: no such file: give a .py file or a module importable from {Path.cwd()}")
+        return "mobilepre_custom_" + hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:12], path
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*", entry):
+        raise MobilepreError(f"{param('custom_objects')} {entry!r}: expected a module name like my_layers or pkg.layers, or a .py file")
+    return entry, None
+
+
+def custom_code_digest(custom_objects: tuple) -> str:
+    """A hash of the custom modules' source files (a changed layer is another model), or "" for none."""
+    if not custom_objects:
+        return ""
+    import importlib.util
+
+    digest = hashlib.sha256()
+    for entry in custom_objects:
+        name, path = _custom_module(entry)
+        if path is None:
+            with _cwd_on_path():
+                spec = importlib.util.find_spec(name)
+            if spec is None or not spec.origin or not Path(spec.origin).is_file():
+                raise MobilepreError(f"{param('custom_objects')} {entry}: no module of that name is importable from {Path.cwd()}: "
+                                     "give its dotted name from this folder, or its .py file")
+            path = Path(spec.origin)
+        digest.update(entry.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+@contextlib.contextmanager
+def _cwd_on_path():
+    added = str(Path.cwd()) not in sys.path
+    if added:
+        sys.path.insert(0, str(Path.cwd()))
+    try:
+        yield
+    finally:
+        if added and str(Path.cwd()) in sys.path:
+            sys.path.remove(str(Path.cwd()))
+
+
+def import_custom_objects(custom_objects: tuple) -> None:
+    """Import each custom module, so the Keras classes it registers are known to `load_model`."""
+    import importlib
+    import importlib.util
+
+    sys.dont_write_bytecode = True  # a sandboxed child may not write __pycache__ beside the user's code
+    for entry in custom_objects:
+        name, path = _custom_module(entry)
+        try:
+            if path is None:
+                with _cwd_on_path():
+                    importlib.import_module(name)
+            elif name not in sys.modules:
+                spec = importlib.util.spec_from_file_location(name, path)
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[name] = module
+                spec.loader.exec_module(module)
+        except MobilepreError:
+            raise
+        except Exception as error:  # noqa: BLE001 - the user's module failing is one line naming it
+            first = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise MobilepreError(f"{param('custom_objects')} {entry}: importing it failed ({type(error).__name__}: {one_line(first)})") from None
 
 
 def with_stages(source: SourceModel, input_range: tuple | None = None, luma: bool = False) -> SourceModel:
@@ -287,12 +368,14 @@ def stages_frontend(input_shape: tuple, input_dtype: str, stages: dict):
     return k.Model(inputs, x, name="stages")
 
 
-def _load(path: Path, fmt: str, trust: bool):
+def _load(path: Path, fmt: str, trust: bool, custom_objects: tuple = ()):
     from mobilepre._tf import keras
 
     import mobilepre.layers  # noqa: F401  registers mobilepre>GaussianBlur, named by files from earlier versions
 
     k = keras()
+    if custom_objects and trust:
+        import_custom_objects(custom_objects)
     try:
         if fmt == "saved_model":
             return _wrap_saved_model(k, path)
@@ -304,8 +387,26 @@ def _load(path: Path, fmt: str, trust: bool):
         if blocked:
             raise MobilepreError(f"model {path} tried to write {blocked} while it loaded, and the sandbox blocked it: "
                                  "code in a model may write nothing outside its scratch folder, trusted or not") from None
+        missing = _missing_class(error)
+        if missing:
+            raise MobilepreError(
+                f"model {path} uses the class {missing}, which no imported code defines: pass {param('custom_objects')} MODULE "
+                f"(the module or .py file that defines and registers it) with {param('trust_model')}") from None
         first = (str(error).strip().splitlines() or [type(error).__name__])[0]
         raise MobilepreError(f"model {path} could not be loaded by Keras: {first}") from None
+
+
+def _missing_class(error: BaseException) -> str | None:
+    """The class Keras could not find, from anywhere in the exception's chain ("Could not locate class
+    'Name'"), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        found = re.search(r"Could not locate (?:class|function) '([^']+)'", str(error))
+        if found:
+            return one_line(found.group(1))
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def _wrap_saved_model(k, path: Path):
@@ -335,6 +436,7 @@ def _wrap_saved_model(k, path: Path):
 # It exits with os._exit (TensorFlow's interpreter teardown costs about a second and has nothing to
 # clean up here), when this process closes its stdin or dies.
 _CHILD = """
+import json
 import os
 import sys
 from pathlib import Path
@@ -344,11 +446,11 @@ from mobilepre.sandbox import restrict_writes
 os.environ["TMPDIR"] = sys.argv[4]
 restrict_writes([sys.argv[4]])  # from here on, nothing in this process writes outside its scratch folder
 from mobilepre.models import _load, serve_references
-from mobilepre.errors import MobilepreError
+from mobilepre.errors import MobilepreError, one_line
 try:
-    model = _load(Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "1")
-except MobilepreError as error:
-    print(error.message, file=sys.stderr, flush=True)
+    model = _load(Path(sys.argv[1]), sys.argv[2], sys.argv[3] == "1", tuple(json.loads(sys.argv[5])))
+except MobilepreError as error:  # its parameters still marked: the parent names them as its caller does
+    print(one_line(error.template), file=sys.stderr, flush=True)
     os._exit(2)
 except BaseException as error:
     print(f"{type(error).__name__}: {error}", file=sys.stderr, flush=True)
@@ -410,7 +512,7 @@ class ReferenceChild:
     line here. Closed when no SourceModel holds it any more, or when this process ends.
     """
 
-    def __init__(self, path: Path, fmt: str, trust: bool):
+    def __init__(self, path: Path, fmt: str, trust: bool, custom_objects: tuple = ()):
         self.path = Path(path)
         self.stages = None  # the pixel stages of `with_stages`, in a view
         self._lock = threading.Lock()  # one request at a time: they share the scratch files
@@ -418,7 +520,8 @@ class ReferenceChild:
         stderr = open(self._scratch / "stderr.txt", "w")
         try:
             self._process = subprocess.Popen(
-                [sys.executable, "-c", _CHILD, str(self.path), fmt, "1" if trust else "0", str(self._scratch)],
+                [sys.executable, "-c", _CHILD, str(self.path), fmt, "1" if trust else "0", str(self._scratch),
+                 json.dumps([str(m) for m in custom_objects])],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
             )
         finally:

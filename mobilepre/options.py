@@ -39,6 +39,9 @@ class BuildOptions:
         latency_runs (int): single-image runs timed per candidate on this host. Default 50.
         prune_epochs (int): distillation epochs of each pruned candidate. Default 30.
         trust_model (bool): lift the model scan's refusals. Default False.
+        custom_objects (tuple[str, ...]): modules (dotted names importable from the working folder, or
+            .py files) that define and register the model's own Keras classes; imported only with
+            `trust_model`, in the sandboxed child too (`models.load_model`).
         input_shape (tuple | None): H,W,C for models with dynamic input sizes.
         sign_key (Path | None): an elliptic-curve private key (PEM): each bundle gets a `signature.sig`
             over all its files (OpenSSF model-signing), for `check --verify-key`.
@@ -74,6 +77,7 @@ class BuildOptions:
     latency_runs: int = 50
     prune_epochs: int = 30
     trust_model: bool = False
+    custom_objects: tuple[str, ...] = ()
     input_shape: tuple | None = None
     sign_key: Path | None = None
     allow_degenerate_reference: bool = False

@@ -379,6 +379,7 @@ def validate_files(
     tolerances: dict | None = None,
     trust: bool = False,
     browser: str | None = None,
+    custom_objects: tuple[str, ...] = (),
 ) -> ValidationResult:
     """`mobilepre validate`: load the reference (scanned), the data, then `validate`."""
     _check_tolerances(tolerances or {})
@@ -387,7 +388,7 @@ def validate_files(
         if fmt != "tfjs":
             raise MobilepreError(f"{param('browser')} runs TF.js models; {candidate} is a TFLite file (it runs in LiteRT)")
         check_chromium()  # before the slow model load
-    source = load_model(reference, trust=trust)
+    source = load_model(reference, trust=trust, custom_objects=custom_objects)
     source = _behind_stages(source, Path(candidate), fmt, data.input_range)
     if source.luma:
         data = dataclasses.replace(data, convert_channels=True)

@@ -105,6 +105,7 @@ LONGEST_FIRST = ("test_conformance", "test_integrations", "test_check", "test_ca
 SPREAD_MODULES = {"test_conformance"}
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (it appends them to the node ids)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         module = item.module.__name__.rsplit(".", 1)[-1]

@@ -3,6 +3,7 @@
 end to end in the real converters and runtimes."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -326,3 +327,55 @@ def test_per_op_errors_are_measured_at_int8_on_a_several_output_model(tmp_path, 
     ranked = rank_tflite_ops(float_file, quantize.Mode.INT8, scenes, INPUT_NAME)
     assert {e.name for e in ranked} == {op["output"] for op in graph_ops(float_file)}
     assert all(np.isfinite(e.error) for e in ranked) and ranked[0].error > ranked[-1].error
+
+
+CUSTOM_LAYER = '''
+import keras
+
+
+@keras.saving.register_keras_serializable(package="acme")
+class ScaledSwish(keras.layers.Layer):
+    """A user's own activation: x * sigmoid(beta * x) with a learnt beta."""
+
+    def build(self, input_shape):
+        self.beta = self.add_weight(shape=(), initializer="ones", name="beta")
+
+    def call(self, x):
+        return x * keras.ops.sigmoid(self.beta * x)
+'''
+
+
+def test_a_model_with_its_own_layer_builds_with_its_code_brought_in(tmp_path, keras, digits):
+    """A `.keras` whose layer is the user's own: refused untrusted, the missing class named when trusted
+    without its code, built with `--custom-objects` (imported in the sandboxed child too) in a fresh process."""
+    import importlib.util
+
+    from tests.conftest import run_cli, run_cli_process
+
+    (tmp_path / "acme_layers.py").write_text(CUSTOM_LAYER)
+    spec = importlib.util.spec_from_file_location("acme_layers", tmp_path / "acme_layers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    L = keras.layers
+    model = keras.Sequential([keras.Input((16, 16, 1)), L.Conv2D(8, 3), module.ScaledSwish(), L.GlobalAveragePooling2D(),
+                              L.Dense(10, activation="softmax")])
+    train(model, digits, epochs=1)
+    model.save(tmp_path / "own.keras")
+    np.savez(tmp_path / "cal.npz", images=digits[0][:100])
+    profiles = tmp_path / "profiles"
+    write_profile(profiles, "phone", 'formats = ["tflite"]\nquantization = ["float16"]\n[budget]\nmax_size = "1 MiB"\n')
+    args = ["build", tmp_path / "own.keras", "--calibration", tmp_path / "cal.npz", "--profiles", profiles, "--gray-input",
+            "--latency-runs", "3"]
+
+    untrusted = run_cli(*args, "--out", tmp_path / "a", "--custom-objects", "acme_layers")
+    assert untrusted.returncode == 2 and untrusted.stderr.count("\n") == 1
+    assert "--custom-objects imports and runs acme_layers: pass --trust-model" in untrusted.stderr
+
+    without = run_cli_process(*args, "--out", tmp_path / "b", "--trust-model", "--quiet", env=dict(os.environ), cwd=tmp_path)
+    assert without.returncode == 2 and "Traceback" not in without.stderr
+    (line,) = without.stderr.strip().splitlines()
+    assert "uses the class ScaledSwish, which no imported code defines: pass --custom-objects MODULE" in line and "--trust-model" in line
+
+    built = run_cli_process(*args, "--out", tmp_path / "c", "--trust-model", "--custom-objects", "acme_layers", env=dict(os.environ), cwd=tmp_path)
+    assert built.returncode == 0, built.stderr
+    assert (tmp_path / "c" / "phone" / "model.tflite").is_file()
