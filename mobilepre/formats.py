@@ -17,7 +17,7 @@ from mobilepre.sdk_metadata import tflite_with_metadata, tfjs_with_metadata
 
 def _tflite_metadata(files: dict, sdk) -> tuple[dict, dict]:
     written = tflite_with_metadata(files["model.tflite"], sdk)
-    return {**files, "model.tflite": written.data}, {"carries": written.carries, "note": written.note}
+    return {**files, "model.tflite": written.data}, {"carries": written.carries, "mediapipe_task": sdk.mediapipe_task, "note": written.note}
 
 
 def _tfjs_metadata(files: dict, sdk) -> tuple[dict, dict]:

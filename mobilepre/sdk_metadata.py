@@ -52,6 +52,16 @@ class SdkContract:
         return len(self.outputs) == 1 and OutputKind(self.outputs[0][1]) in CLASS_SCORES
 
     @property
+    def mediapipe_task(self) -> str | None:
+        """The MediaPipe Tasks vision API a TFLite bundle of this contract fits as it is: ImageClassifier for
+        one class-score output, ImageSegmenter for one segmentation output; None otherwise (a detector's
+        several heads, an embedding, a regression: run it with the LiteRT interpreter)."""
+        if len(self.outputs) != 1:
+            return None
+        kind = OutputKind(self.outputs[0][1])
+        return "ImageClassifier" if kind in CLASS_SCORES else "ImageSegmenter" if kind is OutputKind.SEGMENTATION else None
+
+    @property
     def normalization(self) -> tuple[float, float] | None:
         """(mean, std) with (pixel - mean) / std = the model's float input; None for a uint8 input."""
         if self.input_dtype == "uint8":
@@ -104,7 +114,7 @@ def tflite_with_metadata(model: bytes, contract: SdkContract) -> Written:
     writer.add_image_input(norm_mean=mean, norm_std=std, color_space_type=colour)
     carries = ["image input" + (" with normalization" if normalization else "")]
     labels = metadata_writer.Labels().add(list(contract.class_names)) if contract.class_names else None
-    for name, kind in contract.outputs:
+    for name, kind in outputs_in_file_order(model, contract):  # the writer describes the file's outputs by position
         kind = OutputKind(kind)
         if kind in CLASS_SCORES:
             writer.add_classification_output(labels if contract.classifier else None, name=name)
@@ -122,6 +132,25 @@ def tflite_with_metadata(model: bytes, contract: SdkContract) -> Written:
     finally:
         writer._temp_folder.cleanup()
     return Written(_fixed_zip_times(bytes(data)), carries)
+
+
+def outputs_in_file_order(model: bytes, contract: SdkContract) -> list:
+    """The contract's (name, kind) outputs in the order of the .tflite's own outputs, which the metadata's
+    output entries describe by position: the Keras order is not the file's (the converter orders a
+    signature's outputs by name), and a two-output model's heads would otherwise be read under each
+    other's names (MediaPipe reported `box` holding the 10 class scores)."""
+    from mobilepre.litert_child import ordered_keys
+    from mobilepre.quantize.export import signature_output_keys
+    from mobilepre.tflite_reader import tflite_io
+
+    outputs = list(contract.outputs)
+    io = tflite_io(model)
+    signature = io["signature"]["outputs"]
+    if len(outputs) < 2 or len(signature) != len(outputs):
+        return outputs
+    keys = ordered_keys(signature, list(signature_output_keys([name for name, _ in outputs])))
+    position = {tensor["index"]: i for i, tensor in enumerate(io["outputs"])}
+    return [output for _, output in sorted(zip((position[signature[key]] for key in keys), outputs))]
 
 
 # The populator appends the associated files (labels.txt) as a zip stamped with the time of writing;

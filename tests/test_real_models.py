@@ -379,3 +379,51 @@ def test_a_model_with_its_own_layer_builds_with_its_code_brought_in(tmp_path, ke
     built = run_cli_process(*args, "--out", tmp_path / "c", "--trust-model", "--custom-objects", "acme_layers", env=dict(os.environ), cwd=tmp_path)
     assert built.returncode == 0, built.stderr
     assert (tmp_path / "c" / "phone" / "model.tflite").is_file()
+
+
+@pytest.mark.parametrize("heads", [("cls", "box"), ("box", "cls")])
+def test_mediapipe_reads_each_head_of_a_two_output_model_under_its_own_name(tmp_path, keras, digits, heads):
+    """A class + box model, its heads in either Keras order (the .tflite's own output order is the
+    converter's): MediaPipe Tasks must find the 10 class scores under `cls` and the 4 box numbers under
+    `box`; the manifest says no Tasks API fits it as it is."""
+    import mediapipe as mp
+    from mediapipe.tasks.python import vision
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+
+    from tests.conftest import run_cli
+
+    images, labels = digits
+    ink = images[..., 0] > 0.3
+    rows, cols = ink.any(axis=2), ink.any(axis=1)
+    boxes = np.stack([rows.argmax(1), cols.argmax(1), 15 - rows[:, ::-1].argmax(1), 15 - cols[:, ::-1].argmax(1)], 1) / 15.0
+    keras.utils.set_random_seed(6)
+    L = keras.layers
+    inputs = keras.Input((16, 16, 1))
+    x = L.GlobalAveragePooling2D()(L.Conv2D(16, 3, activation="relu")(L.Conv2D(8, 3, activation="relu")(inputs)))
+    made = {"cls": L.Dense(10, activation="softmax", name="cls")(x), "box": L.Dense(4, name="box")(x)}
+    model = keras.Model(inputs, [made[h] for h in heads])
+    losses = {"cls": "sparse_categorical_crossentropy", "box": "mse"}
+    targets = {"cls": labels[:1200], "box": boxes[:1200].astype(np.float32)}
+    model.compile("adam", [losses[h] for h in heads])
+    model.fit(images[:1200], [targets[h] for h in heads], epochs=3, batch_size=64, verbose=0)
+    model.save(tmp_path / "two_heads.keras")
+    np.savez(tmp_path / "cal.npz", images=images[1200:1400])
+    profiles = tmp_path / "profiles"
+    write_profile(profiles, "phone", 'formats = ["tflite"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n')
+    result = run_cli("build", tmp_path / "two_heads.keras", "--calibration", tmp_path / "cal.npz", "--profiles", profiles,
+                     "--out", tmp_path / "out", "--latency-runs", "3")
+    assert result.returncode == 0, result.stderr
+    manifest = json.loads((tmp_path / "out" / "phone" / "manifest.json").read_text())
+    (artifact,) = manifest["artifacts"]
+    assert artifact["metadata"]["mediapipe_task"] is None
+
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(tmp_path / "out" / "phone" / "model.tflite")),
+                                            max_results=-1)
+    picture = np.ascontiguousarray(np.repeat(np.round(images[1500] * 255).astype(np.uint8), 3, axis=-1))
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        found = {c.head_name: c.categories for c in classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=picture)).classifications}
+    assert len(found["cls"]) == 10 and len(found["box"]) <= 4  # (a head's negative values are not categories)
+    from mobilepre.quantize.export import output_list
+
+    want = output_list(model, model.predict(images[1500:1501], verbose=0))[heads.index("cls")][0]
+    assert max(found["cls"], key=lambda c: c.score).index == int(want.argmax())
