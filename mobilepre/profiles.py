@@ -488,18 +488,24 @@ def _profile_from_mapping(data: Any, where: str, read_size: _SizeReader) -> Prof
         raise MobilepreError(f"{where}: {e.detail}") from None
 
 
+def _sub_tables(value: Any, where: str, prefix: str, label: str, keys: tuple):
+    """(name, section, table) of each `[prefix.LABEL]` table, its keys checked against `keys`."""
+    tables = toml.table(value, where, prefix, f"a table of [{prefix}.{label}] tables")
+    for name, table in tables.items():
+        section = f"{prefix}.{name}"
+        table = toml.table(table, where, section, f"a [{section}] table")
+        toml.check_keys(table, where, section, {section: keys})
+        yield str(name), section, table
+
+
 def _output_budgets(value: Any, where: str) -> dict:
     """`[drift.outputs.NAME]` tables: tolerances of one output, and optionally its kind."""
-    tables = toml.table(value, where, "drift.outputs", "a table of [drift.outputs.NAME] tables")
     budgets = {}
-    for name, table in tables.items():
-        section = f"drift.outputs.{name}"
-        table = toml.table(table, where, section, f"a [{section}] table")
-        toml.check_keys(table, where, section, {section: (*TOLERANCES, "kind")})
+    for name, section, table in _sub_tables(value, where, "drift.outputs", "NAME", (*TOLERANCES, "kind")):
         kind = toml.string(table["kind"], where, f"{section}.kind") if "kind" in table else None
         limits = {k: toml.number(v, where, f"{section}.{k}") for k, v in table.items() if k != "kind"}
         try:
-            budgets[str(name)] = OutputBudget(tuple(limits.items()), kind)
+            budgets[name] = OutputBudget(tuple(limits.items()), kind)
         except _Invalid as e:
             raise MobilepreError(f"{where}: {section}.{e.detail}") from None
     return budgets
@@ -507,14 +513,8 @@ def _output_budgets(value: Any, where: str) -> dict:
 
 def _kind_budgets(value: Any, where: str) -> dict:
     """`[drift.kinds.KIND]` tables: the default tolerances of every output of one kind."""
-    tables = toml.table(value, where, "drift.kinds", "a table of [drift.kinds.KIND] tables")
-    budgets = {}
-    for kind, table in tables.items():
-        section = f"drift.kinds.{kind}"
-        table = toml.table(table, where, section, f"a [{section}] table")
-        toml.check_keys(table, where, section, {section: tuple(TOLERANCES)})
-        budgets[str(kind)] = {k: toml.number(v, where, f"{section}.{k}") for k, v in table.items()}
-    return budgets
+    return {kind: {k: toml.number(v, where, f"{section}.{k}") for k, v in table.items()}
+            for kind, section, table in _sub_tables(value, where, "drift.kinds", "KIND", tuple(TOLERANCES))}
 
 
 _REQUIRED_HINTS = {

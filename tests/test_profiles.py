@@ -452,3 +452,26 @@ def test_any_text_or_bytes_loads_or_raises_its_own_error(tmp_path, content):
     else:
         path.write_text(content, encoding="utf-8", errors="surrogatepass")
     check_loads_or_refuses(path)
+
+
+def test_kind_defaults_judge_every_output_of_their_kind_and_are_checked(tmp_path):
+    text = valid_text() + "[drift.kinds.regression]\nmax_relative_error = 0.1\n[drift.outputs.box]\nmax_relative_error = 0.02\n"
+    drift = load_profile(write(tmp_path, text)).drift
+    assert drift.limits_for("landmarks", "regression")["max_relative_error"] == 0.1  # the kind's default
+    assert drift.limits_for("box", "regression")["max_relative_error"] == 0.02  # the output's own wins
+    assert "max_relative_error" not in drift.limits_for("scores", "probabilities")  # other kinds untouched
+    assert drift.to_dict()["kinds"] == {"regression": {"max_relative_error": 0.1}}
+    assert_error(write(tmp_path, valid_text() + "[drift.kinds.regression]\nmin_top1_agreement = 0.9\n"),
+                 "drift.kinds.regression.min_top1_agreement has no meaning for a regression output")
+    assert_error(write(tmp_path, valid_text() + "[drift.kinds.boxes]\nmax_abs_error = 0.1\n"), "drift.kinds 'boxes' is not valid")
+    assert_error(write(tmp_path, valid_text() + "[drift.kinds.image]\nmax_sharpness = 1\n"), "drift.kinds.image.max_sharpness")
+
+
+def test_every_shipped_profile_judges_every_kind_of_output():
+    from mobilepre.metrics import OutputKind
+    from mobilepre.profiles import load_profiles
+    from tests.conftest import REPO
+
+    for profile in load_profiles(REPO / "device_profiles"):
+        for kind in OutputKind:
+            assert profile.drift.limits_for("any", kind), (profile.name, kind)
