@@ -196,6 +196,10 @@ def model_identity(model) -> str:
 
 def from_keras(model, input_shape: tuple | None = None, path: str = "<memory>", fmt: str = "memory") -> SourceModel:
     """Wrap an in-memory Keras model (a Python caller's, or one just loaded) as a SourceModel."""
+    inputs = getattr(model, "inputs", None) or []
+    if input_shape is None and len(inputs) == 1 and any(d is None for d in tuple(inputs[0].shape)[1:]):
+        raise MobilepreError(f"model {path} has dynamic input dimensions {tuple(inputs[0].shape)[1:]}: give {param('input_shape')} "
+                             "H,W,C (e.g. 224,224,3) to fix them")
     with engine_errors(path):
         shape, dtype = model_input_spec(model, input_shape)
     if dtype not in ("uint8", "float32"):

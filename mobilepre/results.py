@@ -310,9 +310,11 @@ class BuildResult:
 
 
 def finite(value):
-    """JSON has no infinity: an unbounded gap (an unusable candidate) becomes null."""
+    """JSON has no infinity: an unbounded gap (an unusable candidate) becomes null; -0.0 becomes 0.0."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, float) and value == 0:
+        return 0.0  # never -0.0 (a rounded tiny negative difference)
     if isinstance(value, dict):
         return {k: finite(v) for k, v in value.items()}
     if isinstance(value, list):

@@ -201,6 +201,7 @@ class ValidationResult:
     failures: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
     io: dict = field(default_factory=dict)
+    judged: bool = True  # a tolerance was given (without one nothing is judged and nothing can fail)
 
     @property
     def exit_code(self) -> int:
@@ -223,6 +224,7 @@ class ValidationResult:
             "candidate_images_per_second": round(self.images_per_second, 1),
             "failures": list(self.failures),
             "passed": not self.failures,
+            "judged": self.judged,
             "warnings": list(self.warnings),
             "io": self.io,
         }
@@ -240,7 +242,8 @@ class ValidationResult:
         lines.append(f"  MACs per image       {self.macs}")
         lines.append(f"  throughput           {self.images_per_second:.0f} images/s in the candidate's runtime")
         lines += [f"  WARNING {warning}" for warning in self.warnings]
-        lines += [f"  FAILED {failure}" for failure in self.failures] or ["  within tolerance"]
+        lines += [f"  FAILED {failure}" for failure in self.failures] or [
+            "  within tolerance" if self.judged else "  no tolerance given: nothing judged (pass a tolerance, e.g. --min-top1 0.99, to gate)"]
         return "\n".join(lines)
 
 
@@ -358,6 +361,7 @@ def validate(
         failures=failures,
         warnings=warnings,
         io=_io(Path(candidate), fmt, source, specs, input_range),
+        judged=any(limit is not None for limit in (tolerances or {}).values()),
     )
 
 

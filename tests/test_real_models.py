@@ -427,3 +427,16 @@ def test_mediapipe_reads_each_head_of_a_two_output_model_under_its_own_name(tmp_
 
     want = output_list(model, model.predict(images[1500:1501], verbose=0))[heads.index("cls")][0]
     assert max(found["cls"], key=lambda c: c.score).index == int(want.argmax())
+
+
+def test_a_model_with_dynamic_input_dimensions_is_told_the_flag_that_fixes_them(keras):
+    from mobilepre.errors import MobilepreError
+    from mobilepre.models import from_keras
+
+    L = keras.layers
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, L.Dense(2, activation="softmax")(L.GlobalAveragePooling2D()(L.Conv2D(4, 3)(inputs))))
+    with pytest.raises(MobilepreError) as refused:
+        from_keras(model, path="fcn.keras")
+    assert refused.value.render({"input_shape": "--input-shape"}).endswith("give --input-shape H,W,C (e.g. 224,224,3) to fix them")
+    assert from_keras(model, input_shape=(32, 32, 3)).input_shape == (32, 32, 3)

@@ -121,6 +121,7 @@ def test_scrambled_weights_show_large_drift_and_exit_1(scrambled):
     assert loose.returncode == 0, loose.stderr  # no tolerance given: drift is reported, not judged
     # the I/O contract, as a manifest states it: the output by its Keras name, under that name in the file
     assert "output  digits_cnn (probabilities) as digits_cnn, position 0, float32 [1, 10]" in loose.stdout, loose.stdout
+    assert "no tolerance given: nothing judged" in loose.stdout and "within tolerance" not in loose.stdout
     strict = run_cli(*args, "--min-top1", "0.9", "--max-abs", "0.2", "--json", env=FAST)
     assert strict.returncode == 1, strict.stderr
     report = json.loads(strict.stdout)
