@@ -283,23 +283,23 @@ class BuildResult:
         )
 
     def to_text(self) -> str:
-        lines = [f"{'profile':<18} {'format':<7} {'chosen':<22} {'bytes':>9} {'gzip':>9} {'top-1':>7} {'latency':>12}  verdict"]
-        for p in self.profiles:
-            for f in p.formats:
-                row = f.chosen or f.closest
-                if row is None:
-                    continue
-                ms = row.latency.ms if row.latency else None
-                lat = f"{ms:.2f} ms" if ms is not None else "-"
-                top1 = row.metric("top1_agreement")
-                verdict = "ok" if f.chosen else "NO CANDIDATE: " + "; ".join(row.verdict.failures)
-                if row.verdict.unjudged:
-                    verdict += f" (no drift budget judges {', '.join(row.verdict.unjudged)})"
-                size, gzip = (f"{row.size_bytes:,}", f"{row.gzip_bytes:,}") if row.size_bytes else ("-", "-")
-                lines.append(
-                    f"{p.name:<18} {f.format:<7} {row.candidate:<22} {size:>9} "
-                    f"{gzip:>9} {'-' if top1 is None else f'{top1:.4f}':>7} {lat:>12}  {verdict}"
-                )
+        shown = [(p, f, f.chosen or f.closest) for p in self.profiles for f in p.formats if (f.chosen or f.closest) is not None]
+        # columns as wide as their longest entry (a pruned, clustered or mixed candidate's key runs past 22)
+        name_w = max([18, *(len(p.name) for p, _, _ in shown)])
+        key_w = max([22, *(len(row.candidate) for _, _, row in shown)])
+        lines = [f"{'profile':<{name_w}} {'format':<7} {'chosen':<{key_w}} {'bytes':>9} {'gzip':>9} {'top-1':>7} {'latency':>12}  verdict"]
+        for p, f, row in shown:
+            ms = row.latency.ms if row.latency else None
+            lat = f"{ms:.2f} ms" if ms is not None else "-"
+            top1 = row.metric("top1_agreement")
+            verdict = "ok" if f.chosen else "NO CANDIDATE: " + "; ".join(row.verdict.failures)
+            if row.verdict.unjudged:
+                verdict += f" (no drift budget judges {', '.join(row.verdict.unjudged)})"
+            size, gzip = (f"{row.size_bytes:,}", f"{row.gzip_bytes:,}") if row.size_bytes else ("-", "-")
+            lines.append(
+                f"{p.name:<{name_w}} {f.format:<7} {row.candidate:<{key_w}} {size:>9} "
+                f"{gzip:>9} {'-' if top1 is None else f'{top1:.4f}':>7} {lat:>12}  {verdict}"
+            )
         lines += [f"warning: {w}" for w in self.source.get("warnings", [])]
         written = sum(p.passed for p in self.profiles)
         where = (f"{written} of {len(self.profiles)} bundles written to {self.out}" if written

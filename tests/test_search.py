@@ -89,3 +89,17 @@ def test_nothing_fits_names_the_closest_candidate():
     results = search([profile("impossible", max_size=10_000)], FakeEvaluator(), None, 5, None)
     assert results[0].chosen is None and results[0].closest.candidate == "tflite-dynamic"
     assert results[0].closest.verdict.failures == ["max_size: 50,000 B vs 10,000 B (measured)"]
+
+
+def test_the_build_table_aligns_long_candidate_keys():
+    from mobilepre.budgets import Verdict
+    from mobilepre.results import BuildResult, FormatResult, ProfileResult, Trial
+
+    def trial(key):
+        return Trial(key, "tflite", "int8", "float32", 0.5, 1000, 900, (), None, Verdict())
+
+    keys = {"a": "tflite-int8", "b-device-with-a-long-name": "tflite-int8-uint8io-s50-c16-qat-long"}
+    profiles = tuple(ProfileResult(name, None, (FormatResult(name, "tflite", (trial(key),)),)) for name, key in keys.items())
+    table = BuildResult("out", profiles, (), 0, 0, {}).to_text().splitlines()
+    ends = {line.index("1,000") + len("1,000") for line in table[1:3]}
+    assert ends == {table[0].index("bytes") + len("bytes")}  # every row's bytes under the header's
