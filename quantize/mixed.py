@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .runtime import signature_outputs
 from .settings import MIXED_LEVELS, Format, Mode, QuantizeError
 
 # Bytes a weight takes at each level (TFLite float layers stay float32).
@@ -126,38 +127,17 @@ def rank_tflite_ops(float_model: bytes, base: Mode, images: np.ndarray, signatur
     with native_stderr_silenced():
         from litert_quantizer import quantizer
 
-        def outputs(model: bytes) -> dict:
-            """Each signature output (dequantized) over `images`, by name: the files are compared by their
-            signatures, not by tensor names (the quantizer's own validator looks an output up by its float
-            tensor name, which in an int8 file names a tensor LiteRT has released: "Tensor data is null")."""
-            from .runtime import tflite_interpreter
-
-            runner = tflite_interpreter(model).get_signature_runner("serving_default")
-            details, inputs = runner.get_output_details(), runner.get_input_details()
-            found: dict = {}
-            for feed in feeds["serving_default"]:
-                fed = {}
-                for name, value in feed.items():  # an op quantized alone at int8 may quantize the model's input
-                    dtype, (scale, zero) = np.dtype(inputs[name]["dtype"]), inputs[name]["quantization"]
-                    if dtype.kind in "iu" and np.asarray(value).dtype.kind == "f" and scale:
-                        info = np.iinfo(dtype)
-                        value = np.clip(np.round(value / scale + zero), info.min, info.max)
-                    fed[name] = np.asarray(value).astype(dtype)
-                for name, value in runner(**fed).items():
-                    scale, zero = details[name]["quantization"]
-                    value = (value.astype(np.float64) - zero) * scale if scale else value.astype(np.float64)
-                    found.setdefault(name, []).append(value)
-            return {name: np.concatenate(values) for name, values in found.items()}
-
         def output_mse(rules, ranges=None) -> dict:
             engine = quantizer.Quantizer(bytearray(float_model))
             _configure(engine, rules)
             result = engine.quantize(ranges, enable_progress_bar=False, enable_progress_report=False)
-            got = outputs(bytes(result.quantized_model))
+            # compared by signature name: the quantizer's own validator looks an output up by its float tensor
+            # name, which in an int8 file names a tensor LiteRT has released ("Tensor data is null")
+            got = signature_outputs(bytes(result.quantized_model), images, signature_input)
             return {name: float(np.mean((got[name] - want) ** 2)) for name, want in reference.items()}
 
         try:
-            reference = outputs(float_model)
+            reference = signature_outputs(float_model, images, signature_input)
             ranges = None
             if base is Mode.INT8:  # activation ranges from one calibration of the whole model
                 engine = quantizer.Quantizer(bytearray(float_model))

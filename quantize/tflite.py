@@ -12,7 +12,8 @@ import numpy as np
 from .artifact import Artifact
 from .checks import check_calibration
 from .recipes import quantize_tflite
-from .runtime import tflite_interpreter
+from .export import INPUT_NAME
+from .runtime import signature_outputs, tflite_interpreter
 from .settings import Engine, Format, IOType, Mode, QuantizationSettings, QuantizeError, UnsupportedOpsError
 
 MAX_CALIBRATION_SAMPLES = 500
@@ -98,7 +99,7 @@ def _measured_choice(saved_model_dir: Path, settings: QuantizationSettings, cali
     check_calibration(calibration)
     float_model = _float_model(saved_model_dir, settings)
     probe = np.asarray(calibration[:CHOICE_IMAGES])
-    reference = _run_all(float_model, probe)
+    reference = signature_outputs(float_model, probe, INPUT_NAME)
     made, measured = {}, {}
     for engine in (Engine.TFLITE_CONVERTER, Engine.LITERT_QUANTIZER):
         try:
@@ -110,7 +111,7 @@ def _measured_choice(saved_model_dir: Path, settings: QuantizationSettings, cali
             measured[str(engine)] = {"error": str(error)}
             continue
         try:
-            outputs = _run_all(content, probe)
+            outputs = signature_outputs(content, probe, INPUT_NAME)
         except Exception as error:  # noqa: BLE001 - LiteRT refusing the file (a 16x8 kernel's prepare) is this engine's result
             first = (str(error).strip().splitlines() or [type(error).__name__])[0]
             measured[str(engine)] = {"error": f"LiteRT cannot run it: {first}"}
@@ -134,37 +135,11 @@ def _measured_choice(saved_model_dir: Path, settings: QuantizationSettings, cali
     return made[kept], kept, {"kept": str(kept), "why": why, "engines": measured}
 
 
-def _run_all(content: bytes, images: np.ndarray) -> list[np.ndarray]:
-    """Every output of the .tflite `content` (float, dequantized) for each image, in the file's output order."""
-    interpreter = tflite_interpreter(content)
-    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
-    if len(inputs) != 1:
-        raise QuantizeError(f"the model has {len(inputs)} inputs: only one image input is supported")
-    detail = inputs[0]
-    results = [[] for _ in outputs]
-    for i in range(len(images)):
-        sample = images[i : i + 1]
-        if list(detail["shape"]) != list(sample.shape):
-            interpreter.resize_tensor_input(detail["index"], sample.shape)
-            interpreter.allocate_tensors()
-            detail = interpreter.get_input_details()[0]
-        scale, zero = detail["quantization"]
-        if scale and np.dtype(detail["dtype"]).kind in "iu" and sample.dtype.kind == "f":
-            info = np.iinfo(detail["dtype"])
-            sample = np.clip(np.round(sample / scale + zero), info.min, info.max)
-        interpreter.set_tensor(detail["index"], sample.astype(detail["dtype"]))
-        interpreter.invoke()
-        for k, out in enumerate(interpreter.get_output_details()):
-            y = interpreter.get_tensor(out["index"]).astype(np.float32)
-            scale, zero = out["quantization"]
-            results[k].append((y - zero) * scale if scale else y)
-    return [np.concatenate(r) for r in results]
-
-
-def _relative_error(outputs: list[np.ndarray], reference: list[np.ndarray]) -> float:
-    """The worst output's max abs error over the float output's range (1 where the range is 0)."""
+def _relative_error(outputs: dict, reference: dict) -> float:
+    """The worst output's max abs error over the float output's range (1 where the range is 0), by name."""
     worst = 0.0
-    for got, want in zip(outputs, reference):
+    for name, want in reference.items():
+        got = outputs[name]
         spread = float(want.max() - want.min()) or 1.0
         worst = max(worst, float(np.max(np.abs(got - want))) / spread if want.size else 0.0)
     return worst
