@@ -163,6 +163,12 @@ class Verdict:
             return [f"unusable: {self.error}"]
         return [c.message for c in self.checks if not c.passed]
 
+    @property
+    def unjudged_note(self) -> str:
+        """" (no drift budget judges NAME, ...)" for the outputs no budget judged, else "": what every
+        table and report appends to the verdict."""
+        return f" (no drift budget judges {', '.join(self.unjudged)})" if self.unjudged else ""
+
     def check(self, name: str) -> BudgetCheck | None:
         return next((c for c in self.checks if c.name == name), None)
 

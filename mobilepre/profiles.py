@@ -142,10 +142,7 @@ class Drift:
             _check_choice("drift.kinds", kind, tuple(OutputKind))
             kind = OutputKind(kind)
             pairs = _checked_limits(dict(limits_of_kind), f"drift.kinds.{kind}")
-            for name, _ in pairs:
-                if kind not in TOLERANCES[name].kinds:
-                    raise _Invalid(f"drift.kinds.{kind}.{name} has no meaning for a {kind} output: it applies to "
-                                   f"{', '.join(sorted(map(str, TOLERANCES[name].kinds)))} outputs")
+            _check_meaning(pairs, kind, f"drift.kinds.{kind}.")
             if pairs:
                 by_kind[str(kind)] = pairs
         object.__setattr__(self, "_kinds", tuple(sorted(by_kind.items())))
@@ -224,18 +221,21 @@ class OutputBudget:
         if self.kind is not None:
             _check_choice("kind", self.kind, tuple(OutputKind))
             object.__setattr__(self, "kind", OutputKind(self.kind))
-            for name, _ in limits:
-                if self.kind not in TOLERANCES[name].kinds:
-                    raise _Invalid(
-                        f"{name} has no meaning for a {self.kind} output: it applies to "
-                        f"{', '.join(sorted(map(str, TOLERANCES[name].kinds)))} outputs"
-                    )
+            _check_meaning(limits, self.kind)
 
     def to_dict(self) -> dict:
         out = dict(self.limits)
         if self.kind is not None:
             out["kind"] = str(self.kind)
         return out
+
+
+def _check_meaning(limits: tuple, kind: OutputKind, where: str = "") -> None:
+    """Each (tolerance, limit) must make sense for an output of `kind` (`TOLERANCES[name].kinds`)."""
+    for name, _ in limits:
+        if kind not in TOLERANCES[name].kinds:
+            raise _Invalid(f"{where}{name} has no meaning for a {kind} output: it applies to "
+                           f"{', '.join(sorted(map(str, TOLERANCES[name].kinds)))} outputs")
 
 
 def _checked_limits(limits: Mapping, where: str) -> tuple:

@@ -107,9 +107,7 @@ def _table(rows: list, chosen_key: str | None) -> str:
         top1 = r.metric("top1_agreement")
         mae = max((d["max_abs_error"] for d in r.drift if "max_abs_error" in d), default=None)
         lat = r.latency.ms if r.latency else None
-        verdict = "meets every budget" if r.passed else "; ".join(r.verdict.failures)
-        if r.verdict.unjudged:
-            verdict += f" (no drift budget judges {', '.join(r.verdict.unjudged)})"
+        verdict = ("meets every budget" if r.passed else "; ".join(r.verdict.failures)) + r.verdict.unjudged_note
         cls = "chosen" if r.candidate == chosen_key else ("" if r.passed else "fail")
         body.append(
             f"<tr class='{cls}'><td class=l>{html.escape(r.candidate)}</td><td>{r.size_bytes:,}</td>"

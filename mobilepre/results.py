@@ -292,9 +292,7 @@ class BuildResult:
             ms = row.latency.ms if row.latency else None
             lat = f"{ms:.2f} ms" if ms is not None else "-"
             top1 = row.metric("top1_agreement")
-            verdict = "ok" if f.chosen else "NO CANDIDATE: " + "; ".join(row.verdict.failures)
-            if row.verdict.unjudged:
-                verdict += f" (no drift budget judges {', '.join(row.verdict.unjudged)})"
+            verdict = ("ok" if f.chosen else "NO CANDIDATE: " + "; ".join(row.verdict.failures)) + row.verdict.unjudged_note
             size, gzip = (f"{row.size_bytes:,}", f"{row.gzip_bytes:,}") if row.size_bytes else ("-", "-")
             lines.append(
                 f"{p.name:<{name_w}} {f.format:<7} {row.candidate:<{key_w}} {size:>9} "

@@ -142,9 +142,10 @@ def degenerate_reason(reference: np.ndarray, kind) -> str | None:
         masks = reference.reshape(len(reference), -1, reference.shape[-1]).argmax(axis=-1)
         uniform = masks.min(axis=1) == masks.max(axis=1)
         classes = masks[:, 0][uniform]
-        if len(classes) and np.bincount(classes).max() / len(masks) >= DEGENERATE_SHARE:
-            share = float(np.bincount(classes).max() / len(masks))
-            return f"it gives class {int(np.bincount(classes).argmax())} at every pixel of {share:.0%} of the images"
+        counts = np.bincount(classes) if len(classes) else np.zeros(1, int)
+        share = float(counts.max() / len(masks))
+        if share >= DEGENERATE_SHARE:
+            return f"it gives class {int(counts.argmax())} at every pixel of {share:.0%} of the images"
         return None
     top = scores.argmax(axis=1)
     share = float(np.bincount(top).max() / len(top))
