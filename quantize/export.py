@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 
@@ -81,10 +82,45 @@ def export_saved_model(model, directory: Path, input_shape: tuple[int, ...] | No
         return dict(zip(keys, output_list(model, model(pixels, training=False))))
 
     try:
-        archive = keras().export.ExportArchive()
-        archive.track(model)
-        archive.add_endpoint("serve", serve, input_signature=signature)
-        archive.write_out(str(directory), verbose=False)
+        with _portable_grouped_convolutions(tf):
+            archive = keras().export.ExportArchive()
+            archive.track(model)
+            archive.add_endpoint("serve", serve, input_signature=signature)
+            archive.write_out(str(directory), verbose=False)
     except Exception as error:  # Keras raises many types here; the message is what the user needs
         raise QuantizeError(f"model {model.name!r} could not be exported for conversion: {error}") from error
     return Path(directory)
+
+
+@contextlib.contextmanager
+def _portable_grouped_convolutions(tf):
+    """While exporting: Keras's TensorFlow backend runs a grouped convolution (`Conv2D(groups=...)`:
+    ConvNeXt's and RegNet's depthwise 7x7, ResNeXt's) as an XLA-compiled function, which stays a
+    function call in the SavedModel that TF.js cannot run ("StatefulPartitionedCall"). Here it is traced
+    as ops every runtime has: a depthwise convolution when each group is one input channel, else one
+    convolution per group and a concatenation. Same arithmetic; only the graph's form changes."""
+    from keras.src.backend.tensorflow import nn
+
+    original = nn.conv
+
+    def conv(inputs, kernel, strides=1, padding="valid", data_format=None, dilation_rate=1):
+        channels, per_group = inputs.shape[-1], kernel.shape[-2]
+        if (len(inputs.shape) != 4 or data_format not in (None, "channels_last") or channels is None
+                or per_group == channels or channels % per_group):
+            return original(inputs, kernel, strides, padding, data_format, dilation_rate)
+        groups = channels // per_group
+        if per_group == 1:  # (kh, kw, 1, C*m) -> depthwise (kh, kw, C, m): output c*m + j reads input c in both
+            kh, kw, _, filters = kernel.shape
+            pair = (lambda v: tuple(v) if isinstance(v, (tuple, list)) else (v, v))
+            sh, sw = pair(strides)
+            return tf.nn.depthwise_conv2d(inputs, tf.reshape(kernel, (kh, kw, channels, filters // channels)), (1, sh, sw, 1),
+                                          padding.upper(), dilations=pair(dilation_rate))
+        parts = [original(x, k, strides, padding, data_format, dilation_rate)
+                 for x, k in zip(tf.split(inputs, groups, axis=-1), tf.split(kernel, groups, axis=-1))]
+        return tf.concat(parts, axis=-1)
+
+    nn.conv = conv
+    try:
+        yield
+    finally:
+        nn.conv = original

@@ -95,3 +95,19 @@ def test_an_unsupported_op_ends_the_format_after_one_conversion(keras, tmp_path)
     measured = evaluator.measure_many(candidates)
     assert {m.error for m in measured.values()} == {measured[candidates[0]].error} and "Erfc" in measured[candidates[0]].error
     assert sum("no tfjs mode can be built" in line for line in said) == 1 and evaluator.conversions == 0
+
+
+def test_grouped_convolutions_run_in_tfjs(keras, tmp_path):
+    """Keras's TensorFlow backend runs `Conv2D(groups=...)` as an XLA function call, which TF.js cannot run
+    (ConvNeXt's depthwise 7x7 failed as "StatefulPartitionedCall"); exported as a depthwise convolution
+    (one channel per group, depth multiplier 1 or 2, strided) or per-group convolutions, it matches Keras."""
+    L = keras.layers
+    keras.utils.set_random_seed(3)
+    inputs = keras.Input((16, 16, 8))
+    x = L.Conv2D(8, 3, padding="same", groups=8)(inputs)
+    x = L.Conv2D(16, 3, strides=2, padding="same", groups=8)(x)
+    x = L.Conv2D(16, 3, groups=4)(x)
+    model = keras.Model(inputs, L.GlobalAveragePooling2D()(x))
+    images = np.random.default_rng(3).uniform(-1, 1, (4, 16, 16, 8)).astype(np.float32)
+    ops = [op for op, _ in _ops(_tfjs_matches_keras(model, tmp_path, images))]
+    assert ops.count("DepthwiseConv2dNative") == 2 and "StatefulPartitionedCall" not in ops
