@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
 from pathlib import Path
 
 from .artifact import Artifact
+from .memo import Recent, saved_model_digest
 from .mixed import tfjs_dtype_map
 from .settings import Format, Mode, QuantizationSettings, QuantizeError, UnsupportedOpsError
 from .tfjs_passes import corrected_passes
@@ -58,19 +60,29 @@ def convert_tfjs(saved_model_dir: Path, settings: QuantizationSettings, sparsity
     if settings.format is not Format.TFJS:
         raise QuantizeError(f"convert_tfjs got {settings.format.value} settings")
     converter = tensorflowjs_converter()
+    dtype_map = tfjs_dtype_map(settings.mixed) if settings.mixed else _DTYPE_MAP.get(settings.mode)
+    key = saved_model_digest(saved_model_dir)
+    graph = _GRAPHS.get(key)
 
     with tempfile.TemporaryDirectory(prefix="mobilepre-tfjs-") as out:
         try:
             with native_stderr_silenced(), corrected_passes():
-                converter.convert_tf_saved_model(
-                    str(saved_model_dir),
-                    out,
-                    quantization_dtype_map=tfjs_dtype_map(settings.mixed) if settings.mixed else _DTYPE_MAP.get(settings.mode),
-                    weight_shard_size_bytes=settings.shard_size_bytes,
-                    strip_debug_ops=True,
-                    # `model.predict` of a several-output model returns {output name: tensor}
-                    use_structured_outputs_names=True,
-                )
+                if graph is not None:  # the optimised graph and weights of an earlier mode: only the weights' encoding differs
+                    converter.write_artifacts(**graph, output_graph=str(Path(out) / "model.json"), quantization_dtype_map=dtype_map,
+                                              weight_shard_size_bytes=settings.shard_size_bytes)
+                else:
+                    with _kept_graph(converter) as kept:
+                        converter.convert_tf_saved_model(
+                            str(saved_model_dir),
+                            out,
+                            quantization_dtype_map=dtype_map,
+                            weight_shard_size_bytes=settings.shard_size_bytes,
+                            strip_debug_ops=True,
+                            # `model.predict` of a several-output model returns {output name: tensor}
+                            use_structured_outputs_names=True,
+                        )
+                    if kept and all(p.name == "model.json" or p.suffix == ".bin" for p in Path(out).iterdir()):  # no assets copied
+                        _GRAPHS.put(key, kept)
         except ValueError as error:
             text = str(error)
             if "Unsupported Ops" in text:
@@ -83,3 +95,26 @@ def convert_tfjs(saved_model_dir: Path, settings: QuantizationSettings, sparsity
                 data = normalise_model_json(data, settings.strip_metadata)
             files[path.name] = data
     return Artifact(settings=settings, files=files, sparsity=sparsity)
+
+
+# The converter's optimised graph per SavedModel (`memo`): every mode writes the same graph, with its
+# weights encoded as float32, float16, uint16 or uint8; the load, freeze and grappler passes run once.
+_GRAPHS = Recent()
+
+
+@contextlib.contextmanager
+def _kept_graph(converter):
+    """What the converter hands its `write_artifacts` (graph, weights, signature, the rest but the output
+    file, the weights' encoding and the shard size), kept in the dict this yields."""
+    kept, original = {}, converter.write_artifacts
+
+    def write_artifacts(topology, weights, output_graph, tf_version, signature_def, **rest):
+        shared = {k: v for k, v in rest.items() if k not in ("quantization_dtype_map", "weight_shard_size_bytes")}
+        kept.update(topology=topology, weights=weights, tf_version=tf_version, signature_def=signature_def, **shared)
+        return original(topology, weights, output_graph, tf_version, signature_def, **rest)
+
+    converter.write_artifacts = write_artifacts
+    try:
+        yield kept
+    finally:
+        converter.write_artifacts = original

@@ -13,6 +13,7 @@ from .artifact import Artifact
 from .checks import check_calibration
 from .recipes import quantize_tflite
 from .export import INPUT_NAME
+from .memo import Recent, saved_model_digest
 from .runtime import signature_outputs, tflite_interpreter
 from .settings import Engine, Format, IOType, Mode, QuantizationSettings, QuantizeError, UnsupportedOpsError
 
@@ -75,6 +76,8 @@ def convert_tflite(
         content, made_by, choice = _measured_choice(saved_model_dir, settings, calibration)
     elif settings.engine is Engine.LITERT_QUANTIZER:
         content = quantize_tflite(_float_model(saved_model_dir, settings), settings.mode, calibration, settings.mixed)
+    elif settings.mode is Mode.FLOAT32 and not settings.float_layers:
+        content = _float_model(saved_model_dir, settings)
     else:
         content = _convert(saved_model_dir, settings, calibration)
     if settings.strip_metadata:
@@ -83,8 +86,18 @@ def convert_tflite(
 
 
 def _float_model(saved_model_dir: Path, settings: QuantizationSettings) -> bytes:
-    """The float32 file the LiteRT Quantizer starts from (it reads the tensor names, stripped after)."""
-    return _convert(saved_model_dir, dataclasses.replace(settings, mode=Mode.FLOAT32, engine=None, mixed=None), None)
+    """The float32 file of a SavedModel, which the LiteRT Quantizer starts from (it reads the tensor names,
+    stripped after): converted once per model and the settings that shape it (`memo`)."""
+    float_settings = dataclasses.replace(settings, mode=Mode.FLOAT32, engine=None, mixed=None, float_layers=())
+    key = (saved_model_digest(saved_model_dir), float_settings.strip_metadata, float_settings.allow_select_tf_ops)
+    content = _FLOAT_FILES.get(key)
+    if content is None:
+        content = _convert(saved_model_dir, float_settings, None)
+        _FLOAT_FILES.put(key, content)
+    return content
+
+
+_FLOAT_FILES = Recent()
 
 
 # Calibration images each engine's file is run on when both make a mode: enough to rank two files whose
