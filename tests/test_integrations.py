@@ -362,35 +362,64 @@ def test_actionlint_finds_what_is_wrong(tmp_path):
     assert result.returncode == 1 and 'property "nope" is not defined' in result.stdout
 
 
-def evaluate(expression: str, context: dict) -> str:
-    """The expressions action.yml uses in run steps' env: `inputs.NAME`, `github.*`, `runner.*`; any
-    other expression fails the test (so the local run below is the run GitHub would make)."""
-    def value(match):
-        path = match.group(1).strip()
-        assert re.fullmatch(r"(inputs|github|runner)\.[A-Za-z0-9_-]+", path), f"unsupported expression {path!r}"
-        scope, name = path.split(".", 1)
-        return str(context[scope].get(name, ""))
-    return re.sub(r"\$\{\{(.*?)\}\}", value, expression)
+def _value(expression: str, context: dict) -> str:
+    """One expression as action.yml uses them: `inputs.NAME`, `github.*`, `runner.*`,
+    `steps.ID.outputs.NAME`, and `A == 'literal'` of those; anything else fails the test (so the local run
+    below is the run GitHub would make)."""
+    expression = expression.strip()
+    if "==" in expression:
+        left, right = (part.strip() for part in expression.split("=="))
+        assert re.fullmatch(r"'[^']*'", right), f"unsupported comparison {expression!r}"
+        return "true" if _value(left, context) == right[1:-1] else "false"
+    if re.fullmatch(r"steps\.[A-Za-z0-9_-]+\.outputs\.[A-Za-z0-9_-]+", expression):
+        _, step, _, name = expression.split(".")
+        return context["steps"].get(step, {}).get(name, "")
+    assert re.fullmatch(r"(inputs|github|runner)\.[A-Za-z0-9_-]+", expression), f"unsupported expression {expression!r}"
+    scope, name = expression.split(".", 1)
+    return str(context[scope].get(name, ""))
 
 
-def run_action(inputs: dict, workspace: Path, runner_temp: Path, env: dict) -> tuple[list, dict]:
+def evaluate(text: str, context: dict) -> str:
+    """`text` with every `${{ expression }}` in it evaluated."""
+    return re.sub(r"\$\{\{(.*?)\}\}", lambda m: _value(m.group(1), context), text)
+
+
+def holds(condition: str, context: dict, failed: bool) -> bool:
+    """A step's `if:`: terms joined by `&&`, each `always()`, `success()` or an expression."""
+    terms = [t.strip() for t in condition.split("&&")]
+    if "always()" not in terms and failed:
+        return False
+    return all(t in ("always()", "success()") or _value(t, context) == "true" for t in terms)
+
+
+def run_action(inputs: dict, workspace: Path, runner_temp: Path, env: dict, saved_caches: list | None = None) -> tuple[list, dict, dict]:
     """Run action.yml's steps as GitHub runs a composite action: each `run` step in bash with
     `--noprofile --norc -eo pipefail`, GITHUB_* files, its `env` evaluated, GITHUB_PATH prepended for the
-    later steps, `if: always()` steps after a failure; `uses` steps (setup-python, setup-node, cache,
-    upload-artifact) are GitHub's own and are only recorded."""
+    later steps, each `if:` evaluated (`always()` steps after a failure). `uses` steps are GitHub's own
+    and are recorded, not run, except that actions/cache/restore and /save keep their keys in
+    `saved_caches` (the files stay in `runner_temp` between runs) and restore gives
+    `cache-matched-key` as GitHub does: the newest saved key with a `restore-keys` prefix. Returns the
+    log, the GITHUB_* files and the action's outputs."""
     action = yaml.safe_load((REPO / "action.yml").read_text())
     defaults = {k: v.get("default", "") for k, v in action["inputs"].items()}
     context = {"inputs": {**defaults, **inputs}, "github": {"action_path": str(REPO), "workspace": str(workspace), "sha": "0" * 40},
-               "runner": {"temp": str(runner_temp), "os": "Linux"}}
+               "runner": {"temp": str(runner_temp), "os": "Linux"}, "steps": {}}
+    saved_caches = [] if saved_caches is None else saved_caches
     files = {name: runner_temp / f"{name.lower()}.txt" for name in ("GITHUB_OUTPUT", "GITHUB_STEP_SUMMARY", "GITHUB_PATH", "GITHUB_ENV")}
     for f in files.values():
         f.write_text("")
     log, failed, path = [], False, env["PATH"]
     for step in action["runs"]["steps"]:
-        condition = step.get("if", "success()")
-        runs = "always()" in condition or not failed
+        runs = holds(step.get("if", "success()"), context, failed)
         if "uses" in step:
             log.append(("uses", step["uses"], runs))
+            with_ = {k: evaluate(str(v), context) for k, v in step.get("with", {}).items()}
+            if runs and step["uses"].startswith("actions/cache/restore@"):
+                prefixes = with_["restore-keys"].split()
+                matched = next((k for k in reversed(saved_caches) if any(k.startswith(p) for p in prefixes)), "")
+                context["steps"][step.get("id", "")] = {"cache-matched-key": matched, "cache-hit": str(matched == with_["key"]).lower()}
+            elif runs and step["uses"].startswith("actions/cache/save@"):
+                saved_caches.append(with_["key"])
             continue
         if not runs:
             log.append(("skipped", step["name"], None))
@@ -403,10 +432,12 @@ def run_action(inputs: dict, workspace: Path, runner_temp: Path, env: dict) -> t
         result = subprocess.run(["bash", "--noprofile", "--norc", "-eo", "pipefail", "-c", evaluate(step["run"], context)],
                                 cwd=workspace, env=step_env, capture_output=True, text=True, timeout=900)
         outputs = dict(line.split("=", 1) for line in files["GITHUB_OUTPUT"].read_text().splitlines() if "=" in line)
+        context["steps"][step.get("id", "")] = outputs
         log.append((step.get("id", step["name"]), result, outputs))
         failed = failed or result.returncode != 0
         path = os.pathsep.join([*reversed(files["GITHUB_PATH"].read_text().split()), env["PATH"]])
-    return log, files
+    outputs = {name: evaluate(spec["value"], context) for name, spec in action["outputs"].items()}
+    return log, files, outputs
 
 
 def test_the_actions_shell_steps_build_check_and_summarise_as_on_github(host, tmp_path):
@@ -418,24 +449,33 @@ def test_the_actions_shell_steps_build_check_and_summarise_as_on_github(host, tm
     inputs = {"model": "ml/model.keras", "data": "ml/images.npz", "profiles": "device_profiles", "output": "bundles"}
     before = tree(workspace)
 
-    log, files = run_action(inputs, workspace, runner_temp, env)
+    caches = []
+    log, files, outputs = run_action(inputs, workspace, runner_temp, env, caches)
     steps = {entry[0]: entry for entry in log}
-    for name in ("Install mobilepre", "build", "check", "Job summary"):
+    for name in ("Install mobilepre", "build", "check", "Job summary", "cache-state"):
         assert steps[name][1].returncode == 0, (name, steps[name][1].stdout, steps[name][1].stderr)
-    assert [e[1] for e in log if e[0] == "uses"] == ["actions/setup-python@v5", "actions/setup-node@v4", "actions/cache@v4", "actions/upload-artifact@v4"]
+    assert [e[1:] for e in log if e[0] == "uses"] == [("actions/setup-python@v5", True), ("actions/setup-node@v4", True),
+                                                      ("actions/cache/restore@v4", True), ("actions/cache/save@v4", True),
+                                                      ("actions/upload-artifact@v4", True)]
     assert steps["build"][2] == {"output": "bundles", "report": "bundles/report.md"}
-    assert steps["check"][2] == {"passed": "true"}
+    assert steps["check"][2] == {"passed": "true"} and outputs["passed"] == "true"
+    assert len(caches) == 1 and caches[0].startswith("mobilepre-Linux-")
     summary = files["GITHUB_STEP_SUMMARY"].read_text()
     assert summary.startswith((workspace / "bundles" / "report.md").read_text()) and "2 of 2 bundles pass; release passes" in summary
     assert (runner_temp / "mobilepre-cache" / "entries").is_dir()  # what actions/cache saves
     assert all(p.startswith("bundles/") for p in written(before, tree(workspace)))
 
+    # the same commit again: every candidate from the cache, which is not saved again
+    log, _, outputs = run_action(inputs, workspace, runner_temp, env, caches)
+    assert ("uses", "actions/cache/save@v4", False) in log and len(caches) == 1 and outputs["passed"] == "true"
+    assert "not saved again" in dict((e[0], e[1]) for e in log)["cache-state"].stdout
+
     profile = workspace / "device_profiles" / "web.toml"
     profile.write_text(profile.read_text().replace('max_size = "1 MiB"', FAILING))
-    log, files = run_action(inputs, workspace, runner_temp, env)
+    log, files, outputs = run_action(inputs, workspace, runner_temp, env, caches)
     steps = {entry[0]: entry for entry in log}
     build = steps["build"][1]
-    assert build.returncode == 1
+    assert build.returncode == 1 and outputs["passed"] == "false"  # not empty: a workflow's `== 'false'` sees it
     assert "::error title=mobilepre build::mobilepre: failed: profile web (tfjs): no candidate within budget" in build.stdout
     assert ("skipped", "Release gate (mobilepre check)", None) in log
     assert steps["Job summary"][1].returncode == 0  # if: always()
@@ -485,6 +525,17 @@ def test_pre_commit_hook_gates_committed_bundles(host, tmp_path):
     passed = try_repo()
     assert passed.returncode == 0, passed.stdout + passed.stderr
     assert re.search(r"mobilepre check .*Passed", passed.stdout)
+
+    # any staged file of a bundle is checked, not only the model and manifest: a loader page added to
+    # this bundle is a file its manifest does not list (a hook filtering on names passed it unchecked)
+    for name in ("loader.mjs", "index.html"):
+        (repo / "assets" / "model" / name).write_text("// not what was built\n")
+        git(repo, "add", "-A")
+        staged = subprocess.run([str(Path(sys.executable).with_name("pre-commit")), "try-repo", str(REPO), "mobilepre-check"],
+                                cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+        assert staged.returncode == 1 and f"{name} is not listed in manifest.json" in staged.stdout, (name, staged.stdout)
+        (repo / "assets" / "model" / name).unlink()
+        git(repo, "add", "-A")
 
     profile = repo / "device_profiles" / "phone.toml"
     profile.write_text(profile.read_text().replace('max_size = "1 MiB"', FAILING))  # tightened: the committed bundle is over it
