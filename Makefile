@@ -7,7 +7,7 @@ TEST_STAMP := $(VENV)/.stamp-install-test
 RUNNER := mobilepre/tfjs_runner
 TOOLS := tests/tools
 
-.PHONY: install install-test demo test test-fast test-core bench clean
+.PHONY: install install-test demo test test-fast test-core bench docs clean
 
 # What mobilepre needs to run (the GitHub Action installs only this).
 install: $(STAMP)
@@ -56,6 +56,11 @@ test-core: $(TEST_STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# The CLI reference, generated from the CLI itself (Typer's docs generator); tests/test_docs.py fails when
+# docs/cli.md is not what this writes.
+docs: $(STAMP)
+	$(VENV)/bin/typer mobilepre.cli utils docs --name mobilepre --title "mobilepre command reference" --output docs/cli.md
 
 clean:
 	rm -rf $(VENV) $(RUNNER)/node_modules $(TOOLS)/node_modules demo-out
