@@ -17,6 +17,7 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 const CDN = {
   'https://cdn.jsdelivr.net/npm/@tensorflow/tfjs@4.22.0/dist/': path.join(here, 'node_modules/@tensorflow/tfjs/dist'),
   'https://cdn.jsdelivr.net/npm/@tensorflow/tfjs-backend-wasm@4.22.0/dist/': path.join(here, 'node_modules/@tensorflow/tfjs-backend-wasm/dist'),
+  'https://cdn.jsdelivr.net/npm/@tensorflow/tfjs-backend-webgpu@4.22.0/dist/': path.join(here, 'node_modules/@tensorflow/tfjs-backend-webgpu/dist'),
 };
 const TYPES = { '.html': 'text/html', '.mjs': 'text/javascript', '.js': 'text/javascript', '.json': 'application/json',
   '.wasm': 'application/wasm', '.bin': 'application/octet-stream', '.png': 'image/png', '.jpg': 'image/jpeg' };
@@ -73,7 +74,9 @@ async function main() {
       headless: true,
       userDataDir: req.profile_dir,
       args: ['--no-sandbox', '--no-first-run', '--disable-background-networking', '--disable-component-update',
-        '--disable-sync', '--disable-quic', '--disable-dev-shm-usage', '--use-angle=swiftshader', '--enable-unsafe-swiftshader'],
+        '--disable-sync', '--disable-quic', '--disable-dev-shm-usage', '--use-angle=swiftshader', '--enable-unsafe-swiftshader',
+        // WebGPU on SwiftShader (a CPU implementation) where the machine has no GPU: headless Chromium exposes it with these
+        '--enable-unsafe-webgpu', '--use-webgpu-adapter=swiftshader'],
     });
   } catch (e) {
     await fail(`Chromium (${req.chromium}) did not start: ${e.message.split('\n')[0]}`);
@@ -133,11 +136,17 @@ async function main() {
   }
 
   if (req.upload) {
-    // The page as a person uses it: choose an image file, read the classes it shows.
+    // The page as a person uses it: choose an image file, read what it shows for each output.
     const input = await page.$('#file');
     await input.uploadFile(req.upload);
-    await page.waitForFunction(() => document.querySelectorAll('#top li').length > 0, { timeout: 30000 });
-    answer.shown = await page.$$eval('#top li', (items) => items.map((li) => ({ index: Number(li.dataset.index), text: li.textContent })));
+    await page.waitForFunction(() => document.querySelectorAll('#outputs section').length > 0, { timeout: 30000 });
+    answer.shown = await page.$$eval('#outputs section', (sections) => sections.map((s) => ({
+      name: s.dataset.name,
+      kind: s.dataset.kind,
+      items: Array.from(s.querySelectorAll('li'), (li) => ({ index: Number(li.dataset.index), text: li.textContent })),
+      text: s.textContent,
+    })));
+    answer.drawn = await page.$$eval('#stage canvas, #stage .box', (drawn) => drawn.map((e) => ({ what: e.className, ...e.dataset })));
     answer.shown_latency = await page.$eval('#latency', (p) => p.textContent);
   }
   answer.page_errors = problems;

@@ -1,27 +1,56 @@
-// mobilepre's loader for a web bundle: loads the bundle's TF.js model and classifies images with it.
+// mobilepre's loader for a web bundle: loads the bundle's TF.js model and runs images through it.
 //
 // Copy index.html and this file next to the bundle's tfjs/ folder and serve the folder over HTTP(S).
 // It needs the global `tf` of TF.js 4.22 (index.html loads it) and reads everything else from the model:
 // model.json's userDefinedMetadata.mobilepre holds the input (dtype, shape, colour space, normalisation),
-// each output's kind and the class names, written by `mobilepre build`.
+// each output's name and kind and the class names, written by `mobilepre build`.
 //
 //   const bundle = await loadBundle('./tfjs/model.json', 'webgl');
-//   const { top, ms } = await classify(bundle, imageElement);   // top: [{index, name, score}, ...]
+//   const { outputs, ms } = await describe(bundle, imageElement);  // every output, named, with its kind
+//   const { top } = await classify(bundle, imageElement);          // a classifier: [{index, name, score}, ...]
 
 const tf = globalThis.tf;
 export const TFJS_VERSION = '4.22.0';
 export const WASM_PATH = `https://cdn.jsdelivr.net/npm/@tensorflow/tfjs-backend-wasm@${TFJS_VERSION}/dist/`;
+// TF.js's WebGPU backend is a separate script, loaded only when asked for (most pages never need it).
+export const WEBGPU_URL = `https://cdn.jsdelivr.net/npm/@tensorflow/tfjs-backend-webgpu@${TFJS_VERSION}/dist/tf-backend-webgpu.min.js`;
+
+function loadScript(url) {
+  return new Promise((resolve, reject) => {
+    const script = document.createElement('script');
+    script.src = url;
+    script.onload = resolve;
+    script.onerror = () => reject(new Error(`could not load ${url}`));
+    document.head.append(script);
+  });
+}
+
+// The serving signature's key of each output (what `mobilepre build` exports): the Keras output names
+// when they are unique plain identifiers, else output_0, output_1, ...
+function signatureKeys(names) {
+  const plain = names.every((n) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(n)) && new Set(names).size === names.length;
+  return plain ? names : names.map((_, i) => `output_${i}`);
+}
 
 // Load the model on `backend` ('webgl', 'wasm', 'webgpu' or 'cpu'); throws when the browser has no such backend.
 export async function loadBundle(modelUrl = './tfjs/model.json', backend = 'webgl') {
   if (!tf) throw new Error('TF.js is not loaded: include tf.min.js (and tf-backend-wasm.min.js for wasm) before this module');
   if (backend === 'wasm') tf.wasm.setWasmPaths(WASM_PATH);
+  if (backend === 'webgpu' && !tf.findBackendFactory('webgpu')) {
+    if (!navigator.gpu) throw new Error('this browser has no WebGPU (navigator.gpu): use ?backend=webgl or wasm');
+    await loadScript(WEBGPU_URL);
+  }
   if (!(await tf.setBackend(backend))) throw new Error(`the TF.js ${backend} backend is not available in this browser`);
   await tf.ready();
   const model = await tf.loadGraphModel(modelUrl);
   const contract = (model.metadata && model.metadata.mobilepre) || {};
   const input = contract.input || {};
   const shape = input.shape || model.inputs[0].shape;
+  // each output by name, in the Keras model's order, with the graph node model.execute reads it from
+  const described = contract.outputs || [];
+  const signature = (model.signature && model.signature.outputs) || {};
+  const keys = signatureKeys(described.map((o) => o.name));
+  const outputs = described.map((o, i) => ({ name: o.name, kind: o.kind, node: signature[keys[i]] && signature[keys[i]].name }));
   return {
     model,
     contract,
@@ -32,12 +61,21 @@ export async function loadBundle(modelUrl = './tfjs/model.json', backend = 'webg
     dtype: input.dtype || model.inputs[0].dtype,
     normalization: input.normalization || null,
     classNames: contract.class_names || [],
-    kind: (contract.outputs && contract.outputs[0] && contract.outputs[0].kind) || 'probabilities',
+    outputs: outputs.every((o) => o.node) ? outputs : [],
+    kind: (described[0] && described[0].kind) || 'probabilities',
   };
 }
 
 // One image (img, canvas, video or ImageData) as the model takes it: resized, in its dtype and units.
 export function toInput(bundle, source) {
+  // an <img> is read at its own size, not the size CSS shows it at (fromPixels reads an image's layout size)
+  if (typeof HTMLImageElement !== 'undefined' && source instanceof HTMLImageElement) {
+    const canvas = document.createElement('canvas');
+    canvas.width = source.naturalWidth;
+    canvas.height = source.naturalHeight;
+    canvas.getContext('2d').drawImage(source, 0, 0);
+    source = canvas;
+  }
   return tf.tidy(() => {
     let x = tf.browser.fromPixels(source, bundle.channels === 1 ? 1 : 3);
     if (x.shape[0] !== bundle.height || x.shape[1] !== bundle.width) {
@@ -53,24 +91,44 @@ export function toInput(bundle, source) {
   });
 }
 
-// The `top` classes of one image and the inference time in ms (model.execute to scores on the CPU).
-export async function classify(bundle, source, top = 3) {
+// Every output of one image: [{name, kind, shape, values}] in the Keras model's order (values a
+// Float32Array, batch of one), and the inference time in ms (model.execute to values on the CPU).
+export async function describe(bundle, source) {
   const x = toInput(bundle, source);
+  const nodes = bundle.outputs.length ? bundle.outputs.map((o) => o.node) : undefined;
   const t0 = performance.now();
-  const y = bundle.model.execute(x);
-  const first = Array.isArray(y) ? y[0] : y;
-  let scores = await first.data();
+  let ys = bundle.model.execute(x, nodes);
+  ys = Array.isArray(ys) ? ys : [ys];
+  const values = await Promise.all(ys.map((t) => t.data()));
   const ms = performance.now() - t0;
-  tf.dispose([x, y]);
-  if (bundle.kind === 'logits') {
+  const outputs = ys.map((t, i) => ({
+    name: bundle.outputs[i] ? bundle.outputs[i].name : `output_${i}`,
+    kind: bundle.outputs[i] ? bundle.outputs[i].kind : bundle.kind,
+    shape: t.shape,
+    values: Float32Array.from(values[i]),
+  }));
+  tf.dispose([x, ...ys]);
+  return { outputs, ms };
+}
+
+// Class scores as probabilities (a `logits` output through softmax), ranked: the `top` of them.
+export function ranked(bundle, output, top = 3) {
+  let scores = output.values;
+  if (output.kind === 'logits') {
     const max = Math.max(...scores);
     const exps = Array.from(scores, (v) => Math.exp(v - max));
     const sum = exps.reduce((a, b) => a + b, 0);
     scores = exps.map((v) => v / sum);
   }
-  const ranked = Array.from(scores, (score, index) => ({ index, name: bundle.classNames[index] ?? String(index), score }));
-  ranked.sort((a, b) => b.score - a.score);
-  return { top: ranked.slice(0, top), ms };
+  const order = Array.from(scores, (score, index) => ({ index, name: bundle.classNames[index] ?? String(index), score }));
+  order.sort((a, b) => b.score - a.score);
+  return order.slice(0, top);
+}
+
+// The `top` classes of one image (its first output) and the inference time in ms.
+export async function classify(bundle, source, top = 3) {
+  const { outputs, ms } = await describe(bundle, source);
+  return { top: ranked(bundle, outputs[0], top), ms };
 }
 
 // Raw pixels in, raw outputs out (used by `mobilepre validate --runtime chromium` and the tests):
