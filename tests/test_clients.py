@@ -43,20 +43,26 @@ def test_the_demo_bundles_are_byte_identical_to_those_before_the_restructuring(d
     (tests/data/demo_digests.json; the report's digest since int16x8's engine is measured, issue 26): the
     same inputs and pinned toolchain give the same bytes."""
     expected = json.loads((REPO / "tests/data/demo_digests.json").read_text())["digests"]
-    found = {p.relative_to(demo_build).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in sorted(demo_build.rglob("*")) if p.is_file() and p.parent != demo_build}
-    # android-low-end is chosen by host latency; web-mobile ships a clustered candidate, whose fine-tuning
-    # (TensorFlow's float training kernels) gives the last bits of its weights by CPU kind: its uint8 shard
-    # is the same on every machine tried, its model.json's per-weight min and scale are not (an AMD EPYC
-    # here, the machine that wrote the digests another). Both are byte-identical across builds on one machine.
+    found = demo_digests(demo_build)
+    assert found == expected
+
+
+def demo_digests(out) -> dict:
+    """sha256 of a demo build's files (`scripts/demo_digests.py` writes them to tests/data/demo_digests.json).
+    android-low-end is chosen by host latency; web-mobile ships a clustered candidate, whose fine-tuning
+    (TensorFlow's float training kernels) gives the last bits of its weights by CPU kind: its uint8 shard
+    is the same on every machine tried, its model.json's per-weight min and scale are not (an AMD EPYC
+    here, the machine that wrote the digests another). Both are byte-identical across builds on one machine."""
+    found = {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in sorted(out.rglob("*")) if p.is_file() and p.parent != out}
     varying = ("android-low-end", "web-mobile")
     found = {path: digest for path, digest in found.items()
              if not path.startswith("android-low-end/") and path not in ("web-mobile/manifest.json", "web-mobile/tfjs/model.json")}
-    report = json.loads((demo_build / "report.json").read_text())
+    report = json.loads((out / "report.json").read_text())
     report["profiles"] = [p for p in report["profiles"] if p["name"] not in varying]
     report.pop("versions")
     found["report.json without android-low-end, web-mobile and versions"] = hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest()
-    assert found == expected
+    return found
 
 
 def _manifest(bundle):
