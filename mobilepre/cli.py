@@ -273,7 +273,7 @@ def build(
     prune_epochs: Annotated[Optional[int], typer.Option(help="Distillation epochs per pruned candidate (default 30).")] = None,
     shard_size: Annotated[Optional[str], typer.Option(help="TF.js weight shard size, e.g. '1 MiB' (default 4 MiB).")] = None,
     input_shape: ShapeOption = None,
-    trust_model: Annotated[Optional[bool], typer.Option("--trust-model", help="Lift the model scan's refusals (see README).")] = None,
+    trust_model: Annotated[Optional[bool], typer.Option("--trust-model", help="Lift the model scan's refusals (see docs/security.md).")] = None,
     custom_objects: CustomObjectsOption = None,
     sign_key: Annotated[Optional[Path], typer.Option(help="Sign each bundle with this elliptic-curve private key (PEM).")] = None,
     allow_degenerate_reference: Annotated[Optional[bool], typer.Option("--allow-degenerate-reference", help="Build even when the float model gives one class for nearly every validation image.")] = None,

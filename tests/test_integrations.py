@@ -313,8 +313,13 @@ def actionlint(*files):
                           capture_output=True, text=True, timeout=120)
 
 
+def documentation() -> str:
+    """The README and every page of docs/, where the workflows and configs users copy are written."""
+    return "\n".join(p.read_text() for p in [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))])
+
+
 def readme_workflows() -> list[str]:
-    blocks = re.findall(r"```yaml\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    blocks = re.findall(r"```yaml\n(.*?)```", documentation(), re.S)
     return [b for b in blocks if "\njobs:" in b]
 
 
@@ -493,7 +498,7 @@ def git(repo: Path, *args):
 
 
 def test_the_hook_manifest_and_the_readme_config_are_what_pre_commit_accepts(tmp_path):
-    config = re.search(r"```yaml\n(# \.pre-commit-config\.yaml\n.*?)```", (REPO / "README.md").read_text(), re.S).group(1)
+    config = re.search(r"```yaml\n(# \.pre-commit-config\.yaml\n.*?)```", documentation(), re.S).group(1)
     (tmp_path / ".pre-commit-config.yaml").write_text(config)
     pre_commit = str(Path(sys.executable).with_name("pre-commit"))
     for command, path in (("validate-manifest", REPO / ".pre-commit-hooks.yaml"), ("validate-config", tmp_path / ".pre-commit-config.yaml")):

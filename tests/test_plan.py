@@ -65,7 +65,7 @@ def test_the_readme_workflow_is_valid_yaml_and_uses_only_options_that_exist():
 
     from tests.conftest import REPO
 
-    readme = (REPO / "README.md").read_text()
+    readme = (REPO / "docs" / "ci.md").read_text()
     block = readme.split("A complete workflow:", 1)[1].split("```yaml\n", 1)[1].split("```", 1)[0]
     workflow = yaml.safe_load(block)
     jobs = workflow["jobs"]
@@ -83,4 +83,4 @@ def test_the_readme_workflow_is_valid_yaml_and_uses_only_options_that_exist():
     for name, flags in used.items():
         help_text = run_cli(name, "--help").stdout
         for flag in flags:
-            assert flag in help_text, f"the README's workflow passes {flag} to mobilepre {name}, which has no such option"
+            assert flag in help_text, f"the workflow in docs/ci.md passes {flag} to mobilepre {name}, which has no such option"
