@@ -278,7 +278,7 @@ def build(
     sign_key: Annotated[Optional[Path], typer.Option(help="Sign each bundle with this elliptic-curve private key (PEM).")] = None,
     allow_degenerate_reference: Annotated[Optional[bool], typer.Option("--allow-degenerate-reference", help="Build even when the float model gives one class for nearly every validation image.")] = None,
     force: Annotated[Optional[bool], typer.Option("--force", help="Replace an existing output folder.")] = None,
-    cache: Annotated[Optional[Path], typer.Option(help="Candidate cache folder (default: MOBILEPRE_CACHE, else ~/.cache/mobilepre).")] = None,
+    cache: Annotated[Optional[Path], typer.Option(help="Candidate cache folder (default: MOBILEPRE_CACHE, else $XDG_CACHE_HOME/mobilepre, else ~/.cache/mobilepre).")] = None,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Convert and validate every candidate; read and write no cache.")] = False,
     cache_max: Annotated[Optional[str], typer.Option(help="The cache's size bound, least recently used entries evicted (default 5 GiB).")] = None,
     cache_latency: Annotated[Optional[bool], typer.Option("--cache-latency", help="Also reuse host latencies measured on a machine like this one (same CPU, core count, memory, OS).")] = None,
@@ -419,7 +419,7 @@ def sign(
 
 cache_app = typer.Typer(help="Show or empty the candidate cache builds share.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
-CacheDir = Annotated[Optional[Path], typer.Option("--cache", help="Cache folder (default: MOBILEPRE_CACHE, else ~/.cache/mobilepre).")]
+CacheDir = Annotated[Optional[Path], typer.Option("--cache", help="Cache folder (default: MOBILEPRE_CACHE, else $XDG_CACHE_HOME/mobilepre, else ~/.cache/mobilepre).")]
 
 
 @cache_app.command("info")
