@@ -19,7 +19,7 @@ import struct
 from pathlib import Path
 
 from mobilepre.errors import MobilepreError
-from mobilepre.tflite_reader import tflite_io, verify_tflite  # noqa: F401  (the artifact verifiers, one import)
+from mobilepre.tflite_reader import tflite_dynamic_tensors, tflite_io, verify_tflite  # noqa: F401  (the artifact verifiers, one import)
 from mobilepre.litert_child import ordered_keys
 from mobilepre.quantize.export import signature_output_keys
 
@@ -244,7 +244,7 @@ def io_contract(fmt: str, files: dict, source_info: dict, input_range: tuple) ->
             out.append({"name": spec["name"], "kind": spec["kind"], "signature_name": key, "output_position": position[index],
                         "tensor_index": index, "tensor_name": tensor["name"], "dtype": tensor["dtype"], "shape": tensor["shape"],
                         "quantization": list(tensor["quantization"])})
-        return {"inputs": inputs, "outputs": out}
+        return {"inputs": inputs, "outputs": out, "shapes": shapes(fmt, files)}
     signature = json.loads(files["model.json"]).get("signature", {})
 
     def shape(spec):
@@ -263,7 +263,32 @@ def io_contract(fmt: str, files: dict, source_info: dict, input_range: tuple) ->
     out = [{"name": spec["name"], "kind": spec["kind"], "signature_name": key, "output_position": position[key],
             "node": signature["outputs"][key].get("name"), "dtype": dtype(signature["outputs"][key]), "shape": shape(signature["outputs"][key])}
            for spec, key in zip(outputs, keys)]
-    return {"inputs": inputs, "outputs": out}
+    return {"inputs": inputs, "outputs": out, "shapes": shapes(fmt, files)}
+
+
+def dynamic_shapes_problem(fmt: str, files: dict) -> str | None:
+    """Why a `.tflite` exported with a static batch is not a static graph (an op whose output size depends
+    on the data), or None: every TFLite artifact is checked before it is judged (TF.js models keep a
+    dynamic batch, `quantize.export.export_for`)."""
+    if fmt != "tflite":
+        return None
+    dynamic = tflite_dynamic_tensors(files["model.tflite"])
+    if not dynamic:
+        return None
+    name, signature = dynamic[0]
+    return (f"{len(dynamic)} of its tensors have a size known only at run time (first: {name} {signature}); "
+            "static-shape accelerators (LiteRT's GPU and NPU delegates, LiteRT.js) refuse it")
+
+
+def shapes(fmt: str, files: dict) -> str:
+    """"static" when every tensor's size is fixed in the artifact itself (TFLite: every tensor's shape
+    signature; TF.js: the signature's inputs and outputs), else "dynamic": what static-shape accelerators
+    and LiteRT.js need, read from the file, never assumed."""
+    if fmt == "tflite":
+        return "dynamic" if tflite_dynamic_tensors(files["model.tflite"]) else "static"
+    signature = json.loads(files["model.json"]).get("signature", {})
+    specs = [*(signature.get("inputs") or {}).values(), *(signature.get("outputs") or {}).values()]
+    return "dynamic" if any(d < 0 for spec in specs for d in tfjs_tensor(spec)[0]) else "static"
 
 
 def _input_range(dtype: str, quantization, value_range: list) -> dict:

@@ -163,6 +163,7 @@ def quantize(
     input_shape: ShapeOption = None,
     layer_report: Annotated[int, typer.Option(min=0, help="int8: list the N layers that lose most to quantization.")] = 0,
     engine: Annotated[Optional[str], typer.Option(help="tflite-converter or litert-quantizer (default: the one measured best for the mode).")] = None,
+    dynamic_batch: Annotated[bool, typer.Option(help="A batch of any size instead of the static batch of 1 (shapes then computed at run time; static-shape accelerators and LiteRT.js refuse it).")] = False,
     trust_model: TrustOption = False,
     custom_objects: CustomObjectsOption = None,
     force: ForceOption = False,
@@ -182,6 +183,7 @@ def quantize(
         layer_report=layer_report,
         engine=engine,
         custom_objects=tuple(custom_objects or ()),
+        dynamic_batch=dynamic_batch,
     )
     _emit(result, as_json)
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilepre import quantize
-from mobilepre.artifacts import io_contract, io_lines
+from mobilepre.artifacts import dynamic_shapes_problem, io_contract, io_lines
 from mobilepre.data import DataOptions
 from mobilepre.errors import MobilepreError, engine_errors, one_line, param
 from mobilepre.fsutil import (
@@ -23,7 +23,7 @@ from mobilepre.fsutil import (
 from mobilepre.models import load_model
 from mobilepre.quantize.artifact import gzip_size
 from mobilepre.quantize.debug import int8_layer_errors
-from mobilepre.quantize.export import export_saved_model
+from mobilepre.quantize.export import export_for
 from mobilepre.quantize.pruning import (
     PruneSettings,
     measured_sparsity,
@@ -95,8 +95,10 @@ def quantize_file(
     layer_report: int = 0,
     engine: str | None = None,
     custom_objects: tuple[str, ...] = (),
+    dynamic_batch: bool = False,
 ) -> QuantizeResult:
-    """Load the model at `model_path`, convert it as asked, write the artifact to `out` atomically."""
+    """Load the model at `model_path`, convert it as asked, write the artifact to `out` atomically: with
+    a static batch of 1, every tensor's size fixed (checked in the file), unless `dynamic_batch`."""
     with engine_errors():
         settings = quantize.QuantizationSettings(
             fmt, mode, io_type=io_type, float_layers=tuple(float_layers),
@@ -115,8 +117,12 @@ def quantize_file(
     if layer_report and settings.mode is not quantize.Mode.INT8:
         raise MobilepreError(f"{param('layer_report')} explains int8 error: use it with {param('mode')} int8")
     with engine_errors(str(model_path)), tempfile.TemporaryDirectory(prefix="mobilepre-sm-") as tmp:
-        exported = export_saved_model(source.model, Path(tmp) / "saved_model", source.input_shape)
+        exported = export_for(settings.format, source.model, Path(tmp) / "saved_model", source.input_shape, dynamic_batch=dynamic_batch)
         artifact = quantize.convert(source.model, settings, calibration, saved_model_dir=exported, sparsity=sparsity)
+        if not dynamic_batch:
+            static_problem = dynamic_shapes_problem(settings.format, artifact.files)
+            if static_problem:
+                raise MobilepreError(f"{model_path} as {settings.key}: {static_problem}; pass {param('dynamic_batch')} to accept it")
         layer_errors = tuple(int8_layer_errors(exported, settings, calibration)[:layer_report]) if layer_report else ()
     write_files_atomically(artifact.files, out, as_folder=settings.format is quantize.Format.TFJS)
     return QuantizeResult(

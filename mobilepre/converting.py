@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from mobilepre import quantize
+from mobilepre.artifacts import dynamic_shapes_problem
 from mobilepre.candidates import Candidate
 from mobilepre.formats import FORMATS
 from mobilepre.measured import Measured
@@ -73,7 +74,7 @@ class Converter:
         """One step of a mixed search: `candidate` converted with per-layer precisions `plan`."""
         settings = quantize.QuantizationSettings(candidate.fmt, quantize.Mode.MIXED, mixed=plan, shard_size_bytes=self.shard_size)
         try:
-            model, directory, _ = self.variants.get()
+            model, directory, _ = self.variants.get(fmt=str(candidate.fmt))
             artifact = quantize.convert(model, settings, self.calibration, saved_model_dir=directory)
         except quantize.QuantizeError as error:  # one step of a search: the search's result is what is cached
             return Measured.failed(candidate, str(error), 0.0, final=False)
@@ -85,7 +86,7 @@ class Converter:
         if candidate.fmt in self.unsupported:  # the same ops fail every mode: do not convert again
             return Measured.failed(candidate, self.unsupported[candidate.fmt], unsupported=True, final=False)
         try:
-            model, directory, reached = self.variants.get(candidate.sparsity, candidate.clusters, candidate.qat)
+            model, directory, reached = self.variants.get(candidate.sparsity, candidate.clusters, candidate.qat, str(candidate.fmt))
             settings = quantize.QuantizationSettings(candidate.fmt, candidate.mode, io_type=candidate.io_type, shard_size_bytes=self.shard_size)
             check_weights(model, settings.mode)
         except quantize.QuantizeError as error:  # a failed candidate, not a failed build (not cached: no conversion ran)
@@ -103,8 +104,12 @@ class Converter:
 
     def _converted(self, candidate: Candidate, artifact, sparsity: float) -> Measured:
         """A converted artifact with the SDK metadata written into its files, before it is validated
-        (what is validated is what ships: its size and gzip size count the metadata)."""
+        (what is validated is what ships: its size and gzip size count the metadata). A graph that is not
+        static (every model is exported with a batch of 1) fails here, before it is judged."""
         self.conversions += 1
+        static_problem = dynamic_shapes_problem(candidate.fmt, artifact.files)
+        if static_problem:
+            return Measured.failed(candidate, f"{candidate.key}: {static_problem}", sparsity)
         metadata = None
         if self.sdk is not None:
             files, metadata = FORMATS[candidate.fmt].with_metadata(dict(artifact.files), self.sdk)

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mobilepre.quantize.artifact import gzip_size
+from mobilepre.artifacts import shapes
 from mobilepre.tflite_reader import tflite_io, tflite_tensor_types
 
 _INTEGER = ("int8", "uint8")
@@ -26,6 +27,7 @@ class ArtifactFacts:
         io_type (str): an int8 model's integer I/O type ("int8", "uint8"), else "float32".
         inputs (tuple[tuple[str, tuple], ...]): each input's dtype and shape (TFLite).
         size_bytes (int), gzip_bytes (int): of the artifact's files.
+        shapes (str): "static" when every tensor's size is fixed in the file, else "dynamic".
     """
 
     format: str
@@ -34,6 +36,7 @@ class ArtifactFacts:
     inputs: tuple
     size_bytes: int
     gzip_bytes: int
+    shapes: str = "static"
 
 
 def artifact_facts(bundle: Path, path: str, files) -> ArtifactFacts:
@@ -67,7 +70,7 @@ def _tflite(data: bytes, where: str, size: int, compressed: int) -> ArtifactFact
     output = io["outputs"][0]["dtype"] if io["outputs"] else "float32"
     io_type = output if mode == "int8" and output in _INTEGER else "float32"
     inputs = tuple((t["dtype"], tuple(t["shape"])) for t in io["inputs"])
-    return ArtifactFacts("tflite", mode, io_type, inputs, size, compressed)
+    return ArtifactFacts("tflite", mode, io_type, inputs, size, compressed, shapes("tflite", {"model.tflite": data}))
 
 
 def _tfjs(data: bytes, size: int, compressed: int) -> ArtifactFacts:
@@ -78,7 +81,7 @@ def _tfjs(data: bytes, size: int, compressed: int) -> ArtifactFacts:
             if weight.get("dtype") == "float32":
                 stored.add((weight.get("quantization") or {}).get("dtype", "float32"))
     mode = next(iter(stored)) if len(stored) == 1 else ("mixed" if stored else "float32")
-    return ArtifactFacts("tfjs", mode, "float32", (), size, compressed)
+    return ArtifactFacts("tfjs", mode, "float32", (), size, compressed, shapes("tfjs", {"model.json": data}))
 
 
 def claim_problems(facts: ArtifactFacts, claims: dict) -> list[str]:
@@ -96,6 +99,9 @@ def claim_problems(facts: ArtifactFacts, claims: dict) -> list[str]:
             said = claims.get(label)
             problems.append(f"its files are {fact:,} {label.replace('_', ' ')}, the manifest says "
                             + (f"{said:,}" if isinstance(said, int) and not isinstance(said, bool) else repr(said)))
+    claimed_shapes = (claims.get("io") or {}).get("shapes", "dynamic")  # manifests before static graphs said nothing
+    if claimed_shapes != facts.shapes:
+        problems.append(f"its tensor shapes are {facts.shapes}, the manifest says {claimed_shapes}")
     claimed_inputs = (claims.get("io") or {}).get("inputs")
     if facts.inputs and isinstance(claimed_inputs, list):
         said = tuple((str(i.get("dtype")), tuple(i.get("shape") or ())) for i in claimed_inputs if isinstance(i, dict))

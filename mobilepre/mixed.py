@@ -125,12 +125,11 @@ class MixedSearch:
         (every profile's mixed search from the same base shares it)."""
         key = (fmt, base)
         if key not in self._rankings:
-            model, directory, _ = self.variants.get()
-            settings = quantize.QuantizationSettings(fmt, Mode.FLOAT32, strip_metadata=False)  # keeps tensor names
-            float_files = quantize.convert(model, settings, saved_model_dir=directory).files
-            if fmt is Format.TFLITE:
-                ranked = rank_tflite_ops(float_files["model.tflite"], base, self.variants.calibration[:RANK_IMAGES], INPUT_NAME)
+            model, directory, _ = self.variants.get(fmt=str(fmt))
+            if fmt is Format.TFLITE:  # the float file the quantizer modes start from, with its tensor names
+                ranked = rank_tflite_ops(quantize.float_tflite(directory), base, self.variants.calibration[:RANK_IMAGES], INPUT_NAME)
             else:
-                ranked = rank_tfjs_weights(float_files)
+                settings = quantize.QuantizationSettings(fmt, Mode.FLOAT32, strip_metadata=False)  # keeps weight names
+                ranked = rank_tfjs_weights(quantize.convert(model, settings, saved_model_dir=directory).files)
             self._rankings[key] = ranked
         return self._rankings[key]

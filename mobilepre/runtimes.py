@@ -200,6 +200,13 @@ def check_node() -> tuple[str, Path]:
     return node, folder
 
 
+def _tfjs_batch(model_json: dict) -> int:
+    """Images per `execute`: the model's own batch when it is static (1), else `BATCH`."""
+    inputs = (model_json.get("signature") or {}).get("inputs") or {}
+    dims = [int(d.get("size", -1)) for spec in inputs.values() for d in spec.get("tensorShape", {}).get("dim", [])[:1]]
+    return dims[0] if dims and dims[0] > 0 else BATCH
+
+
 def _tfjs_output_nodes(model_json: dict, output_keys: list | None) -> list[str] | None:
     outputs = (model_json.get("signature") or {}).get("outputs") or {}
     names = [outputs[key].get("name") for key in ordered_keys(outputs, output_keys)]
@@ -236,7 +243,7 @@ def _run_tfjs_script(script: str, what: str, runtime: str, folder: Path, model_j
             "input_dtype": "float32" if images.dtype == np.float32 else images.dtype.name,
             "output_path": str(tmp / "output.bin"),
             "output_names": _tfjs_output_nodes(model_json, output_keys),
-            "batch_size": BATCH,
+            "batch_size": _tfjs_batch(model_json),
             "latency_runs": latency_runs,
             "warmup_runs": warmup,
             **extra(tmp),
@@ -312,6 +319,44 @@ def run_browser(folder: Path, images: np.ndarray, latency_runs: int = 0, warmup:
 
     return _run_tfjs_script("browser.mjs", "TF.js in Chromium", f"chromium-{backend}", folder, model_json, images,
                             latency_runs, warmup, where, output_keys, extra, BROWSER_START_S)
+
+
+def run_litertjs(content: bytes, images: np.ndarray, latency_runs: int = 0, warmup: int = 5, where: str = "candidate",
+                 output_keys: list | None = None, backend: str = "wasm") -> RunResult:
+    """Run `images` through a .tflite model with LiteRT.js in headless Chromium on `backend` ("wasm" or
+    "webgpu"), served from 127.0.0.1 with LiteRT.js from the pinned node_modules; outputs in the order
+    of `output_keys` (signature names), dequantized as LiteRT's own are. LiteRT.js needs a static graph
+    and float32 or uint8 input."""
+    from mobilepre.tflite_reader import tflite_dynamic_tensors, tflite_io
+
+    verify_tflite(content, where)
+    io = tflite_io(content, where)
+    if tflite_dynamic_tensors(content, where):
+        raise MobilepreError(f"{where} has tensors of dynamic shape, which LiteRT.js refuses: build it with a static batch")
+    (spec,) = io["inputs"]
+    if spec["dtype"] not in ("float32", "uint8"):
+        raise MobilepreError(f"{where} takes {spec['dtype']} input, which LiteRT.js has no tensors for (float32 or uint8 only)")
+    keys = ordered_keys(io["signature"]["outputs"], output_keys)
+    by_index = {t["index"]: t for t in io["outputs"]}
+    _, runner = check_node()
+    if not (runner / "node_modules" / "@litertjs" / "core" / "package.json").is_file():
+        raise MobilepreError(f"LiteRT.js is not installed in {runner}: run `npm ci` there (`make install` does it)")
+    chromium = check_chromium()
+    with tempfile.TemporaryDirectory(prefix="mobilepre-litertjs-") as folder:
+        (Path(folder) / "model.tflite").write_bytes(content)
+
+        def extra(tmp: Path) -> dict:
+            return {"chromium": chromium, "profile_dir": str(tmp / "chromium-profile"), "page_dir": str(WEB_DIR),
+                    "page": "litert.html", "model_url": "/model/model.tflite", "backend": backend,
+                    "output_names": keys, "batch_size": 1}
+
+        result = _run_tfjs_script("browser.mjs", "LiteRT.js in Chromium", f"litertjs-{backend}", Path(folder), {}, images,
+                                  latency_runs, warmup, where, None, extra, BROWSER_START_S)
+    outputs = []
+    for key, values in zip(keys, result.outputs):
+        scale, zero = by_index[io["signature"]["outputs"][key]]["quantization"]
+        outputs.append(((values - zero) * scale).astype(np.float32) if scale else values)
+    return RunResult(outputs, result.seconds, result.latency, result.peak_memory_bytes)
 
 
 BROWSER_START_S = 60.0  # Chromium's start and the page's load, on top of the per-image time limit

@@ -427,6 +427,22 @@ def tflite_io(data: bytes, where: str = "TFLite model") -> dict:
         raise _refuse_tflite(where, str(exc)) from None
 
 
+def tflite_dynamic_tensors(data: bytes, where: str = "TFLite model") -> list[tuple[str, list[int]]]:
+    """(name, shape signature) of every tensor of subgraph 0 whose size is known only at run time (a -1 in
+    its `shape_signature`), read from the flatbuffer after verifying it: empty for a static graph, which
+    static-shape accelerators (LiteRT's GPU and NPU delegates, LiteRT.js on WebGPU) require."""
+    verify_tflite(data, where)
+    try:
+        found = []
+        for i, tensor in enumerate(_root(bytes(data)).tables(2, "subgraphs")[0].tables(0, "tensors")):
+            signature = tensor.numbers(7, "i", "shape_signature")
+            if any(d < 0 for d in signature):
+                found.append((tensor.string(3, "name") or f"tensor {i}", list(signature)))
+        return found
+    except _Malformed as exc:
+        raise _refuse_tflite(where, str(exc)) from None
+
+
 def tflite_tensor_types(data: bytes, where: str = "TFLite model") -> list[tuple[str, bool]]:
     """(dtype, holds constant data) of every tensor of subgraph 0, read from the flatbuffer after verifying it:
     what a model's precision is, whatever a manifest claims."""

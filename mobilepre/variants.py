@@ -7,7 +7,7 @@ from pathlib import Path
 from mobilepre import quantize
 from mobilepre.errors import one_line
 from mobilepre.progress import as_reporter
-from mobilepre.quantize.export import export_saved_model
+from mobilepre.quantize.export import export_for
 from mobilepre.quantize.pruning import PruneSettings, prune
 
 
@@ -33,13 +33,17 @@ class Variants:
         self._failed: dict[tuple, str] = {}  # variant -> why making it failed (said once, then the same again)
         self._cannot_prune: str | None = None  # why fine-tuning cannot work on this model (recurs at every level)
 
-    def get(self, sparsity: float = 0.0, clusters: int = 0, qat: bool = False) -> tuple:
-        """(Keras model, SavedModel export, reached sparsity) of the model pruned to `sparsity`, clustered
-        to `clusters` shared values per kernel or fine-tuned for int8 (`qat`); `CannotPruneError` (said
-        once, then the same again) when the model cannot be fine-tuned."""
+    def get(self, sparsity: float = 0.0, clusters: int = 0, qat: bool = False, fmt: str = "tflite") -> tuple:
+        """(Keras model, SavedModel export for `fmt`, reached sparsity) of the model pruned to `sparsity`,
+        clustered to `clusters` shared values per kernel or fine-tuned for int8 (`qat`); `CannotPruneError`
+        (said once, then the same again) when the model cannot be fine-tuned. TFLite's export has a
+        static batch of 1, TF.js's a dynamic one (`export.export_for`)."""
         key = (sparsity, clusters, qat)
         if key in self._made:
-            return self._made[key]
+            model, directories, reached = self._made[key]
+            if fmt not in directories:
+                directories[fmt] = export_for(fmt, model, self.workdir / f"{self._name(key)}_{fmt}", self.source.input_shape)
+            return model, directories[fmt], reached
         if key in self._failed:
             raise quantize.QuantizeError(self._failed[key])
         model, reached = self.source.model, 0.0
@@ -57,8 +61,7 @@ class Variants:
             elif qat:
                 self.progress("fine-tuning for int8 with fake-quantized weights and activations (quantization-aware)")
                 model = quantize.quantization_aware(model, quantize.QATSettings(), self.calibration).model
-            name = f"saved_model_s{round(sparsity * 100):02d}" + (f"_c{clusters}" if clusters else "") + ("_qat" if qat else "")
-            directory = export_saved_model(model, self.workdir / name, self.source.input_shape)
+            directory = export_for(fmt, model, self.workdir / f"{self._name(key)}_{fmt}", self.source.input_shape)
         except quantize.CannotPruneError as error:
             self._cannot_prune = str(error)
             raise
@@ -68,5 +71,10 @@ class Variants:
         except Exception as error:  # noqa: BLE001 - one variant failing fails its candidates, never the build
             self._failed[key] = f"{what} failed on this model ({type(error).__name__}: {one_line(error)[:300]})"
             raise quantize.QuantizeError(self._failed[key]) from error
-        self._made[key] = (model, directory, reached)
-        return self._made[key]
+        self._made[key] = (model, {fmt: directory}, reached)
+        return model, directory, reached
+
+    @staticmethod
+    def _name(key: tuple) -> str:
+        sparsity, clusters, qat = key
+        return f"saved_model_s{round(sparsity * 100):02d}" + (f"_c{clusters}" if clusters else "") + ("_qat" if qat else "")

@@ -7,6 +7,7 @@ package does not import TensorFlow.
 from .artifact import Artifact
 from .clustering import ClusterResult, ClusterSettings, cluster
 from .pipeline import convert, convert_saved_model
+from .tflite import float_tflite
 from .pruning import PruneResult, PruneSettings, prune
 from .qat import QATResult, QATSettings, quantization_aware
 from .settings import (
@@ -41,6 +42,7 @@ __all__ = [
     "QuantizeError",
     "UnsupportedOpsError",
     "cluster",
+    "float_tflite",
     "convert",
     "convert_saved_model",
     "prune",

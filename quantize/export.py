@@ -67,15 +67,20 @@ def model_input_spec(model, input_shape: tuple[int, ...] | None = None) -> tuple
     return tuple(int(d) for d in shape), dtype
 
 
-def export_saved_model(model, directory: Path, input_shape: tuple[int, ...] | None = None) -> Path:
-    """Write `model` as a SavedModel at `directory` with a (batch, *input_shape) serving signature whose
+def export_saved_model(model, directory: Path, input_shape: tuple[int, ...] | None = None, dynamic_batch: bool = False) -> Path:
+    """Write `model` as a SavedModel at `directory` with a (1, *input_shape) serving signature whose
     outputs are named after the model's outputs (`signature_output_keys`), so that the TFLite signature
-    and the TF.js model carry the names an app developer knows from Keras."""
+    and the TF.js model carry the names an app developer knows from Keras.
+
+    The batch is static, 1 (an app runs one camera frame at a time): every shape in the converted graph
+    is then known, `Flatten` and friends fold to a constant reshape, and accelerators that need static
+    shapes (LiteRT's GPU and NPU delegates, LiteRT.js) take the file. `dynamic_batch` gives a batch of
+    any size instead (the graph then computes shapes at run time)."""
     from ._tf import keras, quiet_tensorflow
 
     tf = quiet_tensorflow()
     shape, dtype = model_input_spec(model, input_shape)
-    signature = [tf.TensorSpec((None, *shape), dtype=dtype, name=INPUT_NAME)]
+    signature = [tf.TensorSpec((None if dynamic_batch else 1, *shape), dtype=dtype, name=INPUT_NAME)]
     keys = signature_output_keys(model_output_names(model))
 
     def serve(pixels):
@@ -90,6 +95,14 @@ def export_saved_model(model, directory: Path, input_shape: tuple[int, ...] | No
     except Exception as error:  # Keras raises many types here; the message is what the user needs
         raise QuantizeError(f"model {model.name!r} could not be exported for conversion: {error}") from error
     return Path(directory)
+
+
+def export_for(fmt, model, directory: Path, input_shape: tuple[int, ...] | None = None, dynamic_batch: bool = False) -> Path:
+    """The SavedModel a format is converted from: TFLite's with a static batch of 1 (unless
+    `dynamic_batch`); TF.js's with a dynamic batch, as TF.js runs it (the pinned tensorflowjs turns a
+    static batch's `Add` of two matmuls into a `Squeeze` without dimensions, which TF.js cannot run)."""
+    static = str(fmt) == "tflite" and not dynamic_batch
+    return export_saved_model(model, directory, input_shape, dynamic_batch=not static)
 
 
 @contextlib.contextmanager

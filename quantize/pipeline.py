@@ -9,7 +9,7 @@ import numpy as np
 
 from .artifact import Artifact
 from .checks import check_weights
-from .export import export_saved_model
+from .export import export_for
 from .settings import Format, QuantizationSettings
 from .tfjs import convert_tfjs
 from .tflite import convert_tflite
@@ -32,7 +32,7 @@ def convert(
     if saved_model_dir is not None:
         return convert_saved_model(Path(saved_model_dir), settings, calibration, sparsity)
     with tempfile.TemporaryDirectory(prefix="mobilepre-sm-") as tmp:
-        directory = export_saved_model(model, Path(tmp) / "saved_model", input_shape)
+        directory = export_for(settings.format, model, Path(tmp) / "saved_model", input_shape)
         return convert_saved_model(directory, settings, calibration, sparsity)
 
 

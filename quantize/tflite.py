@@ -100,6 +100,12 @@ def _float_model(saved_model_dir: Path, settings: QuantizationSettings) -> bytes
 _FLOAT_FILES = Recent()
 
 
+def float_tflite(saved_model_dir: Path) -> bytes:
+    """The float32 file of a SavedModel with its tensor names (what per-op ranking reads), the same the
+    quantizer modes start from: made once per model (`memo`)."""
+    return _float_model(saved_model_dir, QuantizationSettings(Format.TFLITE, Mode.FLOAT32))
+
+
 # Calibration images each engine's file is run on when both make a mode: enough to rank two files whose
 # errors differ by a factor (measured 4x on a digits CNN), few enough to cost well under a conversion.
 CHOICE_IMAGES = 32

@@ -110,7 +110,7 @@ def test_a_tightened_size_budget_fails_old_bundles(bundles, tmp_path):
     text = (profiles / "npu-int8.toml").read_text().replace('max_size = "8 MiB"', 'max_size = "50 KiB"')
     (profiles / "npu-int8.toml").write_text(text)
     result = check(bundles, profiles=profiles, measure=False)
-    assert _failures(result) == [("npu-int8", "max_size", "max_size: 53,713 B vs 51,200 B (recomputed)")]
+    assert _failures(result) == [("npu-int8", "max_size", "max_size: 52,833 B vs 51,200 B (recomputed)")]
     assert result.bundles[0].budgets_from == str(profiles)
 
 
@@ -276,9 +276,23 @@ def test_check_believes_the_artifact_not_the_manifest(bundles, demo_source):
     result = check(bundles, measure=False)
     (claims,) = [m for b, n, m in _failures(result) if n == "claims[tflite]"]
     assert "its tensors are float32, the manifest says int8" in claims and "its I/O type is float32, the manifest says uint8" in claims
-    assert f"its files are {len(float32):,} bytes, the manifest says 53," in claims and not result.passed
+    assert f"its files are {len(float32):,} bytes, the manifest says 52," in claims and not result.passed
     cli = run_cli("check", bundles, "--no-measure", env=FAST)
     assert cli.returncode == 1 and "its tensors are float32" in cli.stderr
+
+
+def test_a_dynamic_graph_in_a_bundle_that_says_static_fails(bundles, demo_source, tmp_path):
+    """The same model with a dynamic batch put in (a static-shape accelerator refuses it), the manifest
+    re-sealed: its claim of static shapes is checked against the file."""
+    from mobilepre import quantize
+    from mobilepre.quantize.export import export_saved_model
+
+    assert json.loads((bundles / "npu-int8" / "manifest.json").read_text())["artifacts"][0]["io"]["shapes"] == "static"
+    exported = export_saved_model(demo_source.model, tmp_path / "dynamic", dynamic_batch=True)
+    dynamic = quantize.convert_saved_model(exported, quantize.QuantizationSettings("tflite", "float32")).files["model.tflite"]
+    _relabel(bundles / "npu-int8", "model.tflite", dynamic)
+    (claims,) = [m for b, n, m in _failures(check(bundles, measure=False)) if n == "claims[tflite]"]
+    assert "its tensor shapes are dynamic, the manifest says static" in claims
 
 
 @pytest.mark.parametrize("mode", ["float16", "dynamic", "int16x8", "int4"])

@@ -258,3 +258,43 @@ def conv_weight_types(interpreter) -> set:
     details = {d["index"]: d for d in interpreter.get_tensor_details()}
     ops = interpreter._get_ops_details()
     return {details[op["inputs"][1]]["dtype"].__name__ for op in ops if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")}
+
+
+def _op_names(content: bytes) -> list[str]:
+    """The builtin op of every operator in subgraph 0, by name (RESHAPE, SHAPE, ...)."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model_from_bytearray(bytearray(content))
+    codes = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    return [codes[max(model.operatorCodes[op.opcodeIndex].builtinCode, model.operatorCodes[op.opcodeIndex].deprecatedBuiltinCode)]
+            for op in model.subgraphs[0].operators]
+
+
+def test_every_tflite_is_a_static_graph_unless_a_dynamic_batch_is_asked(keras, tmp_path):
+    """A batch of 1 in the file itself, so Flatten is one constant RESHAPE (a dynamic batch computes its
+    shape at run time: SHAPE, STRIDED_SLICE, PACK) and static-shape accelerators take it; the contract
+    says which, read from the file."""
+    from tests.conftest import run_cli
+
+    from mobilepre.tflite_reader import tflite_dynamic_tensors
+
+    L = keras.layers
+    model = keras.Sequential([keras.Input((16, 16, 3)), L.Conv2D(4, 3), L.Flatten(), L.Dense(3, activation="softmax")])
+    model.save(tmp_path / "flat.keras")
+    np.save(tmp_path / "cal.npy", np.random.default_rng(0).uniform(0, 1, (16, 16, 16, 3)).astype(np.float32))
+    made = {}
+    for mode, extra in (("float32", ()), ("int8", ()), ("float32", ("--dynamic-batch",))):
+        out = tmp_path / f"{mode}{len(extra)}.tflite"
+        result = run_cli("quantize", tmp_path / "flat.keras", "--to", "tflite", "--mode", mode, "--out", out,
+                         "--calibration", tmp_path / "cal.npy", "--json", *extra)
+        assert result.returncode == 0, result.stderr
+        made[(mode, bool(extra))] = (out.read_bytes(), json.loads(result.stdout)["io"])
+    for key in (("float32", False), ("int8", False)):
+        content, io = made[key]
+        assert tflite_dynamic_tensors(content) == [] and io["shapes"] == "static" and io["inputs"][0]["shape"] == [1, 16, 16, 3]
+        ops = _op_names(content)
+        assert "RESHAPE" in ops and not {"SHAPE", "STRIDED_SLICE", "PACK"} & set(ops), ops
+    content, io = made[("float32", True)]
+    assert io["shapes"] == "dynamic" and tflite_dynamic_tensors(content)[0][1][0] == -1
+    assert {"SHAPE", "PACK"} <= set(_op_names(content))
