@@ -270,3 +270,21 @@ def test_the_web_page_shows_each_output_as_what_it_is(four_heads, tmp_path, back
     want = np.bincount(mask.argmax(-1).ravel(), minlength=2)
     assert abs(classes.get(1, 0) - want[1]) <= 2 and want[1] > 0  # the square's pixels, ties aside
     assert abs(float(drawn["heat"]["peak"]) - float(heat.max())) < 1e-3
+
+
+def test_every_demo_tflite_is_static_and_runs_in_litertjs_as_in_litert(demo_build):
+    """LiteRT.js (wasm) in headless Chromium takes every .tflite a demo build ships (static graphs: a
+    dynamic batch was refused, "Float32[1,32,32,3] does not match expected Float32[-1,32,32,3]") and
+    gives the outputs LiteRT gives in Python."""
+    from mobilepre.runtimes import run_litertjs, run_tflite
+    from mobilepre.tflite_reader import tflite_dynamic_tensors
+
+    images = np.load(demo.validation_path())["images"][:16]
+    files = sorted(demo_build.glob("*/model.tflite"))
+    assert len(files) == 4
+    for path in files:
+        content = path.read_bytes()
+        assert tflite_dynamic_tensors(content) == [] and _manifest(path.parent)["artifacts"][0]["io"]["shapes"] == "static"
+        want = run_tflite(content, images, where=str(path)).outputs[0]
+        got = run_litertjs(content, images, where=str(path)).outputs[0]
+        assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5, (path, float(np.abs(got - want).max()))

@@ -38,7 +38,10 @@ function inside(root, relative) {
 }
 
 function serve(req) {
-  const routes = [['/page/', req.page_dir], ['/model/', req.model_dir]];
+  // LiteRT.js (its ES modules and wasm/ folder) beside the page, from this folder's node_modules
+  const routes = [['/page/', req.page_dir], ['/model/', req.model_dir],
+    ['/page/litertjs/core/', path.join(here, 'node_modules/@litertjs/core')],
+    ['/page/litertjs/wasm-utils/', path.join(here, 'node_modules/@litertjs/wasm-utils')]];
   let output = null;
   const server = http.createServer((request, response) => {
     const url = new URL(request.url, 'http://127.0.0.1');
