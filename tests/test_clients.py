@@ -275,7 +275,9 @@ def test_the_web_page_shows_each_output_as_what_it_is(four_heads, tmp_path, back
 def test_every_demo_tflite_is_static_and_runs_in_litertjs_as_in_litert(demo_build):
     """LiteRT.js (wasm) in headless Chromium takes every .tflite a demo build ships (static graphs: a
     dynamic batch was refused, "Float32[1,32,32,3] does not match expected Float32[-1,32,32,3]") and
-    gives the outputs LiteRT gives in Python."""
+    gives the outputs LiteRT gives in Python: bit for bit for a full-integer model, within float
+    rounding for float kernels (XNNPACK's wasm and x86 builds sum in their own order: 1.0e-4 measured
+    on a float16 model's scores)."""
     from mobilepre.runtimes import run_litertjs, run_tflite
     from mobilepre.tflite_reader import tflite_dynamic_tensors
 
@@ -287,4 +289,6 @@ def test_every_demo_tflite_is_static_and_runs_in_litertjs_as_in_litert(demo_buil
         assert tflite_dynamic_tensors(content) == [] and _manifest(path.parent)["artifacts"][0]["io"]["shapes"] == "static"
         want = run_tflite(content, images, where=str(path)).outputs[0]
         got = run_litertjs(content, images, where=str(path)).outputs[0]
-        assert got.shape == want.shape and np.abs(got - want).max() <= 1e-5, (path, float(np.abs(got - want).max()))
+        integer = _manifest(path.parent)["artifacts"][0]["quantization"] == "int8"
+        assert got.shape == want.shape and (got.argmax(1) == want.argmax(1)).all(), path
+        assert np.abs(got - want).max() <= (0.0 if integer else 1e-3), (path, float(np.abs(got - want).max()))

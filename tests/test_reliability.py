@@ -251,7 +251,7 @@ def test_a_killed_build_leaves_a_copy_the_next_build_removes(tmp_path, fresh_cac
     child = subprocess.Popen([sys.executable, "-m", "mobilepre", "build", "--out", str(out), "--profile", "web-mobile"],
                              env=with_cache(FAST), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
-    while time.time() < deadline and not list(tmp_path.glob(".out.work.*.tmp/saved_model_s00/saved_model.pb")):
+    while time.time() < deadline and not list(tmp_path.glob(".out.work.*.tmp/saved_model_s00_*/saved_model.pb")):
         time.sleep(0.2)
     child.kill()
     child.wait()
