@@ -201,7 +201,9 @@ def test_keras_families_trained_convert_to_every_mode_and_run(keras, tf, tmp_pat
     held = images[1536:1560]
     want = model.predict(held, verbose=0)
     assert len(set(want.argmax(1))) >= 3, f"{family}: the trained reference gives one class to nearly every image"
-    for settings, (got,) in _every_mode(model, images[:32], held, tmp_path, family).items():
+    # 8 calibration images: int8's ranges and int16x8's engine choice (each engine's file run on them, in
+    # LiteRT's int16 reference kernels) on what a conformance check needs, not what a build would use
+    for settings, (got,) in _every_mode(model, images[:8], held, tmp_path, family).items():
         assert got.shape == want.shape, settings.key
         if settings.mode is quantize.Mode.FLOAT32:
             # trained, 100-300 ops deep: TF.js's XNNPACK sums in another order than TensorFlow (InceptionV3 1.02e-4)
