@@ -16,7 +16,7 @@ import numpy as np
 
 from mobilepre.artifacts import verify_tflite, verify_tfjs_folder
 from mobilepre.errors import EXIT_FAILED, MobilepreError
-from mobilepre.litert_child import ordered_keys
+from mobilepre.litert_child import dequantize, ordered_keys
 
 BATCH = 64
 LITERT_CHILD = Path(__file__).resolve().parent / "litert_child.py"
@@ -329,8 +329,7 @@ def run_litertjs(content: bytes, images: np.ndarray, latency_runs: int = 0, warm
     and float32 or uint8 input."""
     from mobilepre.tflite_reader import tflite_dynamic_tensors, tflite_io
 
-    verify_tflite(content, where)
-    io = tflite_io(content, where)
+    io = tflite_io(content, where)  # verifies the flatbuffer first
     if tflite_dynamic_tensors(content, where):
         raise MobilepreError(f"{where} has tensors of dynamic shape, which LiteRT.js refuses: build it with a static batch")
     (spec,) = io["inputs"]
@@ -352,10 +351,7 @@ def run_litertjs(content: bytes, images: np.ndarray, latency_runs: int = 0, warm
 
         result = _run_tfjs_script("browser.mjs", "LiteRT.js in Chromium", f"litertjs-{backend}", Path(folder), {}, images,
                                   latency_runs, warmup, where, None, extra, BROWSER_START_S)
-    outputs = []
-    for key, values in zip(keys, result.outputs):
-        scale, zero = by_index[io["signature"]["outputs"][key]]["quantization"]
-        outputs.append(((values - zero) * scale).astype(np.float32) if scale else values)
+    outputs = [dequantize(values, by_index[io["signature"]["outputs"][key]]) for key, values in zip(keys, result.outputs)]
     return RunResult(outputs, result.seconds, result.latency, result.peak_memory_bytes)
 
 
