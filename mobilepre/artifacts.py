@@ -224,7 +224,7 @@ def io_contract(fmt: str, files: dict, source_info: dict, input_range: tuple) ->
     outputs = source_info.get("outputs", [])
     wanted = list(signature_output_keys([spec["name"] for spec in outputs]))
     value_range = [0, 255] if source_info.get("input_dtype") == "uint8" else list(input_range)
-    if fmt == "tflite":
+    if fmt in ("tflite", "litertjs"):
         io = tflite_io(files["model.tflite"])
         position = {t["index"]: i for i, t in enumerate(io["outputs"])}
         by_index = {t["index"]: t for t in io["inputs"] + io["outputs"]}
@@ -270,7 +270,7 @@ def dynamic_shapes_problem(fmt: str, files: dict) -> str | None:
     """Why a `.tflite` exported with a static batch is not a static graph (an op whose output size depends
     on the data), or None: every TFLite artifact is checked before it is judged (TF.js models keep a
     dynamic batch, `quantize.export.export_for`)."""
-    if fmt != "tflite":
+    if fmt not in ("tflite", "litertjs"):
         return None
     dynamic = tflite_dynamic_tensors(files["model.tflite"])
     if not dynamic:
@@ -280,11 +280,27 @@ def dynamic_shapes_problem(fmt: str, files: dict) -> str | None:
             "static-shape accelerators (LiteRT's GPU and NPU delegates, LiteRT.js) refuse it")
 
 
+def litertjs_problem(content: bytes, where: str) -> str | None:
+    """Why LiteRT.js 2.5.3 cannot run the .tflite `content`, or None: it takes static shapes only and has
+    no int8 or int16 tensors at a model's inputs and outputs (float32 and uint8 only)."""
+    io = tflite_io(content, where)
+    if tflite_dynamic_tensors(content, where):
+        return f"{where} has tensors of dynamic shape, which LiteRT.js refuses: build it with a static batch"
+    for side in ("inputs", "outputs"):
+        for tensor in io[side]:
+            if tensor["dtype"] not in ("float32", "uint8"):
+                return (f"{where}: {side[:-1]} {tensor['name']} is {tensor['dtype']}, which LiteRT.js has no tensors for "
+                        "(float32 or uint8 only): use float or uint8 I/O")
+    if len(io["inputs"]) != 1:
+        return f"{where} has {len(io['inputs'])} inputs; mobilepre runs one-input image models"
+    return None
+
+
 def shapes(fmt: str, files: dict) -> str:
     """"static" when every tensor's size is fixed in the artifact itself (TFLite: every tensor's shape
     signature; TF.js: the signature's inputs and outputs), else "dynamic": what static-shape accelerators
     and LiteRT.js need, read from the file, never assumed."""
-    if fmt == "tflite":
+    if fmt in ("tflite", "litertjs"):
         return "dynamic" if tflite_dynamic_tensors(files["model.tflite"]) else "static"
     signature = json.loads(files["model.json"]).get("signature", {})
     specs = [*(signature.get("inputs") or {}).values(), *(signature.get("outputs") or {}).values()]

@@ -79,6 +79,13 @@ class Candidate:
         return candidate
 
 
+def integer_io(profile, fmt) -> IOType:
+    """The I/O type of a full-integer int8 artifact of `fmt` for `profile`: its `io_type` for a .tflite
+    (LiteRT.js has no int8 tensors at a model's inputs and outputs, which the profile refuses), float32
+    for TF.js, which has no full-integer mode."""
+    return profile.io_type if Format(fmt) in (Format.TFLITE, Format.LITERTJS) else IOType.FLOAT32
+
+
 def allowed_problem(profile, fmt, mode, io_type="float32", sparsity=0.0, clusters=0) -> str | None:
     """Why `profile` does not allow an artifact of this format, mode, I/O type, sparsity and clustering,
     or None when it does. The one rule: the search tries only what it allows, `check` fails what it no
@@ -87,7 +94,7 @@ def allowed_problem(profile, fmt, mode, io_type="float32", sparsity=0.0, cluster
         return f"profile {profile.name} no longer allows the {fmt} format ({', '.join(map(str, profile.formats))})"
     if mode not in profile.modes_for(fmt):
         return f"profile {profile.name} no longer allows {fmt} {mode} (allowed: {', '.join(map(str, profile.modes_for(fmt)))})"
-    wanted_io = str(profile.io_type) if (fmt == "tflite" and mode == "int8") else "float32"
+    wanted_io = str(integer_io(profile, fmt)) if mode == "int8" else "float32"
     if str(io_type) != wanted_io:
         return f"its I/O type is {io_type}, profile {profile.name} wants {wanted_io}"
     if isinstance(sparsity, bool) or not isinstance(sparsity, (int, float)) or sparsity > profile.max_sparsity + 1e-6:
@@ -104,7 +111,7 @@ def candidates_for(profile) -> dict[Format, list[Candidate]]:
     out = {}
     for fmt in profile.formats:
         modes = profile.modes_for(fmt)
-        io = profile.io_type if fmt is Format.TFLITE else IOType.FLOAT32
+        io = integer_io(profile, fmt)
         found = []
         for mode in modes:
             found.append(Candidate(fmt, mode, io if mode is Mode.INT8 else IOType.FLOAT32, target=profile.name if mode is Mode.MIXED else ""))

@@ -13,7 +13,7 @@ import numpy as np
 
 from mobilepre import demo
 from mobilepre.facts import artifact_facts, claim_problems
-from mobilepre.formats import FORMATS
+from mobilepre.formats import FORMATS, download_bytes
 from mobilepre.budgets import Measurement, Verdict, judge
 from mobilepre.data import DataOptions
 from mobilepre.errors import EXIT_FAILED, MobilepreError, param
@@ -308,7 +308,8 @@ def _measurement(bundle: Path, artifact: ManifestArtifact, facts, manifest: Mani
     else:
         drift, labels, source = artifact.drift, manifest.labels, "manifest"
     return Measurement(size, compressed, tuple(drift), labels, size_source="recomputed", drift_source=source,
-                       peak_memory_bytes=peak_memory_bytes, peak_memory_source=FORMATS[artifact.format].memory_source)
+                       peak_memory_bytes=peak_memory_bytes, peak_memory_source=FORMATS[facts.format].memory_source,
+                       download_bytes=download_bytes(facts.format, compressed))
 
 
 # ------------------------------------------------------------------------------------------ the check
@@ -473,8 +474,9 @@ def check_bundle(bundle: Path, profiles, measure: bool, timings, validation, ver
             findings.append(Finding(f"allowed[{artifact.format}]", False, f"{artifact.candidate}: {allowed}"))
             continue
         target = artifact.run_path(bundle)
+        backend = _checked_backend(artifact)
         try:
-            fmt, run = run_candidate(target, images[:1])
+            fmt, run = run_candidate(target, images[:1], browser=backend)
         except MobilepreError as error:
             artifacts.append(ArtifactCheck(artifact.path, artifact.candidate, Finding("runtime", False, error.message), None))
             continue
@@ -488,6 +490,16 @@ def check_bundle(bundle: Path, profiles, measure: bool, timings, validation, ver
         verdict = judge(profile, _measurement(bundle, artifact, facts, manifest, validation, run.peak_memory_bytes), latency)
         artifacts.append(ArtifactCheck(artifact.path, artifact.candidate, loads, verdict))
     return BundleResult(bundle.name, profile.name, tuple(findings), tuple(artifacts), where)
+
+
+def _checked_backend(artifact: ManifestArtifact) -> str | None:
+    """A LiteRT.js artifact runs in Chromium on the first backend its build found it runs right on (wasm
+    when the manifest names none); other formats in their own runtime."""
+    if artifact.format != "litertjs":
+        return None
+    backends = (artifact.claims.get("runtime") or {}).get("backends")
+    ok = [b for b, v in backends.items() if v == "ok"] if isinstance(backends, dict) else []
+    return ok[0] if ok else "wasm"
 
 
 def _sample_input(manifest: Manifest):

@@ -219,7 +219,7 @@ def prune(
 @app.command()
 def validate(
     reference: Annotated[Path, typer.Argument(help="The float model: .keras, .h5 or SavedModel folder.")],
-    candidate: Annotated[Path, typer.Argument(help="A .tflite file or a TF.js graph-model folder.")],
+    candidate: Annotated[Path, typer.Argument(help="A .tflite file, a TF.js graph-model folder or a LiteRT.js bundle's litertjs/ folder.")],
     data: Annotated[Path, typer.Option(help="Images: folder of PNG/JPEG, .npy or .npz (with optional labels).")],
     labels: Annotated[Optional[Path], typer.Option(help="Labels file (.npy, .npz or one integer per line).")] = None,
     threads: Annotated[int, typer.Option(min=1, max=64, help="TFLite interpreter threads.")] = 1,
@@ -230,8 +230,8 @@ def validate(
     max_accuracy_drop: Annotated[Optional[float], typer.Option(help="Fail (exit 1) if accuracy drops more (needs labels).")] = None,
     input_range: RangeOption = "0:1",
     convert_channels: ChannelsOption = False,
-    runtime: Annotated[str, typer.Option(help="TF.js candidates: node (Node.js, wasm) or chromium (headless Chromium through the loader page).")] = "node",
-    browser_backend: Annotated[str, typer.Option(help="With --runtime chromium: the TF.js backend, wasm or webgl.")] = "wasm",
+    runtime: Annotated[str, typer.Option(help="node (TF.js in Node.js; a .tflite in LiteRT) or chromium (headless Chromium through the loader page: TF.js, or LiteRT.js for a .tflite). A litertjs/ folder always runs in LiteRT.js in Chromium.")] = "node",
+    browser_backend: Annotated[str, typer.Option(help="In Chromium: the backend, wasm, webgl (TF.js only) or webgpu (SwiftShader without a GPU).")] = "wasm",
     trust_model: TrustOption = False,
     custom_objects: CustomObjectsOption = None,
     as_json: JsonOption = False,

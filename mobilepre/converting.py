@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 
 from mobilepre import quantize
-from mobilepre.artifacts import dynamic_shapes_problem
+from mobilepre.artifacts import dynamic_shapes_problem, litertjs_problem
 from mobilepre.candidates import Candidate
 from mobilepre.formats import FORMATS
 from mobilepre.measured import Measured
 from mobilepre.progress import as_reporter
 from mobilepre.quantize.checks import check_weights
+from mobilepre.quantize.settings import Format, engine_format
 
 # Conversions go to worker processes only for models at least this large: a worker imports TensorFlow
 # once (about 5 s), which the demo's (43k parameters) sub-second conversions never earn back (measured:
@@ -45,6 +46,7 @@ class Converter:
         self.conversions = 0
         self.unsupported: dict = {}  # format -> why its runtime cannot run this model (recurs in every mode)
         self._pool = None  # conversion worker processes, with jobs > 1
+        self._made: dict = {}  # (SavedModel export, settings) -> artifact, for this build
 
     @property
     def calibration(self):
@@ -63,18 +65,23 @@ class Converter:
         if isinstance(prepared, Measured):
             return prepared
         settings, directory, reached = prepared
+        made = (str(directory), settings)
+        if made in self._made:  # the same .tflite for a TFLite and a LiteRT.js candidate: converted once
+            return self._converted(candidate, self._made[made], reached)
         self.progress.stage(f"converting {candidate.key}")
         try:
             artifact = quantize.convert_saved_model(directory, settings, self.calibration, reached)
         except quantize.QuantizeError as error:
             return self._failed(candidate, error, reached)
+        self._made[made] = artifact
         return self._converted(candidate, artifact, reached)
 
     def convert_plan(self, candidate: Candidate, plan) -> Measured:
         """One step of a mixed search: `candidate` converted with per-layer precisions `plan`."""
-        settings = quantize.QuantizationSettings(candidate.fmt, quantize.Mode.MIXED, mixed=plan, shard_size_bytes=self.shard_size)
+        made = engine_format(candidate.fmt)
+        settings = quantize.QuantizationSettings(made, quantize.Mode.MIXED, mixed=plan, shard_size_bytes=self.shard_size)
         try:
-            model, directory, _ = self.variants.get(fmt=str(candidate.fmt))
+            model, directory, _ = self.variants.get(fmt=str(made))
             artifact = quantize.convert(model, settings, self.calibration, saved_model_dir=directory)
         except quantize.QuantizeError as error:  # one step of a search: the search's result is what is cached
             return Measured.failed(candidate, str(error), 0.0, final=False)
@@ -86,8 +93,9 @@ class Converter:
         if candidate.fmt in self.unsupported:  # the same ops fail every mode: do not convert again
             return Measured.failed(candidate, self.unsupported[candidate.fmt], unsupported=True, final=False)
         try:
-            model, directory, reached = self.variants.get(candidate.sparsity, candidate.clusters, candidate.qat, str(candidate.fmt))
-            settings = quantize.QuantizationSettings(candidate.fmt, candidate.mode, io_type=candidate.io_type, shard_size_bytes=self.shard_size)
+            made = engine_format(candidate.fmt)  # a LiteRT.js artifact is a .tflite
+            model, directory, reached = self.variants.get(candidate.sparsity, candidate.clusters, candidate.qat, str(made))
+            settings = quantize.QuantizationSettings(made, candidate.mode, io_type=candidate.io_type, shard_size_bytes=self.shard_size)
             check_weights(model, settings.mode)
         except quantize.QuantizeError as error:  # a failed candidate, not a failed build (not cached: no conversion ran)
             return Measured.failed(candidate, str(error), final=False)
@@ -108,6 +116,8 @@ class Converter:
         static (every model is exported with a batch of 1) fails here, before it is judged."""
         self.conversions += 1
         static_problem = dynamic_shapes_problem(candidate.fmt, artifact.files)
+        if candidate.fmt is Format.LITERTJS and not static_problem:
+            static_problem = litertjs_problem(artifact.files["model.tflite"], "the .tflite")
         if static_problem:
             return Measured.failed(candidate, f"{candidate.key}: {static_problem}", sparsity)
         metadata = None

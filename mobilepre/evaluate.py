@@ -51,6 +51,7 @@ class Evaluator:
         self._keys: dict = {}  # candidate -> (its cache key, the entry it came from, or None when this build stored it)
         self._timed: dict = {}  # (candidate, runtime key) -> the `Latency` judged
         self._distrusted: set = set()  # candidates whose cache entry failed its fresh check: measured anew, never read
+        self._backends: dict = {}  # (candidate, browser backend) -> `running.ArtifactRunner.run_on`'s answer
 
     @property
     def source(self):
@@ -109,7 +110,9 @@ class Evaluator:
         count; TF.js: Node's wasm, or Chromium's `browser` backend through the bundle's own page); with
         `cache_latency`, reused from the cache for a machine of this one's identity."""
         candidate = measured.candidate
-        key = str(threads) if candidate.fmt is Format.TFLITE else str(browser or 0)
+        # LiteRT.js runs in Chromium whatever the profile's latency source: on wasm unless it names a backend
+        key = (str(threads) if candidate.fmt is Format.TFLITE else (browser or "wasm") if candidate.fmt is Format.LITERTJS
+               else str(browser or 0))
         if (candidate, key) not in self._timed:
             slot = f"{candidate.fmt}:{key}:{runs}"
             latency = self._cached_latency(candidate, slot)
@@ -122,6 +125,14 @@ class Evaluator:
             if candidate in self.measured:
                 self.measured[candidate] = self.measured[candidate].with_latency(key, latency.median_ms)
         return self._timed[(candidate, key)]
+
+    def on_backend(self, candidate: Candidate, backend: str):
+        """(drift dicts or None, outputs or None, error or None) of `candidate` run in Chromium on `backend`,
+        once per build (never cached: a browser backend is judged fresh)."""
+        if (candidate, backend) not in self._backends:
+            drift, outputs, error = self.runner.run_on(self.measured[candidate], backend)
+            self._backends[(candidate, backend)] = (None if drift is None else tuple(d.to_dict() for d in drift), outputs, error)
+        return self._backends[(candidate, backend)]
 
     # ---------------------------------------------------------------------------------- the cache
 

@@ -19,7 +19,8 @@ class ArtifactFacts:
     """What the files of one artifact are.
 
     Attributes:
-        format (str): "tflite" (a TFLite flatbuffer) or "tfjs" (a graph model's model.json).
+        format (str): "tflite" (a TFLite flatbuffer), "litertjs" (one in a LiteRT.js bundle's litertjs/
+            folder) or "tfjs" (a graph model's model.json).
         mode (str): the quantization its tensors show: TFLite "float32", "float16" (float16 constants),
             "dynamic" (int8 constants, float activations), "int8" (integer activations), "int16x8" (int16
             activations), "int4" (int4 constants) or "mixed" (int4 and int8 constants); TF.js "float32",
@@ -44,12 +45,12 @@ def artifact_facts(bundle: Path, path: str, files) -> ArtifactFacts:
     contents = [(Path(bundle) / f).read_bytes() for f in files]
     size, compressed = sum(len(c) for c in contents), sum(gzip_size(c) for c in contents)
     data = (Path(bundle) / path).read_bytes()
-    if data[4:8] == b"TFL3":
-        return _tflite(data, path, size, compressed)
+    if data[4:8] == b"TFL3":  # in a LiteRT.js bundle's litertjs/ folder, a .tflite the browser runs
+        return _tflite(data, path, size, compressed, "litertjs" if Path(path).parent.name == "litertjs" else "tflite")
     return _tfjs(data, size, compressed)
 
 
-def _tflite(data: bytes, where: str, size: int, compressed: int) -> ArtifactFacts:
+def _tflite(data: bytes, where: str, size: int, compressed: int, fmt: str = "tflite") -> ArtifactFacts:
     io = tflite_io(data, where)
     io_indices = {t["index"] for t in io["inputs"] + io["outputs"]}
     types = tflite_tensor_types(data, where)
@@ -70,7 +71,7 @@ def _tflite(data: bytes, where: str, size: int, compressed: int) -> ArtifactFact
     output = io["outputs"][0]["dtype"] if io["outputs"] else "float32"
     io_type = output if mode == "int8" and output in _INTEGER else "float32"
     inputs = tuple((t["dtype"], tuple(t["shape"])) for t in io["inputs"])
-    return ArtifactFacts("tflite", mode, io_type, inputs, size, compressed, shapes("tflite", {"model.tflite": data}))
+    return ArtifactFacts(fmt, mode, io_type, inputs, size, compressed, shapes(fmt, {"model.tflite": data}))
 
 
 def _tfjs(data: bytes, size: int, compressed: int) -> ArtifactFacts:

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from mobilepre.artifacts import verify_tflite, verify_tfjs_folder
+from mobilepre.errors import MobilepreError
+from mobilepre.artifacts import litertjs_problem, verify_tflite, verify_tfjs_folder
 from mobilepre.quantize.settings import Format
-from mobilepre.sdk_metadata import tflite_with_metadata, tfjs_with_metadata
+from mobilepre.sdk_metadata import litertjs_contract, tflite_with_metadata, tfjs_with_metadata
+from mobilepre.web_bundle import litertjs_page_files, runtime_download, tfjs_page_files
 
 
 def _tflite_metadata(files: dict, sdk) -> tuple[dict, dict]:
@@ -25,12 +27,28 @@ def _tfjs_metadata(files: dict, sdk) -> tuple[dict, dict]:
     return {**files, "model.json": tfjs_with_metadata(files["model.json"], sdk)}, {"carries": [carries], "note": None}
 
 
+def _litertjs_metadata(files: dict, sdk) -> tuple[dict, dict]:
+    """The .tflite exactly as a TFLite bundle ships it (its drift in LiteRT carries over), and beside it
+    `contract.json`: the I/O contract the browser loader reads (it cannot parse TFLite metadata)."""
+    files, metadata = _tflite_metadata(files, sdk)
+    carries = [*metadata["carries"], "contract.json: I/O contract" + (" and class names" if sdk.class_names else "")]
+    return {**files, "contract.json": litertjs_contract(files["model.tflite"], sdk)}, {**metadata, "carries": carries}
+
+
 def _verify_tflite(path: Path, where: str) -> None:
     verify_tflite(path.read_bytes(), where)
 
 
 def _verify_tfjs(path: Path, where: str) -> None:
     verify_tfjs_folder(path.parent, where)
+
+
+def _verify_litertjs(path: Path, where: str) -> None:
+    content = path.read_bytes()
+    verify_tflite(content, where)
+    problem = litertjs_problem(content, where)
+    if problem:
+        raise MobilepreError(problem)
 
 
 @dataclass(frozen=True)
@@ -49,8 +67,10 @@ class FormatRow:
         verify (callable): (artifact path, where) -> None, or a `MobilepreError` naming the problem, before
             any runtime parses it.
         served_compressed (bool): what a device downloads is the gzip of the files (a web server's), so a
-            size preference weighs gzip bytes first; a .tflite ships as it is.
-        web_page (bool): its bundle carries the loader page (`index.html`, `loader.mjs`) beside it.
+            size preference weighs gzip bytes first; a .tflite in an app ships as it is.
+        page_files (callable | None): () -> the files a web bundle carries beside the artifact (loader
+            page, `loader.mjs`, and the runtime when the bundle serves its own), by bundle path.
+        web_runtime (str | None): the browser runtime whose download `sizes.runtime_download` adds.
     """
 
     format: Format
@@ -61,14 +81,16 @@ class FormatRow:
     with_metadata: Callable
     verify: Callable
     served_compressed: bool = False
-    web_page: bool = False
+    page_files: Callable | None = None
+    web_runtime: str | None = None
 
     def prefix(self) -> str:
-        """The artifact's files' path prefix in a bundle ("" or "tfjs/")."""
+        """The artifact's files' path prefix in a bundle ("", "tfjs/" or "litertjs/")."""
         return f"{self.folder}/" if self.folder else ""
 
     def run_path(self, folder: Path) -> Path:
-        """What a runtime is given for an artifact written into `folder`: the .tflite file, or the TF.js folder."""
+        """What a runtime is given for an artifact written into `folder`: the .tflite file, or the folder
+        (TF.js: model.json and shards; LiteRT.js: model.tflite and contract.json)."""
         return Path(folder) / self.artifact if not self.folder else Path(folder)
 
     def write(self, files: dict, folder: Path) -> Path:
@@ -81,10 +103,20 @@ class FormatRow:
 FORMATS = {
     Format.TFLITE: FormatRow(Format.TFLITE, "model.tflite", "", "LiteRT", "host", _tflite_metadata, _verify_tflite),
     Format.TFJS: FormatRow(Format.TFJS, "tfjs/model.json", "tfjs", "TF.js (Node, wasm)", "measured", _tfjs_metadata, _verify_tfjs,
-                           served_compressed=True, web_page=True),
+                           served_compressed=True, page_files=tfjs_page_files, web_runtime="tfjs"),
+    Format.LITERTJS: FormatRow(Format.LITERTJS, "litertjs/model.tflite", "litertjs", "LiteRT.js (Chromium, wasm)", "host",
+                               _litertjs_metadata, _verify_litertjs, served_compressed=True, page_files=litertjs_page_files,
+                               web_runtime="litertjs"),
 }
 
 
 def row(fmt) -> FormatRow:
     """The row of `fmt` (a `Format` or its name); KeyError for a format no row describes."""
     return FORMATS[Format(fmt)]
+
+
+def download_bytes(fmt: str, gzip_bytes: int) -> int | None:
+    """What a browser downloads on a first visit for an artifact of `fmt`: its gzip bytes and its web
+    runtime's (`web_bundle.runtime_download`); None for a format no browser loads (.tflite in an app)."""
+    runtime = row(fmt).web_runtime
+    return None if runtime is None else gzip_bytes + runtime_download(runtime)[1]

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from mobilepre.artifacts import io_contract
 from mobilepre.formats import FORMATS
+from mobilepre.web_bundle import runtime_entry
 from mobilepre.metrics import OutputKind
-from mobilepre.runtimes import web_page_files
 from mobilepre.quantize.settings import engine_for
 
 MANIFEST_SCHEMA = "mobilepre.manifest/1"
@@ -91,11 +91,12 @@ def bundle_files(profile, chosen: list, source_info: dict, data: dict, versions:
                 **({"qat": True} if trial.qat is not None else {}),
                 **({"metadata": trial.metadata} if trial.metadata is not None else {}),
                 **({"engine_choice": trial.engine_choice} if trial.engine_choice is not None else {}),
+                **({"runtime": runtime_entry(row.web_runtime, trial.gzip_bytes, trial.backends)} if row.web_runtime else {}),
             }
         )
         verdicts[trial.format] = trial.verdict.to_dict()
-        if row.web_page:  # a web bundle opens in a browser as it is: its loader page beside tfjs/
-            files.update(web_page_files())
+        if row.page_files:  # a web bundle opens in a browser as it is: its loader page (and runtime) beside the model
+            files.update(row.page_files())
     manifest = {
         "artifacts": sorted(artifacts, key=lambda a: a["path"]),
         "data": data,
@@ -266,7 +267,7 @@ def _check_schema(manifest) -> None:
     for i, artifact in enumerate(manifest["artifacts"]):
         if not (
             isinstance(artifact, dict)
-            and artifact.get("format") in ("tflite", "tfjs")
+            and artifact.get("format") in FORMATS
             and artifact.get("path") in listed
             and isinstance(artifact.get("candidate"), str)
         ):

@@ -17,7 +17,7 @@ from mobilepre.budgets import Measurement
 from mobilepre.candidates import Candidate
 from mobilepre.metrics import OutputDrift
 from mobilepre.quantize.artifact import gzip_size
-from mobilepre.formats import FORMATS
+from mobilepre.formats import FORMATS, download_bytes
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,8 @@ class Measured:
         """What judging needs of this candidate (TF.js peak memory counts tensor bytes, exact; LiteRT's is
         the host's resident memory)."""
         return Measurement(self.size_bytes, self.gzip_bytes, self.drift_dicts(), labels, self.error,
-                           peak_memory_bytes=self.peak_memory_bytes, peak_memory_source=FORMATS[self.candidate.fmt].memory_source)
+                           peak_memory_bytes=self.peak_memory_bytes, peak_memory_source=FORMATS[self.candidate.fmt].memory_source,
+                           download_bytes=None if self.error else download_bytes(self.candidate.fmt, self.gzip_bytes))
 
     def sha256(self) -> dict:
         return {name: hashlib.sha256(data).hexdigest() for name, data in sorted(self.files.items())}

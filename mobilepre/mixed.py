@@ -12,7 +12,7 @@ from mobilepre.measured import Measured
 from mobilepre.progress import as_reporter
 from mobilepre.quantize.export import INPUT_NAME
 from mobilepre.quantize.mixed import LEVEL_BYTES, MixedPrecision, rank_tflite_ops, rank_tfjs_weights
-from mobilepre.quantize.settings import Format, Mode, mixed_ladder
+from mobilepre.quantize.settings import Format, Mode, engine_format, mixed_ladder
 
 # Verified steps (a conversion and a run in the format's runtime) one mixed search may take.
 MAX_STEPS = 8
@@ -123,6 +123,7 @@ class MixedSearch:
     def ranking(self, fmt: Format, base: Mode):
         """The layers of the unpruned model `base` quantizes, worst first; measured once per search object
         (every profile's mixed search from the same base shares it)."""
+        fmt = engine_format(fmt)  # a LiteRT.js model is a .tflite: ranked as one
         key = (fmt, base)
         if key not in self._rankings:
             model, directory, _ = self.variants.get(fmt=str(fmt))

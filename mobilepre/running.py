@@ -56,11 +56,30 @@ class ArtifactRunner:
             self.validations += 1
         return measured.with_run(compare(self.reference, run, self.labels, self.outputs), run.peak_memory_bytes)
 
+    def run_on(self, measured: Measured, backend: str):
+        """`measured` run on every validation image in Chromium on `backend` (TF.js: wasm, webgl or
+        webgpu; LiteRT.js: wasm or webgpu): (drift per output, or None, the outputs, or None, the error)."""
+        row = FORMATS[measured.candidate.fmt]
+        self.progress.stage(f"running {measured.key} on {backend} in Chromium on {len(self.validation)} images")
+        with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
+            path = row.write(measured.files, Path(tmp))
+            try:
+                _, run = run_candidate(path, self._on_disk(), output_names=[spec.name for spec in self.outputs],
+                                       where=f"{measured.key} on {backend}", browser=backend)
+            except MobilepreError as error:
+                return None, None, error.message
+        with self._lock:
+            self.validations += 1
+        return compare(self.reference, run, self.labels, self.outputs), run.outputs, None
+
     def time(self, measured: Measured, threads: int, runs: int, browser: str | None = None) -> Latency:
         """Single-image latency of `measured` on this host: LiteRT with `threads`, TF.js in Node's wasm, or
-        TF.js in headless Chromium on `browser`'s backend through the bundle's own page."""
-        where = (f"LiteRT ({max(1, threads)} threads)" if measured.candidate.fmt == "tflite"
-                 else f"Chromium ({browser})" if browser else "TF.js (Node, wasm)")
+        in headless Chromium on `browser`'s backend through the bundle's own page (TF.js; LiteRT.js always,
+        on wasm unless `browser` says)."""
+        fmt = measured.candidate.fmt
+        where = (f"LiteRT ({max(1, threads)} threads)" if fmt == "tflite"
+                 else f"LiteRT.js in Chromium ({browser or 'wasm'})" if fmt == "litertjs"
+                 else f"TF.js in Chromium ({browser})" if browser else "TF.js (Node, wasm)")
         self.progress.stage(f"timing {measured.key} in {where}")
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
             path = FORMATS[measured.candidate.fmt].write(measured.files, Path(tmp))

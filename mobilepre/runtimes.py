@@ -14,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mobilepre.artifacts import verify_tflite, verify_tfjs_folder
+from mobilepre.artifacts import litertjs_problem, verify_tflite, verify_tfjs_folder
 from mobilepre.errors import EXIT_FAILED, MobilepreError
 from mobilepre.litert_child import dequantize, ordered_keys
+from mobilepre.web_bundle import PAGE_FILES, WEB_DIR, runner_dir
 
 BATCH = 64
 LITERT_CHILD = Path(__file__).resolve().parent / "litert_child.py"
@@ -179,11 +180,6 @@ def run_tflite(content: bytes, images: np.ndarray, threads: int = 1, latency_run
 # -------------------------------------------------------------------------------------------- TF.js
 
 
-def runner_dir() -> Path:
-    override = os.environ.get("MOBILEPRE_TFJS_RUNNER")
-    return Path(override) if override else Path(__file__).resolve().parent / "tfjs_runner"
-
-
 def check_node() -> tuple[str, Path]:
     """The node binary and the runner folder, or one line saying what to install."""
     node = shutil.which("node")
@@ -251,13 +247,19 @@ def _run_tfjs_script(script: str, what: str, runtime: str, folder: Path, model_j
         (tmp / "request.json").write_text(json.dumps(request))
         timeout = run_timeout_s(len(images), latency_runs + warmup) + start_s
         result = _run_child([node, str(runner / script), str(tmp / "request.json")], timeout, where, what)
-        answer = _runner_answer(result, where)
+        answer = _runner_answer(result, where, what)
         flat = np.fromfile(tmp / "output.bin", dtype=np.float32)
     outputs, offset = [], 0
     for shape in answer["output_shapes"]:
         size = int(np.prod(shape))
         outputs.append(flat[offset : offset + size].reshape(shape))
         offset += size
+    repeated = answer.get("repeat_difference")
+    if isinstance(repeated, (int, float)) and outputs:
+        scale = max(float(np.max(np.abs(o), initial=0.0)) for o in outputs)
+        if not repeated <= REPEAT_TOLERANCE * (1.0 + scale):
+            raise MobilepreError(f"{where}: {what} gave different outputs for the same images when run again (by {repeated:.3g}); "
+                                 "a runtime whose later inferences differ from its first cannot be trusted on this backend")
     latency = None
     if latency_runs and answer.get("latency_ms"):
         lat = answer["latency_ms"]
@@ -265,14 +267,7 @@ def _run_tfjs_script(script: str, what: str, runtime: str, folder: Path, model_j
     return RunResult(outputs, float(answer["inference_seconds"]), latency, _bytes(answer.get("peak_memory_bytes")))
 
 
-WEB_DIR = Path(__file__).resolve().parent / "web"
-WEB_PAGE_FILES = ("index.html", "loader.mjs")
 CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-
-
-def web_page_files() -> dict[str, bytes]:
-    """The loader page every web bundle ships beside its `tfjs/` folder: `index.html` and `loader.mjs`."""
-    return {name: (WEB_DIR / name).read_bytes() for name in WEB_PAGE_FILES}
 
 
 def check_chromium() -> str:
@@ -293,9 +288,10 @@ def check_chromium() -> str:
 
 
 def _bundle_page(folder: Path) -> Path | None:
-    """The web bundle `folder` (a `tfjs/` model folder) sits in, when it is one: its own page is used."""
+    """The web bundle `folder` (its `tfjs/` or `litertjs/` model folder) sits in, when it is one: its own
+    page is used."""
     parent = folder.resolve().parent
-    if folder.name == "tfjs" and (parent / "manifest.json").is_file() and all((parent / n).is_file() for n in WEB_PAGE_FILES):
+    if folder.name in ("tfjs", "litertjs") and (parent / "manifest.json").is_file() and all((parent / n).is_file() for n in PAGE_FILES):
         return parent
     return None
 
@@ -311,50 +307,74 @@ def run_browser(folder: Path, images: np.ndarray, latency_runs: int = 0, warmup:
         raise MobilepreError(f"puppeteer-core is not installed in {runner}: run `npm ci` there (`make install` does it)")
     chromium = check_chromium()
     _check_tfjs_input(model_json, _array(images), where)
-    page_dir = _bundle_page(Path(folder)) or WEB_DIR
+    bundle = _bundle_page(Path(folder))
+    page_dir = bundle or WEB_DIR
+    # in a bundle, the model as the page finds it (beside the manifest its loader reads)
+    model_url = f"/page/{Path(folder).name}/model.json" if bundle else "/model/model.json"
 
     def extra(tmp: Path) -> dict:
         return {"chromium": chromium, "profile_dir": str(tmp / "chromium-profile"), "page_dir": str(page_dir),
-                "model_url": "/model/model.json", "backend": backend}
+                "model_url": model_url, "backend": backend}
 
     return _run_tfjs_script("browser.mjs", "TF.js in Chromium", f"chromium-{backend}", folder, model_json, images,
                             latency_runs, warmup, where, output_keys, extra, BROWSER_START_S)
 
 
-def run_litertjs(content: bytes, images: np.ndarray, latency_runs: int = 0, warmup: int = 5, where: str = "candidate",
+def run_litertjs(model, images: np.ndarray, latency_runs: int = 0, warmup: int = 5, where: str = "candidate",
                  output_keys: list | None = None, backend: str = "wasm") -> RunResult:
     """Run `images` through a .tflite model with LiteRT.js in headless Chromium on `backend` ("wasm" or
-    "webgpu"), served from 127.0.0.1 with LiteRT.js from the pinned node_modules; outputs in the order
-    of `output_keys` (signature names), dequantized as LiteRT's own are. LiteRT.js needs a static graph
-    and float32 or uint8 input."""
-    from mobilepre.tflite_reader import tflite_dynamic_tensors, tflite_io
+    "webgpu"), served from 127.0.0.1; outputs in the order of `output_keys` (signature names),
+    dequantized as LiteRT's own are. `model`: the .tflite bytes (run through the page mobilepre ships,
+    LiteRT.js from the pinned node_modules), or a LiteRT.js model folder (`model.tflite`,
+    `contract.json`), which in a web bundle runs through the bundle's own page and runtime files."""
+    from mobilepre.tflite_reader import tflite_io
+    from mobilepre.web_bundle import litertjs_page_files
 
+    folder = Path(model) if isinstance(model, (str, Path)) else None
+    if folder is not None:
+        try:
+            content = (folder / "model.tflite").read_bytes()
+        except OSError as error:
+            raise MobilepreError(f"{where}: {folder / 'model.tflite'} cannot be read: {error.strerror}") from None
+    else:
+        content = bytes(model)
     io = tflite_io(content, where)  # verifies the flatbuffer first
-    if tflite_dynamic_tensors(content, where):
-        raise MobilepreError(f"{where} has tensors of dynamic shape, which LiteRT.js refuses: build it with a static batch")
-    (spec,) = io["inputs"]
-    if spec["dtype"] not in ("float32", "uint8"):
-        raise MobilepreError(f"{where} takes {spec['dtype']} input, which LiteRT.js has no tensors for (float32 or uint8 only)")
+    problem = litertjs_problem(content, where)
+    if problem:
+        raise MobilepreError(problem)
     keys = ordered_keys(io["signature"]["outputs"], output_keys)
     by_index = {t["index"]: t for t in io["outputs"]}
     _, runner = check_node()
     if not (runner / "node_modules" / "@litertjs" / "core" / "package.json").is_file():
         raise MobilepreError(f"LiteRT.js is not installed in {runner}: run `npm ci` there (`make install` does it)")
     chromium = check_chromium()
-    with tempfile.TemporaryDirectory(prefix="mobilepre-litertjs-") as folder:
-        (Path(folder) / "model.tflite").write_bytes(content)
+    with tempfile.TemporaryDirectory(prefix="mobilepre-litertjs-") as tmp_page:
+        page_dir = _bundle_page(folder) if folder is not None else None
+        model_url = f"/page/{folder.name}/model.tflite" if page_dir is not None else "/model/model.tflite"
+        if page_dir is None:  # the page mobilepre ships, LiteRT.js served from node_modules
+            page_dir = Path(tmp_page)
+            for name, data in litertjs_page_files(runtime=False).items():
+                (page_dir / name).write_bytes(data)
+            if folder is None:
+                folder = page_dir / "litertjs"
+                folder.mkdir()
+                (folder / "model.tflite").write_bytes(content)
+                # what the loader reads of an I/O contract: the input's dtype picks LiteRT.js's build
+                (folder / "contract.json").write_text(json.dumps({"mobilepre": {"quantization": {"input_dtype": io["inputs"][0]["dtype"]}}}))
 
         def extra(tmp: Path) -> dict:
-            return {"chromium": chromium, "profile_dir": str(tmp / "chromium-profile"), "page_dir": str(WEB_DIR),
-                    "page": "litert.html", "model_url": "/model/model.tflite", "backend": backend,
-                    "output_names": keys, "batch_size": 1}
+            return {"chromium": chromium, "profile_dir": str(tmp / "chromium-profile"), "page_dir": str(page_dir),
+                    "model_url": model_url, "backend": backend, "output_names": keys, "batch_size": 1}
 
-        result = _run_tfjs_script("browser.mjs", "LiteRT.js in Chromium", f"litertjs-{backend}", Path(folder), {}, images,
+        result = _run_tfjs_script("browser.mjs", "LiteRT.js in Chromium", f"litertjs-{backend}", folder, {}, images,
                                   latency_runs, warmup, where, None, extra, BROWSER_START_S)
     outputs = [dequantize(values, by_index[io["signature"]["outputs"][key]]) for key, values in zip(keys, result.outputs)]
     return RunResult(outputs, result.seconds, result.latency, result.peak_memory_bytes)
 
 
+# How far a repeated inference of the same image may move, relative to the outputs' largest magnitude:
+# float rounding of a kernel chosen differently, never a wrong answer.
+REPEAT_TOLERANCE = 1e-5
 BROWSER_START_S = 60.0  # Chromium's start and the page's load, on top of the per-image time limit
 
 
@@ -376,7 +396,7 @@ def _check_tfjs_input(model_json: dict, images: np.ndarray, where: str) -> None:
         raise MobilepreError(f"{where} takes {np.dtype(dtype).name} input, the data is {images.dtype.name}")
 
 
-def _runner_answer(result: subprocess.CompletedProcess, where: str) -> dict:
+def _runner_answer(result: subprocess.CompletedProcess, where: str, what: str = "TF.js") -> dict:
     lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
     try:
         answer = json.loads(lines[-1]) if lines else {}
@@ -384,5 +404,5 @@ def _runner_answer(result: subprocess.CompletedProcess, where: str) -> dict:
         answer = {}
     if result.returncode != 0 or "error" in answer or not answer:
         detail = answer.get("error") or (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise MobilepreError(f"{where}: TF.js could not run the model: {detail}")
+        raise MobilepreError(f"{where}: {what} could not run the model: {detail}")
     return answer

@@ -271,3 +271,20 @@ def minimum_parser_version(buffer: bytes) -> str:
             need((1, 2, 0))
     files(metadata.associatedFiles)
     return ".".join(str(n) for n in version[0])
+
+
+def litertjs_contract(model: bytes, contract: SdkContract) -> bytes:
+    """`contract.json` of a LiteRT.js bundle: `{"mobilepre": contract}` as TF.js's model.json carries it,
+    plus what the browser loader needs of the .tflite itself (it reads no TFLite metadata): the input
+    tensor's dtype and quantization, and each integer output's quantization by signature key."""
+    from mobilepre.tflite_reader import tflite_io
+
+    io = tflite_io(model, "the LiteRT.js model")
+    (first, *_) = io["inputs"]
+    by_index = {t["index"]: t for t in io["outputs"]}
+    tensors = {"input_dtype": first["dtype"],
+               "outputs": {key: list(by_index[i]["quantization"]) for key, i in sorted(io["signature"]["outputs"].items())
+                           if by_index[i]["dtype"] != "float32" and by_index[i]["quantization"][0]}}
+    if first["dtype"] != "float32" and first["quantization"][0]:
+        tensors["input"] = list(first["quantization"])
+    return json.dumps({"mobilepre": {**contract.to_dict(), "quantization": tensors}}, indent=1, sort_keys=True).encode()

@@ -18,7 +18,7 @@ from mobilepre.metrics import CLASS_SCORES, TOLERANCES, OutputDrift, OutputKind
 from mobilepre.models import load_model, settle_kinds, with_stages
 from mobilepre.profiles import Drift
 from mobilepre.quantize.export import output_list, signature_output_keys
-from mobilepre.runtimes import check_chromium, run_browser, run_tflite, run_tfjs
+from mobilepre.runtimes import check_chromium, run_browser, run_litertjs, run_tflite, run_tfjs
 
 PSNR_CAP_DB = 200.0  # identical outputs have infinite PSNR; JSON has no infinity
 
@@ -262,8 +262,8 @@ def _behind_stages(source, candidate: Path, fmt: str, input_range: tuple):
 
 def candidate_input(candidate: Path, fmt: str) -> tuple[list, str]:
     """(shape, dtype) of the candidate's first input, read from the file; ([], "") when it says none."""
-    if fmt == "tflite":
-        inputs = tflite_io(candidate.read_bytes(), str(candidate))["inputs"]
+    if fmt in ("tflite", "litertjs"):
+        inputs = tflite_io(_tflite_file(candidate).read_bytes(), str(candidate))["inputs"]
         return (list(inputs[0]["shape"]), inputs[0]["dtype"]) if inputs else ([], "")
     folder = candidate if candidate.is_dir() else candidate.parent
     try:
@@ -273,12 +273,21 @@ def candidate_input(candidate: Path, fmt: str) -> tuple[list, str]:
         return [], ""  # the runtime says what is wrong with the folder
 
 
+def _tflite_file(candidate: Path) -> Path:
+    return candidate / "model.tflite" if candidate.is_dir() else candidate
+
+
 def candidate_format(path: Path) -> str:
+    """"tflite" (a .tflite file), "tfjs" (a graph-model folder or its model.json) or "litertjs" (a
+    bundle's `litertjs/` folder: model.tflite and contract.json)."""
     path = Path(path)
     if path.is_dir():
         if (path / "model.json").exists():
             return "tfjs"
-        raise MobilepreError(f"candidate {path} is a folder without model.json: give a .tflite file or a TF.js graph-model folder")
+        if (path / "model.tflite").exists():
+            return "litertjs"
+        raise MobilepreError(f"candidate {path} is a folder without model.json or model.tflite: give a .tflite file, a TF.js "
+                             "graph-model folder or a LiteRT.js bundle's litertjs/ folder")
     if path.suffix == ".tflite":
         return "tflite"
     if path.name == "model.json":
@@ -290,21 +299,29 @@ def run_candidate(path: Path, images: np.ndarray, threads: int = 1, latency_runs
                   where: str | None = None, browser: str | None = None):
     """Run a candidate file or folder in its runtime; returns (format, RunResult) with the outputs in the
     order of `output_names` (the reference model's output names; natural signature order without).
-    `browser` ("wasm" or "webgl"): a TF.js candidate runs in headless Chromium on that backend instead
-    of Node. Errors name the candidate by `where` (default: its path)."""
+    `browser`: a TF.js candidate runs in headless Chromium on that backend ("wasm", "webgl", "webgpu")
+    instead of Node, a .tflite in LiteRT.js in Chromium ("wasm", "webgpu") instead of LiteRT; a
+    LiteRT.js folder always runs in LiteRT.js (on wasm unless `browser` says). Errors name the candidate
+    by `where` (default: its path)."""
     path = Path(path)
     fmt = candidate_format(path)
     keys = list(signature_output_keys(output_names)) if output_names else None
+    if fmt == "litertjs" or (fmt == "tflite" and browser):
+        model = path if fmt == "litertjs" else _read(path)
+        return fmt, run_litertjs(model, images, latency_runs, where=where or str(path), output_keys=keys, backend=browser or "wasm")
     if fmt == "tflite":
-        try:
-            content = path.read_bytes()
-        except OSError as error:
-            raise MobilepreError(f"candidate {path} cannot be read: {error.strerror}") from None
-        return fmt, run_tflite(content, images, threads, latency_runs, where=where or str(path), output_keys=keys)
+        return fmt, run_tflite(_read(path), images, threads, latency_runs, where=where or str(path), output_keys=keys)
     folder = path if path.is_dir() else path.parent
     if browser:
         return fmt, run_browser(folder, images, latency_runs, where=where or str(folder), output_keys=keys, backend=browser)
     return fmt, run_tfjs(folder, images, latency_runs, where=where or str(folder), output_keys=keys)
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise MobilepreError(f"candidate {path} cannot be read: {error.strerror}") from None
 
 
 def compare(reference_outputs: list, run, labels: np.ndarray | None, outputs: list) -> list[OutputDrift]:
@@ -367,8 +384,8 @@ def validate(
 
 
 def _io(candidate: Path, fmt: str, source, specs, input_range: tuple) -> dict:
-    if fmt == "tflite":
-        files = {"model.tflite": candidate.read_bytes()}
+    if fmt in ("tflite", "litertjs"):
+        files = {"model.tflite": _tflite_file(Path(candidate)).read_bytes()}
     else:
         files = {"model.json": ((candidate if candidate.is_dir() else candidate.parent) / "model.json").read_bytes()}
     source_info = {"input_dtype": source.input_dtype, "outputs": [spec.to_dict() for spec in specs]}
@@ -390,8 +407,8 @@ def validate_files(
     _check_tolerances(tolerances or {})
     fmt = candidate_format(candidate)  # refuse a wrong candidate before the slow model load
     if browser is not None:
-        if fmt != "tfjs":
-            raise MobilepreError(f"{param('browser')} runs TF.js models; {candidate} is a TFLite file (it runs in LiteRT)")
+        if fmt != "tfjs" and browser == "webgl":
+            raise MobilepreError(f"{param('browser')} webgl is a TF.js backend; {candidate} runs in LiteRT.js: use wasm or webgpu")
         check_chromium()  # before the slow model load
     source = load_model(reference, trust=trust, custom_objects=custom_objects)
     source = _behind_stages(source, Path(candidate), fmt, data.input_range)

@@ -23,8 +23,18 @@ class CannotPruneError(QuantizeError):
 
 
 class Format(StrEnum):
+    """What a device loads: a .tflite for LiteRT, a TF.js graph model, or a .tflite run by LiteRT.js in a
+    browser (the same bytes as a TFLite artifact, converted by the TFLite engines: `engine_format`)."""
+
     TFLITE = "tflite"
     TFJS = "tfjs"
+    LITERTJS = "litertjs"
+
+
+def engine_format(fmt) -> Format:
+    """The format the converters make for `fmt`: LiteRT.js runs .tflite files, so LITERTJS is TFLITE."""
+    fmt = Format(fmt)
+    return Format.TFLITE if fmt is Format.LITERTJS else fmt
 
 
 class Mode(StrEnum):
@@ -63,6 +73,9 @@ class IOType(StrEnum):
 MODES_BY_FORMAT: dict[Format, tuple[Mode, ...]] = {
     Format.TFLITE: (Mode.FLOAT32, Mode.FLOAT16, Mode.DYNAMIC, Mode.INT16X8, Mode.INT8, Mode.MIXED, Mode.INT4),
     Format.TFJS: (Mode.FLOAT32, Mode.FLOAT16, Mode.UINT16, Mode.UINT8, Mode.MIXED),
+    # LiteRT.js 2.5.3 has no int8 or int16 tensors at its I/O and no int16x8 kernels (int8 is full
+    # integer with float or uint8 I/O)
+    Format.LITERTJS: (Mode.FLOAT32, Mode.FLOAT16, Mode.DYNAMIC, Mode.INT8, Mode.MIXED, Mode.INT4),
 }
 
 # Which engine makes each TFLite mode: whichever made the smaller file at no more drift, measured in
@@ -104,8 +117,8 @@ def mixed_ladder(fmt: Format, allowed) -> tuple[Mode, ...]:
     when the device runs float kernels at all (a device that allows only int8, an NPU, never gets a
     float layer). TF.js starts at uint8 and raises to float16 when float16 or float32 is allowed.
     """
-    fmt = Format(fmt)
-    allowed = {Mode(m) for m in allowed} & set(MODES_BY_FORMAT[fmt])
+    allowed = {Mode(m) for m in allowed} & set(MODES_BY_FORMAT[Format(fmt)])
+    fmt = engine_format(fmt)
     if fmt is Format.TFJS:
         levels = [Mode.UINT8] if Mode.UINT8 in allowed else []
         if levels and allowed & {Mode.FLOAT16, Mode.FLOAT32}:
@@ -183,6 +196,8 @@ class QuantizationSettings:
             object.__setattr__(self, "format", Format(self.format))
         except ValueError:
             raise QuantizeError(f"format {self.format!r} is not one of tflite, tfjs") from None
+        if self.format is Format.LITERTJS:
+            raise QuantizeError("format 'litertjs' is a .tflite that LiteRT.js runs: convert it as tflite")
         try:
             mode = Mode(self.mode)
         except ValueError:

@@ -39,10 +39,13 @@ function inside(root, relative) {
 
 function serve(req) {
   // LiteRT.js (its ES modules and wasm/ folder) beside the page, from this folder's node_modules
+  // (a bundle serves its own: the first route that has the file answers)
   const routes = [['/page/', req.page_dir], ['/model/', req.model_dir],
-    ['/page/litertjs/core/', path.join(here, 'node_modules/@litertjs/core')],
-    ['/page/litertjs/wasm-utils/', path.join(here, 'node_modules/@litertjs/wasm-utils')]];
+    ['/page/runtime/litertjs/core/', path.join(here, 'node_modules/@litertjs/core/dist')],
+    ['/page/runtime/litertjs/wasm-utils/', path.join(here, 'node_modules/@litertjs/wasm-utils/dist')],
+    ['/page/runtime/litertjs/wasm/', path.join(here, 'node_modules/@litertjs/core/wasm')]];
   let output = null;
+  const fromRunner = new Set(); // files a page needed that its own folder lacks (a bundle needs none)
   const server = http.createServer((request, response) => {
     const url = new URL(request.url, 'http://127.0.0.1');
     if (request.method === 'POST' && url.pathname === '/output') {
@@ -54,7 +57,12 @@ function serve(req) {
     let file = null;
     if (url.pathname === '/input.bin' && req.input_path) file = req.input_path;
     for (const [prefix, root] of routes) {
-      if (root && url.pathname.startsWith(prefix)) file = inside(root, url.pathname.slice(prefix.length));
+      if (file || !root || !url.pathname.startsWith(prefix)) continue;
+      const found = inside(root, url.pathname.slice(prefix.length));
+      if (found && fs.existsSync(found) && fs.statSync(found).isFile()) {
+        file = found;
+        if (prefix.startsWith('/page/runtime/')) fromRunner.add(url.pathname.slice('/page/'.length));
+      }
     }
     if (!file || !fs.existsSync(file) || !fs.statSync(file).isFile()) {
       response.writeHead(404).end('not found');
@@ -63,13 +71,14 @@ function serve(req) {
     response.writeHead(200, { 'Content-Type': TYPES[path.extname(file)] || 'application/octet-stream' });
     fs.createReadStream(file).pipe(response);
   });
-  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ server, port: server.address().port, output: () => output })));
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve({ server, port: server.address().port, output: () => output,
+    fromRunner: () => [...fromRunner].sort() })));
 }
 
 async function main() {
   if (process.argv.length !== 3) await fail('usage: node browser.mjs REQUEST.json');
   const req = JSON.parse(fs.readFileSync(process.argv[2], 'utf8'));
-  const { server, port, output } = await serve(req);
+  const { server, port, output, fromRunner } = await serve(req);
   const origin = `http://127.0.0.1:${port}`;
   try {
     browser = await puppeteer.launch({
@@ -128,7 +137,8 @@ async function main() {
       let offset = 0;
       for (const a of out.outputs) { flat.set(a, offset); offset += a.length; }
       await fetch('/output', { method: 'POST', body: flat.buffer });
-      return { outputShapes: out.outputShapes, inferenceSeconds: out.inferenceSeconds, latencyMs: out.latencyMs, peakMemoryBytes: out.peakMemoryBytes };
+      return { outputShapes: out.outputShapes, inferenceSeconds: out.inferenceSeconds, latencyMs: out.latencyMs, peakMemoryBytes: out.peakMemoryBytes,
+        repeatDifference: out.repeatDifference };
     }, req).catch((e) => ({ error: e.message }));
     if (result.error) await fail(`the model failed in Chromium: ${result.error}`);
     fs.writeFileSync(req.output_path, output());
@@ -136,6 +146,7 @@ async function main() {
     answer.inference_seconds = result.inferenceSeconds;
     answer.latency_ms = result.latencyMs;
     answer.peak_memory_bytes = result.peakMemoryBytes;
+    answer.repeat_difference = result.repeatDifference;
   }
 
   if (req.upload) {
@@ -153,6 +164,7 @@ async function main() {
     answer.shown_latency = await page.$eval('#latency', (p) => p.textContent);
   }
   answer.page_errors = problems;
+  answer.runtime_from_runner = fromRunner();
   await browser.close();
   server.close();
   process.stdout.write(JSON.stringify(answer) + '\n');

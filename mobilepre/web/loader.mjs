@@ -9,6 +9,9 @@
 //   const { outputs, ms } = await describe(bundle, imageElement);  // every output, named, with its kind
 //   const { top } = await classify(bundle, imageElement);          // a classifier: [{index, name, score}, ...]
 
+import { checkedBackends, largestDifference, pickBackend, signatureKeys, ranked } from './outputs.mjs';
+
+export { ranked };
 const tf = globalThis.tf;
 export const TFJS_VERSION = '4.22.0';
 export const WASM_PATH = `https://cdn.jsdelivr.net/npm/@tensorflow/tfjs-backend-wasm@${TFJS_VERSION}/dist/`;
@@ -25,16 +28,11 @@ function loadScript(url) {
   });
 }
 
-// The serving signature's key of each output (what `mobilepre build` exports): the Keras output names
-// when they are unique plain identifiers, else output_0, output_1, ...
-function signatureKeys(names) {
-  const plain = names.every((n) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(n)) && new Set(names).size === names.length;
-  return plain ? names : names.map((_, i) => `output_${i}`);
-}
-
-// Load the model on `backend` ('webgl', 'wasm', 'webgpu' or 'cpu'); throws when the browser has no such backend.
-export async function loadBundle(modelUrl = './tfjs/model.json', backend = 'webgl') {
+// Load the model on `asked` ('webgl', 'wasm', 'webgpu' or 'cpu'; default webgl, or the first backend the
+// bundle's manifest says it runs right on); throws when the browser has no such backend.
+export async function loadBundle(modelUrl = './tfjs/model.json', asked = undefined) {
   if (!tf) throw new Error('TF.js is not loaded: include tf.min.js (and tf-backend-wasm.min.js for wasm) before this module');
+  const backend = pickBackend(await checkedBackends(modelUrl), asked, 'webgl');
   if (backend === 'wasm') tf.wasm.setWasmPaths(WASM_PATH);
   if (backend === 'webgpu' && !tf.findBackendFactory('webgpu')) {
     if (!navigator.gpu) throw new Error('this browser has no WebGPU (navigator.gpu): use ?backend=webgl or wasm');
@@ -111,20 +109,6 @@ export async function describe(bundle, source) {
   return { outputs, ms };
 }
 
-// Class scores as probabilities (a `logits` output through softmax), ranked: the `top` of them.
-export function ranked(bundle, output, top = 3) {
-  let scores = output.values;
-  if (output.kind === 'logits') {
-    const max = Math.max(...scores);
-    const exps = Array.from(scores, (v) => Math.exp(v - max));
-    const sum = exps.reduce((a, b) => a + b, 0);
-    scores = exps.map((v) => v / sum);
-  }
-  const order = Array.from(scores, (score, index) => ({ index, name: bundle.classNames[index] ?? String(index), score }));
-  order.sort((a, b) => b.score - a.score);
-  return order.slice(0, top);
-}
-
 // The `top` classes of one image (its first output) and the inference time in ms.
 export async function classify(bundle, source, top = 3) {
   const { outputs, ms } = await describe(bundle, source);
@@ -133,8 +117,8 @@ export async function classify(bundle, source, top = 3) {
 
 // Raw pixels in, raw outputs out (used by `mobilepre validate --runtime chromium` and the tests):
 // `values` a typed array of N images of `shape` [N, H, W, C]; returns every output as float32 rows,
-// the shapes, the inference seconds, the median and p90 of `latencyRuns` single-image runs and the
-// peak tensor bytes of one inference.
+// the shapes, the inference seconds, the median and p90 of `latencyRuns` single-image runs, the
+// peak tensor bytes of one inference and how far the first batch's outputs moved when run twice more.
 export async function runBatch(bundle, values, shape, outputNames = null, latencyRuns = 0, warmupRuns = 5, batch = 64) {
   const [n, ...rest] = shape;
   const dtype = bundle.dtype === 'float32' ? 'float32' : 'int32';
@@ -164,6 +148,15 @@ export async function runBatch(bundle, values, shape, outputNames = null, latenc
     tf.dispose([x, ...ys]);
   }
   const inferenceSeconds = (performance.now() - t0) / 1000;
+  // the first batch a second and a third time: a runtime whose later answers differ from its first is refused
+  let repeatDifference = 0;
+  for (let again = 0; again < 2 && chunks.length; again++) {
+    const x = batchTensor(0, Math.min(batch, n));
+    const ys = run(x);
+    const values = await Promise.all(ys.map((t) => t.data()));
+    tf.dispose([x, ...ys]);
+    repeatDifference = Math.max(repeatDifference, largestDifference(chunks[0].map((c) => c.data), values));
+  }
   const outputShapes = [];
   const parts = [];
   for (let k = 0; k < (chunks[0] || []).length; k++) {
@@ -197,6 +190,7 @@ export async function runBatch(bundle, values, shape, outputNames = null, latenc
     inferenceSeconds,
     latencyMs: latencyRuns ? { median: at(0.5), p90: at(0.9), runs: times.length } : null,
     peakMemoryBytes: profile.peakBytes,
+    repeatDifference,
     backend: tf.getBackend(),
   };
 }
