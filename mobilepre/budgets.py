@@ -27,6 +27,8 @@ class Measurement:
             measured (`runtimes.RunResult`); peak_memory_source: "host" (LiteRT's resident memory on
             this machine: varies by host, kept out of byte-identical files) or "measured" (TF.js tensor
             bytes, exact).
+        download_bytes (int | None): for a web format, the gzip bytes of the model and the runtime it
+            needs (`download_bytes`); None for a .tflite an app ships.
     """
 
     size_bytes: int
@@ -38,6 +40,7 @@ class Measurement:
     drift_source: str = "measured"
     peak_memory_bytes: int | None = None
     peak_memory_source: str = "host"
+    download_bytes: int | None = None
 
 
 @dataclass(frozen=True)
@@ -213,6 +216,8 @@ def judge(profile, measurement: Measurement, latency: LatencyFigure | None = Non
     checks = [_bound("max_size", measurement.size_bytes, budget.max_size, "max", "B", measurement.size_source)]
     if budget.max_compressed_size is not None:
         checks.append(_bound("max_compressed_size", measurement.gzip_bytes, budget.max_compressed_size, "max", "B", measurement.size_source))
+    if budget.max_download is not None and measurement.download_bytes is not None:
+        checks.append(_bound("max_download", measurement.download_bytes, budget.max_download, "max", "B", measurement.size_source))
     if budget.max_peak_memory is not None:
         checks.append(_bound("max_peak_memory", measurement.peak_memory_bytes, budget.max_peak_memory, "max", "B",
                              measurement.peak_memory_source, None if measurement.peak_memory_bytes is not None else "not measured on this platform"))

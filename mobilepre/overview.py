@@ -69,10 +69,12 @@ def rows(result, latencies: dict, baseline: dict | None = None) -> list[Row]:
                 figures = Figures(trial.candidate, trial.size_bytes, trial.gzip_bytes, ms, source, tuple(trial.drift))
                 accuracy = next((d["accuracy_candidate"] for d in trial.drift if d.get("accuracy_candidate") is not None), None)
             verdict = "ok" if entry.chosen else ("no candidate: " + "; ".join(trial.verdict.failures) if trial else "no candidate could be made")
+            aside = profile.set_aside(entry.format)  # the other web runtime ships
+            verdict = aside or verdict
             if trial is not None:
                 verdict += trial.verdict.unjudged_note
             prior = (baseline or {}).get((profile.name, entry.format))
-            out.append(Row(profile.name, entry.format, entry.chosen is not None, figures, verdict, accuracy, prior))
+            out.append(Row(profile.name, entry.format, entry.chosen is not None or aside is not None, figures, verdict, accuracy, prior))
     return sorted(out, key=lambda r: (r.passed, r.profile, r.format))
 
 

@@ -30,7 +30,8 @@ FORMATS: tuple[Format, ...] = tuple(Format)
 ALL_MODES: tuple[Mode, ...] = tuple(Mode)
 IO_TYPES: tuple[IOType, ...] = tuple(IOType)
 LATENCY_SOURCES: tuple[str, ...] = ("host", "estimate", "device", "browser")
-BROWSER_BACKENDS: tuple[str, ...] = ("wasm", "webgl")
+BROWSER_BACKENDS: tuple[str, ...] = ("wasm", "webgl", "webgpu")  # TF.js's; LiteRT.js runs on wasm and webgpu
+WEB_FORMATS: tuple[Format, ...] = (Format.TFJS, Format.LITERTJS)  # alternatives: a web bundle carries one
 # What a format's bundle gets among the candidates within every budget (`Profile.prefer`).
 PREFERENCES: tuple[str, ...] = ("fidelity", "latency", "size")
 MAX_PROFILE_BYTES = 64 * 1024
@@ -57,16 +58,19 @@ class Budget:
 
     Attributes:
         max_size (int): bytes on disk of the whole bundle. Required, more than 0.
-        max_compressed_size (int | None): gzip bytes of the bundle (what a download costs). Default None
+        max_compressed_size (int | None): gzip bytes of the model (what its download costs). Default None
             (not checked).
+        max_download (int | None): gzip bytes a browser downloads on a first visit for a web format: the
+            model and the runtime it needs (TF.js or LiteRT.js, `web_bundle.runtime_download`). Needs a
+            web format. Default None (not checked).
         max_latency_ms (float | None): milliseconds for one inference of one input. Default None (not
             checked).
         latency_source (str): how latency is obtained: "host" (measured on this machine with the
             profile's threads), "estimate" (the model's MACs divided by `device_gmacs`) or "device"
-            (imported TFLite `benchmark_model` timings) or "browser" (TF.js bundles: measured through the
-            bundle's own page in headless Chromium on this machine). Default "host".
-        browser_backend (str | None): with latency_source "browser", the TF.js backend timed: "wasm"
-            (default) or "webgl" (SwiftShader where the machine has no GPU). Refused otherwise.
+            (imported TFLite `benchmark_model` timings) or "browser" (web bundles, TF.js or LiteRT.js:
+            measured through the bundle's own page in headless Chromium on this machine). Default "host".
+        browser_backend (str | None): with latency_source "browser", the backend timed: "wasm" (default),
+            "webgl" (TF.js only) or "webgpu" (SwiftShader where the machine has no GPU). Refused otherwise.
         device_gmacs (float | None): the device's sustained billions of multiply-accumulates per second.
             Required when `latency_source` is "estimate", refused otherwise. Default None.
         max_peak_memory (int | None): bytes the runtime may hold for loading the model and one inference:
@@ -76,6 +80,7 @@ class Budget:
 
     max_size: int
     max_compressed_size: int | None = None
+    max_download: int | None = None
     max_latency_ms: float | None = None
     latency_source: str = "host"
     device_gmacs: float | None = None
@@ -88,6 +93,8 @@ class Budget:
             _check_bytes("budget.max_peak_memory", self.max_peak_memory)
         if self.max_compressed_size is not None:
             _check_bytes("budget.max_compressed_size", self.max_compressed_size)
+        if self.max_download is not None:
+            _check_bytes("budget.max_download", self.max_download)
         if self.max_latency_ms is not None:
             _check_positive("budget.max_latency_ms", self.max_latency_ms, "milliseconds")
         _check_choice("budget.latency_source", self.latency_source, LATENCY_SOURCES)
@@ -259,7 +266,9 @@ class Profile:
         name (str): lower-case letters, digits and dashes, starting with a letter or digit, at most 64
             characters; equals the file stem. Required.
         description (str): one sentence on what the profile stands for. Required.
-        formats (tuple[str, ...]): non-empty subset of "tflite", "tfjs". Required.
+        formats (tuple[str, ...]): non-empty subset of "tflite", "tfjs", "litertjs" (a .tflite run by
+            LiteRT.js in the browser). The web formats, tfjs and litertjs, are alternatives: the bundle
+            carries the one its measurements choose (`results.web_choice`). Required.
         quantization (tuple[str, ...]): the modes this device may run; TFLite: float32, float16, dynamic,
             int8; TF.js: float32, float16, uint16, uint8. Each must belong to a listed format and each
             format must get at least one. Required.
@@ -274,6 +283,12 @@ class Profile:
         prefer (str): among the candidates within every budget, which one a format's bundle gets:
             "fidelity" (the first in search order, highest fidelity first), "latency" (the lowest
             latency figure; needs `max_latency_ms`) or "size" (the fewest bytes). Default "fidelity".
+        web_backends (tuple[str, ...]): the browser backends a web artifact must run right on ("wasm",
+            "webgl" (TF.js only), "webgpu"): the chosen web artifact runs on each in Chromium and is judged
+            against the reference with the drift budgets; a backend whose outputs miss them is named and
+            refused (the manifest's `runtime.backends`; the loader never picks it), and an artifact that
+            no listed backend runs right is not shipped. Needs a web format. Default () (the
+            validation runtime only).
         require_signature (bool): `check` fails this profile's bundles unless a verify key shows every
             file signed (an unsigned or unverified bundle of it never passes). Default False.
         budget (Budget): size and latency budgets. Required (at least `max_size`).
@@ -292,6 +307,7 @@ class Profile:
     drift: Drift = Drift()
     prefer: str = "fidelity"
     require_signature: bool = False
+    web_backends: tuple = ()
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
@@ -305,11 +321,14 @@ class Profile:
         _check_modes_match_formats(self.formats, self.quantization)
         _check_choice("io_type", self.io_type, IO_TYPES)
         object.__setattr__(self, "io_type", IOType(self.io_type))
-        if self.io_type != "float32" and ("tflite" not in self.formats or "int8" not in self.quantization):
+        if self.io_type != "float32" and (not {"tflite", "litertjs"} & set(self.formats) or "int8" not in self.quantization):
             raise _Invalid(
                 f"io_type {str(self.io_type)!r} applies only to full-integer int8 TFLite models: add 'tflite' to "
                 "formats and 'int8' to quantization, or remove io_type"
             )
+        if self.io_type == "int8" and "litertjs" in self.formats:
+            raise _Invalid("io_type 'int8': LiteRT.js has no int8 tensors at a model's inputs and outputs: use 'uint8' or "
+                           "'float32', or give litertjs its own profile")
         _check_range("max_sparsity", self.max_sparsity, 0.0, _MAX_SPARSITY)
         if type(self.min_clusters) is not int or not (self.min_clusters == 0 or 2 <= self.min_clusters <= 256):
             raise _Invalid(f"min_clusters {toml.show(self.min_clusters)} is out of range: use 0 (no clustering) or a whole number from 2 to 256")
@@ -318,13 +337,25 @@ class Profile:
         if not isinstance(self.budget, Budget) or not isinstance(self.drift, Drift):
             raise TypeError("Profile.budget must be a Budget and Profile.drift a Drift")
         _check_choice("prefer", self.prefer, PREFERENCES)
+        object.__setattr__(self, "web_backends", _canonical("web_backends", tuple(self.web_backends), BROWSER_BACKENDS)
+                           if self.web_backends else ())
+        if self.web_backends and not set(WEB_FORMATS) & set(self.formats):
+            raise _Invalid("web_backends names the browser backends a web artifact must run on; this profile lists no web "
+                           "format (tfjs, litertjs): remove it")
+        if self.web_backends == ("webgl",) and "tfjs" not in self.formats:
+            raise _Invalid("web_backends lists only 'webgl', a TF.js backend; LiteRT.js runs on wasm or webgpu: add one of those")
         if not isinstance(self.require_signature, bool):
             raise _Invalid(f"require_signature {toml.show(self.require_signature)} must be true or false")
         if self.budget.latency_source == "browser" and "tflite" in self.formats:
             raise _Invalid(
-                "budget.latency_source 'browser' times TF.js bundles in Chromium; this profile lists tflite: "
+                "budget.latency_source 'browser' times web bundles in Chromium; this profile lists tflite: "
                 "give the TFLite formats their own profile, or use latency_source = 'host'"
             )
+        if self.budget.browser_backend == "webgl" and "litertjs" in self.formats:
+            raise _Invalid("budget.browser_backend 'webgl' is a TF.js backend; LiteRT.js runs on wasm or webgpu: use one of those")
+        if self.budget.max_download is not None and not set(WEB_FORMATS) & set(self.formats):
+            raise _Invalid("budget.max_download is what a browser downloads (model and runtime); this profile lists no web "
+                           "format (tfjs, litertjs): remove it or use max_size / max_compressed_size")
         if self.prefer == "latency" and self.budget.max_latency_ms is None:
             raise _Invalid("prefer = 'latency' needs a latency figure to compare: add budget.max_latency_ms")
 
@@ -355,6 +386,8 @@ class Profile:
             out["min_clusters"] = self.min_clusters
         if self.require_signature:  # left out when default, so earlier manifests read the same
             out["require_signature"] = True
+        if self.web_backends:
+            out["web_backends"] = list(self.web_backends)
         return dict(sorted(out.items()))
 
     @classmethod
@@ -431,7 +464,7 @@ def default_profiles_dir() -> Path:
 # ------------------------------------------------------------------------------------- from mapping
 
 _TOP_KEYS = ("name", "description", "formats", "quantization", "io_type", "max_sparsity", "min_clusters", "threads", "prefer",
-             "require_signature", "budget", "drift")
+             "require_signature", "web_backends", "budget", "drift")
 _REQUIRED_TOP = ("name", "description", "formats", "quantization", "budget")
 _BUDGET_KEYS = tuple(f.name for f in fields(Budget))
 _DRIFT_KEYS = (*TOLERANCES, "outputs", "kinds")
@@ -458,6 +491,7 @@ def _profile_from_mapping(data: Any, where: str, read_size: _SizeReader) -> Prof
             max_size=read_size(budget_table["max_size"], f"{where}: budget.max_size"),
             max_compressed_size=toml.optional(budget_table, "max_compressed_size",
                                           lambda v: read_size(v, f"{where}: budget.max_compressed_size")),
+            max_download=toml.optional(budget_table, "max_download", lambda v: read_size(v, f"{where}: budget.max_download")),
             max_latency_ms=toml.optional(budget_table, "max_latency_ms", lambda v: toml.number(v, where, "budget.max_latency_ms")),
             latency_source=toml.string(budget_table.get("latency_source", "host"), where, "budget.latency_source"),
             device_gmacs=toml.optional(budget_table, "device_gmacs", lambda v: toml.number(v, where, "budget.device_gmacs")),
@@ -481,6 +515,7 @@ def _profile_from_mapping(data: Any, where: str, read_size: _SizeReader) -> Prof
             threads=toml.integer(top.get("threads", 1), where, "threads"),
             prefer=toml.string(top.get("prefer", "fidelity"), where, "prefer"),
             require_signature=toml.boolean(top.get("require_signature", False), where, "require_signature"),
+            web_backends=tuple(toml.string_list(top.get("web_backends", []), where, "web_backends")) if "web_backends" in top else (),
             budget=budget,
             drift=drift,
         )
@@ -596,7 +631,7 @@ def _check_modes_match_formats(formats: tuple[str, ...], modes: tuple[str, ...])
             raise _Invalid(f"quantization lists 'mixed' but gives {_FORMAT_NAMES[fmt]} layers no two precisions to mix: allow {need}")
 
 
-_FORMAT_NAMES = {"tflite": "TFLite", "tfjs": "TF.js"}
+_FORMAT_NAMES = {"tflite": "TFLite", "tfjs": "TF.js", "litertjs": "LiteRT.js"}
 
 
 # ------------------------------------------------------------------------------------------ helpers

@@ -180,6 +180,8 @@ def render_html(result, latencies: dict | None = None, baseline: dict | None = N
     for profile in result.profiles:
         status = "<span class=ok>bundle written</span>" if profile.passed else "<span class=no>no candidate within budget</span>"
         out.append(f"<h2 id='{html.escape(profile.name)}'>{html.escape(profile.name)}: {status}</h2><p>{html.escape(profile.profile.description)}</p>")
+        if profile.web is not None:
+            out.append(f"<p>Web runtime: <b>{html.escape(profile.web['format'])}</b>, {html.escape(profile.web['why'])}.</p>")
         for entry in profile.formats:
             chosen, closest = entry.chosen, entry.closest
             out.append(f"<h3>{entry.format}</h3>")

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from mobilepre.budgets import LatencyFigure, Verdict
 from mobilepre.errors import EXIT_FAILED
-from mobilepre.formats import FORMATS
+from mobilepre.formats import FORMATS, download_bytes
 from mobilepre.measured import Measured
 from mobilepre.profiles import Profile
 
@@ -36,6 +36,9 @@ class Trial:
         metadata (dict | None): the SDK metadata the artifact carries, or why none (`Measured.metadata`).
         engine (str | None), engine_choice (dict | None): what made the artifact and why, where a
             measurement chose between engines (`Measured.engine`).
+        backends (dict | None): a shipped web artifact of a profile with `web_backends`: per browser
+            backend, whether its outputs met the drift budgets (`passed`), its drift, why not (`note`),
+            and its largest difference from the first backend's outputs (`max_difference`).
     """
 
     candidate: str
@@ -54,6 +57,7 @@ class Trial:
     metadata: dict | None = None
     engine: str | None = None
     engine_choice: dict | None = None
+    backends: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -71,7 +75,7 @@ class Trial:
         return Trial(
             self.candidate, self.format, self.quantization, self.io_type, self.sparsity, self.size_bytes,
             self.gzip_bytes, self.drift, latency, self.verdict.without_host_figures(), self.mixed, self.clusters, self.qat,
-            self.metadata, self.engine, self.engine_choice,
+            self.metadata, self.engine, self.engine_choice, self.backends,
         )
 
     def to_dict(self) -> dict:
@@ -98,6 +102,8 @@ class Trial:
         if self.engine is not None:
             out["engine"] = self.engine
             out["engine_choice"] = self.engine_choice
+        if self.backends is not None:
+            out["backends"] = self.backends
         return out
 
     @classmethod
@@ -107,7 +113,7 @@ class Trial:
             data["candidate"], data["format"], data["quantization"], data["io_type"], data["sparsity"], data["bytes"],
             data["gzip_bytes"], tuple(dict(d) for d in data["drift"]), latency, Verdict.from_dict(data["verdict"]),
             data.get("mixed"), data.get("clusters", 0), data.get("qat"), data.get("metadata"), data.get("engine"),
-            data.get("engine_choice"),
+            data.get("engine_choice"), data.get("backends"),
         )
 
 
@@ -178,23 +184,94 @@ class FormatResult:
                    data.get("chosen"))
 
 
+WEB_FORMATS = ("tfjs", "litertjs")  # alternatives: a web bundle carries one page and one runtime
+
+
+def drift_use(trial: Trial) -> float:
+    """How much of its drift budgets `trial` uses, at most over its outputs: 0 (no drift) to 1 (at a
+    limit); a bound on agreement, cosine or SSIM counts the shortfall from 1 against the limit's."""
+    used = 0.0
+    for check in trial.verdict.checks:
+        if check.name in ("max_size", "max_compressed_size", "max_download", "max_latency_ms", "max_peak_memory") or check.value is None:
+            continue
+        if check.name.startswith("min_"):
+            share = (1.0 - check.value) / (1.0 - check.limit) if check.limit < 1 else (0.0 if check.value >= 1 else math.inf)
+        else:
+            share = check.value / check.limit if check.limit > 0 else (0.0 if check.value <= 0 else math.inf)
+        used = max(used, share)
+    return used
+
+
+def web_choice(formats, prefer: str) -> dict | None:
+    """Which web runtime a profile's bundle ships when it lists both TF.js and LiteRT.js: among the web
+    formats whose search found a candidate, by the profile's `prefer`: "size", the smaller total
+    download (model and runtime, gzip); "latency", the faster (timed the same way: the profile's
+    latency source); "fidelity", the one using less of its drift budgets, then the smaller download.
+    None when no web format found one. The figures compared are kept beside the choice."""
+    found = [f for f in formats if f.format in WEB_FORMATS and f.chosen is not None]
+    if not found:
+        return None
+    figures = {}
+    for f in found:
+        t = f.chosen
+        figures[f.format] = {"candidate": t.candidate, "download_bytes": download_bytes(f.format, t.gzip_bytes),
+                             "drift_use": round(drift_use(t), 6), "latency_ms": t.latency.ms if t.latency else None}
+    order = {"size": lambda f: (figures[f]["download_bytes"],),
+             "latency": lambda f: (math.inf if figures[f]["latency_ms"] is None else figures[f]["latency_ms"], figures[f]["download_bytes"]),
+             "fidelity": lambda f: (figures[f]["drift_use"], figures[f]["download_bytes"])}[prefer]
+    best = min(figures, key=order)
+    listed = [f.format for f in formats if f.format in WEB_FORMATS]
+    if len(figures) == 1:
+        others = [f for f in listed if f != best]
+        why = f"the only web runtime with a candidate within budget ({', '.join(others)}: none)" if others else "the profile's only web runtime"
+    else:
+        what = {"size": "smaller total download (model and runtime, gzip)", "latency": "faster",
+                "fidelity": "less of its drift budgets used" + ("" if len({figures[f]["drift_use"] for f in figures}) > 1 else ", then smaller download")}[prefer]
+        why = f"{what}: " + ", ".join(f"{f} {_figure(figures[f], prefer)}" for f in sorted(figures, key=order))
+    return {"format": best, "why": why, "compared": figures}
+
+
+def _figure(figures: dict, prefer: str) -> str:
+    if prefer == "latency" and figures["latency_ms"] is not None:
+        return f"{figures['latency_ms']:.3f} ms"
+    if prefer == "fidelity":
+        return f"{figures['drift_use']:.3f} of drift budgets, {figures['download_bytes']:,} B"
+    return f"{figures['download_bytes']:,} B"
+
+
 @dataclass(frozen=True)
 class ProfileResult:
-    """One profile's outcome: its search per format, and the bundle written when every format found one.
+    """One profile's outcome: its search per format, and the bundle written when every format found one
+    (of its web formats, TF.js and LiteRT.js, one: `web`).
 
     Attributes:
         name (str): the profile's name.
         profile (Profile): the profile as the build read it.
         formats (tuple[FormatResult, ...]): per format the profile lists.
+        web (dict | None): when the profile lists a web format: which one the bundle ships, why, and
+            the figures compared (`web_choice`); kept as chosen (a copy without host figures cannot
+            compare latencies again). Computed when not given.
     """
 
     name: str
     profile: Profile
     formats: tuple
+    web: dict | None = None
+
+    def __post_init__(self):
+        if self.web is None:
+            object.__setattr__(self, "web", web_choice(self.formats, getattr(self.profile, "prefer", "fidelity")))
+
+    @property
+    def shipped(self) -> tuple:
+        """The formats whose artifact the bundle carries: every format listed, of the web ones only `web`'s."""
+        chosen_web = self.web["format"] if self.web else None
+        return tuple(f for f in self.formats if f.format not in WEB_FORMATS or f.format == chosen_web)
 
     @property
     def passed(self) -> bool:
-        return all(f.chosen is not None for f in self.formats)
+        web_listed = any(f.format in WEB_FORMATS for f in self.formats)
+        return all(f.chosen is not None for f in self.shipped) and (self.web is not None or not web_listed)
 
     @property
     def bundle(self) -> str | None:
@@ -204,19 +281,36 @@ class ProfileResult:
     def format(self, fmt: str) -> FormatResult:
         return next(f for f in self.formats if f.format == fmt)
 
+    def set_aside(self, fmt: str) -> str | None:
+        """For a web format the bundle does not ship (the other runtime was chosen): why, else None."""
+        if fmt not in WEB_FORMATS or self.web is None or self.web["format"] == fmt:
+            return None
+        return f"not shipped: {self.web['format']} chosen, {self.web['why']}"
+
+    def without_host_figures(self) -> ProfileResult:
+        """This result as byte-stable files hold it: host figures blanked, every choice kept."""
+        web = None if self.web is None else {**self.web, "compared": {
+            f: {**v, "latency_ms": None} if self.profile.budget.latency_source in ("host", "browser") else v
+            for f, v in self.web["compared"].items()}}
+        return ProfileResult(self.name, self.profile, tuple(f.without_host_figures() for f in self.formats), web)
+
     def to_dict(self) -> dict:
-        return {
+        out = {
             "bundle": self.bundle,
             "formats": [f.to_dict() for f in self.formats],
             "name": self.name,
             "passed": self.passed,
             "profile": self.profile.to_dict(),
         }
+        if self.web is not None:
+            out["web"] = self.web
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> ProfileResult:
         profile = Profile.from_dict(data["profile"], f"profile {data['name']}")
-        return cls(data["name"], profile, tuple(FormatResult.from_dict(f) for f in data["formats"]))
+        web = data.get("web")
+        return cls(data["name"], profile, tuple(FormatResult.from_dict(f) for f in data["formats"]), web if isinstance(web, dict) else None)
 
 
 @dataclass(frozen=True)
@@ -256,7 +350,7 @@ class BuildResult:
         reasons = []
         for p in self.profiles:
             for f in p.formats:
-                if f.chosen is None:
+                if f.chosen is None and (f.format not in WEB_FORMATS or p.web is None):  # a web alternative is not needed
                     row = f.closest
                     why = f"closest {row.candidate}: {row.verdict.failures[0]}" if row and row.verdict.failures else "no candidate could be measured"
                     reasons.append(f"profile {p.name} ({f.format}): no candidate within budget ({why})")
@@ -287,15 +381,15 @@ class BuildResult:
         # columns as wide as their longest entry (a pruned, clustered or mixed candidate's key runs past 22)
         name_w = max([18, *(len(p.name) for p, _, _ in shown)])
         key_w = max([22, *(len(row.candidate) for _, _, row in shown)])
-        lines = [f"{'profile':<{name_w}} {'format':<7} {'chosen':<{key_w}} {'bytes':>9} {'gzip':>9} {'top-1':>7} {'latency':>12}  verdict"]
+        lines = [f"{'profile':<{name_w}} {'format':<8} {'chosen':<{key_w}} {'bytes':>9} {'gzip':>9} {'top-1':>7} {'latency':>12}  verdict"]
         for p, f, row in shown:
             ms = row.latency.ms if row.latency else None
             lat = f"{ms:.2f} ms" if ms is not None else "-"
             top1 = row.metric("top1_agreement")
-            verdict = ("ok" if f.chosen else "NO CANDIDATE: " + "; ".join(row.verdict.failures)) + row.verdict.unjudged_note
+            verdict = (p.set_aside(f.format) or ("ok" if f.chosen else "NO CANDIDATE: " + "; ".join(row.verdict.failures))) + row.verdict.unjudged_note
             size, gzip = (f"{row.size_bytes:,}", f"{row.gzip_bytes:,}") if row.size_bytes else ("-", "-")
             lines.append(
-                f"{p.name:<{name_w}} {f.format:<7} {row.candidate:<{key_w}} {size:>9} "
+                f"{p.name:<{name_w}} {f.format:<8} {row.candidate:<{key_w}} {size:>9} "
                 f"{gzip:>9} {'-' if top1 is None else f'{top1:.4f}':>7} {lat:>12}  {verdict}"
             )
         lines += [f"warning: {w}" for w in self.source.get("warnings", [])]

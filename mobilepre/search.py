@@ -7,14 +7,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
-from mobilepre.budgets import judge
+import numpy as np
+
+from mobilepre.budgets import Measurement, Verdict, judge, judge_drift
 from mobilepre.candidates import Candidate, candidates_for
 from mobilepre.metrics import TOLERANCES
 from mobilepre.evaluate import Evaluator
 from mobilepre.measured import Measured
 from mobilepre.latency import latency_figure
 from mobilepre.progress import as_reporter
-from mobilepre.results import FormatResult, Trial
+from mobilepre.formats import download_bytes
+from mobilepre.results import WEB_FORMATS, FormatResult, Trial, web_choice
 
 
 def _trial(measured: Measured, latency, verdict) -> Trial:
@@ -41,6 +44,21 @@ def _needless(candidate, trials) -> bool:
     if plain is None or plain.verdict.error is not None:
         return True
     return all(c.passed for c in plain.verdict.checks if c.name in TOLERANCES)
+
+
+def _outweighed(profile, fmt, tried: dict) -> str | None:
+    """With prefer "size", a web runtime whose own download (its runtime alone, before any model byte) is
+    more than another web runtime's chosen-so-far total cannot win: why its lane stops, or None."""
+    if profile.prefer != "size" or fmt not in WEB_FORMATS:
+        return None
+    floor = download_bytes(fmt, 0)
+    for other in WEB_FORMATS:
+        passed = [t for t in tried.get((profile.name, other), ()) if t.passed] if other != fmt else []
+        best = min(passed, key=lambda t: download_bytes(other, t.gzip_bytes), default=None)
+        if best is not None and download_bytes(other, best.gzip_bytes) <= floor:
+            return (f"{fmt}'s runtime alone is {floor:,} B of gzip, more than {best.candidate}'s whole download "
+                    f"({download_bytes(other, best.gzip_bytes):,} B): its other candidates cannot be smaller")
+    return None
 
 
 def _recovered(trial: Trial, trials) -> dict:
@@ -82,6 +100,12 @@ def search(
                 queue.pop(0)
                 progress.advance()
                 counted += 1
+            outweighed = queue and tried[(profile.name, fmt)] and _outweighed(profile, str(fmt), tried)
+            if outweighed:
+                progress(f"[{profile.name}] {fmt}: {len(queue)} candidates not tried: {outweighed}")
+                progress.advance(len(queue))
+                counted += len(queue)
+                queue.clear()
         open_lanes = [(p, fmt, queue) for p, fmt, queue in lanes if (p.name, fmt) not in done and queue]
         if not open_lanes:
             break
@@ -114,4 +138,60 @@ def search(
                 counted += len(queue)
                 queue.clear()
     progress.advance(max(0, total - counted))
+    for profile in profiles:
+        if profile.web_backends:
+            _conform_web(profile, tried, evaluator, labels, progress)
     return [FormatResult(profile.name, str(fmt), tuple(tried[(profile.name, fmt)]), profile.prefer) for profile, fmt, _ in lanes]
+
+
+# The backends each web runtime has in Chromium
+RUNTIME_BACKENDS = {"tfjs": ("wasm", "webgl", "webgpu"), "litertjs": ("wasm", "webgpu")}
+
+
+def _conform_web(profile, tried: dict, evaluator: Evaluator, labels: bool, progress) -> None:
+    """The web artifact `profile` would ship, run on each of its `web_backends` its runtime has, until one
+    that some backend runs right is chosen: a backend whose outputs miss the drift budgets is named
+    and refused; an artifact no backend runs right fails, and the choice moves on (another candidate of
+    its runtime, or the other runtime)."""
+    lanes = {fmt: tried[(profile.name, fmt)] for fmt in WEB_FORMATS if (profile.name, fmt) in tried}
+    while True:
+        results = tuple(FormatResult(profile.name, fmt, tuple(trials), profile.prefer) for fmt, trials in lanes.items())
+        choice = web_choice(results, profile.prefer)
+        if choice is None:
+            return
+        trials = lanes[choice["format"]]
+        chosen = next(f for f in results if f.format == choice["format"]).chosen
+        if chosen.backends is not None:
+            return
+        conformed = _conform(profile, chosen, evaluator, labels)
+        trials[trials.index(chosen)] = conformed
+        ran = ", ".join(f"{b} {'ok' if v['passed'] else 'refused: ' + v['note']}" for b, v in conformed.backends.items())
+        progress(f"[{profile.name}] {chosen.candidate} in Chromium: {ran or 'no listed backend runs ' + chosen.format}")
+
+
+def _conform(profile, trial: Trial, evaluator: Evaluator, labels: bool) -> Trial:
+    candidate = Candidate.from_key(trial.candidate)
+    backends, first = {}, None
+    for backend in profile.web_backends:
+        if backend not in RUNTIME_BACKENDS[trial.format]:
+            continue
+        drift, outputs, error = evaluator.on_backend(candidate, backend)
+        if error is not None:
+            backends[backend] = {"note": error, "passed": False}
+            continue
+        verdict = judge_drift(profile, Measurement(trial.size_bytes, trial.gzip_bytes, drift, labels))
+        entry = {"drift": [dict(d) for d in drift], "passed": verdict.passed}
+        if not verdict.passed:
+            entry["note"] = "; ".join(verdict.failures)
+        if first is None:
+            first = (backend, outputs)
+        else:
+            entry["max_difference"] = {first[0]: round(max(float(np.max(np.abs(a - b), initial=0.0)) for a, b in zip(outputs, first[1])), 6)}
+        backends[backend] = entry
+    conformed = dataclasses.replace(trial, backends=backends)
+    if not any(b["passed"] for b in backends.values()):
+        listed = ", ".join(profile.web_backends)
+        why = "; ".join(f"{b}: {v['note']}" for b, v in backends.items()) or f"{trial.format} has none of them"
+        conformed = dataclasses.replace(conformed, verdict=Verdict(trial.verdict.checks, f"no web backend of {listed} runs it right ({why})",
+                                                                   trial.verdict.unjudged))
+    return conformed

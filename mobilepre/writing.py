@@ -38,7 +38,7 @@ def write_outputs(staging: Path, profiles, results: list[FormatResult], measured
     for profile in profiles:
         summary = ProfileResult(profile.name, profile, tuple(r for r in results if r.profile == profile.name))
         if summary.passed:
-            chosen = [(f.chosen.without_host_figures(), by_key[f.chosen.candidate].files) for f in summary.formats]
+            chosen = [(f.chosen.without_host_figures(), by_key[f.chosen.candidate].files) for f in summary.shipped]
             for name, content in bundle_files(profile, chosen, source_info, data, versions, created, input_range).items():
                 path = staging / profile.name / name
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,7 +56,7 @@ def write_reports(folder: Path, result: BuildResult, data: dict, versions: dict,
     and every trial as judged), report.html and report.md. The reports are rendered from the results as
     the files record them, so `mobilepre merge`, which reads them back, renders the same bytes."""
     recorded = BuildResult.from_dict(json.loads(json.dumps(result.to_dict())))
-    stable = [ProfileResult(p.name, p.profile, tuple(f.without_host_figures() for f in p.formats)) for p in recorded.profiles]
+    stable = [p.without_host_figures() for p in recorded.profiles]
     report = {
         "data": data,
         "profiles": [p.to_dict() for p in stable],
