@@ -13,6 +13,7 @@ import pytest
 
 from mobilepre import demo
 from mobilepre.builder import build
+from mobilepre.errors import MobilepreError
 from mobilepre.runtimes import check_chromium, runner_dir
 from tests.conftest import REPO, run_cli, warm_options
 from tests.test_build import write_profile
@@ -49,19 +50,21 @@ def test_the_demo_bundles_are_byte_identical_to_those_before_the_restructuring(d
 
 def demo_digests(out) -> dict:
     """sha256 of a demo build's files (`scripts/demo_digests.py` writes them to tests/data/demo_digests.json).
-    android-low-end is chosen by host latency; web-mobile ships a clustered candidate, whose fine-tuning
-    (TensorFlow's float training kernels) gives the last bits of its weights by CPU kind: its uint8 shard
-    is the same on every machine tried, its model.json's per-weight min and scale are not (an AMD EPYC
-    here, the machine that wrote the digests another). Both are byte-identical across builds on one machine."""
+    android-low-end and web-desktop are chosen by host latency (their page and runtime files are kept);
+    web-mobile ships a clustered candidate, whose fine-tuning (TensorFlow's float training kernels) gives
+    the last bits of its weights by CPU kind: its uint8 shard is the same on every machine tried, its
+    model.json's per-weight min and scale are not (an AMD EPYC here, the machine that wrote the digests
+    another). All are byte-identical across builds on one machine."""
     found = {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
              for p in sorted(out.rglob("*")) if p.is_file() and p.parent != out}
-    varying = ("android-low-end", "web-mobile")
+    varying = ("android-low-end", "web-desktop", "web-mobile")
+    chosen_by_latency = ("android-low-end/", "web-desktop/manifest.json", "web-desktop/litertjs/", "web-desktop/tfjs/")
     found = {path: digest for path, digest in found.items()
-             if not path.startswith("android-low-end/") and path not in ("web-mobile/manifest.json", "web-mobile/tfjs/model.json")}
+             if not path.startswith(chosen_by_latency) and path not in ("web-mobile/manifest.json", "web-mobile/tfjs/model.json")}
     report = json.loads((out / "report.json").read_text())
     report["profiles"] = [p for p in report["profiles"] if p["name"] not in varying]
     report.pop("versions")
-    found["report.json without android-low-end, web-mobile and versions"] = hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest()
+    found["report.json without android-low-end, web-desktop, web-mobile and versions"] = hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest()
     return found
 
 
@@ -158,14 +161,16 @@ def test_web_bundle_page_classifies_an_uploaded_image_in_chromium(demo_build, tm
     assert answer["page_errors"] == []  # every request stayed on this machine
 
 
-@pytest.mark.parametrize("backend", ["wasm", "webgl"])
-def test_validate_runtime_chromium_matches_the_reference(demo_build, backend):
-    result = run_cli("validate", demo.model_path(), demo_build / "web-mobile" / "tfjs", "--data", demo.validation_path(),
+@pytest.mark.parametrize("candidate, backend, runtime", [("web-mobile/tfjs", "wasm", "chromium-wasm"), ("web-mobile/tfjs", "webgl", "chromium-webgl"),
+                                                      ("android-flagship/model.tflite", "wasm", "litertjs-wasm")])
+def test_validate_runtime_chromium_matches_the_reference(demo_build, candidate, backend, runtime):
+    """A TF.js folder runs in TF.js in Chromium, a .tflite in LiteRT.js in Chromium."""
+    result = run_cli("validate", demo.model_path(), demo_build / candidate, "--data", demo.validation_path(),
                      "--runtime", "chromium", "--browser-backend", backend, "--latency-runs", "5", "--min-top1", "0.99", "--limit", "120",
                      "--json", env=FAST)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
-    assert report["latency"]["runtime"] == f"chromium-{backend}"
+    assert report["latency"]["runtime"] == runtime
     assert report["outputs"][0]["top1_agreement"] >= 0.99 and report["images"] == 120
 
 
@@ -180,8 +185,8 @@ def test_missing_chromium_is_one_line_saying_how_to_install_it(demo_build, tmp_p
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "Chromium" in result.stderr and "apt-get install chromium" in result.stderr
     result = run_cli("validate", demo.model_path(), demo_build / "android-low-end" / "model.tflite", "--data",
-                     demo.validation_path(), "--runtime", "chromium", env=FAST)
-    assert result.returncode == 2 and "runs TF.js models" in result.stderr
+                     demo.validation_path(), "--runtime", "chromium", "--browser-backend", "webgl", env=FAST)
+    assert result.returncode == 2 and "webgl is a TF.js backend" in result.stderr and "use wasm or webgpu" in result.stderr
 
 
 def test_a_browser_latency_profile_is_timed_in_chromium_at_build_and_at_check(tmp_path):
@@ -240,25 +245,32 @@ def four_heads(tmp_path_factory, keras):
     np.savez(root / "scenes.npz", images=scenes[360:].astype(np.float32))
     profiles = root / "profiles"
     write_profile(profiles, "web", 'formats = ["tfjs"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n')
+    write_profile(profiles, "lite", 'formats = ["litertjs"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n')
+    write_profile(profiles, "phone", 'formats = ["tflite"]\nquantization = ["float32"]\n[budget]\nmax_size = "1 MiB"\n')
     result = build(warm_options(out=root / "out", model=root / "heads.keras", profiles=profiles, calibration=root / "scenes.npz",
                                 input_range=(0.0, 255.0), latency_runs=1))
     assert result.exit_code == 0
-    return model, scenes[360:], root / "out" / "web"
+    return model, scenes[360:], root / "out"
 
 
-@pytest.mark.parametrize("backend", ["wasm", "webgl", "webgpu"])
-def test_the_web_page_shows_each_output_as_what_it_is(four_heads, tmp_path, backend):
+@pytest.mark.parametrize("runtime, backend", [("tfjs", "wasm"), ("tfjs", "webgl"), ("tfjs", "webgpu"),
+                                              ("litertjs", "wasm"), ("litertjs", "webgpu")])
+def test_the_web_page_shows_each_output_as_what_it_is(four_heads, tmp_path, runtime, backend):
     """Class names and scores; a box drawn over the image; a mask and a heat map drawn over it; on every
-    TF.js backend the page offers (WebGPU loaded on demand, on SwiftShader here)."""
+    backend of both web runtimes: TF.js (WebGPU loaded on demand) and LiteRT.js (its runtime served from
+    the bundle's own files), WebGPU on SwiftShader here."""
     from PIL import Image
 
-    model, scenes, bundle = four_heads
+    model, scenes, out = four_heads
+    bundle = out / ("web" if runtime == "tfjs" else "lite")
+    if runtime == "litertjs":  # the .tflite a phone ships, byte for byte (converted once, validated in each runtime)
+        assert (bundle / "litertjs" / "model.tflite").read_bytes() == (out / "phone" / "model.tflite").read_bytes()
     predicted = model.predict(scenes.astype(np.float32), verbose=0)
     one = int(np.argmax((predicted[2].argmax(-1) == 1).sum(axis=(1, 2))))  # the scene whose mask shows most of its square
     Image.fromarray(scenes[one]).save(tmp_path / "scene.png")
     cls, box, mask, heat = (o[one] for o in predicted)
     answer = _browser({"page_dir": str(bundle), "backend": backend, "upload": str(tmp_path / "scene.png")}, tmp_path)
-    assert answer["backend"] == backend and answer["page_errors"] == []
+    assert answer["backend"] == backend and answer["page_errors"] == [] and answer["runtime_from_runner"] == []
     shown = {s["name"]: s for s in answer["shown"]}
     assert [(s["name"], s["kind"]) for s in answer["shown"]] == [("cls", "probabilities"), ("box", "regression"),
                                                                   ("mask", "segmentation"), ("heat", "probability_map")]
@@ -271,6 +283,55 @@ def test_the_web_page_shows_each_output_as_what_it_is(four_heads, tmp_path, back
     want = np.bincount(mask.argmax(-1).ravel(), minlength=2)
     assert abs(classes.get(1, 0) - want[1]) <= 2 and want[1] > 0  # the square's pixels, ties aside
     assert abs(float(drawn["heat"]["peak"]) - float(heat.max())) < 1e-3
+
+
+def test_web_desktop_ships_the_phones_tflite_in_litertjs_and_says_why(demo_build, tmp_path):
+    """web-desktop lists both web runtimes and prefers latency: LiteRT.js (XNNPACK) beats TF.js several
+    times over in Chromium, so its bundle carries a .tflite, with LiteRT.js served from the bundle's
+    own files; the page classifies
+    an uploaded digit as the label says; web-mobile, preferring the smaller download, keeps TF.js (its
+    runtime is 0.54 MB of gzip, LiteRT.js's 2.9 MB). Both choices name their figures in report.json."""
+    from PIL import Image
+
+    bundle = demo_build / "web-desktop"
+    (artifact,) = _manifest(bundle)["artifacts"]
+    assert artifact["format"] == "litertjs" and artifact["path"] == "litertjs/model.tflite"
+    assert artifact["runtime"]["name"] == "LiteRT.js" and artifact["runtime"]["version"] == "2.5.3"
+    assert artifact["runtime"]["download_bytes"] == artifact["gzip_bytes"] + artifact["runtime"]["runtime_gzip_bytes"]
+    assert artifact["quantization"] in ("float16", "dynamic", "int8")  # not float32: slower than an integer or half kernel
+    report = {p["name"]: p for p in json.loads((demo_build / "report.json").read_text())["profiles"]}
+    assert report["web-desktop"]["web"]["format"] == "litertjs" and report["web-desktop"]["web"]["why"].startswith("faster: litertjs")
+    assert report["web-mobile"]["web"]["format"] == "tfjs" and report["web-mobile"]["web"]["why"].startswith("smaller total download")
+    compared = report["web-mobile"]["web"]["compared"]
+    assert compared["tfjs"]["download_bytes"] < compared["litertjs"]["download_bytes"]
+    assert [a["format"] for a in _manifest(demo_build / "web-mobile")["artifacts"]] == ["tfjs"]
+    validation = np.load(demo.validation_path())
+    Image.fromarray(validation["images"][1]).save(tmp_path / "digit.png")
+    answer = _browser({"page_dir": str(bundle), "backend": "wasm", "upload": str(tmp_path / "digit.png")}, tmp_path)
+    assert answer["page_errors"] == [] and answer["runtime_from_runner"] == []
+    assert answer["class_names"] == [str(d) for d in range(10)]
+    (shown,) = answer["shown"]
+    assert shown["items"][0]["index"] == int(validation["labels"][1]) and "ms on wasm" in answer["shown_latency"]
+
+
+def test_a_runtime_whose_repeated_inferences_differ_is_refused(demo_build, tmp_path):
+    """A class of GPU-runtime bug: only the first inference is right. Every browser run repeats its first
+    images twice; a page whose later answers drift (here a loader patched to add 0.01 from its fourth
+    call) fails the run, naming what happened."""
+    from mobilepre.runtimes import run_litertjs
+
+    bundle = tmp_path / "web-desktop"
+    shutil.copytree(demo_build / "web-desktop", bundle)
+    images = np.load(demo.validation_path())["images"][:8]
+    assert run_litertjs(bundle / "litertjs", images, where="clean").outputs[0].shape == (8, 10)
+    loader = bundle / "loader.mjs"
+    patched = loader.read_text().replace("  return { names, values: out, shapes };",
+                                         "  calls += 1;\n  if (calls > 8) out.forEach((v) => v.forEach((x, i) => { v[i] = x + 0.01; }));\n"
+                                         "  return { names, values: out, shapes };")
+    assert patched != loader.read_text()
+    loader.write_text("let calls = 0;\n" + patched)
+    with pytest.raises(MobilepreError, match="different outputs for the same images when run again"):
+        run_litertjs(bundle / "litertjs", images, where="patched")
 
 
 def test_every_demo_tflite_is_static_and_runs_in_litertjs_as_in_litert(demo_build):

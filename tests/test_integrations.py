@@ -276,7 +276,7 @@ def test_npm_package_copies_the_web_bundle_into_public_and_skips_when_unchanged(
 
     first = subprocess.run(["npm", "run", "build"], cwd=app, env=env, capture_output=True, text=True, timeout=900)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "built with index.html,loader.mjs,manifest.json,tfjs" in first.stdout
+    assert "built with index.html,loader.mjs,manifest.json,outputs.mjs,tfjs" in first.stdout
     out = app / "node_modules/.cache/mobilepre-bundle/out"
     assert_copy_of(app / "public" / "model", out / "web")
     assert len(builds(host)) == count + 1

@@ -75,7 +75,10 @@ def test_shipped_profiles_cover_the_device_classes():
     by_name = {p.name: p for p in load_profiles(default_profiles_dir())}
     npu = by_name["npu-int8"]
     assert npu.quantization == ("int8",) and npu.io_type in ("int8", "uint8")
-    assert by_name["web-mobile"].formats == ("tfjs",) and by_name["web-desktop"].formats == ("tfjs",)
+    # both web profiles weigh TF.js against LiteRT.js: by total download (mobile), by latency in Chromium (desktop)
+    assert by_name["web-mobile"].formats == by_name["web-desktop"].formats == ("tfjs", "litertjs")
+    assert by_name["web-mobile"].prefer == "size" and by_name["web-mobile"].budget.max_download is not None
+    assert by_name["web-desktop"].prefer == "latency" and by_name["web-desktop"].budget.latency_source == "browser"
     assert any(p.budget.latency_source == "estimate" for p in by_name.values())
 
 
@@ -297,6 +300,21 @@ def test_io_type_needs_int8_tflite(tmp_path):
     assert_error(write(tmp_path, text), "io_type 'uint8'")
     ok = valid_text().replace("[budget]", 'io_type = "int8"\n[budget]')
     assert load_profile(write(tmp_path, ok)).io_type == "int8"
+
+
+def test_litertjs_is_a_web_format_with_its_own_rules(tmp_path):
+    """LiteRT.js runs the TFLite modes it has kernels and tensors for; it has no int8 tensors at the I/O
+    (uint8 I/O is fine), no WebGL backend; `max_download` (model and runtime) needs a web format."""
+    web = valid_text().replace('["tflite"]', '["tfjs", "litertjs"]').replace('["float32", "int8"]', '["float32", "uint8", "int8"]')
+    profile = load_profile(write(tmp_path, web.replace("[budget]", 'io_type = "uint8"\n[budget]\nmax_download = "4 MiB"')))
+    assert profile.formats == ("tfjs", "litertjs") and profile.modes_for("litertjs") == ("float32", "int8")
+    assert profile.budget.max_download == 4 * 1024 * 1024 and profile.to_dict()["budget"]["max_download"] == 4 * 1024 * 1024
+    assert_error(write(tmp_path, web.replace("[budget]", 'io_type = "int8"\n[budget]')), "LiteRT.js has no int8 tensors")
+    int16 = web.replace('"int8"]', '"int16x8"]')
+    assert_error(write(tmp_path, int16), "'int16x8'", "add 'tflite' to formats")
+    browser = web.replace("max_latency_ms = 30.0", 'max_latency_ms = 30.0\nlatency_source = "browser"\nbrowser_backend = "webgl"')
+    assert_error(write(tmp_path, browser), "'webgl' is a TF.js backend")
+    assert_error(write(tmp_path, valid_text().replace("[budget]", '[budget]\nmax_download = "4 MiB"')), "max_download", "no web format")
 
 
 def test_prefer_is_one_of_three_and_latency_needs_a_latency_budget(tmp_path):

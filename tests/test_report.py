@@ -174,7 +174,7 @@ def test_unknown_tolerance_ranges_and_browser_profiles_are_refused(tmp_path):
 
     write_profile(tmp_path, "mixed-latency", 'formats = ["tflite", "tfjs"]\nquantization = ["float32"]\n'
                   '[budget]\nmax_size = "1 MiB"\nmax_latency_ms = 10.0\nlatency_source = "browser"\n')
-    with pytest.raises(MobilepreError, match="latency_source 'browser' times TF.js bundles"):
+    with pytest.raises(MobilepreError, match="latency_source 'browser' times web bundles"):
         load_profiles(tmp_path)
     (tmp_path / "mixed-latency.toml").unlink()
     write_profile(tmp_path, "host-backend", 'formats = ["tfjs"]\nquantization = ["float32"]\n'

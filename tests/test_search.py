@@ -103,3 +103,34 @@ def test_the_build_table_aligns_long_candidate_keys():
     table = BuildResult("out", profiles, (), 0, 0, {}).to_text().splitlines()
     ends = {line.index("1,000") + len("1,000") for line in table[1:3]}
     assert ends == {table[0].index("bytes") + len("bytes")}  # every row's bytes under the header's
+
+
+def test_a_web_profile_ships_one_runtime_chosen_by_its_preference():
+    """TF.js and LiteRT.js are alternatives: by total download (model and runtime, gzip) for "size", by
+    latency for "latency", by the share of drift budgets used for "fidelity"; a runtime with no
+    candidate within budget leaves the other; the bundle ships only the one chosen, and the choice names
+    its figures."""
+    from mobilepre.budgets import BudgetCheck, LatencyFigure, Verdict
+    from mobilepre.results import FormatResult, ProfileResult, Trial, web_choice
+    from mobilepre.web_bundle import runtime_download
+
+    def trial(fmt, gzip, ms, top1, passed=True):
+        check = BudgetCheck("min_top1_agreement", top1, 0.9, "", passed, 0.0 if passed else 0.5, "measured", output="y")
+        return Trial(f"{fmt}-float32", fmt, "float32", "float32", 0.0, 2 * gzip, gzip, (), LatencyFigure(ms, "browser"), Verdict((check,)))
+
+    tfjs = FormatResult("p", "tfjs", (trial("tfjs", 100_000, 2.0, 0.99),))
+    lite = FormatResult("p", "litertjs", (trial("litertjs", 60_000, 0.5, 0.95),))
+    size = web_choice((tfjs, lite), "size")
+    assert size["format"] == "tfjs" and size["compared"]["tfjs"]["download_bytes"] == 100_000 + runtime_download("tfjs")[1]
+    assert size["why"].startswith("smaller total download") and "litertjs 2," in size["why"]
+    assert web_choice((tfjs, lite), "latency")["format"] == "litertjs"
+    fidelity = web_choice((tfjs, lite), "fidelity")
+    assert fidelity["format"] == "tfjs" and fidelity["compared"]["tfjs"]["drift_use"] == 0.1 and fidelity["compared"]["litertjs"]["drift_use"] == 0.5
+    failed = FormatResult("p", "tfjs", (trial("tfjs", 100_000, 2.0, 0.5, passed=False),))
+    only = web_choice((failed, lite), "size")
+    assert only["format"] == "litertjs" and only["why"] == "the only web runtime with a candidate within budget (tfjs: none)"
+    tflite = FormatResult("p", "tflite", (trial("tflite", 50_000, 0.3, 0.99),))
+    result = ProfileResult("p", None, (tflite, failed, lite))
+    assert result.passed and [f.format for f in result.shipped] == ["tflite", "litertjs"]
+    assert result.set_aside("tfjs").startswith("not shipped: litertjs chosen") and result.set_aside("litertjs") is None
+    assert not ProfileResult("p", None, (tflite, failed)).passed
