@@ -1,6 +1,6 @@
 """`python -m benchmarks [NAME ...]`: run the benchmarks, write benchmarks/results.json and results.md.
 
-With names (startup, overhead, jobs, scale, size, engines, mixed, clustering, speed, frontend), only those run and their sections replace the
+With names (startup, overhead, jobs, scale, size, engines, mixed, clustering, speed, web_runtimes, frontend), only those run and their sections replace the
 ones in an existing results.json; with none, all run.
 """
 
@@ -19,8 +19,8 @@ from benchmarks import report
 from benchmarks.timing import load_average
 
 HERE = Path(__file__).resolve().parent
-NAMES = ("startup", "overhead", "jobs", "scale", "size", "engines", "mixed", "clustering", "speed", "frontend")  # subprocess benchmarks first, in-process after
-ROUNDS = {"startup": 15, "overhead": 7, "speed": 5}
+NAMES = ("startup", "overhead", "jobs", "scale", "size", "engines", "mixed", "clustering", "speed", "web_runtimes", "frontend")  # subprocess benchmarks first, in-process after
+ROUNDS = {"startup": 15, "overhead": 7, "speed": 5, "web_runtimes": 3}
 
 
 def progress(message: str) -> None:
@@ -117,6 +117,10 @@ def run_one(name: str, work: Path, models: Subjects) -> tuple[dict, list]:
         from benchmarks import speed
 
         return speed.run(models.demo, models.mobilenet, ROUNDS["speed"], progress), []
+    if name == "web_runtimes":
+        from benchmarks import web_runtimes
+
+        return web_runtimes.run([models.demo, models.mobilenet], ROUNDS["web_runtimes"], progress)
     from benchmarks import frontend
 
     return frontend.run(progress), []

@@ -13,6 +13,7 @@ TITLES = {
     "jobs": "1b. Parallel builds",
     "scale": "1c. Costs at scale",
     "speed": "3. Speed on this host",
+    "web_runtimes": "3b. Browser runtimes",
     "frontend": "4. Front-end inside the model",
     "startup": "5. Start-up",
 }
@@ -103,6 +104,8 @@ def _rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
         for name, label in (("mobilenet_v2", "MobileNetV2"), ("demo", "demo")):
             model = models[name]
             for fmt, modes in MODES_BY_FORMAT.items():
+                if fmt.value == "litertjs":  # the .tflite itself: its bytes are tflite's
+                    continue
                 per_mode = [(mode.value, model["artifacts"][f"{fmt.value}-{mode.value}"]) for mode in modes if mode.value != "mixed"]
                 add("size", f"{fmt.value} bytes / floor, every mode, {label} ({model['parameters']:,} parameters)",
                     ", ".join(f"{mode} {row['ratio']:.2f}" for mode, row in per_mode),
@@ -168,6 +171,28 @@ def _rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
             add("speed", f"validation throughput TF.js wasm / LiteRT, {label}",
                 _x(r[f"{name}_tfjs_over_litert_throughput"]),
                 f"{m[f'images_per_s.{name}_tfjs_wasm']:,.0f} vs {m[f'images_per_s.{name}_litert']:,.0f} images/s")
+    if "web_runtimes" in sections:
+        for name, label in (("demo", "demo"), ("mobilenet_v2", "MobileNetV2")):
+            model = sections["web_runtimes"]["models"].get(name)
+            if model is None:
+                continue
+            m, r, d = model["medians_ms"], model["ratios"], model["download_bytes"]
+            for key, figure, num, den in (
+                ("litertjs_over_tfjs_wasm_float32", "LiteRT.js / TF.js, float32", "litertjs_wasm_float32", "tfjs_wasm_float32"),
+                ("litertjs_int8_over_tfjs_float32_wasm", "LiteRT.js int8 / TF.js float32", "litertjs_wasm_int8", "tfjs_wasm_float32"),
+                ("litertjs_int8_over_tfjs_uint8_wasm", "LiteRT.js int8 / TF.js uint8 weights", "litertjs_wasm_int8", "tfjs_wasm_uint8"),
+                ("litertjs_over_tfjs_webgpu_float32", "LiteRT.js / TF.js, float32, WebGPU on SwiftShader", "litertjs_webgpu_float32", "tfjs_webgpu_float32"),
+            ):
+                if key in r:
+                    add("web_runtimes", f"ms per image in Chromium, {figure}{'' if 'webgpu' in key else ', wasm'}, {label}",
+                        _x(r[key]), f"{m[num]:.2f} ms vs {m[den]:.2f} ms",
+                        f"LiteRT.js int8 / TF.js float32 per image, wasm, {name}" if key == "litertjs_int8_over_tfjs_float32_wasm" else None)
+            for key, figure, num, den in (("litertjs_over_tfjs_download_float32", "LiteRT.js / TF.js, float32", "litertjs_float32", "tfjs_float32"),
+                                          ("litertjs_int8_over_tfjs_uint8_download", "LiteRT.js int8 / TF.js uint8 weights", "litertjs_int8", "tfjs_uint8")):
+                add("web_runtimes", f"first-visit download (model + runtime, gzip), {figure}, {label}",
+                    _x(r[key]), f"{_size(d[num]['total_gzip'])} vs {_size(d[den]['total_gzip'])} (models {_size(d[num]['model_gzip'])} vs {_size(d[den]['model_gzip'])})")
+            for failed, why in model.get("did_not_run", {}).items():
+                add("web_runtimes", f"{failed}, {label}: did not run", "-", why[:120])
     if "frontend" in sections:
         f = sections["frontend"]
         for threads, label in (("1_thread", "1 thread"), ("2_threads", "2 threads")):
