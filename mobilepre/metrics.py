@@ -117,6 +117,12 @@ class OutputDrift:
         nn_agreement (float | None): embedding: how often each image's nearest neighbour (cosine) among
             the other images stays the same.
         ssim (float | None): image: mean structural similarity per image and channel.
+        images (int | None): how many images the metrics were measured on.
+        intervals (dict | None): metric -> (low, high), its 95% interval over the images
+            (`mobilepre.intervals`): Wilson for shares of images (top-1, top-5, nearest-neighbour
+            agreement), a seeded percentile bootstrap over images for means (and for per-pixel agreement
+            and mean IoU, whose pixels are not independent). A maximum (max_abs_error, relative_error)
+            has none: it is exact over these images.
     """
 
     name: str
@@ -136,21 +142,44 @@ class OutputDrift:
     mean_iou: float | None = None
     nn_agreement: float | None = None
     ssim: float | None = None
+    images: int | None = None
+    intervals: dict | None = None
 
     def metrics(self) -> dict:
         """metric -> value, the measured ones only."""
-        return {k: round(float(v), 6) for k, v in self.__dict__.items() if k not in ("name", "kind") and v is not None}
+        return {k: round(float(v), 6) for k, v in self.__dict__.items()
+                if k not in ("name", "kind", "images", "intervals") and v is not None}
 
     def to_dict(self) -> dict:
-        return {"kind": str(self.kind), "name": self.name, **self.metrics()}
+        out = {"kind": str(self.kind), "name": self.name, **self.metrics()}
+        if self.images is not None:
+            out["images"] = self.images
+        if self.intervals:
+            out["intervals"] = {k: [round(float(lo), 6), round(float(hi), 6)] for k, (lo, hi) in sorted(self.intervals.items())}
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> OutputDrift:
         """The drift `to_dict` wrote (a report, a cache record): KeyError, TypeError or ValueError when it is not one."""
-        fields = {k: v for k, v in data.items() if k not in ("name", "kind")}
+        fields = {k: v for k, v in data.items() if k not in ("name", "kind", "images", "intervals")}
         unknown = set(fields) - set(cls.__dataclass_fields__)
         if unknown or not isinstance(data["name"], str):
             raise ValueError(f"not an output's drift: {sorted(unknown) or data['name']!r}")
         if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in fields.values()):
             raise TypeError("drift metrics are numbers")
-        return cls(data["name"], OutputKind(data["kind"]), **fields)
+        images = data.get("images")
+        if images is not None and (isinstance(images, bool) or not isinstance(images, int) or images < 0):
+            raise TypeError("images is a count")
+        intervals = data.get("intervals")
+        if intervals is not None:
+            if not isinstance(intervals, dict) or not set(intervals) <= set(fields):
+                raise ValueError("intervals name measured metrics")
+            intervals = {k: _pair(v) for k, v in intervals.items()}
+        return cls(data["name"], OutputKind(data["kind"]), **fields, images=images, intervals=intervals)
+
+
+def _pair(value) -> tuple[float, float]:
+    if (not isinstance(value, list) or len(value) != 2
+            or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in value) or value[0] > value[1]):
+        raise TypeError("an interval is [low, high]")
+    return float(value[0]), float(value[1])

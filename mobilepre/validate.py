@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mobilepre import intervals
 from mobilepre.artifacts import io_contract, io_lines, tflite_io, tfjs_tensor
 from mobilepre.budgets import Measurement, judge_drift_limits
 from mobilepre.errors import EXIT_FAILED, MobilepreError, param
@@ -30,42 +31,85 @@ def output_drift(
     kind: OutputKind = OutputKind.REGRESSION,
     name: str = "output_0",
 ) -> OutputDrift:
-    """The drift of one output, with the metrics its kind has."""
+    """The drift of one output, with the metrics its kind has, each (but the maxima) with its 95% interval
+    over the images (`mobilepre.intervals`: the same images give the same intervals)."""
     kind = OutputKind(kind)
     reference = reference.astype(np.float64)
     candidate = candidate.astype(np.float64)
     if reference.shape != candidate.shape:
         raise MobilepreError(f"output {name}: candidate shape {candidate.shape} differs from the reference's {reference.shape}")
+    n = len(reference)
+    weights = intervals.resample_weights(n) if n >= 2 else None
     diff = candidate - reference
+    per_image_sq = (diff**2).reshape(n, -1).mean(axis=1)
     rmse = float(np.sqrt(np.mean(diff**2)))
     span = float(reference.max() - reference.min()) or 1.0
-    psnr = PSNR_CAP_DB if rmse == 0 else min(PSNR_CAP_DB, 20.0 * math.log10(span / rmse))
-    ref_rows = reference.reshape(len(reference), -1)
-    cand_rows = candidate.reshape(len(candidate), -1)
+    ref_rows = reference.reshape(n, -1)
+    cand_rows = candidate.reshape(n, -1)
     max_abs = float(np.abs(diff).max())
+    cosines = _cosines(ref_rows, cand_rows)
     drift = dict(
         max_abs_error=max_abs,
         mean_abs_error=float(np.abs(diff).mean()),
         relative_error=max_abs / span,
         rmse=rmse,
-        psnr_db=psnr,
-        cosine=_mean_cosine(ref_rows, cand_rows),
+        psnr_db=_psnr(span, rmse),
+        cosine=float(np.mean(cosines)),
     )
+    spread = {}  # metric -> (low, high)
+    if weights is not None:
+        spread["mean_abs_error"] = intervals.bootstrap_mean(np.abs(diff), weights)
+        low, high = (math.sqrt(max(v, 0.0)) for v in intervals.bootstrap_mean(per_image_sq, weights))
+        spread["rmse"] = (low, high)
+        spread["psnr_db"] = (_psnr(span, high), _psnr(span, low))
+        spread["cosine"] = intervals.bootstrap_mean(cosines, weights)
     if kind in CLASS_SCORES and reference.ndim == 2 and reference.shape[1] >= 2:
-        drift.update(_class_scores(reference, candidate, labels, kind))
+        scores, per_image = _class_scores(reference, candidate, labels, kind)
+        drift.update(scores)
+        spread.update(_share_intervals(per_image, ("top1_agreement", "top5_agreement")))
+        if weights is not None:
+            spread["kl_divergence"] = intervals.bootstrap_mean(per_image["kl_divergence"], weights)
+        if "accuracy_drop" in per_image:
+            spread["accuracy_drop"] = intervals.paired_difference(per_image["accuracy_drop"])
     elif kind is OutputKind.SEGMENTATION and reference.ndim == 4 and reference.shape[-1] >= 2:
-        drift.update(_segmentation(reference, candidate))
-    elif kind is OutputKind.EMBEDDING and len(reference) >= 2:
-        drift["nn_agreement"] = float(np.mean(_nearest(ref_rows) == _nearest(cand_rows)))
+        scores, per_image = _segmentation(reference, candidate)
+        drift.update(scores)
+        if weights is not None:
+            spread["top1_agreement"] = intervals.bootstrap_mean(per_image["top1_agreement"], weights)
+            ious = intervals.bootstrap_ratio(per_image["intersections"], per_image["unions"], weights)
+            present = (weights @ per_image["unions"]) > 0
+            spread["mean_iou"] = intervals.percentile_interval(np.nanmean(np.where(present, ious, np.nan), axis=1))
+    elif kind is OutputKind.EMBEDDING and n >= 2:
+        same = _nearest(ref_rows) == _nearest(cand_rows)
+        drift["nn_agreement"] = float(np.mean(same))
+        spread.update(_share_intervals({"nn_agreement": same}, ("nn_agreement",)))
     elif kind is OutputKind.IMAGE and reference.ndim == 4:
-        drift["ssim"] = _ssim(reference, candidate, span)
-    return OutputDrift(name=name, kind=kind, **drift)
+        per_image = _ssim(reference, candidate, span)
+        drift["ssim"] = float(per_image.mean())
+        if weights is not None:
+            spread["ssim"] = intervals.bootstrap_mean(per_image, weights)
+    # an interval holds its estimate (a percentile bootstrap of a skewed mean may sit just beside it)
+    spread = {m: (min(lo, drift[m]), max(hi, drift[m])) for m, (lo, hi) in spread.items()}
+    return OutputDrift(name=name, kind=kind, **drift, images=n, intervals=spread or None)
 
 
-def _mean_cosine(a: np.ndarray, b: np.ndarray) -> float:
+def _psnr(span: float, rmse: float) -> float:
+    return PSNR_CAP_DB if rmse == 0 else min(PSNR_CAP_DB, 20.0 * math.log10(span / rmse))
+
+
+def _share_intervals(per_image: dict, metrics) -> dict:
+    """Wilson intervals of shares of images (each image in or out)."""
+    out = {}
+    for metric in metrics:
+        hits = np.asarray(per_image[metric], dtype=bool)
+        out[metric] = intervals.wilson(int(hits.sum()), len(hits))
+    return out
+
+
+def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
     dots = np.sum(a * b, axis=1)
-    return float(np.mean(np.where(norms > 0, dots / np.where(norms > 0, norms, 1), 1.0)))
+    return np.where(norms > 0, dots / np.where(norms > 0, norms, 1), 1.0)
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
@@ -73,32 +117,42 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=-1, keepdims=True)
 
 
-def _class_scores(reference, candidate, labels, kind) -> dict:
+def _class_scores(reference, candidate, labels, kind) -> tuple[dict, dict]:
+    """(metrics, per-image values they are means of)."""
     ref_top = reference.argmax(axis=1)
     k = min(5, reference.shape[1])
     cand_topk = np.argsort(-candidate, axis=1, kind="stable")[:, :k]
     p, q = (reference, candidate) if kind is OutputKind.PROBABILITIES else (_softmax(reference), _softmax(candidate))
     p, q = np.clip(p, 1e-12, 1.0), np.clip(q, 1e-12, 1.0)
-    out = {
-        "top1_agreement": float(np.mean(cand_topk[:, 0] == ref_top)),
-        "top5_agreement": float(np.mean(np.any(cand_topk == ref_top[:, None], axis=1))),
-        "kl_divergence": float(np.mean(np.sum(p * np.log(p / q), axis=1))),
+    per_image = {
+        "top1_agreement": cand_topk[:, 0] == ref_top,
+        "top5_agreement": np.any(cand_topk == ref_top[:, None], axis=1),
+        "kl_divergence": np.sum(p * np.log(p / q), axis=1),
     }
+    out = {m: float(np.mean(v)) for m, v in per_image.items()}
     if labels is not None:
-        acc_ref = float(np.mean(ref_top == labels))
-        acc_cand = float(np.mean(cand_topk[:, 0] == labels))
+        ref_right, cand_right = ref_top == labels, cand_topk[:, 0] == labels
+        acc_ref, acc_cand = float(np.mean(ref_right)), float(np.mean(cand_right))
         out.update(accuracy_reference=acc_ref, accuracy_candidate=acc_cand, accuracy_drop=acc_ref - acc_cand)
-    return out
+        per_image["accuracy_drop"] = ref_right.astype(np.float64) - cand_right
+    return out, per_image
 
 
-def _segmentation(reference, candidate) -> dict:
+def _segmentation(reference, candidate) -> tuple[dict, dict]:
     ref_mask, cand_mask = reference.argmax(axis=-1), candidate.argmax(axis=-1)
-    ious = []
-    for c in range(reference.shape[-1]):
-        union = np.logical_or(ref_mask == c, cand_mask == c).sum()
-        if union:
-            ious.append(np.logical_and(ref_mask == c, cand_mask == c).sum() / union)
-    return {"top1_agreement": float(np.mean(ref_mask == cand_mask)), "mean_iou": float(np.mean(ious))}
+    classes = reference.shape[-1]
+    n = len(reference)
+    inter = np.zeros((n, classes))
+    union = np.zeros((n, classes))
+    for c in range(classes):
+        r, k = ref_mask == c, cand_mask == c
+        inter[:, c] = np.logical_and(r, k).reshape(n, -1).sum(axis=1)
+        union[:, c] = np.logical_or(r, k).reshape(n, -1).sum(axis=1)
+    totals = union.sum(axis=0)
+    ious = inter.sum(axis=0)[totals > 0] / totals[totals > 0]
+    agreement = (ref_mask == cand_mask).reshape(n, -1).mean(axis=1)
+    return ({"top1_agreement": float(np.mean(ref_mask == cand_mask)), "mean_iou": float(np.mean(ious))},
+            {"top1_agreement": agreement, "intersections": inter, "unions": union})
 
 
 def _nearest(rows: np.ndarray, chunk: int = 1024) -> np.ndarray:
@@ -113,15 +167,15 @@ def _nearest(rows: np.ndarray, chunk: int = 1024) -> np.ndarray:
     return nearest
 
 
-def _ssim(reference, candidate, span: float) -> float:
-    """Global SSIM per image and channel (no sliding window), averaged."""
+def _ssim(reference, candidate, span: float) -> np.ndarray:
+    """Global SSIM per image (no sliding window), the mean over its channels."""
     c1, c2 = (0.01 * span) ** 2, (0.03 * span) ** 2
     axes = (1, 2)
     mu_x, mu_y = reference.mean(axis=axes), candidate.mean(axis=axes)
     var_x, var_y = reference.var(axis=axes), candidate.var(axis=axes)
     cov = ((reference - mu_x[:, None, None, :]) * (candidate - mu_y[:, None, None, :])).mean(axis=axes)
     ssim = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
-    return float(ssim.mean())
+    return ssim.mean(axis=-1)
 
 
 # A reference is degenerate when nearly every image gets one class (what a wrong --input-range or broken
