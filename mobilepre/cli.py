@@ -326,6 +326,7 @@ def check(
     data: Annotated[Optional[Path], typer.Option(help="Images to re-validate drift on (with --reference).")] = None,
     reference: Annotated[Optional[Path], typer.Option(help="The float model the bundles were built from (default for demo bundles: the demo).")] = None,
     measure: Annotated[bool, typer.Option("--measure/--no-measure", help="Re-measure host latency.")] = True,
+    repeat: Annotated[int, typer.Option(help="Time each artifact in this many rounds (fresh processes) and judge the interval of their medians.")] = 1,
     device_timings: Annotated[Optional[Path], typer.Option(help="JSON of on-device latencies per candidate.")] = None,
     input_range: RangeOption = "0:1",
     only_present: Annotated[bool, typer.Option("--only-present", help="Check the bundles there without requiring every profile's bundle.")] = False,
@@ -341,7 +342,7 @@ def check(
         root, profiles=profiles, data=data, reference=reference, measure=measure,
         device_timings=device_timings, input_range=parse_range(input_range), trust=trust_model,
         only_present=only_present, verify_key=verify_key, require_signature=require_signature,
-        custom_objects=tuple(custom_objects or ()),
+        custom_objects=tuple(custom_objects or ()), repeat=repeat,
     )
     if junit is not None:
 

@@ -50,9 +50,11 @@ def latency_figure(
         return LatencyFigure(None, source, skipped=True, missing="not measured (--no-measure)")
     if source == "browser":
         latency = measure_host(profile.threads, budget.browser_backend or "wasm")
-        return LatencyFigure(latency.median_ms, "browser", {"runtime": latency.runtime})
+        detail = {"runtime": latency.runtime, **({"rounds": latency.rounds} if latency.rounds > 1 else {})}
+        return LatencyFigure(latency.median_ms, "browser", detail, interval=latency.interval, runs=latency.runs)
     latency = measure_host(profile.threads, None)
-    return LatencyFigure(latency.median_ms, "host", {"runtime": latency.runtime, "threads": latency.threads})
+    detail = {"runtime": latency.runtime, "threads": latency.threads, **({"rounds": latency.rounds} if latency.rounds > 1 else {})}
+    return LatencyFigure(latency.median_ms, "host", detail, interval=latency.interval, runs=latency.runs)
 
 
 def parse_device_timings(path: Path) -> dict[str, float]:

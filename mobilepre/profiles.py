@@ -34,6 +34,8 @@ BROWSER_BACKENDS: tuple[str, ...] = ("wasm", "webgl", "webgpu")  # TF.js's; Lite
 WEB_FORMATS: tuple[Format, ...] = (Format.TFJS, Format.LITERTJS)  # alternatives: a web bundle carries one
 # What a format's bundle gets among the candidates within every budget (`Profile.prefer`).
 PREFERENCES: tuple[str, ...] = ("fidelity", "latency", "size")
+# What a budget whose 95% interval straddles its limit counts as (`Profile.on_inconclusive`).
+ON_INCONCLUSIVE: tuple[str, ...] = ("warn", "fail", "pass")
 MAX_PROFILE_BYTES = 64 * 1024
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _MAX_DESCRIPTION_CHARS = 300
@@ -291,6 +293,13 @@ class Profile:
             validation runtime only).
         require_signature (bool): `check` fails this profile's bundles unless a verify key shows every
             file signed (an unsigned or unverified bundle of it never passes). Default False.
+        on_inconclusive (str): what a budget whose 95% interval straddles its limit counts as: "warn"
+            (its measured value decides, as a point figure would, and the verdict says it is
+            inconclusive and how many images would decide it), "fail" (only a budget the interval
+            clears passes: for gates that must not pass by chance) or "pass" (only a budget the
+            interval misses fails). Default "warn": an interval that straddles has not shown the
+            model wrong, and a small validation set should not turn every close budget into a failure
+            nor into a pass.
         budget (Budget): size and latency budgets. Required (at least `max_size`).
         drift (Drift): drift budgets against the float32 reference. Default: none set.
     """
@@ -308,6 +317,7 @@ class Profile:
     prefer: str = "fidelity"
     require_signature: bool = False
     web_backends: tuple = ()
+    on_inconclusive: str = "warn"
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not _NAME_RE.fullmatch(self.name):
@@ -337,6 +347,7 @@ class Profile:
         if not isinstance(self.budget, Budget) or not isinstance(self.drift, Drift):
             raise TypeError("Profile.budget must be a Budget and Profile.drift a Drift")
         _check_choice("prefer", self.prefer, PREFERENCES)
+        _check_choice("on_inconclusive", self.on_inconclusive, ON_INCONCLUSIVE)
         object.__setattr__(self, "web_backends", _canonical("web_backends", tuple(self.web_backends), BROWSER_BACKENDS)
                            if self.web_backends else ())
         if self.web_backends and not set(WEB_FORMATS) & set(self.formats):
@@ -388,6 +399,8 @@ class Profile:
             out["require_signature"] = True
         if self.web_backends:
             out["web_backends"] = list(self.web_backends)
+        if self.on_inconclusive != "warn":  # left out when default, so earlier manifests read the same
+            out["on_inconclusive"] = self.on_inconclusive
         return dict(sorted(out.items()))
 
     @classmethod
@@ -464,7 +477,7 @@ def default_profiles_dir() -> Path:
 # ------------------------------------------------------------------------------------- from mapping
 
 _TOP_KEYS = ("name", "description", "formats", "quantization", "io_type", "max_sparsity", "min_clusters", "threads", "prefer",
-             "require_signature", "web_backends", "budget", "drift")
+             "require_signature", "web_backends", "on_inconclusive", "budget", "drift")
 _REQUIRED_TOP = ("name", "description", "formats", "quantization", "budget")
 _BUDGET_KEYS = tuple(f.name for f in fields(Budget))
 _DRIFT_KEYS = (*TOLERANCES, "outputs", "kinds")
@@ -515,6 +528,7 @@ def _profile_from_mapping(data: Any, where: str, read_size: _SizeReader) -> Prof
             threads=toml.integer(top.get("threads", 1), where, "threads"),
             prefer=toml.string(top.get("prefer", "fidelity"), where, "prefer"),
             require_signature=toml.boolean(top.get("require_signature", False), where, "require_signature"),
+            on_inconclusive=toml.string(top.get("on_inconclusive", "warn"), where, "on_inconclusive"),
             web_backends=tuple(toml.string_list(top.get("web_backends", []), where, "web_backends")) if "web_backends" in top else (),
             budget=budget,
             drift=drift,

@@ -36,6 +36,8 @@ class Latency:
         runtime (str): "litert" or "tfjs-wasm".
         source (str): "host" (measured here), "estimate" (from MACs and a stated device throughput) or
             "device" (imported from a benchmark_model run on the device).
+        low_ms, high_ms (float | None): the median's 95% interval over the runs
+            (`intervals.median_interval`); None when not timed here.
     """
 
     median_ms: float
@@ -45,9 +47,38 @@ class Latency:
     threads: int | None
     runtime: str
     source: str = "host"
+    low_ms: float | None = None
+    high_ms: float | None = None
+    rounds: int = 1
+
+    @classmethod
+    def of(cls, samples, warmup: int, threads: int | None, runtime: str) -> Latency:
+        """The latency of timed single-image runs (ms each): median, p90 and the median's interval."""
+        from mobilepre.intervals import median_interval
+
+        times = sorted(float(t) for t in samples)
+        low, high = median_interval(times)
+        return cls(float(np.median(times)), float(np.percentile(times, 90)), len(times), warmup, threads, runtime, "host", low, high)
+
+    @classmethod
+    def of_rounds(cls, rounds: list[Latency]) -> Latency:
+        """Several timing rounds (fresh processes) as one figure: the median of their medians, with the
+        interval of that median over the rounds (what varies between processes and moments, which one
+        round's runs cannot show); `runs` counts the rounds."""
+        from mobilepre.intervals import median_interval
+
+        medians = [r.median_ms for r in rounds]
+        low, high = median_interval(medians)
+        first = rounds[0]
+        return cls(float(np.median(medians)), float(np.median([r.p90_ms for r in rounds])), len(rounds), first.warmup,
+                   first.threads, first.runtime, first.source, low, high, len(rounds))
+
+    @property
+    def interval(self) -> tuple | None:
+        return None if self.low_ms is None or self.high_ms is None else (self.low_ms, self.high_ms)
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "median_ms": round(self.median_ms, 4),
             "p90_ms": round(self.p90_ms, 4),
             "runs": self.runs,
@@ -56,10 +87,18 @@ class Latency:
             "runtime": self.runtime,
             "source": self.source,
         }
+        if self.interval is not None:
+            out["interval_ms"] = [round(self.low_ms, 4), round(self.high_ms, 4)]
+        if self.rounds > 1:
+            out["rounds"] = self.rounds
+        return out
 
     @classmethod
     def from_dict(cls, data: dict) -> Latency:
-        return cls(data["median_ms"], data["p90_ms"], data["runs"], data["warmup"], data["threads"], data["runtime"], data.get("source", "host"))
+        interval = data.get("interval_ms") or [data.get("low_ms"), data.get("high_ms")]
+        return cls(data["median_ms"], data["p90_ms"], data["runs"], data["warmup"], data["threads"], data["runtime"], data.get("source", "host"),
+                   None if interval[0] is None else float(interval[0]), None if interval[1] is None else float(interval[1]),
+                   data.get("rounds", 1))
 
 
 @dataclass(frozen=True)
@@ -172,8 +211,7 @@ def run_tflite(content: bytes, images: np.ndarray, threads: int = 1, latency_run
             outputs = [saved[f"arr_{i}"] for i in range(len(saved.files))]
     latency = None
     if latency_runs:
-        times = answer["latency_ms"]
-        latency = Latency(float(np.median(times)), float(np.percentile(times, 90)), latency_runs, warmup, threads, "litert")
+        latency = Latency.of(answer["latency_ms"], warmup, threads, "litert")
     return RunResult(outputs, float(answer["seconds"]), latency, _bytes(answer.get("peak_memory_bytes")))
 
 
@@ -263,7 +301,8 @@ def _run_tfjs_script(script: str, what: str, runtime: str, folder: Path, model_j
     latency = None
     if latency_runs and answer.get("latency_ms"):
         lat = answer["latency_ms"]
-        latency = Latency(lat["median"], lat["p90"], lat["runs"], warmup, None, runtime)
+        latency = (Latency.of(lat["samples"], warmup, None, runtime) if lat.get("samples")
+                   else Latency(lat["median"], lat["p90"], lat["runs"], warmup, None, runtime))
     return RunResult(outputs, float(answer["inference_seconds"]), latency, _bytes(answer.get("peak_memory_bytes")))
 
 

@@ -167,7 +167,7 @@ async function main() {
       times.push(performance.now() - t0);
     }
     times.sort((a, b) => a - b);
-    answer.latency_ms = { median: percentile(times, 0.5), p90: percentile(times, 0.9), runs: times.length };
+    answer.latency_ms = { median: percentile(times, 0.5), p90: percentile(times, 0.9), runs: times.length, samples: times };
     x.dispose();
   }
   process.stdout.write(JSON.stringify(answer) + '\n');

@@ -192,7 +192,7 @@ export async function runBatch(bundle, values, shape, outputNames = null, latenc
     outputs,
     outputShapes: (outShapes || []).map((s) => [n, ...s.slice(1)]),
     inferenceSeconds,
-    latencyMs: latencyRuns ? { median: at(0.5), p90: at(0.9), runs: times.length } : null,
+    latencyMs: latencyRuns ? { median: at(0.5), p90: at(0.9), runs: times.length, samples: times } : null,
     peakMemoryBytes: null,
     repeatDifference,
     backend: bundle.backend,

@@ -188,7 +188,7 @@ export async function runBatch(bundle, values, shape, outputNames = null, latenc
     outputs: parts,
     outputShapes,
     inferenceSeconds,
-    latencyMs: latencyRuns ? { median: at(0.5), p90: at(0.9), runs: times.length } : null,
+    latencyMs: latencyRuns ? { median: at(0.5), p90: at(0.9), runs: times.length, samples: times } : null,
     peakMemoryBytes: profile.peakBytes,
     repeatDifference,
     backend: tf.getBackend(),
