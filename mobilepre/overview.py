@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mobilepre.errors import MobilepreError, param
+from mobilepre.results import LATENCY_MARGIN
 from mobilepre.metrics import CLASS_SCORES, OutputKind
 from mobilepre.output import NotAnOutput, read_output
 
@@ -24,6 +25,7 @@ class Figures:
     latency_ms: float | None
     latency_source: str | None
     drift: tuple  # per output: {"name", "kind", metrics...}
+    latency_interval: tuple | None = None  # the median's 95% interval, when timed here
 
     def drift_value(self, name: str) -> tuple[str, float] | None:
         """(metric, value) that sums up output `name`: top-1 agreement for class scores and pixel classes,
@@ -66,13 +68,14 @@ def rows(result, latencies: dict, baseline: dict | None = None) -> list[Row]:
             accuracy = None
             if trial is not None and trial.size_bytes:
                 ms, source = latencies.get((profile.name, entry.format), (None, None))
-                figures = Figures(trial.candidate, trial.size_bytes, trial.gzip_bytes, ms, source, tuple(trial.drift))
+                interval = trial.latency.interval if trial.latency is not None and ms is not None else None
+                figures = Figures(trial.candidate, trial.size_bytes, trial.gzip_bytes, ms, source, tuple(trial.drift), interval)
                 accuracy = next((d["accuracy_candidate"] for d in trial.drift if d.get("accuracy_candidate") is not None), None)
             verdict = "ok" if entry.chosen else ("no candidate: " + "; ".join(trial.verdict.failures) if trial else "no candidate could be made")
             aside = profile.set_aside(entry.format)  # the other web runtime ships
             verdict = aside or verdict
             if trial is not None:
-                verdict += trial.verdict.unjudged_note
+                verdict += trial.verdict.note
             prior = (baseline or {}).get((profile.name, entry.format))
             out.append(Row(profile.name, entry.format, entry.chosen is not None or aside is not None, figures, verdict, accuracy, prior))
     return sorted(out, key=lambda r: (r.passed, r.profile, r.format))
@@ -144,7 +147,8 @@ def change(now: float | None, before: float | None, unit: str = "B", digits: int
 def latency_text(figures: Figures | None) -> str:
     if figures is None or figures.latency_ms is None:
         return "-"
-    return f"{figures.latency_ms:.2f} ms ({figures.latency_source})"
+    spread = f", 95% {figures.latency_interval[0]:.2f}-{figures.latency_interval[1]:.2f}" if figures.latency_interval else ""
+    return f"{figures.latency_ms:.2f} ms ({figures.latency_source}{spread})"
 
 
 def drift_text(figures: Figures | None) -> str:
@@ -155,7 +159,9 @@ def drift_text(figures: Figures | None) -> str:
         headline = _headline(entry)
         if headline:
             metric, value = headline
-            parts.append(f"{entry.get('name')}: {metric} {value:.4f}" if metric == "top-1" else f"{entry.get('name')}: {metric} {value:.4g}")
+            text = f"{entry.get('name')}: {metric} {value:.4f}" if metric == "top-1" else f"{entry.get('name')}: {metric} {value:.4g}"
+            interval = (entry.get("intervals") or {}).get("top1_agreement") if metric == "top-1" else None
+            parts.append(text + (f" (95% {interval[0]:.4f}-{interval[1]:.4f}, {entry.get('images')} images)" if interval else ""))
     return ", ".join(parts) or "-"
 
 
@@ -207,6 +213,11 @@ def markdown(result, latencies: dict, baseline: dict | None = None) -> str:
             if b is not None and f is not None and b.candidate != f.candidate:
                 cells[3] += f" (was `{b.candidate}`)"
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    tied = [(p.name, f.format, f.to_dict().get("latency_tied")) for p in result.profiles for f in p.formats]
+    for profile, fmt, keys in tied:
+        if keys:
+            lines += ["", f"{profile} ({fmt}) prefers latency; tied within the timings' 95% intervals or {LATENCY_MARGIN:.0%} of the "
+                          f"fastest, so the first in search order ships: {', '.join(f'`{k}`' for k in keys)}."]
     for warning in src.get("warnings", []):
         lines += ["", f"> warning: {warning}"]
     return "\n".join(lines) + "\n"

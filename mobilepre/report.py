@@ -28,7 +28,7 @@ def _scatter(points: list, x_label: str, y_label: str, x_lines: list, y_lines: l
     if not points:
         return ""
     xs = [p[1] for p in points] + [v for v, _ in x_lines]
-    ys = [p[2] for p in points] + [v for v, _ in y_lines]
+    ys = [p[2] for p in points] + [v for v, _ in y_lines] + [v for p in points if len(p) > 4 and p[4] for v in p[4]]
     lo, hi = math.floor(math.log10(min(xs))), math.ceil(math.log10(max(xs)))
     hi = hi + 1 if hi == lo else hi
 
@@ -61,9 +61,13 @@ def _scatter(points: list, x_label: str, y_label: str, x_lines: list, y_lines: l
         y = sy(value)
         parts.append(f'<line x1="{pad}" y1="{y:.1f}" x2="{width - pad}" y2="{y:.1f}" stroke="#b3261e" stroke-dasharray="5,4"/>')
         parts.append(f'<text x="{width - pad}" y="{y - 4:.1f}" font-size="11" text-anchor="end" fill="#b3261e">{html.escape(label)}</text>')
-    for i, (label, x_value, y_value, passed) in enumerate(points):
+    for i, (label, x_value, y_value, passed, *spread) in enumerate(points):
         colour = "#176f2c" if passed else "#b3261e"
         cx, cy = sx(x_value), sy(y_value)
+        if spread and spread[0]:  # the figure's 95% interval as an error bar
+            top, bottom = sy(spread[0][1]), sy(spread[0][0])
+            parts.append(f'<path d="M{cx:.1f} {top:.1f}V{bottom:.1f}M{cx - 4:.1f} {top:.1f}h8M{cx - 4:.1f} {bottom:.1f}h8" '
+                         f'stroke="{colour}" fill="none"><title>95% interval {spread[0][0]:.5g} to {spread[0][1]:.5g}</title></path>')
         parts.append(f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{colour}"><title>{html.escape(label)}: {x_value:,} B, {y_value:.5g}</title></circle>')
         dy = -8 if i % 2 == 0 else 14  # alternate above and below: neighbours at the same size stay readable
         parts.append(f'<text x="{cx + 6:.1f}" y="{cy + dy:.1f}" font-size="10" fill="{colour}">{html.escape(label)}</text>')
@@ -79,18 +83,25 @@ def _charts(profile, rows: list, metric: str) -> str:
     usable = [r for r in rows if r.size_bytes and r.metric(metric) is not None]
     if not usable:
         return "<p>No candidate produced a measurable artifact.</p>"
-    points = [(r.candidate, r.size_bytes, r.metric(metric), r.passed) for r in usable]
-    points += [(r.candidate + " (gzip)", r.gzip_bytes, r.metric(metric), r.passed) for r in usable if budget.max_compressed_size]
+    points = [(r.candidate, r.size_bytes, r.metric(metric), r.passed, _interval(r, metric)) for r in usable]
+    points += [(r.candidate + " (gzip)", r.gzip_bytes, r.metric(metric), r.passed, _interval(r, metric)) for r in usable if budget.max_compressed_size]
     x_lines = [(budget.max_size, "max_size")]
     if budget.max_compressed_size:
         x_lines.append((budget.max_compressed_size, "max_compressed_size (gzip)"))
     y_lines = [(drift_limit, f"min {metric}")] if drift_limit is not None else []
     out = [_scatter(points, "artifact bytes (log scale)", metric, x_lines, y_lines)]
-    timed = [(r.candidate, r.size_bytes, r.latency.ms, r.passed) for r in usable if r.latency and r.latency.ms is not None]
+    timed = [(r.candidate, r.size_bytes, r.latency.ms, r.passed, r.latency.interval) for r in usable if r.latency and r.latency.ms is not None]
     if timed:
         limit = [(budget.max_latency_ms, f"max_latency_ms ({budget.latency_source})")] if budget.max_latency_ms else []
         out.append(_scatter(timed, "artifact bytes (log scale)", "latency ms", [(budget.max_size, "max_size")], limit))
     return "".join(out)
+
+
+def _interval(trial, metric: str) -> tuple | None:
+    """The 95% interval of `metric` of the first output that has it (the one `Trial.metric` shows)."""
+    entry = next((d for d in trial.drift if metric in d), None)
+    found = None if entry is None else (entry.get("intervals") or {}).get(metric)
+    return None if found is None else (float(found[0]), float(found[1]))
 
 
 def _bytes_label(n: int) -> str:
@@ -101,19 +112,24 @@ def _bytes_label(n: int) -> str:
 
 
 def _table(rows: list, chosen_key: str | None) -> str:
-    head = "<tr><th class=l>candidate</th><th>bytes</th><th>gzip</th><th>sparsity</th><th>top-1</th><th>max abs err</th><th>latency ms</th><th class=l>verdict</th></tr>"
+    head = "<tr><th class=l>candidate</th><th>bytes</th><th>gzip</th><th>sparsity</th><th>top-1 (95%)</th><th>max abs err</th><th>latency ms (95%)</th><th class=l>verdict</th></tr>"
     body = []
     for r in rows:
         top1 = r.metric("top1_agreement")
         mae = max((d["max_abs_error"] for d in r.drift if "max_abs_error" in d), default=None)
         lat = r.latency.ms if r.latency else None
-        verdict = ("meets every budget" if r.passed else "; ".join(r.verdict.failures)) + r.verdict.unjudged_note
+        top1_spread = _interval(r, "top1_agreement")
+        lat_spread = r.latency.interval if r.latency and lat is not None else None
+        verdict = ("meets every budget" if r.passed else "; ".join(r.verdict.failures)) + r.verdict.note
+        verdict += "".join(f"; {w}" for w in r.verdict.warnings)
         cls = "chosen" if r.candidate == chosen_key else ("" if r.passed else "fail")
         body.append(
             f"<tr class='{cls}'><td class=l>{html.escape(r.candidate)}</td><td>{r.size_bytes:,}</td>"
             f"<td>{r.gzip_bytes:,}</td><td>{r.sparsity:.2f}</td>"
-            f"<td>{'-' if top1 is None else f'{top1:.4f}'}</td><td>{'-' if mae is None else f'{mae:.4g}'}</td>"
-            f"<td>{'-' if lat is None else f'{lat:.3f}'}</td><td class=l>{html.escape(verdict)}</td></tr>"
+            f"<td>{'-' if top1 is None else f'{top1:.4f}'}{f' ({top1_spread[0]:.4f}-{top1_spread[1]:.4f})' if top1_spread else ''}</td>"
+            f"<td>{'-' if mae is None else f'{mae:.4g}'}</td>"
+            f"<td>{'-' if lat is None else f'{lat:.3f}'}{f' ({lat_spread[0]:.3f}-{lat_spread[1]:.3f})' if lat_spread else ''}</td>"
+            f"<td class=l>{html.escape(verdict)}</td></tr>"
         )
     return f"<table>{head}{''.join(body)}</table>"
 

@@ -69,9 +69,7 @@ class Trial:
 
     def without_host_figures(self) -> Trial:
         """This trial as files that must be byte-identical across runs may hold it (see `Verdict`)."""
-        latency = self.latency
-        if latency is not None and latency.source in ("host", "browser"):
-            latency = LatencyFigure(None, latency.source, latency.detail)
+        latency = None if self.latency is None else self.latency.without_host_figures()
         return Trial(
             self.candidate, self.format, self.quantization, self.io_type, self.sparsity, self.size_bytes,
             self.gzip_bytes, self.drift, latency, self.verdict.without_host_figures(), self.mixed, self.clusters, self.qat,
@@ -129,6 +127,8 @@ class FormatResult:
             TF.js, which is served compressed; bytes on disk first for TFLite).
         chosen_key (str | None): the trial chosen, when it was chosen already: a copy without host
             figures (`without_host_figures`) cannot choose the fastest again, nor can its reader.
+        tied_keys (tuple[str, ...] | None): with "latency", the trials the timings could not tell from
+            the fastest, as read back from timings.json (computed when None).
     """
 
     profile: str
@@ -136,21 +136,29 @@ class FormatResult:
     tried: tuple
     prefer: str = "fidelity"
     chosen_key: str | None = None
+    tied_keys: tuple | None = None
 
     @property
     def chosen(self) -> Trial | None:
         """Among the trials within every budget: the first (fidelity), the fastest or the smallest; ties
-        go to the earlier, higher-fidelity one."""
+        go to the earlier, higher-fidelity one. With "latency", every trial whose latency interval
+        overlaps the fastest one's is tied (`latency_tied`): the measurements do not tell them apart, so
+        the first in search order ships, and the choice does not follow the machine's load."""
         passed = [t for t in self.tried if t.passed]
         if not passed:
             return None
         if self.chosen_key is not None:
             return next((t for t in passed if t.candidate == self.chosen_key), None)
         if self.prefer == "latency":
-            return min(passed, key=lambda t: t.latency.ms if t.latency and t.latency.ms is not None else math.inf)
+            return self.latency_tied[0]
         if self.prefer == "size":  # TF.js files are served compressed; a .tflite ships as it is
             return min(passed, key=lambda t: (t.gzip_bytes, t.size_bytes) if FORMATS[t.format].served_compressed else (t.size_bytes, t.gzip_bytes))
         return passed[0]
+
+    @property
+    def latency_tied(self) -> list[Trial]:
+        """The passing trials the latency measurements cannot tell from the fastest, in search order."""
+        return tied_fastest([t for t in self.tried if t.passed], lambda t: latency_span(t.latency))
 
     @property
     def closest(self) -> Trial | None:
@@ -176,12 +184,16 @@ class FormatResult:
         }
         if self.prefer != "fidelity":
             out["prefer"] = self.prefer
+        tied = self.tied_keys if self.tied_keys is not None else (
+            tuple(t.candidate for t in self.latency_tied) if self.prefer == "latency" and self.chosen_key is None else ())
+        if len(tied) > 1:  # host figures: kept in timings.json, not in the byte-stable report
+            out["latency_tied"] = list(tied)
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> FormatResult:
         return cls(data["profile"], data["format"], tuple(Trial.from_dict(t) for t in data["tried"]), data.get("prefer", "fidelity"),
-                   data.get("chosen"))
+                   data.get("chosen"), tuple(data.get("latency_tied", ())))
 
 
 WEB_FORMATS = ("tfjs", "litertjs")  # alternatives: a web bundle carries one page and one runtime
@@ -202,6 +214,35 @@ def drift_use(trial: Trial) -> float:
     return used
 
 
+def latency_span(latency) -> tuple[float, float, float]:
+    """A latency figure as (value, low, high): its 95% interval when timed, its value alone when an
+    estimate or a device figure, infinite when unknown."""
+    if latency is None or latency.ms is None:
+        return math.inf, math.inf, math.inf
+    return (latency.ms, *(latency.interval or (latency.ms, latency.ms)))
+
+
+# Latencies within this share of the fastest are not told apart whatever their intervals say: timed one
+# after another on a shared machine, candidates meet different loads, which a run's own interval does not
+# show. Measured here on the demo's LiteRT.js candidates (int8 7-14% faster than float32 on wasm): with
+# intervals alone, or a 10% margin, int8 or float32 shipped depending on a second process keeping a
+# core busy; with 25% float32 ships on either, while int8 against float (2.7x) and LiteRT.js against
+# TF.js (1.6x) stay resolved.
+LATENCY_MARGIN = 0.25
+
+
+def tied_fastest(items: list, span) -> list:
+    """Of `items` (in their order of preference), those the timings cannot tell from the fastest
+    (`span(item)` = (value, low, high)): their interval overlaps the fastest one's, or their value is
+    within `LATENCY_MARGIN` of it. The first is the choice."""
+    if not items:
+        return []
+    figures = [span(i) for i in items]
+    fastest = min(range(len(items)), key=lambda k: figures[k][0])
+    value, _, top = figures[fastest]
+    return [i for i, f in zip(items, figures) if f[1] <= top or f[0] <= value * (1 + LATENCY_MARGIN)]
+
+
 def web_choice(formats, prefer: str) -> dict | None:
     """Which web runtime a profile's bundle ships when it lists both TF.js and LiteRT.js: among the web
     formats whose search found a candidate, by the profile's `prefer`: "size", the smaller total
@@ -211,19 +252,27 @@ def web_choice(formats, prefer: str) -> dict | None:
     found = [f for f in formats if f.format in WEB_FORMATS and f.chosen is not None]
     if not found:
         return None
-    figures = {}
+    figures, trials = {}, {}
     for f in found:
-        t = f.chosen
+        t = trials[f.format] = f.chosen
         figures[f.format] = {"candidate": t.candidate, "download_bytes": download_bytes(f.format, t.gzip_bytes),
                              "drift_use": round(drift_use(t), 6), "latency_ms": t.latency.ms if t.latency else None}
     order = {"size": lambda f: (figures[f]["download_bytes"],),
              "latency": lambda f: (math.inf if figures[f]["latency_ms"] is None else figures[f]["latency_ms"], figures[f]["download_bytes"]),
              "fidelity": lambda f: (figures[f]["drift_use"], figures[f]["download_bytes"])}[prefer]
     best = min(figures, key=order)
+    tied = []
+    if prefer == "latency":  # runtimes the timings cannot tell apart: the one using less of its drift budgets
+        tied = tied_fastest(sorted(figures, key=lambda f: (figures[f]["drift_use"], figures[f]["download_bytes"])),
+                            lambda f: latency_span(trials[f].latency))
+        best = tied[0]
     listed = [f.format for f in formats if f.format in WEB_FORMATS]
     if len(figures) == 1:
         others = [f for f in listed if f != best]
         why = f"the only web runtime with a candidate within budget ({', '.join(others)}: none)" if others else "the profile's only web runtime"
+    elif len(tied) > 1:
+        why = ("latencies tied within their 95% intervals, so less of its drift budgets used: "
+               + ", ".join(f"{f} {_figure(figures[f], 'fidelity')}" for f in tied))
     else:
         what = {"size": "smaller total download (model and runtime, gzip)", "latency": "faster",
                 "fidelity": "less of its drift budgets used" + ("" if len({figures[f]["drift_use"] for f in figures}) > 1 else ", then smaller download")}[prefer]
@@ -289,9 +338,12 @@ class ProfileResult:
 
     def without_host_figures(self) -> ProfileResult:
         """This result as byte-stable files hold it: host figures blanked, every choice kept."""
-        web = None if self.web is None else {**self.web, "compared": {
-            f: {**v, "latency_ms": None} if self.profile.budget.latency_source in ("host", "browser") else v
-            for f, v in self.web["compared"].items()}}
+        web = self.web
+        if web is not None and self.profile.budget.latency_source in ("host", "browser") and self.web["compared"]:
+            web = {**web, "compared": {f: {**v, "latency_ms": None} for f, v in web["compared"].items()}}
+            if getattr(self.profile, "prefer", "fidelity") == "latency" and len(web["compared"]) > 1:
+                # how the timings compared (which were tied) is a host figure too: timings.json keeps it
+                web["why"] = "the faster or, within the timings' 95% intervals, tied and using less of its drift budgets, on the build host (timings.json)"
         return ProfileResult(self.name, self.profile, tuple(f.without_host_figures() for f in self.formats), web)
 
     def to_dict(self) -> dict:
@@ -386,7 +438,7 @@ class BuildResult:
             ms = row.latency.ms if row.latency else None
             lat = f"{ms:.2f} ms" if ms is not None else "-"
             top1 = row.metric("top1_agreement")
-            verdict = (p.set_aside(f.format) or ("ok" if f.chosen else "NO CANDIDATE: " + "; ".join(row.verdict.failures))) + row.verdict.unjudged_note
+            verdict = (p.set_aside(f.format) or ("ok" if f.chosen else "NO CANDIDATE: " + "; ".join(row.verdict.failures))) + row.verdict.note
             size, gzip = (f"{row.size_bytes:,}", f"{row.gzip_bytes:,}") if row.size_bytes else ("-", "-")
             lines.append(
                 f"{p.name:<{name_w}} {f.format:<8} {row.candidate:<{key_w}} {size:>9} "
