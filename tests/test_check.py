@@ -3,6 +3,7 @@
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import xml.etree.ElementTree as ET
@@ -131,6 +132,9 @@ def test_latency_uses_the_source_the_profile_names(bundles, tmp_path):
     latency = {b.bundle: next(f for f in b.checks if f.name == "max_latency_ms") for b in result.bundles}
     assert latency["npu-int8"].source == "estimate" and latency["npu-int8"].value == pytest.approx(0.3861, abs=1e-3)
     assert latency["web-mobile"].source == "host" and latency["web-mobile"].value > 0
+    low, high = latency["web-mobile"].interval  # the median of the timed runs, with its 95% interval
+    assert low <= latency["web-mobile"].value <= high and latency["web-mobile"].outcome in ("pass", "inconclusive")
+    assert latency["npu-int8"].interval is None  # an estimate has no spread
     profiles = tmp_path / "profiles"
     shutil.copytree(Path(__file__).resolve().parent.parent / "device_profiles", profiles)
     text = (profiles / "web-mobile.toml").read_text().replace('latency_source = "host"', 'latency_source = "device"')
@@ -140,6 +144,20 @@ def test_latency_uses_the_source_the_profile_names(bundles, tmp_path):
     timings.write_text(json.dumps({shipped: 450.0}))  # web-mobile prefers size: a pruned or clustered uint8
     result = check(bundles, profiles=profiles, device_timings=timings)
     assert _failures(result) == [("web-mobile", "max_latency_ms", "max_latency_ms: 450.000 ms vs 200.000 ms (device)")]
+
+
+def test_check_repeat_judges_the_interval_of_its_rounds(bundles, tmp_path):
+    profiles = tmp_path / "profiles"
+    shutil.copytree(Path(__file__).resolve().parent.parent / "device_profiles", profiles)
+    text = (profiles / "web-mobile.toml").read_text()  # a gate that must not pass by chance
+    (profiles / "web-mobile.toml").write_text(re.sub(r'(?m)^prefer = "size"$', 'prefer = "size"\non_inconclusive = "fail"', text))
+    result = run_cli("check", bundles / "web-mobile", "--profiles", profiles, "--repeat", "3", "--json", env=FAST)
+    assert result.returncode == 0, result.stdout + result.stderr
+    checks = json.loads(result.stdout)["bundles"][0]["artifacts"][0]["verdict"]["checks"]
+    latency = next(c for c in checks if c["name"] == "max_latency_ms")
+    assert latency["outcome"] == "pass" and latency["interval"][0] <= latency["value"] <= latency["interval"][1]
+    refused = run_cli("check", bundles / "web-mobile", "--repeat", "0", env=FAST)
+    assert refused.returncode == 2 and "--repeat 0 is out of range" in refused.stderr and "Traceback" not in refused.stderr
 
 
 def test_drift_is_revalidated_when_data_is_given(bundles):

@@ -16,7 +16,7 @@ PACKAGES = {"mobilepre": ROOT / "mobilepre", "mobilepre.quantize": ROOT / "quant
 
 # The chain of the brief, lowest first: a module imports only from its own layer or lower ones.
 LAYERS = [
-    {"mobilepre.quantize", "mobilepre.errors", "mobilepre.metrics", "mobilepre.sizes", "mobilepre._tf", "mobilepre.versions",
+    {"mobilepre.quantize", "mobilepre.errors", "mobilepre.metrics", "mobilepre.intervals", "mobilepre.sizes", "mobilepre._tf", "mobilepre.versions",
      "mobilepre.litert_child", "mobilepre.sandbox", "mobilepre.progress", "mobilepre.guards", "mobilepre.tflite_reader",
      "mobilepre.image_headers"},
     {"mobilepre.graph_scan", "mobilepre.signing", "mobilepre.toml_reader", "mobilepre.fsutil", "mobilepre.macs", "mobilepre.artifacts",
