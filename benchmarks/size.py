@@ -22,6 +22,8 @@ def run(subjects, progress) -> tuple[dict, list[Target]]:
     for subject in subjects:
         rows = {}
         for fmt, modes in quantize.MODES_BY_FORMAT.items():
+            if fmt is quantize.Format.LITERTJS:  # the .tflite itself: its bytes are tflite's
+                continue
             for mode in modes:
                 if mode is quantize.Mode.MIXED:  # per layer, found against a profile: benchmarks/mixed.py
                     continue
