@@ -86,16 +86,17 @@ def _percentiles(values: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def median_interval(samples) -> tuple[float, float]:
+def median_interval(samples) -> tuple[float, float] | None:
     """Distribution-free 95% interval of the median of timed runs: the order statistics the binomial
-    (n, 1/2) puts 2.5% beyond on each side. With fewer than 6 runs no such interval exists at 95%: the
-    whole range is returned."""
+    (n, 1/2) puts 2.5% beyond on each side. With fewer than 6 runs no such interval exists at 95% (the
+    whole range holds the median with less confidence, and one slow run makes it wide): None, and the
+    median is judged as a point."""
     ordered = sorted(float(s) for s in samples)
     n = len(ordered)
     if n == 0:
         raise ValueError("no timed runs")
     if n < 6:
-        return ordered[0], ordered[-1]
+        return None
     # largest j with P(Binomial(n, 1/2) < j) <= 0.025: the interval is [x_(j), x_(n+1-j)] (1-based)
     cumulative, j = 0.0, 0
     for k in range(n + 1):

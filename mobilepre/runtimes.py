@@ -57,7 +57,7 @@ class Latency:
         from mobilepre.intervals import median_interval
 
         times = sorted(float(t) for t in samples)
-        low, high = median_interval(times)
+        low, high = median_interval(times) or (None, None)
         return cls(float(np.median(times)), float(np.percentile(times, 90)), len(times), warmup, threads, runtime, "host", low, high)
 
     @classmethod
@@ -68,7 +68,7 @@ class Latency:
         from mobilepre.intervals import median_interval
 
         medians = [r.median_ms for r in rounds]
-        low, high = median_interval(medians)
+        low, high = median_interval(medians) or (min(medians), max(medians))  # few rounds: their range
         first = rounds[0]
         return cls(float(np.median(medians)), float(np.median([r.p90_ms for r in rounds])), len(rounds), first.warmup,
                    first.threads, first.runtime, first.source, low, high, len(rounds))

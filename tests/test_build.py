@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from mobilepre.results import LATENCY_MARGIN, latency_span
 from mobilepre.builder import BuildOptions, BuildResult, build
 from mobilepre.errors import MobilepreError
 from tests.conftest import CLI, run_cli, with_cache, warm_options
@@ -82,8 +83,8 @@ def test_prefer_latency_ships_the_fastest_passing_candidate_or_the_first_the_tim
     fastest = min(entry.tried, key=lambda t: t.latency.ms)
     tied = entry.latency_tied
     assert fastest in tied and entry.chosen == tied[0] == next(t for t in entry.tried if t in tied)  # search order among the tied
-    low, _ = entry.chosen.latency.interval
-    assert low <= fastest.latency.interval[1] or entry.chosen.latency.ms <= 1.25 * fastest.latency.ms
+    _, low, _ = latency_span(entry.chosen.latency)
+    assert low <= latency_span(fastest.latency)[2] or entry.chosen.latency.ms <= (1 + LATENCY_MARGIN) * fastest.latency.ms
     manifest = json.loads((out / "fastest" / "manifest.json").read_text())
     assert manifest["profile"]["prefer"] == "latency" and manifest["artifacts"][0]["candidate"] == entry.chosen.candidate
 

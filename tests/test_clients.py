@@ -32,7 +32,7 @@ def demo_build(tmp_path_factory):
     saved = os.environ.get("SOURCE_DATE_EPOCH")
     os.environ["SOURCE_DATE_EPOCH"] = "1"
     try:
-        result = build(warm_options(out=out, latency_runs=5))
+        result = build(warm_options(out=out))  # 50 timed runs: what a latency choice needs to be reproducible
     finally:
         os.environ.pop("SOURCE_DATE_EPOCH") if saved is None else os.environ.__setitem__("SOURCE_DATE_EPOCH", saved)
     assert result.exit_code == 0, [(p.name, p.passed) for p in result.profiles]
@@ -284,10 +284,10 @@ def test_the_web_page_shows_each_output_as_what_it_is(four_heads, tmp_path, runt
 
 
 def test_web_desktop_ships_the_phones_tflite_in_litertjs_and_says_why(demo_build, tmp_path):
-    """web-desktop lists both web runtimes and prefers latency: LiteRT.js (XNNPACK) beats TF.js several
-    times over in Chromium, so its bundle carries a .tflite, with LiteRT.js served from the bundle's
-    own files; the page classifies
-    an uploaded digit as the label says; web-mobile, preferring the smaller download, keeps TF.js (its
+    """web-desktop lists both web runtimes and prefers latency: LiteRT.js (XNNPACK) beats TF.js in
+    Chromium by more than the timings' resolution, so its bundle carries a .tflite, with LiteRT.js served
+    from the bundle's own files (within LiteRT.js, the first in search order of the candidates the timings
+    cannot tell from the fastest); the page classifies an uploaded digit as the label says; web-mobile, preferring the smaller download, keeps TF.js (its
     runtime is 0.54 MB of gzip, LiteRT.js's 2.9 MB). Both choices name their figures in report.json."""
     from PIL import Image
 
@@ -296,9 +296,13 @@ def test_web_desktop_ships_the_phones_tflite_in_litertjs_and_says_why(demo_build
     assert artifact["format"] == "litertjs" and artifact["path"] == "litertjs/model.tflite"
     assert artifact["runtime"]["name"] == "LiteRT.js" and artifact["runtime"]["version"] == "2.5.3"
     assert artifact["runtime"]["download_bytes"] == artifact["gzip_bytes"] + artifact["runtime"]["runtime_gzip_bytes"]
-    assert artifact["quantization"] in ("float16", "dynamic", "int8")  # not float32: slower than an integer or half kernel
+    timed = next(f for p in json.loads((demo_build / "timings.json").read_text())["results"] if p["name"] == "web-desktop"
+                 for f in p["formats"] if f["format"] == "litertjs")
+    fastest = min((t for t in timed["tried"] if t["verdict"]["passed"]), key=lambda t: t["latency"]["ms"])
+    tied = timed.get("latency_tied", [fastest["candidate"]])
+    assert artifact["candidate"] == tied[0] == timed["chosen"] and fastest["candidate"] in tied
     report = {p["name"]: p for p in json.loads((demo_build / "report.json").read_text())["profiles"]}
-    assert report["web-desktop"]["web"]["format"] == "litertjs" and report["web-desktop"]["web"]["why"].startswith("faster: litertjs")
+    assert report["web-desktop"]["web"]["format"] == "litertjs" and report["web-desktop"]["web"]["why"].startswith("the faster or")
     assert report["web-mobile"]["web"]["format"] == "tfjs" and report["web-mobile"]["web"]["why"].startswith("smaller total download")
     compared = report["web-mobile"]["web"]["compared"]
     assert compared["tfjs"]["download_bytes"] < compared["litertjs"]["download_bytes"]

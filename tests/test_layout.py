@@ -4,6 +4,7 @@ and a wheel that carries its profiles and installs no bare top-level `quantize`.
 import ast
 import os
 import re
+import shutil
 import subprocess
 import sys
 import venv
@@ -179,11 +180,18 @@ def test_the_installed_wheel_builds_the_demo_outside_the_repository(wheel_env, t
     assert str(ROOT) not in where and "site-packages" in where
     listed = subprocess.run([cli, "profiles", "list"], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert listed.returncode == 0 and "npu-int8" in listed.stdout and "web-mobile" in listed.stdout, listed.stderr
-    built = subprocess.run([cli, "build", "--out", "out", "--profile", "npu-int8", "--profile", "web-desktop", "--latency-runs", "3", "--json"],
+    # a shipped profile, and a LiteRT.js one (its page files and runtime come from the package and the runner)
+    profiles = tmp_path / "profiles"
+    profiles.mkdir()
+    shutil.copy(ROOT / "device_profiles" / "npu-int8.toml", profiles)
+    (profiles / "web-lite.toml").write_text('name = "web-lite"\ndescription = "A browser bundle of the .tflite."\nformats = ["litertjs"]\n'
+                                            'quantization = ["float32"]\n[budget]\nmax_size = "8 MiB"\n[drift]\nmin_top1_agreement = 0.97\n')
+    built = subprocess.run([cli, "build", "--out", "out", "--profiles", profiles, "--latency-runs", "3", "--json"],
                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert built.returncode == 0, built.stderr[-2000:]
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["npu-int8", "report.html", "report.json", "report.md", "timings.json", "web-desktop"]
-    assert {"index.html", "loader.mjs"} <= {p.name for p in (tmp_path / "out" / "web-desktop").iterdir()}  # package data
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["npu-int8", "report.html", "report.json", "report.md", "timings.json", "web-lite"]
+    shipped = {p.relative_to(tmp_path / "out" / "web-lite").as_posix() for p in (tmp_path / "out" / "web-lite").rglob("*")}
+    assert {"index.html", "loader.mjs", "outputs.mjs", "litertjs/model.tflite", "runtime/litertjs/core/index.js"} <= shipped  # package data
 
 
 def test_importing_the_engine_or_the_package_imports_nothing_else():
