@@ -4,6 +4,7 @@ allows until the profile's drift budgets hold, every step verified in the real r
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Callable
 
 from mobilepre import quantize
@@ -18,6 +19,32 @@ from mobilepre.quantize.settings import Format, Mode, engine_format, mixed_ladde
 MAX_STEPS = 8
 # Calibration images the per-layer errors are measured on (float and quantized models side by side).
 RANK_IMAGES = 16
+
+
+def _cost(error, low: Mode, high: Mode) -> float:
+    """Bytes raising one op from `low` to `high` adds: its parameters times the bytes each gains."""
+    return error.weights * (LEVEL_BYTES[high] - LEVEL_BYTES[low])
+
+
+def per_byte(ranking: list, low: Mode, high: Mode) -> list:
+    """The ops in the order a search raises them: the most drift removed per byte it costs first (the
+    op's measured error share over the bytes raising it adds; an op that holds no weights costs none and
+    comes first), ties by error then name. Greedy by ratio: the knapsack's classic approximation, each
+    prefix verified in the runtime by the search."""
+    def ratio(e):
+        cost = _cost(e, low, high)
+        share = 10 ** (e.error / 10)
+        return float("inf") if cost <= 0 else share / cost
+    return sorted(ranking, key=lambda e: (-ratio(e), -e.error, e.name))
+
+
+def _cumulative(ranking: list, low: Mode, high: Mode) -> list:
+    """Bytes added by raising the first 1, 2, ... ops of `ranking`."""
+    total, out = 0.0, []
+    for e in ranking:
+        total += _cost(e, low, high)
+        out.append(total)
+    return out
 
 
 class MixedSearch:
@@ -41,13 +68,15 @@ class MixedSearch:
 
     def find(self, candidate, profile) -> Measured:
         """The mixed model for `profile`: from the lowest precision of the format's ladder, the worst layers
-        (by measured per-layer error) raised one level, 1, 2, 4... of them then bisected to the fewest that
-        meet the profile's drift budgets; when raising every layer one level is not enough, the next level
-        up the ladder starts over from there. At most `MAX_STEPS` verified steps.
+        by measured error (or, when the size budget cannot hold every raise, those removing the most error
+        per byte they cost, `per_byte`) raised one level, 1, 2, 4... of them then bisected to the fewest
+        that meet the profile's drift budgets, never more than the size budget leaves room for (predicted from the base file's bytes and each raise's cost; every step is then
+        measured); when raising every layer one level is not enough, the next level up the ladder starts
+        over from there. At most `MAX_STEPS` verified steps.
 
         Returns the `Measured` of the fewest-raised passing step, or of the highest-precision step tried
         when none passed (judging then fails it on drift), with `mixed` saying what was raised, what it
-        cost and every step.
+        cost, every step and, when the size budget stopped it, how far it got (`at_size_budget`).
         """
         fmt = candidate.fmt
         levels = mixed_ladder(fmt, profile.modes_for(str(fmt)))
@@ -71,6 +100,8 @@ class MixedSearch:
         last = (MixedPrecision(levels[0]), measured, [])
         if measured.error is not None:
             return measured
+        room = profile.budget.max_size  # raising stops where the predicted file would pass it
+        base_bytes, at_budget, ranked_by = measured.size_bytes, None, "measured error"
         for low, high in zip(levels, levels[1:]):
             if best is not None or len(steps) >= MAX_STEPS:
                 break
@@ -78,12 +109,21 @@ class MixedSearch:
                 ranking = self.ranking(fmt, low)
             except quantize.QuantizeError as error:
                 return Measured.failed(candidate, str(error), final=False)
+            # worst error first (the fewest raised); when the size budget cannot hold every raise of this
+            # level, the most error removed per byte first (the most error removed within the room)
+            if room is not None and base_bytes + sum(_cost(e, low, high) for e in ranking) > room:
+                ranking, ranked_by = per_byte(ranking, low, high), "error removed per byte (the size budget binds)"
+            else:
+                ranked_by = "measured error"
+            spent = _cumulative(ranking, low, high)
+            fits = len(ranking) if room is None else sum(1 for cost in spent if base_bytes + cost <= room)
 
             def plan(n, low=low, high=high, ranking=ranking):
                 return MixedPrecision(low, tuple((e.name, high) for e in ranking[:n]))
 
             failed, n = 0, 1  # (n = 0 of a level above the first is the level below with every layer raised)
-            while ranking and len(steps) < MAX_STEPS:
+            while ranking and fits and len(steps) < MAX_STEPS:
+                n = min(n, fits)
                 measured, passed = step(plan(n))
                 last = (plan(n), measured, ranking)
                 if measured.error is not None:
@@ -92,9 +132,9 @@ class MixedSearch:
                     best = last
                     break
                 failed = n
-                if n == len(ranking):
+                if n == fits:
                     break
-                n = min(len(ranking), 2 * n)
+                n = min(fits, 2 * n)
             while best is not None and len(best[0].raised) - failed > 1 and len(steps) < MAX_STEPS:
                 middle = (failed + len(best[0].raised)) // 2  # the fewest raised that still pass
                 measured, passed = step(plan(middle))
@@ -102,6 +142,12 @@ class MixedSearch:
                     best = (plan(middle), measured, ranking)
                 else:
                     failed = middle
+            if best is None and fits < len(ranking):
+                at_budget = {"raised": fits, "bytes": last[1].size_bytes, "max_size": room, "ops": len(ranking), "base": str(low),
+                             "note": (f"the size budget leaves room to raise {fits} of {len(ranking)} {low} ops (the most drift "
+                                      f"removed per byte first); with them the file is {last[1].size_bytes:,} B and drift still misses")}
+                break
+            base_bytes += spent[-1] if spent else 0
         plan, measured, ranking = best or last
         errors = {e.name: e for e in ranking}
         return dataclasses.replace(measured, mixed={
@@ -109,23 +155,26 @@ class MixedSearch:
             "ladder": [str(m) for m in levels],
             "raised": [
                 {
-                    "bytes": round(errors[name].weights * (LEVEL_BYTES[mode] - LEVEL_BYTES[plan.base])),
+                    "bytes": round(_cost(errors[name], plan.base, mode)),
                     "error_db": round(errors[name].error, 3),
                     "layer": errors[name].layer,
                     "name": name,
                     "to": str(mode),
                 }
-                for name, mode in sorted(plan.raised, key=lambda r: -errors[r[0]].error)
+                for name, mode in sorted(plan.raised, key=lambda r: [e.name for e in ranking].index(r[0]))
             ],
+            "ranked_by": ranked_by,
             "steps": steps,
+            **({"at_size_budget": at_budget} if at_budget and best is None else {}),
         })
 
     def ranking(self, fmt: Format, base: Mode):
         """The layers of the unpruned model `base` quantizes, worst first; measured once per search object
-        (every profile's mixed search from the same base shares it)."""
+        (every profile's mixed search from the same base shares it; `per_byte` orders them for raising)."""
         fmt = engine_format(fmt)  # a LiteRT.js model is a .tflite: ranked as one
         key = (fmt, base)
         if key not in self._rankings:
+            started = time.perf_counter()
             model, directory, _ = self.variants.get(fmt=str(fmt))
             if fmt is Format.TFLITE:  # the float file the quantizer modes start from, with its tensor names
                 ranked = rank_tflite_ops(quantize.float_tflite(directory), base, self.variants.calibration[:RANK_IMAGES], INPUT_NAME)
@@ -133,4 +182,5 @@ class MixedSearch:
                 settings = quantize.QuantizationSettings(fmt, Mode.FLOAT32, strip_metadata=False)  # keeps weight names
                 ranked = rank_tfjs_weights(quantize.convert(model, settings, saved_model_dir=directory).files)
             self._rankings[key] = ranked
+            self.progress(f"ranked {len(ranked)} {fmt} layers at {base} by measured error in {time.perf_counter() - started:.1f} s")
         return self._rankings[key]

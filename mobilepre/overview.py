@@ -165,6 +165,15 @@ def drift_text(figures: Figures | None) -> str:
     return ", ".join(parts) or "-"
 
 
+def bytes_line(spent: dict) -> str:
+    """'52,841 B: weights 42,908, biases 692, ...; 1.23x the floor of 43,129 B (one byte per parameter)'."""
+    parts = ", ".join(f"{label} {spent[key]:,}" for key, label in (("weights", "weights"), ("biases", "biases"),
+                      ("quantization", "scales and zero points"), ("graph", "graph"), ("metadata", "metadata")))
+    floor = spent.get("floor_bytes") or 0
+    ratio = f"; {spent['total'] / floor:.2f}x the floor of {floor:,} B (one byte per parameter)" if floor else ""
+    return f"{spent['total']:,} B: {parts}{ratio}"
+
+
 def latency_change(figures: Figures | None, before: Figures | None) -> str:
     """The latency change, only between figures of the same source (a host and a device figure differ by
     more than the model does)."""
@@ -213,6 +222,10 @@ def markdown(result, latencies: dict, baseline: dict | None = None) -> str:
             if b is not None and f is not None and b.candidate != f.candidate:
                 cells[3] += f" (was `{b.candidate}`)"
         lines.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    spent = [(p.name, f.chosen) for p in result.profiles for f in p.formats if f.chosen is not None and f.chosen.bytes_breakdown]
+    if spent:
+        lines += ["", "Where the bytes of each chosen .tflite go:", ""]
+        lines += [f"- {name} `{trial.candidate}`: {bytes_line(trial.bytes_breakdown)}" for name, trial in spent]
     tied = [(p.name, f.format, f.to_dict().get("latency_tied")) for p in result.profiles for f in p.formats]
     for profile, fmt, keys in tied:
         if keys:

@@ -203,6 +203,8 @@ def render_html(result, latencies: dict | None = None, baseline: dict | None = N
             out.append(f"<h3>{entry.format}</h3>")
             if chosen:
                 out.append(f"<p>Chosen: <b>{html.escape(chosen.candidate)}</b>. {_metadata_line(chosen)}</p>")
+                if chosen.bytes_breakdown:
+                    out.append(f"<p>Where its bytes go: {html.escape(overview.bytes_line(chosen.bytes_breakdown))}.</p>")
             elif closest:
                 out.append(
                     f"<p class=no>Closest: <b>{html.escape(closest.candidate)}</b>, failing "

@@ -36,6 +36,8 @@ class Trial:
         metadata (dict | None): the SDK metadata the artifact carries, or why none (`Measured.metadata`).
         engine (str | None), engine_choice (dict | None): what made the artifact and why, where a
             measurement chose between engines (`Measured.engine`).
+        bytes_breakdown (dict | None): a TFLite artifact's bytes by what they hold (weights, biases,
+            quantization, graph, metadata) with its one-byte-per-parameter floor (`tflite_reader.tflite_bytes`).
         backends (dict | None): a shipped web artifact of a profile with `web_backends`: per browser
             backend, whether its outputs met the drift budgets (`passed`), its drift, why not (`note`),
             and its largest difference from the first backend's outputs (`max_difference`).
@@ -58,6 +60,7 @@ class Trial:
     engine: str | None = None
     engine_choice: dict | None = None
     backends: dict | None = None
+    bytes_breakdown: dict | None = None
 
     @property
     def passed(self) -> bool:
@@ -73,7 +76,7 @@ class Trial:
         return Trial(
             self.candidate, self.format, self.quantization, self.io_type, self.sparsity, self.size_bytes,
             self.gzip_bytes, self.drift, latency, self.verdict.without_host_figures(), self.mixed, self.clusters, self.qat,
-            self.metadata, self.engine, self.engine_choice, self.backends,
+            self.metadata, self.engine, self.engine_choice, self.backends, self.bytes_breakdown,
         )
 
     def to_dict(self) -> dict:
@@ -102,6 +105,8 @@ class Trial:
             out["engine_choice"] = self.engine_choice
         if self.backends is not None:
             out["backends"] = self.backends
+        if self.bytes_breakdown is not None:
+            out["bytes_breakdown"] = self.bytes_breakdown
         return out
 
     @classmethod
@@ -111,7 +116,7 @@ class Trial:
             data["candidate"], data["format"], data["quantization"], data["io_type"], data["sparsity"], data["bytes"],
             data["gzip_bytes"], tuple(dict(d) for d in data["drift"]), latency, Verdict.from_dict(data["verdict"]),
             data.get("mixed"), data.get("clusters", 0), data.get("qat"), data.get("metadata"), data.get("engine"),
-            data.get("engine_choice"), data.get("backends"),
+            data.get("engine_choice"), data.get("backends"), data.get("bytes_breakdown"),
         )
 
 

@@ -27,7 +27,18 @@ def _trial(measured: Measured, latency, verdict) -> Trial:
         c.key, str(c.fmt), str(c.mode), str(c.io_type), round(measured.sparsity, 6), measured.size_bytes,
         measured.gzip_bytes, measured.drift_dicts(), latency, verdict, measured.mixed, c.clusters,
         metadata=measured.metadata, engine=measured.engine, engine_choice=measured.engine_choice,
+        bytes_breakdown=_where_the_bytes_go(measured),
     )
+
+
+def _where_the_bytes_go(measured: Measured) -> dict | None:
+    """A TFLite artifact's bytes by what they hold (`tflite_reader.tflite_bytes`); None for other formats."""
+    from mobilepre.tflite_reader import tflite_bytes
+
+    content = (measured.files or {}).get("model.tflite")
+    if measured.error is not None or content is None:
+        return None
+    return tflite_bytes(content, measured.candidate.key)
 
 
 def _plain_int8(candidate, trials):

@@ -457,3 +457,44 @@ def tflite_tensor_types(data: bytes, where: str = "TFLite model") -> list[tuple[
         return out
     except _Malformed as exc:
         raise _refuse_tflite(where, str(exc)) from None
+
+
+def tflite_bytes(data: bytes, where: str = "TFLite model") -> dict:
+    """Where a .tflite file's bytes go, read from the flatbuffer after verifying it: `weights` (constant
+    tensors of rank 2 or more: kernels), `biases` (other constant tensors), `quantization` (scales, zero
+    points, min and max vectors), `metadata` (the buffers the model's metadata entries name), `graph`
+    (everything else: operators, tensor tables, names, signatures, padding), `total`; `parameters` (elements
+    of constant float or integer tensors) and `floor_bytes` (one byte per parameter, what int8 weights
+    cannot go below), each buffer counted once."""
+    verify_tflite(data, where)
+    try:
+        model = _root(bytes(data))
+        sizes = _check_buffers(model, len(data))
+        metadata = {m.scalar(1, "I", 0, "buffer") for m in model.tables(6, "metadata")}
+        seen, out = set(), {"weights": 0, "biases": 0, "quantization": 0, "metadata": 0}
+        parameters = 0
+        for buffer in sorted(metadata):
+            if buffer < len(sizes) and sizes[buffer]:
+                out["metadata"] += sizes[buffer]
+                seen.add(buffer)
+        for subgraph in model.tables(2, "subgraphs"):
+            for tensor in subgraph.tables(0, "tensors"):
+                quantization = tensor.table(4, "quantization")
+                if quantization is not None:
+                    for slot, size in ((0, 4), (1, 4), (2, 4), (3, 8)):
+                        found = quantization.vector(slot, size, "quantization")
+                        out["quantization"] += 0 if found is None else 4 + found[1] * size
+                buffer = tensor.scalar(2, "I", 0, "buffer")
+                if buffer in seen or buffer >= len(sizes) or not sizes[buffer]:
+                    continue
+                seen.add(buffer)
+                shape = tensor.numbers(0, "i", "shape")
+                out["weights" if len(shape) >= 2 else "biases"] += sizes[buffer]
+                parameters += math.prod(shape) if shape else 1
+        out["total"] = len(data)
+        out["graph"] = len(data) - sum(out[k] for k in ("weights", "biases", "quantization", "metadata"))
+        out["parameters"] = parameters
+        out["floor_bytes"] = parameters
+        return out
+    except _Malformed as exc:
+        raise _refuse_tflite(where, str(exc)) from None

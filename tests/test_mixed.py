@@ -9,9 +9,10 @@ import pytest
 from mobilepre import quantize
 from mobilepre.builder import build
 from mobilepre.errors import MobilepreError
-from mobilepre.mixed import MAX_STEPS
+from mobilepre.mixed import MAX_STEPS, _cumulative, per_byte
 from mobilepre.profiles import load_profile
-from mobilepre.quantize.mixed import MixedPrecision, graph_ops, rank_tflite_ops, rank_tfjs_weights
+from mobilepre.quantize.mixed import LayerError, MixedPrecision, graph_ops, rank_tflite_ops, rank_tfjs_weights
+from mobilepre.tflite_reader import tflite_bytes
 from mobilepre.quantize.settings import Mode, mixed_ladder
 from mobilepre.validate import run_candidate
 from tests.conftest import write_artifact, warm_options
@@ -122,6 +123,29 @@ def test_tflite_ranking_measures_every_weighted_op(tiny_model, tiny_images):
     assert all(e.weights > 0 and e.layer for e in ranked)
 
 
+def test_ops_are_raised_by_the_drift_they_remove_per_byte():
+    cheap_and_bad = LayerError("a", "a", -3.0, 100)  # half the error, 100 parameters
+    costly_and_worse = LayerError("b", "b", 0.0, 10_000)  # all the error, 100x the bytes
+    free = LayerError("c", "c", -20.0, 0)  # no weights: raising it costs no bytes
+    order = per_byte([costly_and_worse, cheap_and_bad, free], INT4, Mode.INT8)
+    assert [e.name for e in order] == ["c", "a", "b"]  # by error alone it would be b, a, c
+    assert _cumulative(order, INT4, Mode.INT8) == [0.0, 50.0, 5050.0]  # half a byte more per parameter
+
+
+def test_where_a_tflite_files_bytes_go(tiny_model, tiny_images):
+    spent = {}
+    for mode in ("float32", "int8"):
+        data = quantize.convert(tiny_model, quantize.QuantizationSettings("tflite", mode), calibration=tiny_images).files["model.tflite"]
+        spent[mode] = tflite_bytes(data)
+        parts = ("weights", "biases", "quantization", "graph", "metadata")
+        assert sum(spent[mode][k] for k in parts) == spent[mode]["total"] == len(data) and all(spent[mode][k] >= 0 for k in parts)
+        assert spent[mode]["floor_bytes"] == spent[mode]["parameters"] > 0
+    # the same kernels at 4 bytes and at 1 byte a weight; biases int32 in both; scales only when quantized
+    assert spent["float32"]["weights"] == 4 * spent["int8"]["weights"] and spent["float32"]["biases"] == spent["int8"]["biases"]
+    assert spent["float32"]["quantization"] == 0 < spent["int8"]["quantization"]
+    assert spent["float32"]["parameters"] == spent["int8"]["parameters"]
+
+
 def test_a_tfjs_plan_keeps_the_raised_weight_in_float16_and_runs(tiny_model, tiny_images, tmp_path):
     float_files = quantize.convert(tiny_model, quantize.QuantizationSettings("tfjs", "float32")).files
     ranked = rank_tfjs_weights(float_files)
@@ -183,3 +207,19 @@ def test_a_tfjs_mixed_model_that_needs_nothing_raised_is_the_uint8_model(mixed_b
     mixed, uint8 = tried["tfjs-mixed@mixer"], tried["tfjs-uint8"]
     assert uint8["verdict"]["passed"] and mixed["mixed"]["raised"] == [] and mixed["bytes"] == uint8["bytes"]
     assert len(mixed["mixed"]["steps"]) == 1
+
+
+@pytest.mark.slow
+def test_the_mixed_search_raises_no_more_than_the_size_budget_leaves_room_for_and_says_how_far_it_got(mixed_build, tmp_path):
+    """int4 is 28.5 kB on the demo and misses max_abs_error 0.1; 29,000 B leaves room for about a kilobyte of
+    raised weights: the search stops there, measured, and says so (it never tries a plan over the budget)."""
+    profiles = tmp_path / "profiles"
+    write_profile(profiles, "squeezed", 'formats = ["tflite"]\nquantization = ["dynamic", "int4", "mixed"]\n'
+                  '[budget]\nmax_size = \"29000 B\"\n[drift]\nmax_abs_error = 0.1\n')
+    result = build(warm_options(out=tmp_path / "out", profiles=profiles, latency_runs=3))
+    tried = {t.candidate: t for t in result.profile("squeezed").format("tflite").tried}
+    mixed = tried["tflite-mixed@squeezed"]
+    assert not mixed.passed and mixed.mixed["ranked_by"].startswith("error removed per byte")
+    stopped = mixed.mixed["at_size_budget"]
+    assert stopped["max_size"] == 29000 and 0 <= stopped["raised"] < stopped["ops"] and "drift still misses" in stopped["note"]
+    assert all(step["bytes"] <= 29000 for step in mixed.mixed["steps"])
