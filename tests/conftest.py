@@ -101,8 +101,9 @@ LONGEST_FIRST = ("test_conformance", "test_integrations", "test_check", "test_ca
 
 
 # Test files whose tests share nothing: xdist spreads their tests over both workers (the conformance
-# sweep, one architecture per test, was one worker's last six minutes).
-SPREAD_MODULES = {"test_conformance"}
+# sweep, one architecture per test, was one worker's last six minutes; test_outputs' two builds over every
+# shipped profile, 64 s each, ran one after the other on one worker).
+SPREAD_MODULES = {"test_conformance", "test_outputs"}
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups (it appends them to the node ids)
