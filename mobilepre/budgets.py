@@ -141,6 +141,11 @@ class BudgetCheck:
         return self.outcome == Outcome.INCONCLUSIVE
 
     @property
+    def counted(self) -> str:
+        """What `needed` counts: validation images (drift), timed runs (latency) or `needed_of`."""
+        return self.needed_of or ("timed runs" if self.unit == "ms" else "validation images")
+
+    @property
     def message(self) -> str:
         if self.value is None:
             return f"{self.label}: {self.note or 'unknown'} (limit {_show(self.limit, self.unit)})"
@@ -149,7 +154,7 @@ class BudgetCheck:
             shown += f" (95% {_show(self.interval[0], self.unit)} to {_show(self.interval[1], self.unit)})"
         text = f"{self.label}: {shown} vs {_show(self.limit, self.unit)} ({self.source})"
         if self.inconclusive:
-            what = self.needed_of or ("timed runs" if self.unit == "ms" else "validation images")
+            what = self.counted
             decide = (f"about {self.needed:,} {what} would decide it" if self.needed is not None
                       else "the estimate sits on the limit: no number of " + what + " decides it")
             text += f": inconclusive, {decide}"
@@ -243,7 +248,7 @@ class Verdict:
         budgets whose 95% interval straddles the limit with how much more data would decide each."""
         text = self.unjudged_note
         if self.inconclusive:
-            parts = [f"{c.label} {'~' + format(c.needed, ',') + ' ' + ('runs' if c.unit == 'ms' else 'images') if c.needed else 'on the limit'}"
+            parts = [f"{c.label} " + (f"~{c.needed:,} {'runs' if c.unit == 'ms' else 'images'}" if c.needed else "on the limit")
                      for c in self.inconclusive]
             text += f" (inconclusive at 95%: {', '.join(parts)} would decide)"
         return text

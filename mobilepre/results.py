@@ -12,7 +12,7 @@ from mobilepre.budgets import LatencyFigure, Verdict
 from mobilepre.errors import EXIT_FAILED
 from mobilepre.formats import FORMATS, download_bytes
 from mobilepre.measured import Measured
-from mobilepre.profiles import Profile
+from mobilepre.profiles import WEB_FORMATS, Profile
 
 REPORT_SCHEMA = "mobilepre.report/2"
 
@@ -201,15 +201,12 @@ class FormatResult:
                    data.get("chosen"), tuple(data.get("latency_tied", ())))
 
 
-WEB_FORMATS = ("tfjs", "litertjs")  # alternatives: a web bundle carries one page and one runtime
-
-
 def drift_use(trial: Trial) -> float:
     """How much of its drift budgets `trial` uses, at most over its outputs: 0 (no drift) to 1 (at a
     limit); a bound on agreement, cosine or SSIM counts the shortfall from 1 against the limit's."""
     used = 0.0
     for check in trial.verdict.checks:
-        if check.name in ("max_size", "max_compressed_size", "max_download", "max_latency_ms", "max_peak_memory") or check.value is None:
+        if check.unit or check.value is None:  # sizes (B), latency (ms) and memory are not drift
             continue
         if check.name.startswith("min_"):
             share = (1.0 - check.value) / (1.0 - check.limit) if check.limit < 1 else (0.0 if check.value >= 1 else math.inf)

@@ -17,7 +17,8 @@ from mobilepre.measured import Measured
 from mobilepre.latency import latency_figure
 from mobilepre.progress import as_reporter
 from mobilepre.formats import download_bytes
-from mobilepre.results import WEB_FORMATS, FormatResult, Trial, web_choice
+from mobilepre.profiles import WEB_FORMATS
+from mobilepre.results import FormatResult, Trial, web_choice
 
 
 def _trial(measured: Measured, latency, verdict) -> Trial:
