@@ -20,6 +20,7 @@ from mobilepre.measured import Measured
 from mobilepre.mixed import MixedSearch
 from mobilepre.progress import as_reporter
 from mobilepre.quantize.settings import Format, Mode
+from mobilepre.results import Runoff
 from mobilepre.running import ArtifactRunner
 from mobilepre.runtimes import Latency
 from mobilepre.validate import reference_outputs
@@ -117,7 +118,8 @@ class Evaluator:
             slot = f"{candidate.fmt}:{key}:{runs}"
             latency = self._cached_latency(candidate, slot)
             if latency is None:
-                latency = self.runner.time(self.measured.get(candidate, measured), threads, runs, browser)
+                latency = self.runner.timed_while_validating(candidate, key, runs) or self.runner.time(
+                    self.measured.get(candidate, measured), threads, runs, browser)
                 stored = self._keys.get(candidate)
                 if self.cache is not None and self.cache.latency and stored is not None:
                     self.cache.add_latency(stored[0], slot, dataclasses.asdict(latency))  # unrounded: judged as measured
@@ -125,6 +127,23 @@ class Evaluator:
             if candidate in self.measured:
                 self.measured[candidate] = self.measured[candidate].with_latency(key, latency.median_ms)
         return self._timed[(candidate, key)]
+
+    def runoff(self, keys: list[str], threads: int) -> Runoff:
+        """The measured candidates `keys` (LiteRT) timed against each other in interleaved rounds with
+        `threads` (`results.Runoff`); with `cache_latency`, reused from the cache for a machine of this
+        one's identity (kept with the first candidate's entry)."""
+        by_key = {m.key: m for m in self.measured.values()}
+        measured = [by_key[k] for k in keys]
+        slot = f"runoff:{threads}:{','.join(keys)}"
+        found = self._cached_latency(measured[0].candidate, slot, Runoff.from_dict)
+        if found is not None and list(found.rounds) == keys:
+            return found
+        rounds = self.runner.runoff(measured, threads)
+        runoff = Runoff(dict(zip(keys, (tuple(r) for r in rounds))))
+        stored = self._keys.get(measured[0].candidate)
+        if self.cache is not None and self.cache.latency and stored is not None:
+            self.cache.add_latency(stored[0], slot, runoff.to_dict())
+        return runoff
 
     def on_backend(self, candidate: Candidate, backend: str):
         """(drift dicts or None, outputs or None, error or None) of `candidate` run in Chromium on `backend`,
@@ -172,14 +191,14 @@ class Evaluator:
         self.measured[candidate] = measured
         self.progress(f"{candidate.key}: from the cache")
 
-    def _cached_latency(self, candidate: Candidate, slot: str) -> Latency | None:
+    def _cached_latency(self, candidate: Candidate, slot: str, read=Latency.from_dict):
         stored = self._keys.get(candidate)
         if self.cache is None or not self.cache.latency or stored is None or stored[1] is None:
             return None
         found = self.cache.latency_for(stored[1], slot)
         try:
-            return None if found is None else Latency.from_dict(found)
-        except (KeyError, TypeError):  # unreadable: measured again
+            return None if found is None else read(found)
+        except (KeyError, TypeError, ValueError, AttributeError):  # unreadable: measured again
             return None
 
     def _keep(self, measured: Measured) -> None:
@@ -198,15 +217,16 @@ class Evaluator:
 
 def make_evaluator(source, calibration, validation, labels, workdir: Path, progress=None, *, prune_epochs: int = 30,
                    outputs=None, reference=None, profiles=(), sdk=None, shard_size: int = 4 * 1024 * 1024,
-                   cache: CandidateCache | None = None, context: BuildContext | None = None) -> Evaluator:
+                   cache: CandidateCache | None = None, context: BuildContext | None = None, time_runs: int = 0) -> Evaluator:
     """An `Evaluator` for `source` and its images, its parts made here: variants, converter, runner (on the
-    `reference` outputs, computed here when not given) and the mixed search for `profiles`."""
+    `reference` outputs, computed here when not given; timing web artifacts `time_runs` runs as it
+    validates them) and the mixed search for `profiles`."""
     workdir = Path(workdir)
     variants = Variants(source, calibration, workdir, prune_epochs, progress)
     converter = Converter(variants, sdk, shard_size, workdir, progress)
     if reference is None:
         reference = reference_outputs(source, validation)[0]
-    runner = ArtifactRunner(validation, labels, tuple(outputs or source.outputs), reference, workdir, progress)
+    runner = ArtifactRunner(validation, labels, tuple(outputs or source.outputs), reference, workdir, progress, time_runs=time_runs)
     evaluator = Evaluator(converter, runner, None, {p.name: p for p in profiles}, cache, context, progress)
     evaluator.mixed = MixedSearch(evaluator.measure_plan, variants, labels is not None, progress)
     return evaluator

@@ -17,7 +17,7 @@ def main(request_path: str) -> int:
     with open(request_path) as f:
         request = json.load(f)
     try:
-        answer = run(request)
+        answer = runoff(request) if "runoff" in request else run(request)
     except UserFacing as error:
         answer = {"error": str(error)}
     with open(request["answer_path"], "w") as f:
@@ -161,6 +161,38 @@ def latency(interpreter, detail, sample, runs: int, warmup: int) -> list:
         interpreter.invoke()
         times.append((time.perf_counter() - t0) * 1000.0)
     return times
+
+
+def runoff(request: dict) -> dict:
+    """Several models timed in interleaved rounds on one image, so that each round meets them all under
+    the same load: per model, the median of each round's block of runs (`runoff_ms`). A block lasts
+    about `block_ms` (its run count set from the warm-up), and the order turns each round (A B C, then
+    C B A), so a load that grows or fades through the round favours none."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    spec = request["runoff"]
+    sample = np.load(request["images_path"], mmap_mode="r", allow_pickle=False)[:1]
+    timed = []
+    for path in spec["models"]:
+        try:
+            interpreter = Interpreter(model_path=path, num_threads=request["threads"])
+            interpreter.allocate_tensors()
+        except Exception as error:
+            raise UserFacing(f"{request['where']}: LiteRT could not load {path}: {str(error).strip() or type(error).__name__}") from None
+        detail = interpreter.get_input_details()[0]
+        if int(detail["shape"][0]) != 1:
+            interpreter.resize_tensor_input(detail["index"], [1, *detail["shape"][1:]])
+            interpreter.allocate_tensors()
+        warm = latency(interpreter, detail, quantize_input(sample, detail), max(3, request["warmup"]), request["warmup"])
+        runs = min(spec["max_runs"], max(spec["min_runs"], int(spec["block_ms"] / max(float(np.median(warm)), 1e-3))))
+        timed.append((interpreter, detail, runs))
+    medians = [[] for _ in timed]
+    for r in range(spec["rounds"]):
+        order = range(len(timed)) if r % 2 == 0 else reversed(range(len(timed)))
+        for k in order:
+            interpreter, detail, runs = timed[k]
+            medians[k].append(float(np.median(latency(interpreter, detail, quantize_input(sample, detail), runs, 1))))
+    return {"runoff_ms": medians, "runs": [runs for _, _, runs in timed]}
 
 
 if __name__ == "__main__":

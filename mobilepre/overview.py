@@ -226,11 +226,25 @@ def markdown(result, latencies: dict, baseline: dict | None = None) -> str:
     if spent:
         lines += ["", "Where the bytes of each chosen .tflite go:", ""]
         lines += [f"- {name} `{trial.candidate}`: {bytes_line(trial.bytes_breakdown)}" for name, trial in spent]
-    tied = [(p.name, f.format, f.to_dict().get("latency_tied")) for p in result.profiles for f in p.formats]
-    for profile, fmt, keys in tied:
-        if keys:
-            lines += ["", f"{profile} ({fmt}) prefers latency; tied within the timings' 95% intervals or {LATENCY_MARGIN:.0%} of the "
-                          f"fastest, so the first in search order ships: {', '.join(f'`{k}`' for k in keys)}."]
+    for p in result.profiles:
+        for f in p.formats:
+            lines += _latency_choice(p.name, f.format, f.to_dict())
     for warning in src.get("warnings", []):
         lines += ["", f"> warning: {warning}"]
     return "\n".join(lines) + "\n"
+
+
+def _latency_choice(profile: str, fmt: str, entry: dict) -> list[str]:
+    """report.md's lines on a latency choice: the run-off's paired ratios, and what was tied."""
+    lines, runoff, keys = [], entry.get("runoff"), entry.get("latency_tied")
+    if runoff:
+        ratios = sorted(runoff["ratio_to_fastest"].items(), key=lambda kv: kv[1][0])
+        lines += ["", f"{profile} ({fmt}) prefers latency; its passing candidates were timed against each other in "
+                      f"{runoff['rounds']} interleaved rounds (time over the fastest's, paired per round, 95% interval): "
+                      + ", ".join(f"`{k}` {r:.2f}x ({lo:.2f} to {hi:.2f})" for k, (r, lo, hi) in ratios) + "."]
+    if keys:
+        how = "in the run-off (interval reaching 1x" if runoff else "within the timings' 95% intervals ("
+        lines += ["", f"{profile} ({fmt}): tied {how} or within {LATENCY_MARGIN:.0%} of the fastest), so the first "
+                      f"in search order ships: {', '.join(f'`{k}`' for k in keys)}."]
+    return lines
+

@@ -8,9 +8,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from mobilepre.budgets import LatencyFigure, Verdict
 from mobilepre.errors import EXIT_FAILED
 from mobilepre.formats import FORMATS, download_bytes
+from mobilepre.intervals import median_interval
 from mobilepre.measured import Measured
 from mobilepre.profiles import WEB_FORMATS, Profile
 
@@ -134,6 +137,8 @@ class FormatResult:
             figures (`without_host_figures`) cannot choose the fastest again, nor can its reader.
         tied_keys (tuple[str, ...] | None): with "latency", the trials the timings could not tell from
             the fastest, as read back from timings.json (computed when None).
+        runoff (Runoff | None): with "latency", the passing trials timed again against each other in
+            interleaved rounds; when present it, not their separate timings, decides the tie.
     """
 
     profile: str
@@ -142,6 +147,7 @@ class FormatResult:
     prefer: str = "fidelity"
     chosen_key: str | None = None
     tied_keys: tuple | None = None
+    runoff: Runoff | None = None
 
     @property
     def chosen(self) -> Trial | None:
@@ -162,8 +168,13 @@ class FormatResult:
 
     @property
     def latency_tied(self) -> list[Trial]:
-        """The passing trials the latency measurements cannot tell from the fastest, in search order."""
-        return tied_fastest([t for t in self.tried if t.passed], lambda t: latency_span(t.latency))
+        """The passing trials the latency measurements cannot tell from the fastest, in search order: by
+        the run-off when there was one, else by each trial's own timing."""
+        passed = [t for t in self.tried if t.passed]
+        if self.runoff is not None and {t.candidate for t in passed} <= set(self.runoff.rounds):
+            tied = set(self.runoff.tied())
+            return [t for t in passed if t.candidate in tied]
+        return tied_fastest(passed, lambda t: latency_span(t.latency))
 
     @property
     def closest(self) -> Trial | None:
@@ -193,12 +204,15 @@ class FormatResult:
             tuple(t.candidate for t in self.latency_tied) if self.prefer == "latency" and self.chosen_key is None else ())
         if len(tied) > 1:  # host figures: kept in timings.json, not in the byte-stable report
             out["latency_tied"] = list(tied)
+        if self.runoff is not None:  # host figures: a copy `without_host_figures` has none
+            out["runoff"] = self.runoff.to_dict()
         return out
 
     @classmethod
     def from_dict(cls, data: dict) -> FormatResult:
+        runoff = Runoff.from_dict(data["runoff"]) if isinstance(data.get("runoff"), dict) else None
         return cls(data["profile"], data["format"], tuple(Trial.from_dict(t) for t in data["tried"]), data.get("prefer", "fidelity"),
-                   data.get("chosen"), tuple(data.get("latency_tied", ())))
+                   data.get("chosen"), tuple(data.get("latency_tied", ())), runoff)
 
 
 def drift_use(trial: Trial) -> float:
@@ -243,6 +257,57 @@ def tied_fastest(items: list, span) -> list:
     fastest = min(range(len(items)), key=lambda k: figures[k][0])
     value, _, top = figures[fastest]
     return [i for i, f in zip(items, figures) if f[1] <= top or f[0] <= value * (1 + LATENCY_MARGIN)]
+
+
+@dataclass(frozen=True)
+class Runoff:
+    """Candidates timed against each other in interleaved rounds (`runtimes.runoff_tflite`): each round
+    times every one in turn, so a round's figures met the same load, and their ratios are paired.
+
+    Attributes:
+        rounds (dict[str, tuple[float, ...]]): per candidate key, its median per round (ms), rounds in
+            the same order for all.
+    """
+
+    rounds: dict
+
+    def __post_init__(self):  # to 10 ns, as timings.json keeps them: a result read back decides the same
+        object.__setattr__(self, "rounds", {str(k): tuple(round(float(v), 5) for v in values) for k, values in self.rounds.items()})
+
+    def figures(self) -> dict[str, float]:
+        """Each candidate's latency: the median of its round medians."""
+        return {key: float(np.median(values)) for key, values in self.rounds.items()}
+
+    def fastest(self) -> str:
+        figures = self.figures()
+        return min(figures, key=figures.get)
+
+    def ratios(self) -> dict[str, tuple[float, float, float]]:
+        """Per candidate, its time over the fastest one's, round by round: (median ratio, low, high), the
+        95% interval of that median over the rounds (their range below 6 rounds)."""
+        base = self.rounds[self.fastest()]
+        out = {}
+        for key, values in self.rounds.items():
+            ratios = [v / max(b, 1e-9) for v, b in zip(values, base)]
+            low, high = median_interval(ratios) or (min(ratios), max(ratios))
+            out[key] = (float(np.median(ratios)), low, high)
+        return out
+
+    def tied(self) -> list[str]:
+        """The candidates the run-off cannot tell from the fastest: their paired ratio's interval reaches
+        1 (or below), or its median is within `LATENCY_MARGIN`."""
+        return [key for key, (ratio, low, _) in self.ratios().items() if low <= 1.0 or ratio <= 1 + LATENCY_MARGIN]
+
+    def to_dict(self) -> dict:
+        figures = self.figures()
+        return {"rounds": len(next(iter(self.rounds.values()), ())),
+                "median_ms": {k: round(v, 4) for k, v in figures.items()},
+                "ratio_to_fastest": {k: [round(x, 4) for x in r] for k, r in self.ratios().items()},
+                "round_medians_ms": {k: list(values) for k, values in self.rounds.items()}}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Runoff:
+        return cls(dict(data.get("round_medians_ms", {})))
 
 
 def web_choice(formats, prefer: str) -> dict | None:

@@ -8,10 +8,16 @@ from pathlib import Path
 
 from mobilepre.errors import MobilepreError
 from mobilepre.formats import FORMATS
+from mobilepre.quantize.settings import Format
 from mobilepre.measured import Measured
 from mobilepre.progress import as_reporter
-from mobilepre.runtimes import ImagesOnDisk, Latency
+from mobilepre.runtimes import ImagesOnDisk, Latency, runoff_tflite
 from mobilepre.validate import compare, run_candidate
+
+
+# The runtime key (`evaluate.Evaluator.host_latency`) under which a web artifact's validation run times it:
+# TF.js validates in Node's wasm ("0"), LiteRT.js in Chromium on wasm
+WEB_RUNTIME_KEYS = {Format.TFJS: "0", Format.LITERTJS: "wasm"}
 
 
 class ArtifactRunner:
@@ -25,9 +31,13 @@ class ArtifactRunner:
         workdir (Path): where artifacts are written to run.
         progress: a reporter or callable.
         name (str): the file name the validation images are written under in `workdir`, once.
+        time_runs (int): web artifacts (TF.js in Node, LiteRT.js in Chromium on wasm) are also timed
+            this many single-image runs in the process that validates them, which costs a fraction of
+            starting Node or Chromium again to time them (`timed_while_validating`); 0: not.
     """
 
-    def __init__(self, validation, labels, outputs, reference, workdir: Path, progress=None, name: str = "validation"):
+    def __init__(self, validation, labels, outputs, reference, workdir: Path, progress=None, name: str = "validation",
+                 time_runs: int = 0):
         self.validation = validation
         self.labels = labels
         self.outputs = tuple(outputs)
@@ -38,6 +48,8 @@ class ArtifactRunner:
         self._lock = threading.Lock()
         self._images = None  # the validation images on disk, written once per build
         self._name = name
+        self._time_runs = time_runs
+        self._timed = {}  # (candidate, runtime key) -> Latency timed while validating
 
     def validate(self, measured: Measured) -> Measured:
         """`measured` run on every validation image in its runtime: with its drift per output and peak
@@ -46,14 +58,19 @@ class ArtifactRunner:
             return measured
         row = FORMATS[measured.candidate.fmt]
         self.progress.stage(f"validating {measured.key} in {row.runtime} on {len(self.validation)} images")
+        fmt = measured.candidate.fmt
+        runs = self._time_runs if fmt in WEB_RUNTIME_KEYS else 0
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
             path = row.write(measured.files, Path(tmp))
             try:
-                _, run = run_candidate(path, self._on_disk(), output_names=[spec.name for spec in self.outputs], where=measured.key)
+                _, run = run_candidate(path, self._on_disk(), latency_runs=runs, output_names=[spec.name for spec in self.outputs],
+                                       where=measured.key)
             except MobilepreError as error:
                 return measured.with_run_error(error.message)
         with self._lock:
             self.validations += 1
+            if run.latency is not None:
+                self._timed[(measured.candidate, WEB_RUNTIME_KEYS[fmt], runs)] = run.latency
         return measured.with_run(compare(self.reference, run, self.labels, self.outputs), run.peak_memory_bytes)
 
     def run_on(self, measured: Measured, backend: str):
@@ -72,6 +89,12 @@ class ArtifactRunner:
             self.validations += 1
         return compare(self.reference, run, self.labels, self.outputs), run.outputs, None
 
+    def timed_while_validating(self, candidate, key: str, runs: int) -> Latency | None:
+        """The latency of `candidate` timed `runs` runs as it was validated, on the runtime `key` names
+        (TF.js: "0", Node's wasm; LiteRT.js: "wasm"), or None."""
+        with self._lock:
+            return self._timed.get((candidate, key, runs))
+
     def time(self, measured: Measured, threads: int, runs: int, browser: str | None = None) -> Latency:
         """Single-image latency of `measured` on this host: LiteRT with `threads`, TF.js in Node's wasm, or
         in headless Chromium on `browser`'s backend through the bundle's own page (TF.js; LiteRT.js always,
@@ -86,6 +109,12 @@ class ArtifactRunner:
             _, run = run_candidate(path, self.validation[:1], threads=max(1, threads), latency_runs=runs,
                                    where=measured.key, browser=browser)
         return run.latency
+
+    def runoff(self, measured: list[Measured], threads: int) -> list[list[float]]:
+        """LiteRT candidates timed against each other in interleaved rounds (`runtimes.runoff_tflite`)."""
+        self.progress.stage(f"timing {', '.join(m.key for m in measured)} against each other in LiteRT ({max(1, threads)} threads)")
+        return runoff_tflite([m.files["model.tflite"] for m in measured], self.validation[:1], max(1, threads),
+                             where=f"the run-off of {', '.join(m.key for m in measured)}")
 
     def _on_disk(self) -> ImagesOnDisk:
         with self._lock:

@@ -215,6 +215,46 @@ def run_tflite(content: bytes, images: np.ndarray, threads: int = 1, latency_run
     return RunResult(outputs, float(answer["seconds"]), latency, _bytes(answer.get("peak_memory_bytes")))
 
 
+# A run-off's shape: rounds enough for a 95% interval of a median over them (6 or more), each model's
+# block of runs about 5 ms (several scheduler slices, so a block sees the load its neighbours see).
+RUNOFF_ROUNDS = 15
+RUNOFF_BLOCK_MS = 5.0
+
+
+def runoff_tflite(contents: list[bytes], images: np.ndarray, threads: int, rounds: int = RUNOFF_ROUNDS,
+                  where: str = "run-off") -> list[list[float]]:
+    """Time several .tflite models on one image in interleaved rounds, in one LiteRT child process (each
+    verified first): per model, the median of its block of runs in each round, in `contents`' order."""
+    for k, content in enumerate(contents):
+        verify_tflite(content, f"{where}: model {k + 1}")
+    with tempfile.TemporaryDirectory(prefix="mobilepre-runoff-") as tmp:
+        tmp = Path(tmp)
+        models = []
+        for k, content in enumerate(contents):
+            (tmp / f"model{k}.tflite").write_bytes(content)
+            models.append(str(tmp / f"model{k}.tflite"))
+        np.save(tmp / "images.npy", np.ascontiguousarray(_array(images)[:1]), allow_pickle=False)
+        request = {
+            "answer_path": str(tmp / "answer.json"),
+            "images_path": str(tmp / "images.npy"),
+            "runoff": {"models": models, "rounds": rounds, "block_ms": RUNOFF_BLOCK_MS, "min_runs": 3, "max_runs": 500},
+            "threads": threads,
+            "warmup": 5,
+            "where": where,
+        }
+        (tmp / "request.json").write_text(json.dumps(request))
+        result = _run_child([sys.executable, str(LITERT_CHILD), str(tmp / "request.json")],
+                            run_timeout_s(0, rounds * len(contents) * 10), where, "LiteRT")
+        try:
+            answer = json.loads((tmp / "answer.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            detail = (result.stderr.strip().splitlines() or ["no answer"])[-1]
+            raise MobilepreError(f"{where}: LiteRT could not time the models: {detail}", EXIT_FAILED) from None
+    if "error" in answer:
+        raise MobilepreError(answer["error"])
+    return answer["runoff_ms"]
+
+
 # -------------------------------------------------------------------------------------------- TF.js
 
 

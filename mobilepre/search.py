@@ -150,10 +150,26 @@ def search(
                 counted += len(queue)
                 queue.clear()
     progress.advance(max(0, total - counted))
+    runoffs = {(p.name, fmt): _runoff(p, fmt, tried[(p.name, fmt)], evaluator, progress) for p, fmt, _ in lanes}
     for profile in profiles:
         if profile.web_backends:
             _conform_web(profile, tried, evaluator, labels, progress)
-    return [FormatResult(profile.name, str(fmt), tuple(tried[(profile.name, fmt)]), profile.prefer) for profile, fmt, _ in lanes]
+    return [FormatResult(profile.name, str(fmt), tuple(tried[(profile.name, fmt)]), profile.prefer, runoff=runoffs[(profile.name, fmt)])
+            for profile, fmt, _ in lanes]
+
+
+def _runoff(profile, fmt, trials: list, evaluator: Evaluator, progress):
+    """With prefer "latency" on host-timed LiteRT, the passing candidates timed again against each other in
+    interleaved rounds (`results.Runoff`): timed one after another, each met its own moment's load, and a
+    busy machine could reorder them; in rounds, they meet the same. None when fewer than two passed."""
+    passed = [t for t in trials if t.passed and t.latency is not None and t.latency.source == "host"]
+    if profile.prefer != "latency" or str(fmt) != "tflite" or len(passed) < 2:
+        return None
+    runoff = evaluator.runoff([t.candidate for t in passed], profile.threads)
+    ratios = runoff.ratios()
+    progress(f"[{profile.name}] run-off over {len(runoff.rounds[passed[0].candidate])} interleaved rounds: "
+             + ", ".join(f"{k} {ratios[k][0]:.2f}x" for k in sorted(ratios, key=lambda k: ratios[k][0])) + " the fastest's time")
+    return runoff
 
 
 # The backends each web runtime has in Chromium

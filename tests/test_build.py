@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from mobilepre.results import LATENCY_MARGIN, latency_span
+from mobilepre.results import LATENCY_MARGIN
 from mobilepre.builder import BuildOptions, BuildResult, build
 from mobilepre.errors import MobilepreError
 from tests.conftest import CLI, run_cli, with_cache, warm_options
@@ -80,11 +80,21 @@ def test_prefer_latency_ships_the_fastest_passing_candidate_or_the_first_the_tim
     result, out = search_build
     profile, entry = _chosen(result, "fastest")
     assert len(entry.tried) == 4 and all(t.passed for t in entry.tried)
-    fastest = min(entry.tried, key=lambda t: t.latency.ms)
+    # the passing candidates were timed again against each other, in interleaved rounds, in LiteRT: the
+    # run-off, not their separate timings, decides; full int8 (integer kernels) beats float32 there
+    runoff = entry.runoff
+    assert list(runoff.rounds) == [t.candidate for t in entry.tried] and {len(r) for r in runoff.rounds.values()} == {15}
+    assert runoff.ratios()["tflite-float32"][1] > 1.0 and runoff.figures()["tflite-int8"] < runoff.figures()["tflite-float32"]
     tied = entry.latency_tied
-    assert fastest in tied and entry.chosen == tied[0] == next(t for t in entry.tried if t in tied)  # search order among the tied
-    _, low, _ = latency_span(entry.chosen.latency)
-    assert low <= latency_span(fastest.latency)[2] or entry.chosen.latency.ms <= (1 + LATENCY_MARGIN) * fastest.latency.ms
+    assert [t.candidate for t in tied] == [t.candidate for t in entry.tried if t.candidate in runoff.tied()]
+    assert entry.chosen == tied[0] and runoff.fastest() in [t.candidate for t in tied]  # search order among the tied
+    ratio, low, _ = runoff.ratios()[entry.chosen.candidate]
+    assert low <= 1.0 or ratio <= 1 + LATENCY_MARGIN
+    timings = json.loads((out / "timings.json").read_text())
+    fastest = next(f for r in timings["results"] for f in r["formats"] if f["profile"] == "fastest")
+    assert fastest["runoff"]["rounds"] == 15 and set(fastest["runoff"]["ratio_to_fastest"]) == set(runoff.rounds)
+    report = (out / "report.md").read_text()
+    assert "fastest (tflite) prefers latency; its passing candidates were timed against each other in 15 interleaved rounds" in report
     manifest = json.loads((out / "fastest" / "manifest.json").read_text())
     assert manifest["profile"]["prefer"] == "latency" and manifest["artifacts"][0]["candidate"] == entry.chosen.candidate
 

@@ -11,7 +11,7 @@ from mobilepre import intervals
 from mobilepre.budgets import LatencyFigure, Measurement, Verdict, judge
 from mobilepre.errors import MobilepreError
 from mobilepre.profiles import Budget, Drift, Profile
-from mobilepre.results import LATENCY_MARGIN, FormatResult, Trial
+from mobilepre.results import LATENCY_MARGIN, FormatResult, Runoff, Trial
 from mobilepre.validate import output_drift
 
 
@@ -135,6 +135,29 @@ def test_a_latency_choice_ships_the_first_in_search_order_among_candidates_the_t
     stable = tied.without_host_figures()
     assert stable.chosen.candidate == "float32" and "latency_tied" not in stable.to_dict()  # host figures stay in timings.json
     assert FormatResult.from_dict(tied.to_dict()).to_dict()["latency_tied"] == ["float32", "int8"]
+
+
+def test_a_runoff_pairs_rounds_so_a_load_both_candidates_meet_cannot_reorder_them():
+    rng = np.random.default_rng(7)
+    load = rng.choice([1.0, 1.0, 3.0, 6.0], size=15)  # each round's load, met by every candidate in it
+    noise = lambda: rng.uniform(0.97, 1.03, size=15)  # noqa: E731
+    runoff = Runoff({"float32": tuple(0.41 * load * noise()), "float16": tuple(0.21 * load * noise()),
+                     "int8": tuple(0.14 * load * noise()), "dynamic": tuple(0.15 * load * noise())})
+    assert runoff.fastest() == "int8"
+    ratios = runoff.ratios()
+    assert ratios["float16"][1] > 1 + LATENCY_MARGIN and ratios["float32"][0] == pytest.approx(0.41 / 0.14, rel=0.05)
+    assert runoff.tied() == ["int8", "dynamic"]  # 7% apart: within the margin; float16 1.5x: resolved
+    trials = tuple(_trial(k, 1.0, 0.01) for k in ("float32", "float16", "dynamic", "int8"))
+    # their own timings (all 1.0 ms) would tie all four; the run-off decides
+    result = FormatResult("p", "tflite", trials, "latency", runoff=runoff)
+    assert result.chosen.candidate == "dynamic" and [t.candidate for t in result.latency_tied] == ["dynamic", "int8"]
+    entry = result.to_dict()
+    assert entry["runoff"]["rounds"] == 15 and entry["latency_tied"] == ["dynamic", "int8"]
+    assert FormatResult.from_dict(entry).chosen.candidate == "dynamic"
+    assert "runoff" not in result.without_host_figures().to_dict()  # host figures: timings.json only
+    # rounds that cannot order them (each faster in half the rounds): tied whatever their medians
+    flip = Runoff({"a": (1.0, 2.0) * 5, "b": (2.0, 1.0) * 5})
+    assert sorted(flip.tied()) == ["a", "b"]
 
 
 def test_a_latency_figure_round_trips_with_its_interval_and_drops_it_with_the_host_figures():

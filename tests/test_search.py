@@ -6,6 +6,7 @@ from types import SimpleNamespace
 from mobilepre.measured import Measured
 from mobilepre.metrics import OutputDrift, OutputKind
 from mobilepre.profiles import Budget, Drift, Profile
+from mobilepre.results import Runoff
 from mobilepre.runtimes import Latency
 from mobilepre.search import search
 
@@ -35,7 +36,7 @@ class FakeEvaluator:
     source = SimpleNamespace(macs=1_000_000)
 
     def __init__(self):
-        self.measured, self.rounds = {}, []
+        self.measured, self.rounds, self.runoffs = {}, [], []
 
     def measure_many(self, candidates, jobs=1):
         self.rounds.append(sorted(c.key for c in candidates))
@@ -46,6 +47,10 @@ class FakeEvaluator:
     def host_latency(self, measured, threads, runs=50, browser=None):
         ms = TABLE[measured.key][3]
         return Latency(ms, ms, runs, 0, threads, "litert")
+
+    def runoff(self, keys, threads):
+        self.runoffs.append(list(keys))
+        return Runoff({k: (TABLE[k][3],) * 6 for k in keys})
 
 
 def profile(name, prefer="fidelity", max_size=1 << 20, top1=0.98, **extra):
@@ -80,8 +85,12 @@ def test_int8_qat_is_tried_only_when_calibrated_int8_missed_drift():
 
 
 def test_latency_and_size_preferences_compare_every_passing_candidate():
-    results = search([profile("fast", prefer="latency", top1=0.95, max_latency_ms=1.0), profile("small", prefer="size", top1=0.95)], FakeEvaluator(), None, 5, None)
+    evaluator = FakeEvaluator()
+    results = search([profile("fast", prefer="latency", top1=0.95, max_latency_ms=1.0), profile("small", prefer="size", top1=0.95)], evaluator, None, 5, None)
     assert chosen(results, "fast").candidate == "tflite-int8"
+    # the passing candidates of the latency profile, timed against each other once more: the size one has none
+    fast = next(r for r in results if r.profile == "fast")
+    assert evaluator.runoffs == [[t.candidate for t in fast.tried if t.passed]] and len(evaluator.runoffs[0]) >= 4
     assert chosen(results, "small").candidate == "tflite-dynamic"
 
 
