@@ -144,6 +144,24 @@ def session_cache(tmp_path_factory) -> Path:
         os.environ["MOBILEPRE_CACHE"] = saved
 
 
+# Test files whose in-process builds load the model without the sandboxed child (MOBILEPRE_ISOLATE_LOADS=0,
+# as their CLI runs already did): they test the search, the reports, merging and the gate, not loading,
+# and each child is one more TensorFlow start (about 4 s of a core per build: 29 s of wall time, 61 s of
+# CPU over test_build, test_report and test_merge). The sandbox's own tests, the cache's (whose records
+# say how a model file was loaded), the clients', the real models' and the outputs' keep it, as users run it.
+UNISOLATED_MODULES = {"test_build", "test_report", "test_merge", "test_mixed", "test_qat", "test_plan", "test_signing",
+                      "test_deliver", "test_check", "test_pruning"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def model_loads(request):
+    patch = pytest.MonkeyPatch()
+    if request.module.__name__.rsplit(".", 1)[-1] in UNISOLATED_MODULES:
+        patch.setenv("MOBILEPRE_ISOLATE_LOADS", "0")
+    yield
+    patch.undo()
+
+
 @pytest.fixture(autouse=True)
 def own_cache(session_cache, monkeypatch):
     """The CLI's default cache is the session's: no test writes into the user's ~/.cache. Tests about the

@@ -97,8 +97,9 @@ task mergeDebugAssets(dependsOn: preBuild) {{
 
 
 def gradle(project: Path, env: dict, *tasks):
+    """Gradle as a developer runs it: through its daemon (the test stops it), offline."""
     return subprocess.run(
-        ["gradle", "--no-daemon", "--offline", "--console=plain", *tasks],
+        ["gradle", "--offline", "--console=plain", *tasks],
         cwd=project, env=env, capture_output=True, text=True, timeout=900,
     )
 
@@ -109,7 +110,13 @@ def test_gradle_builds_once_then_is_up_to_date_and_fails_on_a_budget(host, tmp_p
     (project / "build.gradle").write_text(GRADLE_PROJECT.format(plugin=REPO / "integrations" / "gradle" / "mobilepre.gradle"))
     env = {**host[2], "GRADLE_USER_HOME": str(host[0] / "gradle-home")}
     before = tree(project)
+    try:
+        _gradle_runs(project, env, host, before)
+    finally:  # the daemon this test started: not left running
+        subprocess.run(["gradle", "--stop"], cwd=project, env=env, capture_output=True, timeout=120)
 
+
+def _gradle_runs(project: Path, env: dict, host, before: dict):
     first = gradle(project, env, "mergeDebugAssets")
     assert first.returncode == 0, first.stdout + first.stderr
     assert first.stdout.index(":mobilepreBundles") < first.stdout.index(":mergeDebugAssets")  # before asset merging
