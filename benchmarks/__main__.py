@@ -1,6 +1,6 @@
 """`python -m benchmarks [NAME ...]`: run the benchmarks, write benchmarks/results.json and results.md.
 
-With names (startup, overhead, jobs, scale, size, engines, mixed, clustering, speed, web_runtimes, frontend), only those run and their sections replace the
+With names (startup, overhead, jobs, scale, size, engines, mixed, size_search, clustering, speed, web_runtimes, frontend), only those run and their sections replace the
 ones in an existing results.json; with none, all run.
 """
 
@@ -19,7 +19,7 @@ from benchmarks import report
 from benchmarks.timing import load_average
 
 HERE = Path(__file__).resolve().parent
-NAMES = ("startup", "overhead", "jobs", "scale", "size", "engines", "mixed", "clustering", "speed", "web_runtimes", "frontend")  # subprocess benchmarks first, in-process after
+NAMES = ("startup", "overhead", "jobs", "scale", "size", "engines", "mixed", "size_search", "clustering", "speed", "web_runtimes", "frontend")  # subprocess benchmarks first, in-process after
 ROUNDS = {"startup": 15, "overhead": 7, "speed": 5, "web_runtimes": 3}
 
 
@@ -92,6 +92,10 @@ def run_one(name: str, work: Path, models: Subjects) -> tuple[dict, list]:
         from benchmarks import size
 
         return size.run([models.demo, models.mobilenet], progress)
+    if name == "size_search":
+        from benchmarks import size_search
+
+        return size_search.run(progress)
     if name == "engines":
         from benchmarks import engines
 

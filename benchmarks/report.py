@@ -10,6 +10,7 @@ TITLES = {
     "engines": "2b. TFLite engines",
     "mixed": "2c. Mixed precision",
     "clustering": "2d. Clustering and pruning",
+    "size_search": "2e. Size search toward the floor",
     "jobs": "1b. Parallel builds",
     "scale": "1c. Costs at scale",
     "speed": "3. Speed on this host",
@@ -143,6 +144,24 @@ def _rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
             add("mixed", f"{key}, demo, max abs error <= {mixed['max_abs_error']} ({'met' if row['passed_drift'] else 'missed'})",
                 _x(row["bytes"] / dynamic["bytes"]) + " dynamic's bytes",
                 f"{_b(row['bytes'])}, max abs {row['max_abs_error']:.3g}, {row['latency_ms']:.3f} ms{raised}")
+    if "size_search" in sections:
+        z = sections["size_search"]
+        for name, model in z["models"].items():
+            for plain in ("dynamic", "int8"):
+                if f"smallest_over_{plain}" in model:
+                    add("size_search", f"smallest TFLite at top-1 >= {z['min_top1_agreement']} / plain {plain}, {name}",
+                        _x(model[f"smallest_over_{plain}"]),
+                        f"{model['smallest']} {_b(model['smallest_bytes'])} vs {_b(model['candidates'][f'tflite-{plain}']['bytes'])}; "
+                        f"search {model['search_seconds']:.0f} s (ranking {model['ranking_seconds']:.1f} s)")
+            tight = model.get("tight")
+            if tight:
+                ratio = (tight["bytes"] or 0) / model["candidates"]["tflite-int8"]["bytes"]
+                add("size_search", f"under max_size {_b(tight['max_size'])} (0.85x int8), {name}: found / int8",
+                    _x(ratio) if tight["bytes"] else "none",
+                    (f"{tight['found']} {_b(tight['bytes'])}" if tight["found"] else f"closest: {tight['closest']}")
+                    + (f"; mixed {_b(tight['mixed']['bytes'])}, {tight['mixed']['raised']} raised, {tight['mixed']['steps']} steps"
+                       if tight.get("mixed") else "") + f"; search {tight['search_seconds']:.0f} s",
+                    next((t["name"] for t in results.get("targets", []) if t["benchmark"] == "size_search" and t["name"].endswith(name)), None))
     if "clustering" in sections:
         c = sections["clustering"]
         for fmt, summary in c["formats"].items():
