@@ -68,8 +68,8 @@ class MixedSearch:
 
     def find(self, candidate, profile) -> Measured:
         """The mixed model for `profile`: from the lowest precision of the format's ladder, the worst layers
-        by measured error (or, when the size budget cannot hold every raise, those removing the most error
-        per byte they cost, `per_byte`) raised one level, 1, 2, 4... of them then bisected to the fewest
+        by measured error (or, when the profile prefers size or the size budget cannot hold every raise,
+        those removing the most error per byte they cost, `per_byte`) raised one level, 1, 2, 4... of them then bisected to the fewest
         that meet the profile's drift budgets, never more than the size budget leaves room for (predicted from the base file's bytes and each raise's cost; every step is then
         measured); when raising every layer one level is not enough, the next level up the ladder starts
         over from there. At most `MAX_STEPS` verified steps.
@@ -109,10 +109,12 @@ class MixedSearch:
                 ranking = self.ranking(fmt, low)
             except quantize.QuantizeError as error:
                 return Measured.failed(candidate, str(error), final=False)
-            # worst error first (the fewest raised); when the size budget cannot hold every raise of this
-            # level, the most error removed per byte first (the most error removed within the room)
+            # worst error first (the fewest raised); the most error removed per byte first (the fewest bytes)
+            # when the profile prefers size, or when the size budget cannot hold every raise of this level
             if room is not None and base_bytes + sum(_cost(e, low, high) for e in ranking) > room:
                 ranking, ranked_by = per_byte(ranking, low, high), "error removed per byte (the size budget binds)"
+            elif profile.prefer == "size":
+                ranking, ranked_by = per_byte(ranking, low, high), "error removed per byte (the profile prefers size)"
             else:
                 ranked_by = "measured error"
             spent = _cumulative(ranking, low, high)

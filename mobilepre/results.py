@@ -138,7 +138,8 @@ class FormatResult:
         tied_keys (tuple[str, ...] | None): with "latency", the trials the timings could not tell from
             the fastest, as read back from timings.json (computed when None).
         runoff (Runoff | None): with "latency", the passing trials timed again against each other in
-            interleaved rounds; when present it, not their separate timings, decides the tie.
+            interleaved rounds (all but those far slower); when present it, not their separate
+            timings, decides the tie.
     """
 
     profile: str
@@ -171,8 +172,8 @@ class FormatResult:
         """The passing trials the latency measurements cannot tell from the fastest, in search order: by
         the run-off when there was one, else by each trial's own timing."""
         passed = [t for t in self.tried if t.passed]
-        if self.runoff is not None and {t.candidate for t in passed} <= set(self.runoff.rounds):
-            tied = set(self.runoff.tied())
+        if self.runoff is not None and any(t.candidate == self.runoff.fastest() for t in passed):
+            tied = set(self.runoff.tied())  # a passing trial left out of the run-off was far slower: not tied
             return [t for t in passed if t.candidate in tied]
         return tied_fastest(passed, lambda t: latency_span(t.latency))
 
@@ -307,7 +308,20 @@ class Runoff:
 
     @classmethod
     def from_dict(cls, data: dict) -> Runoff:
-        return cls(dict(data.get("round_medians_ms", {})))
+        """A run-off as timings.json or the cache keeps it; ValueError unless every candidate has the same
+        number (at least one) of positive, finite round medians."""
+        rounds = data.get("round_medians_ms") if isinstance(data, dict) else None
+        if not isinstance(rounds, dict) or not rounds:
+            raise ValueError("a run-off needs its round medians")
+        lengths = set()
+        for values in rounds.values():
+            if not isinstance(values, list) or not values or not all(
+                    isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0 for v in values):
+                raise ValueError("a run-off's round medians are positive numbers of ms")
+            lengths.add(len(values))
+        if len(lengths) != 1:
+            raise ValueError("a run-off's candidates were timed in the same rounds")
+        return cls(dict(rounds))
 
 
 def web_choice(formats, prefer: str) -> dict | None:

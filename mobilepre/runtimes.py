@@ -237,7 +237,7 @@ def runoff_tflite(contents: list[bytes], images: np.ndarray, threads: int, round
         request = {
             "answer_path": str(tmp / "answer.json"),
             "images_path": str(tmp / "images.npy"),
-            "runoff": {"models": models, "rounds": rounds, "block_ms": RUNOFF_BLOCK_MS, "min_runs": 3, "max_runs": 500},
+            "runoff": {"models": models, "rounds": rounds, "block_ms": RUNOFF_BLOCK_MS, "min_runs": 1, "max_runs": 500},
             "threads": threads,
             "warmup": 5,
             "where": where,

@@ -158,11 +158,20 @@ def search(
             for profile, fmt, _ in lanes]
 
 
+# Candidates whose own timing is more than this many times the fastest one's stay out of the run-off: a
+# busy machine moved the demo's separate timings by up to 3x (int8 0.14 ms lost to float32's 0.41 ms),
+# never 10x, and a slow candidate's rounds would cost the most (int16x8's reference kernels: 150x).
+RUNOFF_SPAN = 10.0
+
+
 def _runoff(profile, fmt, trials: list, evaluator: Evaluator, progress):
     """With prefer "latency" on host-timed LiteRT, the passing candidates timed again against each other in
     interleaved rounds (`results.Runoff`): timed one after another, each met its own moment's load, and a
-    busy machine could reorder them; in rounds, they meet the same. None when fewer than two passed."""
-    passed = [t for t in trials if t.passed and t.latency is not None and t.latency.source == "host"]
+    busy machine could reorder them; in rounds, they meet the same. Those more than `RUNOFF_SPAN` times
+    slower than the fastest stay out (and are not tied). None when fewer than two take part."""
+    passed = [t for t in trials if t.passed and t.latency is not None and t.latency.source == "host" and t.latency.ms is not None]
+    fastest = min((t.latency.ms for t in passed), default=0.0)
+    passed = [t for t in passed if t.latency.ms <= RUNOFF_SPAN * fastest]  # further apart is no timing noise
     if profile.prefer != "latency" or str(fmt) != "tflite" or len(passed) < 2:
         return None
     runoff = evaluator.runoff([t.candidate for t in passed], profile.threads)

@@ -155,6 +155,10 @@ def test_a_runoff_pairs_rounds_so_a_load_both_candidates_meet_cannot_reorder_the
     assert entry["runoff"]["rounds"] == 15 and entry["latency_tied"] == ["dynamic", "int8"]
     assert FormatResult.from_dict(entry).chosen.candidate == "dynamic"
     assert "runoff" not in result.without_host_figures().to_dict()  # host figures: timings.json only
+    for bad in ({}, {"round_medians_ms": {"a": []}}, {"round_medians_ms": {"a": [1.0], "b": [1.0, 2.0]}},
+                {"round_medians_ms": {"a": ["1"]}}, {"round_medians_ms": {"a": [0.0]}}, {"round_medians_ms": {"a": [float("nan")]}}):
+        with pytest.raises(ValueError):  # a damaged timings.json or cache entry: refused, never a traceback or a choice
+            Runoff.from_dict(bad)
     # rounds that cannot order them (each faster in half the rounds): tied whatever their medians
     flip = Runoff({"a": (1.0, 2.0) * 5, "b": (2.0, 1.0) * 5})
     assert sorted(flip.tied()) == ["a", "b"]

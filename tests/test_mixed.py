@@ -185,7 +185,9 @@ def test_the_mixed_search_raises_some_layers_and_meets_the_drift_budget(mixed_bu
     assert int4["bytes"] < mixed["bytes"] < dynamic["bytes"]
     detail = mixed["mixed"]
     assert detail["base"] == "int4" and detail["ladder"] == ["int4", "dynamic", "float32"]
-    assert 1 <= len(detail["raised"]) < 6 and all(r["to"] == "dynamic" and r["bytes"] > 0 and r["layer"] for r in detail["raised"])
+    # prefer = "size": ops raised by the error each removes per byte it costs (the free luma conv first), some not all
+    assert detail["ranked_by"] == "error removed per byte (the profile prefers size)"
+    assert 1 <= len(detail["raised"]) < 8 and all(r["to"] == "dynamic" and r["bytes"] > 0 and r["layer"] for r in detail["raised"])
     steps = detail["steps"]
     assert 2 <= len(steps) <= MAX_STEPS and steps[0]["raised"] == 0 and not steps[0]["passed"]
     # the fewest raised: every step with fewer raised layers missed the budget

@@ -143,3 +143,13 @@ def test_a_web_profile_ships_one_runtime_chosen_by_its_preference():
     assert result.passed and [f.format for f in result.shipped] == ["tflite", "litertjs"]
     assert result.set_aside("tfjs").startswith("not shipped: litertjs chosen") and result.set_aside("litertjs") is None
     assert not ProfileResult("p", None, (tflite, failed)).passed
+
+
+def test_a_candidate_ten_times_slower_than_the_fastest_stays_out_of_the_runoff_and_is_not_tied(monkeypatch):
+    monkeypatch.setitem(TABLE, "tflite-float32", (180_000, 160_000, 1.0, 2.0))  # 20x int8's 0.10 ms
+    evaluator = FakeEvaluator()
+    results = search([profile("fast", prefer="latency", top1=0.95, max_latency_ms=5.0)], evaluator, None, 5, None)
+    (runoff,) = evaluator.runoffs
+    assert "tflite-float32" not in runoff and "tflite-int8" in runoff and "tflite-float16" in runoff
+    assert chosen(results, "fast").candidate == "tflite-int8"
+    assert "tflite-float32" not in [t.candidate for t in results[0].latency_tied]
