@@ -197,16 +197,7 @@ def run_tflite(content: bytes, images: np.ndarray, threads: int = 1, latency_run
             "warmup": warmup,
             "where": where,
         }
-        (tmp / "request.json").write_text(json.dumps(request))
-        timeout = run_timeout_s(len(images), latency_runs + warmup)
-        result = _run_child([sys.executable, str(LITERT_CHILD), str(tmp / "request.json")], timeout, where, "LiteRT")
-        try:
-            answer = json.loads((tmp / "answer.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            detail = (result.stderr.strip().splitlines() or ["no answer"])[-1]
-            raise MobilepreError(f"{where}: LiteRT could not run the model: {detail}", EXIT_FAILED) from None
-        if "error" in answer:
-            raise MobilepreError(answer["error"])
+        answer = _ask_litert(tmp, request, run_timeout_s(len(images), latency_runs + warmup), where, "run the model")
         with np.load(tmp / "outputs.npz", allow_pickle=False) as saved:
             outputs = [saved[f"arr_{i}"] for i in range(len(saved.files))]
     latency = None
@@ -242,17 +233,23 @@ def runoff_tflite(contents: list[bytes], images: np.ndarray, threads: int, round
             "warmup": 5,
             "where": where,
         }
-        (tmp / "request.json").write_text(json.dumps(request))
-        result = _run_child([sys.executable, str(LITERT_CHILD), str(tmp / "request.json")],
-                            run_timeout_s(0, rounds * len(contents) * 10), where, "LiteRT")
-        try:
-            answer = json.loads((tmp / "answer.json").read_text())
-        except (OSError, json.JSONDecodeError):
-            detail = (result.stderr.strip().splitlines() or ["no answer"])[-1]
-            raise MobilepreError(f"{where}: LiteRT could not time the models: {detail}", EXIT_FAILED) from None
+        answer = _ask_litert(tmp, request, run_timeout_s(0, rounds * len(contents) * 10), where, "time the models")
+    return answer["runoff_ms"]
+
+
+def _ask_litert(tmp: Path, request: dict, timeout_s: float, where: str, doing: str) -> dict:
+    """The LiteRT child's answer to `request` (written to `tmp`/request.json; it names the answer file
+    `tmp`/answer.json): one line, exit 1, when it gives none, and the child's own line for its error."""
+    (tmp / "request.json").write_text(json.dumps(request))
+    result = _run_child([sys.executable, str(LITERT_CHILD), str(tmp / "request.json")], timeout_s, where, "LiteRT")
+    try:
+        answer = json.loads((tmp / "answer.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        detail = (result.stderr.strip().splitlines() or ["no answer"])[-1]
+        raise MobilepreError(f"{where}: LiteRT could not {doing}: {detail}", EXIT_FAILED) from None
     if "error" in answer:
         raise MobilepreError(answer["error"])
-    return answer["runoff_ms"]
+    return answer
 
 
 # -------------------------------------------------------------------------------------------- TF.js
