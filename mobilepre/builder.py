@@ -146,13 +146,8 @@ def _evaluator(options: BuildOptions, inputs, profiles, cache, work: Path, progr
                           work, progress, prune_epochs=options.prune_epochs, outputs=inputs.outputs, reference=inputs.reference,
                           profiles=profiles, sdk=inputs.sdk, shard_size=options.shard_size, cache=cache, context=inputs.context,
                           # timed as validated only one at a time: validations at once would time each other's load
-                          time_runs=options.latency_runs if options.jobs == 1 and any(_timed_here(p) for p in profiles) else 0)
-
-
-def _timed_here(profile) -> bool:
-    """Whether `profile` times candidates on this host (Node, LiteRT, Chromium): its latency budget is
-    neither estimated nor imported from the device."""
-    return profile.budget.max_latency_ms is not None and profile.budget.latency_source in ("host", "browser")
+                          time_runs=options.latency_runs if options.jobs == 1 and any(
+                              p.budget.max_latency_ms is not None and p.budget.timed_here for p in profiles) else 0)
 
 
 def _same_outputs(a: list, b: list) -> bool:

@@ -19,9 +19,9 @@ from mobilepre.keys import BuildContext, candidate_key
 from mobilepre.measured import Measured
 from mobilepre.mixed import MixedSearch
 from mobilepre.progress import as_reporter
-from mobilepre.quantize.settings import Format, Mode
+from mobilepre.quantize.settings import Mode
 from mobilepre.results import Runoff
-from mobilepre.running import ArtifactRunner
+from mobilepre.running import ArtifactRunner, runtime_key
 from mobilepre.runtimes import Latency
 from mobilepre.validate import reference_outputs
 from mobilepre.variants import Variants
@@ -112,17 +112,14 @@ class Evaluator:
         `cache_latency`, reused from the cache for a machine of this one's identity."""
         candidate = measured.candidate
         # LiteRT.js runs in Chromium whatever the profile's latency source: on wasm unless it names a backend
-        key = (str(threads) if candidate.fmt is Format.TFLITE else (browser or "wasm") if candidate.fmt is Format.LITERTJS
-               else str(browser or 0))
+        key = runtime_key(candidate.fmt, threads, browser)
         if (candidate, key) not in self._timed:
             slot = f"{candidate.fmt}:{key}:{runs}"
             latency = self._cached_latency(candidate, slot)
             if latency is None:
                 latency = self.runner.timed_while_validating(candidate, key, runs) or self.runner.time(
                     self.measured.get(candidate, measured), threads, runs, browser)
-                stored = self._keys.get(candidate)
-                if self.cache is not None and self.cache.latency and stored is not None:
-                    self.cache.add_latency(stored[0], slot, dataclasses.asdict(latency))  # unrounded: judged as measured
+                self._store_latency(candidate, slot, dataclasses.asdict(latency))  # unrounded: judged as measured
             self._timed[(candidate, key)] = latency
             if candidate in self.measured:
                 self.measured[candidate] = self.measured[candidate].with_latency(key, latency.median_ms)
@@ -140,9 +137,7 @@ class Evaluator:
             return found
         rounds = self.runner.runoff(measured, threads)
         runoff = Runoff(dict(zip(keys, (tuple(r) for r in rounds))))
-        stored = self._keys.get(measured[0].candidate)
-        if self.cache is not None and self.cache.latency and stored is not None:
-            self.cache.add_latency(stored[0], slot, runoff.to_dict())
+        self._store_latency(measured[0].candidate, slot, runoff.to_dict())
         return runoff
 
     def on_backend(self, candidate: Candidate, backend: str):
@@ -200,6 +195,12 @@ class Evaluator:
             return None if found is None else read(found)
         except (KeyError, TypeError, ValueError, AttributeError):  # unreadable: measured again
             return None
+
+    def _store_latency(self, candidate: Candidate, slot: str, record: dict) -> None:
+        """Keep a host timing of `candidate` with its cache entry, when latencies are cached."""
+        stored = self._keys.get(candidate)
+        if self.cache is not None and self.cache.latency and stored is not None:
+            self.cache.add_latency(stored[0], slot, record)
 
     def _keep(self, measured: Measured) -> None:
         """Record `measured`; store it in the cache when it would come out the same again (`final`)."""

@@ -29,14 +29,12 @@ class UserFacing(Exception):
     """A problem of the model or the data, said in one line."""
 
 
-def run(request: dict) -> dict:
+def load(model_path: str, threads: int, where: str):
+    """(interpreter, input detail) of a one-input model, at a batch of 1 (a dynamic batch resized)."""
     from ai_edge_litert.interpreter import Interpreter
 
-    where = request["where"]
-    images = np.load(request["images_path"], mmap_mode="r", allow_pickle=False)  # paged in as read, never copied whole
-    baseline = memory_baseline()
     try:
-        interpreter = Interpreter(model_path=request["model_path"], num_threads=request["threads"])
+        interpreter = Interpreter(model_path=model_path, num_threads=threads)
         interpreter.allocate_tensors()
     except Exception as error:
         raise UserFacing(f"{where}: LiteRT could not load the model: {str(error).strip() or type(error).__name__}") from None
@@ -44,15 +42,23 @@ def run(request: dict) -> dict:
     if len(inputs) != 1:
         raise UserFacing(f"{where} has {len(inputs)} inputs; mobilepre validates one-input image models")
     detail = inputs[0]
+    if int(detail["shape"][0]) != 1:
+        interpreter.resize_tensor_input(detail["index"], [1, *detail["shape"][1:]])
+        interpreter.allocate_tensors()
+    return interpreter, detail
+
+
+def run(request: dict) -> dict:
+    where = request["where"]
+    images = np.load(request["images_path"], mmap_mode="r", allow_pickle=False)  # paged in as read, never copied whole
+    baseline = memory_baseline()
+    interpreter, detail = load(request["model_path"], request["threads"], where)
     quantized = bool(detail["quantization"][0])
     want = tuple(int(d) for d in detail["shape"][1:])
     if want != tuple(images.shape[1:]):
         raise UserFacing(f"{where} takes images of shape {want}, the data has {tuple(images.shape[1:])}: resize the data or rebuild")
     if not quantized and np.dtype(detail["dtype"]) != images.dtype:
         raise UserFacing(f"{where} takes {np.dtype(detail['dtype']).name} input, the data is {images.dtype.name}")
-    if int(detail["shape"][0]) != 1:
-        interpreter.resize_tensor_input(detail["index"], [1, *detail["shape"][1:]])
-        interpreter.allocate_tensors()
     outputs = output_order(interpreter, request.get("output_keys"))
     # Peak memory of loading the model and one inference: the process's high-water mark above what it
     # held before the interpreter existed (model, arena, packed weights: what the app pays).
@@ -168,21 +174,11 @@ def runoff(request: dict) -> dict:
     the same load: per model, the median of each round's block of runs (`runoff_ms`). A block lasts
     about `block_ms` (its run count set from the warm-up), and the order turns each round (A B C, then
     C B A), so a load that grows or fades through the round favours none."""
-    from ai_edge_litert.interpreter import Interpreter
-
     spec = request["runoff"]
     sample = np.load(request["images_path"], mmap_mode="r", allow_pickle=False)[:1]
     timed = []
-    for path in spec["models"]:
-        try:
-            interpreter = Interpreter(model_path=path, num_threads=request["threads"])
-            interpreter.allocate_tensors()
-        except Exception as error:
-            raise UserFacing(f"{request['where']}: LiteRT could not load {path}: {str(error).strip() or type(error).__name__}") from None
-        detail = interpreter.get_input_details()[0]
-        if int(detail["shape"][0]) != 1:
-            interpreter.resize_tensor_input(detail["index"], [1, *detail["shape"][1:]])
-            interpreter.allocate_tensors()
+    for k, path in enumerate(spec["models"]):
+        interpreter, detail = load(path, request["threads"], f"{request['where']}: model {k + 1}")
         warm = latency(interpreter, detail, quantize_input(sample, detail), max(3, request["warmup"]), request["warmup"])
         runs = min(spec["max_runs"], max(spec["min_runs"], int(spec["block_ms"] / max(float(np.median(warm)), 1e-3))))
         timed.append((interpreter, detail, runs))

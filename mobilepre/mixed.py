@@ -152,6 +152,7 @@ class MixedSearch:
             base_bytes += spent[-1] if spent else 0
         plan, measured, ranking = best or last
         errors = {e.name: e for e in ranking}
+        position = {e.name: i for i, e in enumerate(ranking)}
         return dataclasses.replace(measured, mixed={
             "base": str(plan.base),
             "ladder": [str(m) for m in levels],
@@ -163,7 +164,7 @@ class MixedSearch:
                     "name": name,
                     "to": str(mode),
                 }
-                for name, mode in sorted(plan.raised, key=lambda r: [e.name for e in ranking].index(r[0]))
+                for name, mode in sorted(plan.raised, key=lambda r: position[r[0]])
             ],
             "ranked_by": ranked_by,
             "steps": steps,

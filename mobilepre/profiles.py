@@ -89,6 +89,12 @@ class Budget:
     max_peak_memory: int | None = None
     browser_backend: str | None = None
 
+    @property
+    def timed_here(self) -> bool:
+        """Whether latency is measured on this machine (LiteRT, Node or Chromium): neither estimated from
+        MACs nor imported from the device."""
+        return self.latency_source in ("host", "browser")
+
     def __post_init__(self):
         _check_bytes("budget.max_size", self.max_size)
         if self.max_peak_memory is not None:

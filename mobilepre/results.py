@@ -172,7 +172,7 @@ class FormatResult:
         """The passing trials the latency measurements cannot tell from the fastest, in search order: by
         the run-off when there was one, else by each trial's own timing."""
         passed = [t for t in self.tried if t.passed]
-        if self.runoff is not None and any(t.candidate == self.runoff.fastest() for t in passed):
+        if self.runoff is not None and self.runoff.fastest() in {t.candidate for t in passed}:
             tied = set(self.runoff.tied())  # a passing trial left out of the run-off was far slower: not tied
             return [t for t in passed if t.candidate in tied]
         return tied_fastest(passed, lambda t: latency_span(t.latency))
@@ -420,7 +420,7 @@ class ProfileResult:
     def without_host_figures(self) -> ProfileResult:
         """This result as byte-stable files hold it: host figures blanked, every choice kept."""
         web = self.web
-        if web is not None and self.profile.budget.latency_source in ("host", "browser") and self.web["compared"]:
+        if web is not None and self.profile.budget.timed_here and self.web["compared"]:
             web = {**web, "compared": {f: {**v, "latency_ms": None} for f, v in web["compared"].items()}}
             if getattr(self.profile, "prefer", "fidelity") == "latency" and len(web["compared"]) > 1:
                 # how the timings compared (which were tied) is a host figure too: timings.json keeps it

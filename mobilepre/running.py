@@ -15,9 +15,15 @@ from mobilepre.runtimes import ImagesOnDisk, Latency, runoff_tflite
 from mobilepre.validate import compare, run_candidate
 
 
-# The runtime key (`evaluate.Evaluator.host_latency`) under which a web artifact's validation run times it:
-# TF.js validates in Node's wasm ("0"), LiteRT.js in Chromium on wasm
-WEB_RUNTIME_KEYS = {Format.TFJS: "0", Format.LITERTJS: "wasm"}
+def runtime_key(fmt, threads: int, browser: str | None = None) -> str:
+    """Which runtime times a candidate, as host latencies are keyed: LiteRT by its thread count; LiteRT.js
+    in Chromium, on wasm unless `browser` names a backend; TF.js in Node's wasm ("0") or on Chromium's
+    `browser` backend."""
+    if fmt is Format.TFLITE:
+        return str(threads)
+    if fmt is Format.LITERTJS:
+        return browser or "wasm"
+    return str(browser or 0)
 
 
 class ArtifactRunner:
@@ -49,7 +55,7 @@ class ArtifactRunner:
         self._images = None  # the validation images on disk, written once per build
         self._name = name
         self._time_runs = time_runs
-        self._timed = {}  # (candidate, runtime key) -> Latency timed while validating
+        self._timed = {}  # (candidate, runtime key, runs) -> Latency timed while validating
 
     def validate(self, measured: Measured) -> Measured:
         """`measured` run on every validation image in its runtime: with its drift per output and peak
@@ -59,7 +65,7 @@ class ArtifactRunner:
         row = FORMATS[measured.candidate.fmt]
         self.progress.stage(f"validating {measured.key} in {row.runtime} on {len(self.validation)} images")
         fmt = measured.candidate.fmt
-        runs = self._time_runs if fmt in WEB_RUNTIME_KEYS else 0
+        runs = 0 if fmt is Format.TFLITE else self._time_runs  # validated in Node or Chromium, on wasm
         with tempfile.TemporaryDirectory(dir=self.workdir) as tmp:
             path = row.write(measured.files, Path(tmp))
             try:
@@ -70,7 +76,7 @@ class ArtifactRunner:
         with self._lock:
             self.validations += 1
             if run.latency is not None:
-                self._timed[(measured.candidate, WEB_RUNTIME_KEYS[fmt], runs)] = run.latency
+                self._timed[(measured.candidate, runtime_key(fmt, 1), runs)] = run.latency
         return measured.with_run(compare(self.reference, run, self.labels, self.outputs), run.peak_memory_bytes)
 
     def run_on(self, measured: Measured, backend: str):

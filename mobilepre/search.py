@@ -21,14 +21,14 @@ from mobilepre.profiles import WEB_FORMATS
 from mobilepre.results import FormatResult, Trial, web_choice
 
 
-def _trial(measured: Measured, latency, verdict) -> Trial:
+def _trial(measured: Measured, latency, verdict, bytes_breakdown: dict | None) -> Trial:
     """A measured candidate as judged against one profile."""
     c = measured.candidate
     return Trial(
         c.key, str(c.fmt), str(c.mode), str(c.io_type), round(measured.sparsity, 6), measured.size_bytes,
         measured.gzip_bytes, measured.drift_dicts(), latency, verdict, measured.mixed, c.clusters,
         metadata=measured.metadata, engine=measured.engine, engine_choice=measured.engine_choice,
-        bytes_breakdown=_where_the_bytes_go(measured),
+        bytes_breakdown=bytes_breakdown,
     )
 
 
@@ -101,6 +101,7 @@ def search(
     progress = as_reporter(progress)
     lanes = [(profile, fmt, list(candidates)) for profile in profiles for fmt, candidates in candidates_for(profile).items()]
     tried = {(p.name, fmt): [] for p, fmt, _ in lanes}
+    breakdowns = {}  # candidate -> where its file's bytes go (`_where_the_bytes_go`)
     done = set()
     labels = evaluator.labels is not None
     total = sum(len(queue) for _, _, queue in lanes)  # the most this search can measure: the bar's length
@@ -131,7 +132,9 @@ def search(
                     lambda threads, browser=None, m=measured: evaluator.host_latency(m, threads, latency_runs, browser),
                 )
             verdict = judge(profile, measured.measurement(labels), latency)
-            trial = _trial(measured, latency, verdict)
+            if measured.candidate not in breakdowns:  # once per file, whichever profiles judge it
+                breakdowns[measured.candidate] = _where_the_bytes_go(measured)
+            trial = _trial(measured, latency, verdict, breakdowns[measured.candidate])
             if measured.candidate.qat:
                 trial = dataclasses.replace(trial, qat=_recovered(trial, tried[(profile.name, fmt)]))
             tried[(profile.name, fmt)].append(trial)
@@ -169,10 +172,12 @@ def _runoff(profile, fmt, trials: list, evaluator: Evaluator, progress):
     interleaved rounds (`results.Runoff`): timed one after another, each met its own moment's load, and a
     busy machine could reorder them; in rounds, they meet the same. Those more than `RUNOFF_SPAN` times
     slower than the fastest stay out (and are not tied). None when fewer than two take part."""
+    if profile.prefer != "latency" or str(fmt) != "tflite":
+        return None
     passed = [t for t in trials if t.passed and t.latency is not None and t.latency.source == "host" and t.latency.ms is not None]
     fastest = min((t.latency.ms for t in passed), default=0.0)
     passed = [t for t in passed if t.latency.ms <= RUNOFF_SPAN * fastest]  # further apart is no timing noise
-    if profile.prefer != "latency" or str(fmt) != "tflite" or len(passed) < 2:
+    if len(passed) < 2:
         return None
     runoff = evaluator.runoff([t.candidate for t in passed], profile.threads)
     ratios = runoff.ratios()
