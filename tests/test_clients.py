@@ -4,6 +4,7 @@ web bundle's own loader page."""
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -40,16 +41,17 @@ def demo_build(tmp_path_factory):
 
 
 def test_the_demo_bundles_are_byte_identical_to_those_before_the_restructuring(demo_build):
-    """Every bundle file and report.json, as the code before issue 24's restructuring wrote them
-    (tests/data/demo_digests.json; the report's digest since int16x8's engine is measured, issue 26): the
-    same inputs and pinned toolchain give the same bytes."""
+    """Every bundle file as the code before issue 24's restructuring wrote them (tests/data/demo_digests.json),
+    and report.json as tests/data/demo_report.json holds it: the same inputs and pinned toolchain give the
+    same bundle bytes, and the report makes the same decisions with the same figures."""
     expected = json.loads((REPO / "tests/data/demo_digests.json").read_text())["digests"]
-    found = demo_digests(demo_build)
-    assert found == expected
+    assert demo_digests(demo_build) == expected
+    differences = report_differences(json.loads((REPO / "tests/data/demo_report.json").read_text()), demo_report(demo_build))
+    assert not differences, "report.json differs from tests/data/demo_report.json:\n" + "\n".join(differences[:40])
 
 
 def demo_digests(out) -> dict:
-    """sha256 of a demo build's files (`scripts/demo_digests.py` writes them to tests/data/demo_digests.json).
+    """sha256 of a demo build's bundle files (`scripts/demo_digests.py` writes them to tests/data/demo_digests.json).
     android-low-end and web-desktop choose by host latency, and are in: their choices follow what the
     timings resolve (issue 29: android-low-end's passing candidates are timed against each other in
     interleaved rounds, so the other test worker's load meets them all alike), and the build here ships
@@ -59,12 +61,33 @@ def demo_digests(out) -> dict:
     not (an AMD EPYC here, the machine that wrote the digests another)."""
     found = {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
              for p in sorted(out.rglob("*")) if p.is_file() and p.parent != out}
-    found = {path: digest for path, digest in found.items() if path not in ("web-mobile/manifest.json", "web-mobile/tfjs/model.json")}
+    return {path: digest for path, digest in found.items() if path not in ("web-mobile/manifest.json", "web-mobile/tfjs/model.json")}
+
+
+def demo_report(out) -> dict:
+    """A demo build's report.json without web-mobile (its clustered candidates' figures, as above) and the
+    toolchain's versions (`scripts/demo_digests.py` writes it to tests/data/demo_report.json)."""
     report = json.loads((out / "report.json").read_text())
     report["profiles"] = [p for p in report["profiles"] if p["name"] != "web-mobile"]
     report.pop("versions")
-    found["report.json without web-mobile and versions"] = hashlib.sha256(json.dumps(report, sort_keys=True).encode()).hexdigest()
-    return found
+    return report
+
+
+def report_differences(want, got, path: str = "") -> list[str]:
+    """Where two reports differ, one line per place (path, expected, found). Every decision, name, byte
+    count and verdict must be equal; a measured figure (a float) may differ in its last digits, within 1%
+    (2e-6 near zero): the same file run on another CPU kind gives such figures (LiteRT's and wasm's
+    XNNPACK pick their kernels by the CPU's features), not another choice."""
+    if isinstance(want, dict) and isinstance(got, dict):
+        return [line for key in sorted(set(want) | set(got))
+                for line in report_differences(want.get(key, "<missing>"), got.get(key, "<missing>"), f"{path}/{key}")]
+    if isinstance(want, list) and isinstance(got, list) and len(want) == len(got):
+        return [line for i, (a, b) in enumerate(zip(want, got)) for line in report_differences(a, b, f"{path}[{i}]")]
+    if isinstance(want, float) and isinstance(got, float) and math.isclose(want, got, rel_tol=0.01, abs_tol=2e-6):
+        return []
+    if type(want) is type(got) and want == got:
+        return []
+    return [f"{path}: expected {json.dumps(want)[:200]}, found {json.dumps(got)[:200]}"]
 
 
 def _manifest(bundle):
