@@ -12,18 +12,21 @@ from mobilepre.budgets import judge_drift
 from mobilepre.measured import Measured
 from mobilepre.progress import as_reporter
 from mobilepre.quantize.export import INPUT_NAME
-from mobilepre.quantize.mixed import LEVEL_BYTES, MixedPrecision, rank_tflite_ops, rank_tfjs_weights
-from mobilepre.quantize.settings import Format, Mode, engine_format, mixed_ladder
+from mobilepre.quantize.mixed import MixedPrecision, rank_tflite_ops, rank_tfjs_weights
+from mobilepre.quantize.settings import Format, Mode, blocks_allowed, engine_format, mixed_ladder
 
 # Verified steps (a conversion and a run in the format's runtime) one mixed search may take.
 MAX_STEPS = 8
 # Calibration images the per-layer errors are measured on (float and quantized models side by side).
 RANK_IMAGES = 16
+# Verified steps, beyond MAX_STEPS, that bring raised dense layers back down to int4 in blocks of 32.
+BLOCK_STEPS = 3
+BLOCKS = Mode.INT4_BLOCKWISE
 
 
 def _cost(error, low: Mode, high: Mode) -> float:
     """Bytes raising one op from `low` to `high` adds: its parameters times the bytes each gains."""
-    return error.weights * (LEVEL_BYTES[high] - LEVEL_BYTES[low])
+    return error.bytes_at(high) - error.bytes_at(low)
 
 
 def per_byte(ranking: list, low: Mode, high: Mode) -> list:
@@ -45,6 +48,28 @@ def _cumulative(ranking: list, low: Mode, high: Mode) -> list:
         total += _cost(e, low, high)
         out.append(total)
     return out
+
+
+def _into_blocks(best: tuple, step: Callable) -> tuple:
+    """The passing plan `best` with its dense layers raised from int4 to int8 weights brought back down to
+    int4 in blocks of 32 (a scale per 32 inputs: 0.5625 B a weight, not 1) wherever drift still holds,
+    each try verified: all of them at once, else one at a time, the largest first, within `BLOCK_STEPS`.
+    A layer that stays in int8 weights is one whose blocks missed."""
+    plan, measured, ranking = best
+    layers = {e.name: e for e in ranking}
+    movable = sorted((name for name, mode in plan.raised if mode is Mode.DYNAMIC and plan.base is Mode.INT4
+                      and name in layers and layers[name].blockwise), key=lambda name: (-layers[name].weights, name))
+    tries = [movable] + ([[name] for name in movable] if len(movable) > 1 else [])
+    for names in tries[:BLOCK_STEPS]:
+        lower = MixedPrecision(plan.base, tuple((name, BLOCKS if name in names else mode) for name, mode in plan.raised))
+        if lower == plan:
+            continue
+        result, passed = step(lower)
+        if passed and result.error is None and result.size_bytes < measured.size_bytes:
+            plan, measured = lower, result
+            if names is movable:
+                break
+    return plan, measured, ranking
 
 
 class MixedSearch:
@@ -72,7 +97,9 @@ class MixedSearch:
         those removing the most error per byte they cost, `per_byte`) raised one level, 1, 2, 4... of them then bisected to the fewest
         that meet the profile's drift budgets, never more than the size budget leaves room for (predicted from the base file's bytes and each raise's cost; every step is then
         measured); when raising every layer one level is not enough, the next level up the ladder starts
-        over from there. At most `MAX_STEPS` verified steps.
+        over from there. At most `MAX_STEPS` verified steps. A passing plan's dense layers raised from int4 to
+        int8 weights then come back down to int4 in blocks of 32 where drift still holds (`_into_blocks`, at
+        most `BLOCK_STEPS` more steps; TFLite files for LiteRT, when the ladder rises from int4 to dynamic).
 
         Returns the `Measured` of the fewest-raised passing step, or of the highest-precision step tried
         when none passed (judging then fails it on drift), with `mixed` saying what was raised, what it
@@ -87,9 +114,11 @@ class MixedSearch:
                 measured = self.measure_plan(candidate, plan)
                 verdict = judge_drift(profile, measured.measurement(self.labels))
                 tried[plan] = (measured, verdict.passed)
+                blocked = sum(1 for _, mode in plan.raised if mode is BLOCKS)
                 steps.append({"base": str(plan.base), "bytes": measured.size_bytes, "passed": verdict.passed, "raised": len(plan.raised),
-                              **({"error": measured.error} if measured.error else {})})
-                self.progress(f"[{profile.name}] {candidate.key}: {plan.base} with {len(plan.raised)} raised, "
+                              **({"in_blocks": blocked} if blocked else {}), **({"error": measured.error} if measured.error else {})})
+                self.progress(f"[{profile.name}] {candidate.key}: {plan.base} with {len(plan.raised)} raised"
+                              f"{f' ({blocked} in int4 blocks)' if blocked else ''}, "
                               f"{measured.size_bytes:,} B, {'drift within budget' if verdict.passed else measured.error or 'drift over budget'}")
             return tried[plan]
 
@@ -150,6 +179,8 @@ class MixedSearch:
                                       f"removed per byte first); with them the file is {last[1].size_bytes:,} B and drift still misses")}
                 break
             base_bytes += spent[-1] if spent else 0
+        if best is not None and blocks_allowed(fmt, profile.modes_for(str(fmt))):
+            best = _into_blocks(best, step)
         plan, measured, ranking = best or last
         errors = {e.name: e for e in ranking}
         position = {e.name: i for i, e in enumerate(ranking)}

@@ -27,7 +27,8 @@ from mobilepre.toml_reader import read_toml, size_from_toml, size_from_value
 # The engine's vocabulary: formats, modes (highest fidelity first, the order a build tries them) and
 # full-integer I/O types are `mobilepre.quantize` enums; profiles store those members.
 FORMATS: tuple[Format, ...] = tuple(Format)
-ALL_MODES: tuple[Mode, ...] = tuple(Mode)
+# every mode a format makes (int4 in blocks is a rung of the mixed search, not a mode a profile lists)
+ALL_MODES: tuple[Mode, ...] = tuple(m for m in Mode if any(m in modes for modes in MODES_BY_FORMAT.values()))
 IO_TYPES: tuple[IOType, ...] = tuple(IOType)
 LATENCY_SOURCES: tuple[str, ...] = ("host", "estimate", "device", "browser")
 BROWSER_BACKENDS: tuple[str, ...] = ("wasm", "webgl", "webgpu")  # TF.js's; LiteRT.js runs on wasm and webgpu

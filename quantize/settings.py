@@ -50,6 +50,10 @@ class Mode(StrEnum):
     UINT16 = "uint16"  # TF.js weights as uint16 (affine), dequantized at load
     UINT8 = "uint8"  # TF.js weights as uint8 (affine), dequantized at load
     MIXED = "mixed"  # per layer: TFLite int4 / int8 / float, TF.js uint8 / float16 (`mixed.MixedPrecision`)
+    # a precision of single layers in a TFLite mixed model, never a mode of its own: int4 weights in
+    # blocks of 32 input values, each block its own scale, run by dynamic-range kernels; the LiteRT
+    # Quantizer gives it to FULLY_CONNECTED ops whose input size is a multiple of 32 (`blocks_allowed`)
+    INT4_BLOCKWISE = "int4-block32"
 
 
 class Engine(StrEnum):
@@ -99,9 +103,10 @@ TFLITE_ENGINE: dict[Mode, Engine | None] = {
 QUANTIZER_MODES = (Mode.DYNAMIC, Mode.INT16X8, Mode.INT8, Mode.INT4, Mode.MIXED)
 
 # Per format, the precisions a layer of a mixed model can have, lowest first: int4 weights (float
-# kernels), full-integer int8, int8 weights (dynamic-range kernels), float; TF.js: uint8 or float16.
+# kernels), int4 in blocks of 32 (dense layers only), full-integer int8, int8 weights (dynamic-range
+# kernels), float; TF.js: uint8 or float16.
 MIXED_LEVELS: dict[Format, tuple[Mode, ...]] = {
-    Format.TFLITE: (Mode.INT4, Mode.INT8, Mode.DYNAMIC, Mode.FLOAT32),
+    Format.TFLITE: (Mode.INT4, Mode.INT4_BLOCKWISE, Mode.INT8, Mode.DYNAMIC, Mode.FLOAT32),
     Format.TFJS: (Mode.UINT8, Mode.FLOAT16),
 }
 # TFLite modes that run float kernels: a device allowing none of them (an NPU) gets no float layer.
@@ -116,6 +121,7 @@ def mixed_ladder(fmt: Format, allowed) -> tuple[Mode, ...]:
     rise to int8 weights (dynamic-range) from int4 when dynamic or int8 is allowed, and to float only
     when the device runs float kernels at all (a device that allows only int8, an NPU, never gets a
     float layer). TF.js starts at uint8 and raises to float16 when float16 or float32 is allowed.
+    (`blocks_allowed` says when a raised dense layer may come back down to int4 in blocks.)
     """
     allowed = {Mode(m) for m in allowed} & set(MODES_BY_FORMAT[Format(fmt)])
     fmt = engine_format(fmt)
@@ -135,6 +141,13 @@ def mixed_ladder(fmt: Format, allowed) -> tuple[Mode, ...]:
         if levels and allowed & set(FLOAT_KERNEL_MODES):
             levels.append(Mode.FLOAT32)
     return tuple(levels) if len(levels) > 1 else ()
+
+
+def blocks_allowed(fmt: Format, allowed) -> bool:
+    """Whether a mixed model of `fmt` may give a dense layer int4 in blocks of 32 (`Mode.INT4_BLOCKWISE`,
+    run by dynamic-range kernels): its ladder rises from int4 to dynamic-range int8, and the format is a
+    .tflite that LiteRT runs (not LiteRT.js, where it is unverified)."""
+    return Format(fmt) is Format.TFLITE and mixed_ladder(fmt, allowed)[:2] == (Mode.INT4, Mode.DYNAMIC)
 
 
 def engine_for(fmt: Format, mode: Mode) -> Engine | None:

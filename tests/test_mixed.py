@@ -9,16 +9,16 @@ import pytest
 from mobilepre import quantize
 from mobilepre.builder import build
 from mobilepre.errors import MobilepreError
-from mobilepre.mixed import MAX_STEPS, _cumulative, per_byte
+from mobilepre.mixed import BLOCK_STEPS, MAX_STEPS, _cumulative, per_byte
 from mobilepre.profiles import load_profile
 from mobilepre.quantize.mixed import LayerError, MixedPrecision, graph_ops, rank_tflite_ops, rank_tfjs_weights
 from mobilepre.tflite_reader import tflite_bytes
-from mobilepre.quantize.settings import Mode, mixed_ladder
+from mobilepre.quantize.settings import Mode, blocks_allowed, mixed_ladder
 from mobilepre.validate import run_candidate
 from tests.conftest import write_artifact, warm_options
 from tests.test_build import write_profile
 
-INT4, DYNAMIC, INT8, FLOAT32 = Mode.INT4, Mode.DYNAMIC, Mode.INT8, Mode.FLOAT32
+INT4, DYNAMIC, INT8, FLOAT32, BLOCKS = Mode.INT4, Mode.DYNAMIC, Mode.INT8, Mode.FLOAT32, Mode.INT4_BLOCKWISE
 
 
 @pytest.mark.parametrize("allowed, ladder", [
@@ -31,6 +31,60 @@ INT4, DYNAMIC, INT8, FLOAT32 = Mode.INT4, Mode.DYNAMIC, Mode.INT8, Mode.FLOAT32
 ])
 def test_the_tflite_ladder_follows_what_the_device_allows(allowed, ladder):
     assert mixed_ladder("tflite", allowed) == ladder
+    # raised dense layers may come back down to int4 blocks where the ladder rises from int4 to int8 weights,
+    # in .tflite files for LiteRT (LiteRT.js runs .tflite files too, but blocks are unverified there)
+    assert blocks_allowed("tflite", allowed) is (ladder[:2] == (INT4, DYNAMIC))
+    assert blocks_allowed("litertjs", allowed) is False
+
+
+def test_int4_in_blocks_is_a_rung_never_a_mode_or_a_base(tmp_path):
+    with pytest.raises(quantize.QuantizeError, match="not one of"):
+        quantize.QuantizationSettings("tflite", "mixed", mixed=MixedPrecision(BLOCKS))
+    with pytest.raises(quantize.QuantizeError):
+        quantize.QuantizationSettings("tflite", "int4-block32")
+    path = write_profile(tmp_path, "blocks", 'formats = ["tflite"]\nquantization = ["int4-block32"]\n[budget]\nmax_size = "1 MiB"\n')
+    with pytest.raises(MobilepreError, match="int4-block32"):
+        load_profile(path)
+
+
+@pytest.fixture(scope="module")
+def dense_model(keras):
+    """Two dense layers: 64 inputs (a multiple of 32: int4 in blocks of 32 fits) and 20 (it does not)."""
+    keras.utils.set_random_seed(2)
+    inputs = keras.Input((8, 8, 1), name="pixels")
+    hidden = keras.layers.Dense(20, activation="relu", name="wide")(keras.layers.Flatten()(inputs))
+    return keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="head")(hidden))
+
+
+def test_a_dense_op_raised_to_int4_in_blocks_keeps_int4_with_a_scale_per_block_and_runs(dense_model, tmp_path):
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    images = np.random.default_rng(3).random((8, 8, 8, 1), np.float32)
+    float_model = quantize.convert(dense_model, quantize.QuantizationSettings("tflite", "float32", strip_metadata=False)).files["model.tflite"]
+    ops = {op["output"]: op for op in graph_ops(float_model) if op["weights"]}
+    assert sorted(op["blockwise"] for op in ops.values()) == [False, True]  # the 64-input kernel only
+    wide = next(name for name, op in ops.items() if op["blockwise"])
+    sizes, outputs = {}, {}
+    for label, plan in {"int4": MixedPrecision(INT4), "blocks": MixedPrecision(INT4, ((wide, BLOCKS),)),
+                        "dynamic": MixedPrecision(INT4, ((wide, DYNAMIC),))}.items():
+        artifact = quantize.convert(dense_model, quantize.QuantizationSettings("tflite", "mixed", mixed=plan), images)
+        content = artifact.files["model.tflite"]
+        sizes[label] = len(content)
+        _, run = run_candidate(write_artifact(artifact, tmp_path / label), images)
+        outputs[label] = run.outputs[0]
+        if label == "blocks":
+            graph = flatbuffer_utils.read_model_from_bytearray(bytearray(content)).subgraphs[0]
+            blocked = [t for t in graph.tensors if t.quantization is not None and t.quantization.detailsType == 2]  # BlockwiseQuantization
+            assert [(int(t.type), t.quantization.details.blockSize, t.shape.tolist()) for t in blocked] == [(17, 32, [20, 64])]
+    # a float16 scale per block of 32 (40 blocks, 80 B) for the 20 channels' float scale and int64 zero point
+    # (240 B): on a kernel this narrow, blocks are smaller than channel-wise int4; on a wide one (over 192 inputs) larger
+    assert sizes["blocks"] == sizes["int4"] - 240 + 80 + 16 and sizes["blocks"] < sizes["dynamic"]
+    assert np.isfinite(outputs["blocks"]).all() and not np.array_equal(outputs["blocks"], outputs["int4"])
+    ranked = rank_tflite_ops(float_model, INT4, images, "pixels")
+    assert {e.name: e.blockwise for e in ranked} == {name: op["blockwise"] for name, op in ops.items()}
+    # what the search predicts a layer costs there: a float16 scale per 32 weights; int4 where blocks do not fit
+    assert next(e for e in ranked if e.blockwise).bytes_at(BLOCKS) == 1280 * (0.5 + 2 / 32)
+    assert next(e for e in ranked if not e.blockwise).bytes_at(BLOCKS) == 200 * 0.5
 
 
 def test_the_tfjs_ladder_is_uint8_then_float16():
@@ -189,9 +243,13 @@ def test_the_mixed_search_raises_some_layers_and_meets_the_drift_budget(mixed_bu
     assert detail["ranked_by"] == "error removed per byte (the profile prefers size)"
     assert 1 <= len(detail["raised"]) < 8 and all(r["to"] == "dynamic" and r["bytes"] > 0 and r["layer"] for r in detail["raised"])
     steps = detail["steps"]
-    assert 2 <= len(steps) <= MAX_STEPS and steps[0]["raised"] == 0 and not steps[0]["passed"]
+    assert 2 <= len(steps) <= MAX_STEPS + BLOCK_STEPS and steps[0]["raised"] == 0 and not steps[0]["passed"]
     # the fewest raised: every step with fewer raised layers missed the budget
     assert all(not s["passed"] for s in steps if s["raised"] < len(detail["raised"]))
+    # the dense head (1,024 inputs) was raised, so the search tried it back in int4 blocks of 32, verified:
+    # on the demo that misses (max abs error over 0.1) and the head stays in int8 weights
+    assert any(r["layer"] == "digits_cnn/digit" for r in detail["raised"])
+    assert [(s["in_blocks"], s["passed"]) for s in steps if "in_blocks" in s] == [(1, False)]
     # prefer = "size": the mixed model is the smallest passing TFLite candidate
     assert result.profile("mixer").format("tflite").chosen.candidate == "tflite-mixed@mixer"
 
@@ -226,3 +284,52 @@ def test_the_mixed_search_raises_no_more_than_the_size_budget_leaves_room_for_an
     assert stopped["max_size"] == 29000 and 0 <= stopped["raised"] < stopped["ops"] and "drift still misses" in stopped["note"]
     assert all(step["bytes"] <= 29000 for step in mixed.mixed["steps"])
     assert not (out / "squeezed").exists() and (out / "mixer" / "manifest.json").is_file()
+
+
+def test_raised_dense_layers_come_back_down_to_int4_in_blocks_where_drift_holds(keras):
+    """A kernel with one outlier weight per output channel: channel-wise int4 scales each channel by its
+    outlier and rounds the rest to zero; blocks of 32 scale the other blocks by their own values. A plan
+    that raised it to int8 weights gets it back in blocks, verified in LiteRT, and smaller; the head (20
+    inputs, no whole block) stays where it was."""
+    from types import SimpleNamespace
+
+    from mobilepre.mixed import _into_blocks
+    from tests.conftest import litert_run
+
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((8, 8, 8), name="pixels")  # 512 inputs: 16 blocks a channel
+    hidden = keras.layers.Dense(20, activation="relu", name="wide")(keras.layers.Flatten()(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10, activation="softmax", name="head")(hidden))
+    kernel, bias = model.get_layer("wide").get_weights()
+    kernel[0, :] = 20 * np.abs(kernel).max()
+    model.get_layer("wide").set_weights([kernel, bias])
+    images = np.random.default_rng(4).random((16, 8, 8, 8), np.float32)
+    float_model = quantize.convert(model, quantize.QuantizationSettings("tflite", "float32", strip_metadata=False)).files["model.tflite"]
+    reference = litert_run(float_model, images)
+    ops = {op["output"]: op for op in graph_ops(float_model) if op["weights"]}
+    wide = next(name for name, op in ops.items() if op["blockwise"])
+    head = next(name for name, op in ops.items() if not op["blockwise"])
+
+    def error_and_bytes(plan):
+        content = quantize.convert(model, quantize.QuantizationSettings("tflite", "mixed", mixed=plan), images).files["model.tflite"]
+        return float(np.abs(litert_run(content, images) - reference).max()), len(content)
+
+    raised = MixedPrecision(INT4, ((wide, DYNAMIC), (head, DYNAMIC)))
+    errors = {label: error_and_bytes(plan) for label, plan in {
+        "int4": MixedPrecision(INT4, ((head, DYNAMIC),)), "raised": raised, "blocks": MixedPrecision(INT4, ((wide, BLOCKS), (head, DYNAMIC)))}.items()}
+    assert max(errors["raised"][0], errors["blocks"][0]) < errors["int4"][0] / 2, errors
+    limit = (max(errors["raised"][0], errors["blocks"][0]) + errors["int4"][0]) / 2
+    steps = []
+
+    def step(plan):
+        error, size = error_and_bytes(plan)
+        steps.append(plan)
+        return SimpleNamespace(error=None, size_bytes=size), error <= limit
+
+    ranking = [LayerError(wide, "wide", 0.0, ops[wide]["weights"], True), LayerError(head, "head", -3.0, ops[head]["weights"], False)]
+    plan, measured, _ = _into_blocks((raised, SimpleNamespace(error=None, size_bytes=errors["raised"][1]), ranking), step)
+    assert plan == MixedPrecision(INT4, ((wide, BLOCKS), (head, DYNAMIC))) and len(steps) == 1
+    assert measured.size_bytes == errors["blocks"][1] < errors["raised"][1]
+    # under a limit the blocks miss, the plan stays as it passed
+    limit = errors["blocks"][0] / 2
+    assert _into_blocks((raised, SimpleNamespace(error=None, size_bytes=errors["raised"][1]), ranking), step)[0] == raised
