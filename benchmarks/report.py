@@ -162,6 +162,10 @@ def _rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
                     + (f"; mixed {_b(tight['mixed']['bytes'])}, {tight['mixed']['raised']} raised, {tight['mixed']['steps']} steps"
                        if tight.get("mixed") else "") + f"; search {tight['search_seconds']:.0f} s",
                     next((t["name"] for t in results.get("targets", []) if t["benchmark"] == "size_search" and t["name"].endswith(name)), None))
+        for name, cost in z.get("ranking_cost", {}).items():
+            add("size_search", f"mixed ranking time / ({cost['ranked_ops']} ops x one run of the 16 ranking images), {name}",
+                _x(cost["ranking_over_runs"]),
+                f"{cost['ranking_seconds']:.1f} s for {cost['ranked_ops']} weighted ops of {cost['ops']}; one run {cost['one_run_seconds']:.2f} s")
     if "clustering" in sections:
         c = sections["clustering"]
         for fmt, summary in c["formats"].items():

@@ -28,7 +28,10 @@ DESCRIPTION = (
     "the demo (its own, trained end to end), a compact CNN of 72,794 parameters with a Dense head "
     "(near the issue's 58k-parameter face classifier), and MobileNetV2 (alpha 0.35, 32x32, Keras's own "
     "constructor). Ratios are bytes over the plain candidate's; search time is the build's wall time, "
-    "and the mixed ranking's own time is read from the build's progress lines."
+    "and the mixed ranking's own time is read from the build's progress lines. Ranking cost: two larger "
+    "networks at 224x224 (Keras's MobileNetV2 and EfficientNetV2B0, untrained: time does not depend on the "
+    "weights), their float .tflite ranked at int4 on 16 images as the search ranks them (each weighted op "
+    "alone quantized and run), against one LiteRT run of those 16 images."
 )
 
 
@@ -92,6 +95,36 @@ def _search(model_path: Path, data: Path, calibration: Path, profiles: Path, out
     return result, round(seconds, 1), round(ranking, 1)
 
 
+def _ranking_cost(keras, progress) -> dict:
+    """Seconds the mixed search's ranking takes on networks with many ops, per weighted op and against one
+    run of the ranking images: what ranking costs grows with ops x inference time."""
+    from mobilepre import quantize
+    from mobilepre.mixed import RANK_IMAGES
+    from mobilepre.quantize.mixed import graph_ops, rank_tflite_ops
+    from mobilepre.quantize.runtime import signature_outputs
+
+    images = np.random.default_rng(0).random((RANK_IMAGES, 224, 224, 3), np.float32)
+    found = {}
+    for name, make in (("mobilenet_v2_224", lambda: keras.applications.MobileNetV2(input_shape=(224, 224, 3), weights=None, classes=10)),
+                       ("efficientnet_v2_b0_224", lambda: keras.applications.EfficientNetV2B0(
+                           input_shape=(224, 224, 3), weights=None, classes=10, include_preprocessing=False))):
+        keras.utils.set_random_seed(0)
+        inputs = keras.Input((224, 224, 3), name="pixels")
+        model = keras.Model(inputs, make()(inputs))
+        content = quantize.convert(model, quantize.QuantizationSettings("tflite", "float32", strip_metadata=False)).files["model.tflite"]
+        ops = graph_ops(content)
+        started = time.perf_counter()
+        signature_outputs(content, images, "pixels")
+        one_run = time.perf_counter() - started
+        started = time.perf_counter()
+        ranked = rank_tflite_ops(content, quantize.Mode.INT4, images, "pixels")
+        ranking = time.perf_counter() - started
+        found[name] = {"ops": len(ops), "ranked_ops": len(ranked), "ranking_seconds": round(ranking, 2),
+                       "one_run_seconds": round(one_run, 3), "ranking_over_runs": round(ranking / (len(ranked) * one_run), 3)}
+        progress(f"ranking cost, {name}: {found[name]}")
+    return found
+
+
 def run(progress) -> tuple[dict, list]:
     from mobilepre._tf import keras as load_keras
     from mobilepre import demo
@@ -140,4 +173,5 @@ def run(progress) -> tuple[dict, list]:
                                       round(ratio, 4), TIGHT, "none found under the budget" if not found else ""))
             out["models"][name] = entry
             progress(f"{name}: {entry}")
+    out["ranking_cost"] = _ranking_cost(keras, progress)
     return out, targets
