@@ -109,8 +109,8 @@ def _rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
                     continue
                 per_mode = [(mode.value, model["artifacts"][f"{fmt.value}-{mode.value}"]) for mode in modes if mode.value != "mixed"]
                 add("size", f"{fmt.value} bytes / floor, every mode, {label} ({model['parameters']:,} parameters)",
-                    ", ".join(f"{mode} {row['ratio']:.2f}" for mode, row in per_mode),
-                    ", ".join(_size(row["bytes"]) for _, row in per_mode))
+                    ", ".join(f"{mode} {row['ratio']:.2f}" if "ratio" in row else f"{mode} not made" for mode, row in per_mode),
+                    ", ".join(_size(row["bytes"]) if "bytes" in row else f"{mode}: {row['error']}" for mode, row in per_mode))
     if "engines" in sections:
         for name, label in (("demo", "demo"), ("mobilenet_v2", "MobileNetV2")):
             for mode, row in sections["engines"]["models"][name].items():

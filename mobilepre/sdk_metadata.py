@@ -131,7 +131,7 @@ def tflite_with_metadata(model: bytes, contract: SdkContract) -> Written:
         return Written(model, [], f"MediaPipe's metadata writer refused the model: {error}")
     finally:
         writer._temp_folder.cleanup()
-    return Written(_fixed_zip_times(bytes(data)), carries)
+    return Written(_finished(bytes(data)), carries)
 
 
 def outputs_in_file_order(model: bytes, contract: SdkContract) -> list:
@@ -158,14 +158,21 @@ def outputs_in_file_order(model: bytes, contract: SdkContract) -> list:
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def _fixed_zip_times(data: bytes) -> bytes:
-    if not zipfile.is_zipfile(io.BytesIO(data)):
-        return data
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        entries = archive.infolist()
-        contents = [archive.read(entry) for entry in entries]
-    start = min(entry.header_offset for entry in entries) if entries else len(data)
-    out = io.BytesIO(data[:start])
+def _finished(data: bytes) -> bytes:
+    """The populated file made as the converter's files are: the populator writes the flatbuffer out again
+    one vector per table, so its identical vectors are stored once again (`share_vectors`), and the zip
+    after it is written again with its entries dated `_ZIP_EPOCH`."""
+    from mobilepre.quantize.tflite import share_vectors
+
+    entries, contents, start = [], [], len(data)
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            entries = archive.infolist()
+            contents = [archive.read(entry) for entry in entries]
+        start = min((entry.header_offset for entry in entries), default=len(data))
+    if not entries:
+        return share_vectors(data)
+    out = io.BytesIO(share_vectors(data[:start]))
     out.seek(0, io.SEEK_END)
     with zipfile.ZipFile(out, "a") as archive:  # as the populator appends: a zip after the flatbuffer
         for entry, content in zip(entries, contents):

@@ -472,6 +472,7 @@ def tflite_bytes(data: bytes, where: str = "TFLite model") -> dict:
         sizes = _check_buffers(model, len(data))
         metadata = {m.scalar(1, "I", 0, "buffer") for m in model.tables(6, "metadata")}
         seen, out = set(), {"weights": 0, "biases": 0, "quantization": 0, "metadata": 0}
+        counted = set()  # quantization vectors by position: tensors may share one (`share_vectors`)
         parameters = 0
         for buffer in sorted(metadata):
             if buffer < len(sizes) and sizes[buffer]:
@@ -483,7 +484,9 @@ def tflite_bytes(data: bytes, where: str = "TFLite model") -> dict:
                 if quantization is not None:
                     for slot, size in ((0, 4), (1, 4), (2, 4), (3, 8)):
                         found = quantization.vector(slot, size, "quantization")
-                        out["quantization"] += 0 if found is None else 4 + found[1] * size
+                        if found is not None and found[0] not in counted:
+                            counted.add(found[0])
+                            out["quantization"] += 4 + found[1] * size
                 buffer = tensor.scalar(2, "I", 0, "buffer")
                 if buffer in seen or buffer >= len(sizes) or not sizes[buffer]:
                     continue

@@ -80,8 +80,7 @@ def convert_tflite(
         content = _float_model(saved_model_dir, settings)
     else:
         content = _convert(saved_model_dir, settings, calibration)
-    if settings.strip_metadata:
-        content = strip_tensor_names(content)
+    content = strip_tensor_names(content) if settings.strip_metadata else share_vectors(content)
     return Artifact(settings=settings, files={"model.tflite": content}, sparsity=sparsity, made_by=made_by, engine_choice=choice)
 
 
@@ -201,7 +200,41 @@ def strip_tensor_names(content: bytes) -> bytes:
         for index, tensor in enumerate(subgraph.tensors):
             if index not in keep:
                 tensor.name = None
-    return bytes(flatbuffer_utils.convert_object_to_bytearray(model))
+    return _packed(model)
+
+
+def share_vectors(content: bytes) -> bytes:
+    """The .tflite flatbuffer `content` with each run of numbers stored once, however many tables list it.
+    A quantized file repeats the same vectors: every weight quantized per channel carries a zero point per
+    channel (int64, all 0 for symmetric weights: 8 B each, and LiteRT refuses fewer zero points than
+    scales), and tensors share shapes. A flatbuffer table may point at any vector, so one copy serves
+    them all and LiteRT reads the same model (outputs bit-identical: tests/test_quantize.py). Raw byte
+    vectors (weights, metadata, custom options) stay as they were. MobileNetV2's int8 file: 9% smaller."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    return _packed(flatbuffer_utils.read_model_from_bytearray(bytearray(content)))
+
+
+def _packed(model) -> bytes:
+    """A TFLite `ModelT` serialised with identical numeric vectors stored once (`share_vectors`)."""
+    import flatbuffers
+
+    class SharingBuilder(flatbuffers.Builder):
+        def __init__(self, size: int):
+            super().__init__(size)
+            self.stored: dict = {}
+
+        def CreateNumpyVector(self, x):  # noqa: N802 (flatbuffers' name)
+            if x.dtype == np.uint8 or x.dtype == np.int8:  # raw bytes: buffers, options, as written before
+                return super().CreateNumpyVector(x)
+            key = (x.dtype.str, x.tobytes())
+            if key not in self.stored:
+                self.stored[key] = super().CreateNumpyVector(x)
+            return self.stored[key]
+
+    builder = SharingBuilder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
 
 
 def _selective_int8(tf, converter, settings: QuantizationSettings, calibration) -> bytes:

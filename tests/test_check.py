@@ -108,10 +108,11 @@ def test_truncated_tflite_fails_in_the_verifier_before_the_interpreter(bundles):
 def test_a_tightened_size_budget_fails_old_bundles(bundles, tmp_path):
     profiles = tmp_path / "profiles"
     shutil.copytree(Path(__file__).resolve().parent.parent / "device_profiles", profiles)
-    text = (profiles / "npu-int8.toml").read_text().replace('max_size = "8 MiB"', 'max_size = "50 KiB"')
+    shipped = sum(p.stat().st_size for p in (bundles / "npu-int8").glob("model.tflite"))  # about 50 kB
+    text = (profiles / "npu-int8.toml").read_text().replace('max_size = "8 MiB"', 'max_size = "48 KiB"')
     (profiles / "npu-int8.toml").write_text(text)
     result = check(bundles, profiles=profiles, measure=False)
-    assert _failures(result) == [("npu-int8", "max_size", "max_size: 52,833 B vs 51,200 B (recomputed)")]
+    assert _failures(result) == [("npu-int8", "max_size", f"max_size: {shipped:,} B vs 49,152 B (recomputed)")]
     assert result.bundles[0].budgets_from == str(profiles)
 
 
@@ -294,7 +295,7 @@ def test_check_believes_the_artifact_not_the_manifest(bundles, demo_source):
     result = check(bundles, measure=False)
     (claims,) = [m for b, n, m in _failures(result) if n == "claims[tflite]"]
     assert "its tensors are float32, the manifest says int8" in claims and "its I/O type is float32, the manifest says uint8" in claims
-    assert f"its files are {len(float32):,} bytes, the manifest says 52," in claims and not result.passed
+    assert f"its files are {len(float32):,} bytes, the manifest says 50," in claims and not result.passed
     cli = run_cli("check", bundles, "--no-measure", env=FAST)
     assert cli.returncode == 1 and "its tensors are float32" in cli.stderr
 

@@ -1,8 +1,10 @@
 """The quantize package: every mode converts and runs in its real runtime; unsafe inputs stop early."""
 
+import io
 import json
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
@@ -298,3 +300,51 @@ def test_every_tflite_is_a_static_graph_unless_a_dynamic_batch_is_asked(keras, t
     content, io = made[("float32", True)]
     assert io["shapes"] == "dynamic" and tflite_dynamic_tensors(content)[0][1][0] == -1
     assert {"SHAPE", "PACK"} <= set(_op_names(content))
+
+
+@pytest.mark.parametrize("mode", ["float32", "float16", "dynamic", "int8", "int4", "int16x8"])
+def test_every_tflite_stores_identical_vectors_once_and_runs_bit_identically(tiny_model, tiny_images, mode):
+    """The per-channel zero points (int64, all 0 for symmetric weights) and repeated shapes are stored once:
+    the file LiteRT reads is the same model (outputs bit-identical to the one-copy-per-table file), the
+    quantized ones smaller, and the byte breakdown counts a shared vector once."""
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from mobilepre.tflite_reader import tflite_bytes
+
+    shared = quantize.convert(tiny_model, QS("tflite", mode), tiny_images).files["model.tflite"]
+    plain = bytes(flatbuffer_utils.convert_object_to_bytearray(flatbuffer_utils.read_model_from_bytearray(bytearray(shared))))
+    assert np.array_equal(litert_run(shared, tiny_images[:8]), litert_run(plain, tiny_images[:8]))
+    assert len(shared) <= len(plain)
+    spent, unshared = tflite_bytes(shared), tflite_bytes(plain)
+    assert spent["weights"] == unshared["weights"] and spent["biases"] == unshared["biases"]
+    assert spent["quantization"] <= unshared["quantization"] and spent["graph"] >= 0
+    if mode in ("int8", "int16x8", "dynamic"):  # zero points of kernels with as many channels, of activations
+        assert spent["quantization"] < unshared["quantization"] and len(shared) < len(plain)
+
+
+def test_the_metadata_populator_s_copies_are_shared_again_and_its_labels_still_read(tiny_model, tiny_images, tmp_path):
+    """MediaPipe's populator writes the flatbuffer out again one vector per table; the file mobilepre ships
+    is shared again, its labels zip after it, and MediaPipe Tasks classifies with its class names."""
+    import mediapipe as mp
+    from mediapipe.tasks.python import vision
+    from mediapipe.tasks.python.core.base_options import BaseOptions
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    from mobilepre.sdk_metadata import SdkContract, tflite_with_metadata
+
+    model = quantize.convert(tiny_model, QS("tflite", "int8"), tiny_images).files["model.tflite"]
+    contract = SdkContract("tiny", "uint8", (16, 16, 3), outputs=((tiny_model.output_names[0], "probabilities"),),
+                           class_names=("a", "b", "c", "d"), luma=True)
+    written = tflite_with_metadata(model, contract)
+    assert "classification output with class names" in written.carries
+    with zipfile.ZipFile(io.BytesIO(written.data)) as archive:  # the labels, after the flatbuffer
+        start = min(entry.header_offset for entry in archive.infolist())
+        assert archive.read("labels.txt").decode().split() == ["a", "b", "c", "d"]
+    plain = bytes(flatbuffer_utils.convert_object_to_bytearray(flatbuffer_utils.read_model_from_bytearray(bytearray(written.data))))
+    assert start < len(plain)  # the flatbuffer part, vectors shared, against one copy per table
+    path = tmp_path / "model.tflite"
+    path.write_bytes(written.data)
+    options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=1)
+    with vision.ImageClassifier.create_from_options(options) as classifier:
+        top = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(tiny_images[0]))).classifications[0].categories[0]
+    assert top.category_name in ("a", "b", "c", "d")
