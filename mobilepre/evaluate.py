@@ -125,17 +125,17 @@ class Evaluator:
                 self.measured[candidate] = self.measured[candidate].with_latency(key, latency.median_ms)
         return self._timed[(candidate, key)]
 
-    def runoff(self, keys: list[str], threads: int) -> Runoff:
-        """The measured candidates `keys` (LiteRT) timed against each other in interleaved rounds with
-        `threads` (`results.Runoff`); with `cache_latency`, reused from the cache for a machine of this
-        one's identity (kept with the first candidate's entry)."""
+    def runoff(self, keys: list[str], threads: int, backend: str | None = None) -> Runoff:
+        """The measured candidates `keys` timed against each other in interleaved rounds (`results.Runoff`):
+        in LiteRT with `threads`, or with `backend` in LiteRT.js in Chromium; with `cache_latency`, reused
+        from the cache for a machine of this one's identity (kept with the first candidate's entry)."""
         by_key = {m.key: m for m in self.measured.values()}
         measured = [by_key[k] for k in keys]
-        slot = f"runoff:{threads}:{','.join(keys)}"
+        slot = f"runoff:{f'litertjs-{backend}' if backend else threads}:{','.join(keys)}"
         found = self._cached_latency(measured[0].candidate, slot, Runoff.from_dict)
         if found is not None and list(found.rounds) == keys:
             return found
-        rounds = self.runner.runoff(measured, threads)
+        rounds = self.runner.runoff(measured, threads, backend)
         runoff = Runoff(dict(zip(keys, (tuple(r) for r in rounds))))
         self._store_latency(measured[0].candidate, slot, runoff.to_dict())
         return runoff

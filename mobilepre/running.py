@@ -11,7 +11,7 @@ from mobilepre.formats import FORMATS
 from mobilepre.quantize.settings import Format
 from mobilepre.measured import Measured
 from mobilepre.progress import as_reporter
-from mobilepre.runtimes import ImagesOnDisk, Latency, runoff_tflite
+from mobilepre.runtimes import ImagesOnDisk, Latency, runoff_litertjs, runoff_tflite
 from mobilepre.validate import compare, run_candidate
 
 
@@ -116,11 +116,16 @@ class ArtifactRunner:
                                    where=measured.key, browser=browser)
         return run.latency
 
-    def runoff(self, measured: list[Measured], threads: int) -> list[list[float]]:
-        """LiteRT candidates timed against each other in interleaved rounds (`runtimes.runoff_tflite`)."""
+    def runoff(self, measured: list[Measured], threads: int, backend: str | None = None) -> list[list[float]]:
+        """Candidates timed against each other in interleaved rounds: in LiteRT (`runtimes.runoff_tflite`), or
+        with `backend` in LiteRT.js in one Chromium page (`runtimes.runoff_litertjs`)."""
+        where = f"the run-off of {', '.join(m.key for m in measured)}"
+        contents = [m.files["model.tflite"] for m in measured]
+        if backend is not None:
+            self.progress.stage(f"timing {', '.join(m.key for m in measured)} against each other in LiteRT.js ({backend})")
+            return runoff_litertjs(contents, self.validation[:1], backend, where=where)
         self.progress.stage(f"timing {', '.join(m.key for m in measured)} against each other in LiteRT ({max(1, threads)} threads)")
-        return runoff_tflite([m.files["model.tflite"] for m in measured], self.validation[:1], max(1, threads),
-                             where=f"the run-off of {', '.join(m.key for m in measured)}")
+        return runoff_tflite(contents, self.validation[:1], max(1, threads), where=where)
 
     def _on_disk(self) -> ImagesOnDisk:
         with self._lock:

@@ -448,6 +448,52 @@ def run_litertjs(model, images: np.ndarray, latency_runs: int = 0, warmup: int =
     return RunResult(outputs, result.seconds, result.latency, result.peak_memory_bytes)
 
 
+def runoff_litertjs(contents: list[bytes], images: np.ndarray, backend: str = "wasm", rounds: int = RUNOFF_ROUNDS,
+                    where: str = "run-off") -> list[list[float]]:
+    """Time several .tflite models with LiteRT.js on `backend` in one headless Chromium page, on one
+    image in interleaved rounds (as `runoff_tflite` does in LiteRT): per model, the median of its block
+    of runs in each round, in `contents`' order. Each model is verified and must suit LiteRT.js first."""
+    from mobilepre.tflite_reader import tflite_io
+    from mobilepre.web_bundle import litertjs_page_files
+
+    node, runner = check_node()
+    chromium = check_chromium()
+    with tempfile.TemporaryDirectory(prefix="mobilepre-litertjs-runoff-") as tmp:
+        tmp = Path(tmp)
+        page_dir = tmp / "page"
+        page_dir.mkdir()
+        for name, data in litertjs_page_files(runtime=False).items():
+            (page_dir / name).write_bytes(data)
+        urls, dtype = [], None
+        for k, content in enumerate(contents):
+            io = tflite_io(content, f"{where}: model {k + 1}")
+            problem = litertjs_problem(content, f"{where}: model {k + 1}")
+            if problem:
+                raise MobilepreError(problem)
+            folder = page_dir / f"litertjs{k}"
+            folder.mkdir()
+            (folder / "model.tflite").write_bytes(content)
+            (folder / "contract.json").write_text(json.dumps({"mobilepre": {"quantization": {"input_dtype": io["inputs"][0]["dtype"]}}}))
+            urls.append(f"/page/litertjs{k}/model.tflite")
+            dtype = dtype or io["inputs"][0]["dtype"]
+        sample = np.ascontiguousarray(_array(images)[:1])
+        sample.tofile(tmp / "input.bin")
+        request = {
+            "chromium": chromium, "profile_dir": str(tmp / "chromium-profile"), "page_dir": str(page_dir), "model_dir": str(page_dir),
+            "model_url": urls[0], "backend": backend, "input_path": str(tmp / "input.bin"), "input_shape": list(sample.shape),
+            "input_dtype": "float32" if sample.dtype == np.float32 else sample.dtype.name, "warmup_runs": 5,
+            "runoff": {"model_urls": urls, "rounds": rounds, "block_ms": RUNOFF_BLOCK_MS, "min_runs": 1, "max_runs": 500},
+        }
+        (tmp / "request.json").write_text(json.dumps(request))
+        timeout = run_timeout_s(0, rounds * len(contents) * 10) + BROWSER_START_S
+        answer = _runner_answer(_run_child([node, str(runner / "browser.mjs"), str(tmp / "request.json")], timeout, where,
+                                           "LiteRT.js in Chromium"), where, "LiteRT.js in Chromium")
+    medians = answer.get("runoff_ms")
+    if not (isinstance(medians, list) and len(medians) == len(contents) and all(isinstance(m, list) and len(m) == rounds for m in medians)):
+        raise MobilepreError(f"{where}: LiteRT.js in Chromium gave no run-off timings")
+    return [[float(v) for v in m] for m in medians]
+
+
 # How far a repeated inference of the same image may move, relative to the outputs' largest magnitude:
 # float rounding of a kernel chosen differently, never a wrong answer.
 REPEAT_TOLERANCE = 1e-5

@@ -156,7 +156,7 @@ def search(
     runoffs = {(p.name, fmt): _runoff(p, fmt, tried[(p.name, fmt)], evaluator, progress) for p, fmt, _ in lanes}
     for profile in profiles:
         if profile.web_backends:
-            _conform_web(profile, tried, evaluator, labels, progress)
+            _conform_web(profile, tried, evaluator, labels, progress, runoffs)
     return [FormatResult(profile.name, str(fmt), tuple(tried[(profile.name, fmt)]), profile.prefer, runoff=runoffs[(profile.name, fmt)])
             for profile, fmt, _ in lanes]
 
@@ -167,21 +167,30 @@ def search(
 RUNOFF_SPAN = 10.0
 
 
+# Where a lane's latency is timed, for a run-off: host-timed LiteRT in a LiteRT child process, and
+# browser-timed LiteRT.js in one Chromium page (TF.js lanes have none: one model per page load).
+RUNOFF_LANES = {"tflite": "host", "litertjs": "browser"}
+
+
 def _runoff(profile, fmt, trials: list, evaluator: Evaluator, progress):
-    """With prefer "latency" on host-timed LiteRT, the passing candidates timed again against each other in
-    interleaved rounds (`results.Runoff`): timed one after another, each met its own moment's load, and a
-    busy machine could reorder them; in rounds, they meet the same. Those more than `RUNOFF_SPAN` times
-    slower than the fastest stay out (and are not tied). None when fewer than two take part."""
-    if profile.prefer != "latency" or str(fmt) != "tflite":
+    """With prefer "latency" on host-timed LiteRT or browser-timed LiteRT.js, the passing candidates timed
+    again against each other in interleaved rounds (`results.Runoff`): timed one after another, each met
+    its own moment's load, and a busy machine could reorder them; in rounds, they meet the same. Those
+    more than `RUNOFF_SPAN` times slower than the fastest stay out (and are not tied). None when fewer
+    than two take part."""
+    source = RUNOFF_LANES.get(str(fmt))
+    if profile.prefer != "latency" or source is None:
         return None
-    passed = [t for t in trials if t.passed and t.latency is not None and t.latency.source == "host" and t.latency.ms is not None]
+    passed = [t for t in trials if t.passed and t.latency is not None and t.latency.source == source and t.latency.ms is not None]
     fastest = min((t.latency.ms for t in passed), default=0.0)
     passed = [t for t in passed if t.latency.ms <= RUNOFF_SPAN * fastest]  # further apart is no timing noise
     if len(passed) < 2:
         return None
-    runoff = evaluator.runoff([t.candidate for t in passed], profile.threads)
+    backend = (profile.budget.browser_backend or "wasm") if source == "browser" else None
+    runoff = evaluator.runoff([t.candidate for t in passed], profile.threads, backend)
     ratios = runoff.ratios()
-    progress(f"[{profile.name}] run-off over {len(runoff.rounds[passed[0].candidate])} interleaved rounds: "
+    progress(f"[{profile.name}] run-off over {len(runoff.rounds[passed[0].candidate])} interleaved rounds"
+             f"{f' (LiteRT.js, {backend})' if backend else ''}: "
              + ", ".join(f"{k} {ratios[k][0]:.2f}x" for k in sorted(ratios, key=lambda k: ratios[k][0])) + " the fastest's time")
     return runoff
 
@@ -190,14 +199,15 @@ def _runoff(profile, fmt, trials: list, evaluator: Evaluator, progress):
 RUNTIME_BACKENDS = {"tfjs": ("wasm", "webgl", "webgpu"), "litertjs": ("wasm", "webgpu")}
 
 
-def _conform_web(profile, tried: dict, evaluator: Evaluator, labels: bool, progress) -> None:
+def _conform_web(profile, tried: dict, evaluator: Evaluator, labels: bool, progress, runoffs: dict) -> None:
     """The web artifact `profile` would ship, run on each of its `web_backends` its runtime has, until one
     that some backend runs right is chosen: a backend whose outputs miss the drift budgets is named
     and refused; an artifact no backend runs right fails, and the choice moves on (another candidate of
     its runtime, or the other runtime)."""
     lanes = {fmt: tried[(profile.name, fmt)] for fmt in WEB_FORMATS if (profile.name, fmt) in tried}
     while True:
-        results = tuple(FormatResult(profile.name, fmt, tuple(trials), profile.prefer) for fmt, trials in lanes.items())
+        results = tuple(FormatResult(profile.name, fmt, tuple(trials), profile.prefer, runoff=runoffs.get((profile.name, fmt)))
+                        for fmt, trials in lanes.items())
         choice = web_choice(results, profile.prefer)
         if choice is None:
             return

@@ -48,7 +48,8 @@ class FakeEvaluator:
         ms = TABLE[measured.key][3]
         return Latency(ms, ms, runs, 0, threads, "litert")
 
-    def runoff(self, keys, threads):
+    def runoff(self, keys, threads, backend=None):
+        assert backend is None  # these lanes are host-timed LiteRT
         self.runoffs.append(list(keys))
         return Runoff({k: (TABLE[k][3],) * 6 for k in keys})
 

@@ -129,7 +129,35 @@ async function main() {
   if (!loaded || loaded.error) await fail(`the page could not load the model: ${(loaded && loaded.error) || 'no window.mobilepre'}${problems.length ? ' (' + problems[0] + ')' : ''}`);
   const answer = { backend: loaded.backend, class_names: loaded.classNames, user_agent: await browser.version() };
 
-  if (req.input_path) {
+  if (req.runoff) {
+    // A run-off: the page's LiteRT.js loader loads every model, then times them on one image in
+    // interleaved rounds (a block of about block_ms each, the order turned every round), so a load that
+    // comes and goes meets them all alike. Per model, the median of each round's block.
+    const result = await page.evaluate(async (r) => {
+      const loader = await import('/page/loader.mjs');
+      const bytes = await (await fetch('/input.bin')).arrayBuffer();
+      const bundles = [];
+      for (const url of r.runoff.model_urls) bundles.push(await loader.loadBundle(url, r.backend));
+      const values = (b) => (b.dtype === 'uint8' ? new Uint8Array(bytes) : new Float32Array(bytes));
+      const time = async (b, runs) => (await loader.runBatch(b, values(b), r.input_shape, null, runs, 0)).latencyMs.median;
+      const runs = [];
+      for (const b of bundles) {
+        const warm = await time(b, r.warmup_runs);
+        runs.push(Math.min(r.runoff.max_runs, Math.max(r.runoff.min_runs, Math.floor(r.runoff.block_ms / Math.max(warm, 1e-3)))));
+      }
+      const medians = bundles.map(() => []);
+      for (let round = 0; round < r.runoff.rounds; round++) {
+        const order = bundles.map((_, k) => k);
+        if (round % 2) order.reverse();
+        for (const k of order) medians[k].push(await time(bundles[k], runs[k]));
+      }
+      return { medians, runs, backends: bundles.map((b) => b.backend) };
+    }, req).catch((e) => ({ error: e.message }));
+    if (result.error) await fail(`the run-off failed in Chromium: ${result.error}`);
+    answer.runoff_ms = result.medians;
+    answer.runoff_runs = result.runs;
+    answer.runoff_backends = result.backends;
+  } else if (req.input_path) {
     const result = await page.evaluate(async (r) => {
       const bundle = await window.mobilepre.ready;
       const bytes = await (await fetch('/input.bin')).arrayBuffer();
