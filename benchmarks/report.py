@@ -147,6 +147,9 @@ def _rows(results: dict) -> list[tuple[str, str, str, str, str, str]]:
     if "size_search" in sections:
         z = sections["size_search"]
         for name, model in z["models"].items():
+            if "error" in model:
+                add("size_search", f"smallest TFLite at top-1 >= {z['min_top1_agreement']}, {name}", "none", model["error"])
+                continue
             for plain in ("dynamic", "int8"):
                 if f"smallest_over_{plain}" in model:
                     add("size_search", f"smallest TFLite at top-1 >= {z['min_top1_agreement']} / plain {plain}, {name}",
