@@ -56,9 +56,11 @@ def _into_blocks(best: tuple, step: Callable) -> tuple:
     each try verified: all of them at once, else one at a time, the largest first, within `BLOCK_STEPS`.
     A layer that stays in int8 weights is one whose blocks missed."""
     plan, measured, ranking = best
+    if plan.base is not Mode.INT4:
+        return best
     layers = {e.name: e for e in ranking}
-    movable = sorted((name for name, mode in plan.raised if mode is Mode.DYNAMIC and plan.base is Mode.INT4
-                      and name in layers and layers[name].blockwise), key=lambda name: (-layers[name].weights, name))
+    movable = sorted((name for name, mode in plan.raised if mode is Mode.DYNAMIC and name in layers and layers[name].blockwise),
+                     key=lambda name: (-layers[name].weights, name))
     tries = [movable] + ([[name] for name in movable] if len(movable) > 1 else [])
     for names in tries[:BLOCK_STEPS]:
         lower = MixedPrecision(plan.base, tuple((name, BLOCKS if name in names else mode) for name, mode in plan.raised))

@@ -403,9 +403,6 @@ def run_litertjs(model, images: np.ndarray, latency_runs: int = 0, warmup: int =
     dequantized as LiteRT's own are. `model`: the .tflite bytes (run through the page mobilepre ships,
     LiteRT.js from the pinned node_modules), or a LiteRT.js model folder (`model.tflite`,
     `contract.json`), which in a web bundle runs through the bundle's own page and runtime files."""
-    from mobilepre.tflite_reader import tflite_io
-    from mobilepre.web_bundle import litertjs_page_files
-
     folder = Path(model) if isinstance(model, (str, Path)) else None
     if folder is not None:
         try:
@@ -414,29 +411,17 @@ def run_litertjs(model, images: np.ndarray, latency_runs: int = 0, warmup: int =
             raise MobilepreError(f"{where}: {folder / 'model.tflite'} cannot be read: {error.strerror}") from None
     else:
         content = bytes(model)
-    io = tflite_io(content, where)  # verifies the flatbuffer first
-    problem = litertjs_problem(content, where)
-    if problem:
-        raise MobilepreError(problem)
+    io = _litertjs_io(content, where)
     keys = ordered_keys(io["signature"]["outputs"], output_keys)
     by_index = {t["index"]: t for t in io["outputs"]}
-    _, runner = check_node()
-    if not (runner / "node_modules" / "@litertjs" / "core" / "package.json").is_file():
-        raise MobilepreError(f"LiteRT.js is not installed in {runner}: run `npm ci` there (`make install` does it)")
-    chromium = check_chromium()
+    _, _, chromium = _litertjs_tools()
     with tempfile.TemporaryDirectory(prefix="mobilepre-litertjs-") as tmp_page:
         page_dir = _bundle_page(folder) if folder is not None else None
         model_url = f"/page/{folder.name}/model.tflite" if page_dir is not None else "/model/model.tflite"
         if page_dir is None:  # the page mobilepre ships, LiteRT.js served from node_modules
-            page_dir = Path(tmp_page)
-            for name, data in litertjs_page_files(runtime=False).items():
-                (page_dir / name).write_bytes(data)
+            page_dir = _shipped_litertjs_page(Path(tmp_page))
             if folder is None:
-                folder = page_dir / "litertjs"
-                folder.mkdir()
-                (folder / "model.tflite").write_bytes(content)
-                # what the loader reads of an I/O contract: the input's dtype picks LiteRT.js's build
-                (folder / "contract.json").write_text(json.dumps({"mobilepre": {"quantization": {"input_dtype": io["inputs"][0]["dtype"]}}}))
+                folder = _litertjs_model_folder(page_dir / "litertjs", content, io)
 
         def extra(tmp: Path) -> dict:
             return {"chromium": chromium, "profile_dir": str(tmp / "chromium-profile"), "page_dir": str(page_dir),
@@ -453,29 +438,14 @@ def runoff_litertjs(contents: list[bytes], images: np.ndarray, backend: str = "w
     """Time several .tflite models with LiteRT.js on `backend` in one headless Chromium page, on one
     image in interleaved rounds (as `runoff_tflite` does in LiteRT): per model, the median of its block
     of runs in each round, in `contents`' order. Each model is verified and must suit LiteRT.js first."""
-    from mobilepre.tflite_reader import tflite_io
-    from mobilepre.web_bundle import litertjs_page_files
-
-    node, runner = check_node()
-    chromium = check_chromium()
+    ios = [_litertjs_io(content, f"{where}: model {k + 1}") for k, content in enumerate(contents)]
+    node, runner, chromium = _litertjs_tools()
     with tempfile.TemporaryDirectory(prefix="mobilepre-litertjs-runoff-") as tmp:
         tmp = Path(tmp)
-        page_dir = tmp / "page"
-        page_dir.mkdir()
-        for name, data in litertjs_page_files(runtime=False).items():
-            (page_dir / name).write_bytes(data)
-        urls, dtype = [], None
-        for k, content in enumerate(contents):
-            io = tflite_io(content, f"{where}: model {k + 1}")
-            problem = litertjs_problem(content, f"{where}: model {k + 1}")
-            if problem:
-                raise MobilepreError(problem)
-            folder = page_dir / f"litertjs{k}"
-            folder.mkdir()
-            (folder / "model.tflite").write_bytes(content)
-            (folder / "contract.json").write_text(json.dumps({"mobilepre": {"quantization": {"input_dtype": io["inputs"][0]["dtype"]}}}))
-            urls.append(f"/page/litertjs{k}/model.tflite")
-            dtype = dtype or io["inputs"][0]["dtype"]
+        page_dir = _shipped_litertjs_page(tmp / "page")
+        for k, (content, io) in enumerate(zip(contents, ios)):
+            _litertjs_model_folder(page_dir / f"litertjs{k}", content, io)
+        urls = [f"/page/litertjs{k}/model.tflite" for k in range(len(contents))]
         sample = np.ascontiguousarray(_array(images)[:1])
         sample.tofile(tmp / "input.bin")
         request = {
@@ -492,6 +462,45 @@ def runoff_litertjs(contents: list[bytes], images: np.ndarray, backend: str = "w
     if not (isinstance(medians, list) and len(medians) == len(contents) and all(isinstance(m, list) and len(m) == rounds for m in medians)):
         raise MobilepreError(f"{where}: LiteRT.js in Chromium gave no run-off timings")
     return [[float(v) for v in m] for m in medians]
+
+
+def _litertjs_io(content: bytes, where: str) -> dict:
+    """The .tflite `content`'s I/O (`tflite_io`, the flatbuffer verified first), or one line when LiteRT.js
+    cannot run it (`artifacts.litertjs_problem`)."""
+    from mobilepre.tflite_reader import tflite_io
+
+    io = tflite_io(content, where)
+    problem = litertjs_problem(content, where)
+    if problem:
+        raise MobilepreError(problem)
+    return io
+
+
+def _litertjs_tools() -> tuple[str, Path, str]:
+    """Node, the runner folder and Chromium, with LiteRT.js installed in the runner; one line when not."""
+    node, runner = check_node()
+    if not (runner / "node_modules" / "@litertjs" / "core" / "package.json").is_file():
+        raise MobilepreError(f"LiteRT.js is not installed in {runner}: run `npm ci` there (`make install` does it)")
+    return node, runner, check_chromium()
+
+
+def _shipped_litertjs_page(page_dir: Path) -> Path:
+    """`page_dir` holding the page a LiteRT.js bundle ships (LiteRT.js itself served from node_modules)."""
+    from mobilepre.web_bundle import litertjs_page_files
+
+    page_dir.mkdir(exist_ok=True)
+    for name, data in litertjs_page_files(runtime=False).items():
+        (page_dir / name).write_bytes(data)
+    return page_dir
+
+
+def _litertjs_model_folder(folder: Path, content: bytes, io: dict) -> Path:
+    """`folder` holding the .tflite and what the loader reads of an I/O contract: the input's dtype, which
+    picks LiteRT.js's wasm build."""
+    folder.mkdir()
+    (folder / "model.tflite").write_bytes(content)
+    (folder / "contract.json").write_text(json.dumps({"mobilepre": {"quantization": {"input_dtype": io["inputs"][0]["dtype"]}}}))
+    return folder
 
 
 # How far a repeated inference of the same image may move, relative to the outputs' largest magnitude:

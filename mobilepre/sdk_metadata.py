@@ -164,15 +164,14 @@ def _finished(data: bytes) -> bytes:
     after it is written again with its entries dated `_ZIP_EPOCH`."""
     from mobilepre.quantize.tflite import share_vectors
 
-    entries, contents, start = [], [], len(data)
+    entries, contents = [], []
     if zipfile.is_zipfile(io.BytesIO(data)):
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             entries = archive.infolist()
             contents = [archive.read(entry) for entry in entries]
-        start = min((entry.header_offset for entry in entries), default=len(data))
     if not entries:
         return share_vectors(data)
-    out = io.BytesIO(share_vectors(data[:start]))
+    out = io.BytesIO(share_vectors(data[:min(entry.header_offset for entry in entries)]))
     out.seek(0, io.SEEK_END)
     with zipfile.ZipFile(out, "a") as archive:  # as the populator appends: a zip after the flatbuffer
         for entry, content in zip(entries, contents):

@@ -151,12 +151,11 @@ async function main() {
         if (round % 2) order.reverse();
         for (const k of order) medians[k].push(await time(bundles[k], runs[k]));
       }
-      return { medians, runs, backends: bundles.map((b) => b.backend) };
+      return { medians, runs };
     }, req).catch((e) => ({ error: e.message }));
     if (result.error) await fail(`the run-off failed in Chromium: ${result.error}`);
     answer.runoff_ms = result.medians;
     answer.runoff_runs = result.runs;
-    answer.runoff_backends = result.backends;
   } else if (req.input_path) {
     const result = await page.evaluate(async (r) => {
       const bundle = await window.mobilepre.ready;
